@@ -1,0 +1,889 @@
+#!/usr/bin/env python3
+r"""Side-by-side benchmark of kvsh against redis-server and sqlite3.
+
+Measures, on N lines of ``SET key:NNNNNNN <100-byte value>``:
+
+1. bulk-load throughput (lines/s, fresh empty store per run),
+2. startup: open a store holding the N keys and answer one GET,
+3. memory per key and on-disk size.
+
+Timings are wall-clock; every figure is the median over ``--runs`` runs, and
+the systems are interleaved within each round so that noise on a shared
+machine hits them alike. Standard library only.
+
+Usage:
+    python3 Benchmarks/bench.py --kvsh .build/release/kvsh \
+        [--lines 1000000] [--runs 5] [--work DIR] [--markdown OUT.md] \
+        [--only kvsh,redis,sqlite]
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import datetime
+import hashlib
+import json
+import os
+import platform
+import re
+import shlex
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+SYSTEMS = ("kvsh", "redis", "sqlite")
+VALUE_BYTES = 100
+DATA_FORMAT_VERSION = 1  # bump when the generated data changes shape
+
+# Goals from the kvsh design brief.
+GOAL_LOAD_VS_REDIS = 2.0
+GOAL_LOAD_VS_SQLITE = 5.0
+GOAL_STARTUP_VS_REDIS = 3.0
+
+REDIS_AOF_DIR = "appendonlydir"  # redis 7 default `appenddirname`
+REDIS_START_TIMEOUT = 600.0  # seconds; generous for 1M keys on a noisy box
+
+# Child processes still alive; killed by kill_leftovers() whatever happens.
+_live_children: set[subprocess.Popen] = set()
+
+
+class BenchError(RuntimeError):
+    """A measurement could not be taken or its result failed validation."""
+
+
+# --------------------------------------------------------------------------
+# Process helpers
+# --------------------------------------------------------------------------
+
+
+@dataclass
+class ChildResult:
+    """Outcome of one timed child process."""
+
+    seconds: float
+    returncode: int
+    maxrss_bytes: int
+    stdout: bytes = b""
+    stderr: bytes = b""
+
+
+def spawn(argv: list[str], **popen_kwargs) -> subprocess.Popen:
+    """Start a child and register it so it is killed if the script aborts."""
+    proc = subprocess.Popen(argv, **popen_kwargs)
+    _live_children.add(proc)
+    return proc
+
+
+def reap(proc: subprocess.Popen, timeout: float | None = None) -> tuple[int, int]:
+    """Wait for ``proc`` with wait4; return (returncode, ru_maxrss in bytes).
+
+    With a timeout, polls and raises BenchError when it expires (the child is
+    left registered, so kill_leftovers() still ends it).
+    """
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        pid, status, usage = os.wait4(proc.pid, 0 if deadline is None else os.WNOHANG)
+        if pid:
+            break
+        if time.monotonic() > deadline:
+            raise BenchError(f"{proc.args[0]} (pid {proc.pid}) did not exit in {timeout} s")
+        time.sleep(0.005)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    _live_children.discard(proc)
+    return proc.returncode, usage.ru_maxrss * 1024  # Linux reports KiB
+
+
+def run_timed(argv: list[str], stdin_path: Path | None = None,
+              capture: bool = False, stdout_path: Path | None = None) -> ChildResult:
+    """Run ``argv`` to completion and measure its wall time and peak RSS.
+
+    stdin comes from ``stdin_path`` (or /dev/null). stdout goes to
+    ``stdout_path``, to a pipe when ``capture`` is set, else to /dev/null.
+    stderr goes to a temporary file, so that the child is reaped with wait4
+    (Popen.communicate would reap it and lose the rusage). The clock covers
+    fork/exec to exit.
+    """
+    with open(stdin_path or os.devnull, "rb") as stdin, \
+            open(stdout_path or os.devnull, "wb") as sink, \
+            tempfile.TemporaryFile() as errors:
+        start = time.perf_counter()
+        proc = spawn(argv, stdin=stdin, stderr=errors,
+                     stdout=subprocess.PIPE if capture else sink)
+        out = b""
+        if capture:
+            with proc.stdout:
+                out = proc.stdout.read()
+        returncode, maxrss = reap(proc)
+        seconds = time.perf_counter() - start
+        errors.seek(0)
+        return ChildResult(seconds, returncode, maxrss, out, errors.read())
+
+
+def stop_child(proc: subprocess.Popen) -> None:
+    """Terminate ``proc`` if it still runs (SIGKILL after 10 s) and forget it."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    _live_children.discard(proc)
+
+
+def kill_leftovers() -> None:
+    """Stop every child this script started that is still alive."""
+    for proc in list(_live_children):
+        stop_child(proc)
+
+
+def command_output(argv: list[str]) -> str | None:
+    """First line of a quick informational command, or None if it fails."""
+    try:
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    lines = done.stdout.strip().splitlines()
+    return lines[0] if done.returncode == 0 and lines else None
+
+
+def fresh_dir(path: Path) -> Path:
+    """Remove ``path`` if present and recreate it empty."""
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(parents=True)
+    return path
+
+
+def copy_fresh(src: Path, dst: Path) -> None:
+    """Replace ``dst`` by a copy of ``src`` and flush it, so every run starts alike."""
+    shutil.rmtree(dst, ignore_errors=True)
+    shutil.copytree(src, dst)
+    os.sync()
+
+
+def tree_size(path: Path, pattern: str = "*") -> int:
+    """Total size in bytes of the regular files under ``path`` matching ``pattern``."""
+    return sum(p.stat().st_size for p in path.rglob(pattern) if p.is_file())
+
+
+# --------------------------------------------------------------------------
+# Data set
+# --------------------------------------------------------------------------
+
+
+def key_for(index: int) -> str:
+    """``key:NNNNNNN``, the 7-digit zero-padded index."""
+    return f"key:{index:07d}"
+
+
+def value_for(index: int) -> str:
+    """100 printable bytes from [A-Za-z0-9_-], deterministic in ``index``."""
+    raw = hashlib.shake_128(b"kvsh-bench:%d" % index).digest(VALUE_BYTES * 3 // 4)
+    return base64.urlsafe_b64encode(raw).decode("ascii")
+
+
+@dataclass
+class DataSet:
+    """The generated input files; identical rows for all three systems."""
+
+    lines: int
+    txt: Path  # SET commands, for kvsh and redis-cli --pipe
+    sql: Path  # the same rows as one SQL transaction, for sqlite3
+
+    @property
+    def middle_key(self) -> str:
+        return key_for(self.lines // 2)
+
+    @property
+    def middle_value(self) -> str:
+        return value_for(self.lines // 2)
+
+
+def prepare_data(work: Path, lines: int) -> DataSet:
+    """Write data.txt and data.sql for ``lines`` rows, reusing them when cached."""
+    data = DataSet(lines, work / "data.txt", work / "data.sql")
+    stamp = work / "data.json"
+    wanted = {"lines": lines, "format": DATA_FORMAT_VERSION}
+    if stamp.exists() and data.txt.exists() and data.sql.exists():
+        if json.loads(stamp.read_text()) == wanted:
+            return data
+    stamp.unlink(missing_ok=True)
+    print(f"generating {lines:,} lines in {work} ...", file=sys.stderr)
+    tmp_txt, tmp_sql = data.txt.with_suffix(".txt.tmp"), data.sql.with_suffix(".sql.tmp")
+    with open(tmp_txt, "w") as txt, open(tmp_sql, "w") as sql:
+        sql.write("CREATE TABLE kv(key TEXT PRIMARY KEY, value TEXT) WITHOUT ROWID;\n"
+                  "BEGIN;\n")
+        for i in range(lines):
+            key, value = key_for(i), value_for(i)
+            txt.write(f"SET {key} {value}\n")
+            sql.write(f"INSERT INTO kv VALUES('{key}','{value}');\n")
+        sql.write("COMMIT;\n")
+    tmp_txt.replace(data.txt)
+    tmp_sql.replace(data.sql)
+    stamp.write_text(json.dumps(wanted))
+    return data
+
+
+# --------------------------------------------------------------------------
+# Minimal redis client and server control
+# --------------------------------------------------------------------------
+
+
+class RedisError(Exception):
+    """An error reply (``-ERR ...``) from redis."""
+
+
+class RespConnection:
+    """A blocking RESP2 connection, enough for the few commands used here."""
+
+    def __init__(self, port: int, timeout: float = 60.0):
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+        self.reader = self.sock.makefile("rb")
+
+    def close(self) -> None:
+        self.reader.close()
+        self.sock.close()
+
+    def call(self, *args: str):
+        """Send one command and return its decoded reply; raise RedisError on -ERR."""
+        parts = [b"*%d\r\n" % len(args)]
+        for arg in args:
+            data = arg.encode()
+            parts.append(b"$%d\r\n%s\r\n" % (len(data), data))
+        self.sock.sendall(b"".join(parts))
+        return self._read_reply()
+
+    def _read_reply(self):
+        line = self.reader.readline()
+        if not line:
+            raise ConnectionError("redis closed the connection")
+        kind, body = line[:1], line[1:-2]
+        if kind == b"+":
+            return body.decode()
+        if kind == b"-":
+            raise RedisError(body.decode())
+        if kind == b":":
+            return int(body)
+        if kind == b"$":
+            size = int(body)
+            return None if size < 0 else self.reader.read(size + 2)[:-2].decode()
+        if kind == b"*":
+            return [self._read_reply() for _ in range(int(body))]
+        raise BenchError(f"unexpected RESP reply {line!r}")
+
+
+def free_port() -> int:
+    """A currently unused loopback TCP port."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def parse_info(text: str) -> dict[str, str]:
+    """INFO output as a flat dict."""
+    return dict(line.split(":", 1) for line in text.splitlines()
+                if line and not line.startswith("#"))
+
+
+class RedisServer:
+    """A private redis-server (AOF on, everysec) in ``directory`` on a free port.
+
+    Use as a context manager: the normal path ends it with shutdown(); leaving
+    the block any other way (an error) terminates the process.
+    """
+
+    def __init__(self, directory: Path):
+        self.port = free_port()
+        self.log = directory / "redis.log"
+        self.proc = spawn(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
+             "--dir", str(directory), "--logfile", str(self.log),
+             "--daemonize", "no", "--appendonly", "yes",
+             "--appendfsync", "everysec", "--save", "",
+             "--aof-use-rdb-preamble", "yes"],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL)
+
+    def __enter__(self) -> "RedisServer":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        stop_child(self.proc)
+
+    def connect(self, deadline: float) -> RespConnection:
+        """Busy-poll (1 ms) until the server accepts a TCP connection."""
+        while True:
+            try:
+                return RespConnection(self.port)
+            except ConnectionRefusedError:
+                if self.proc.poll() is not None:
+                    raise BenchError(f"redis-server exited early; log:\n{self.log_tail()}")
+                if time.perf_counter() > deadline:
+                    raise BenchError("redis-server did not start listening in time")
+                time.sleep(0.001)
+
+    def call_when_loaded(self, *args: str, timeout: float = REDIS_START_TIMEOUT):
+        """Connect and run one command, retrying every 1 ms while redis answers -LOADING."""
+        deadline = time.perf_counter() + timeout
+        conn = self.connect(deadline)
+        try:
+            while True:
+                try:
+                    return conn.call(*args)
+                except RedisError as err:
+                    if not str(err).startswith("LOADING") or time.perf_counter() > deadline:
+                        raise
+                    time.sleep(0.001)
+        finally:
+            conn.close()
+
+    def call(self, *args: str):
+        conn = RespConnection(self.port)
+        try:
+            return conn.call(*args)
+        finally:
+            conn.close()
+
+    def info(self, section: str) -> dict[str, str]:
+        return parse_info(self.call("INFO", section))
+
+    def wait_for_aof_rewrite(self, timeout: float = 600.0) -> None:
+        """Wait until no AOF rewrite runs or is scheduled, and AOF writes succeeded.
+
+        redis rewrites the AOF on its own once it exceeds auto-aof-rewrite-min-size
+        (64 MB, i.e. around 550k of these lines); shutting down mid-rewrite would
+        leave a different file layout from run to run.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            info = self.info("persistence")
+            if info["aof_rewrite_in_progress"] == "0" and info["aof_rewrite_scheduled"] == "0":
+                break
+            if time.monotonic() > deadline:
+                raise BenchError("redis AOF rewrite did not finish in time")
+            time.sleep(0.05)
+        for status in ("aof_last_write_status", "aof_last_bgrewrite_status"):
+            if info[status] != "ok":
+                raise BenchError(f"redis {status} is {info[status]}")
+
+    def shutdown(self) -> int:
+        """SHUTDOWN NOSAVE (redis still flushes and fsyncs the AOF); return peak RSS."""
+        try:
+            self.call("SHUTDOWN", "NOSAVE")
+        except ConnectionError:
+            pass  # a successful SHUTDOWN closes the connection without a reply
+        returncode, maxrss = reap(self.proc, timeout=120)
+        if returncode != 0:
+            raise BenchError(f"redis-server exited with {returncode}; log:\n{self.log_tail()}")
+        if "Calling fsync() on the AOF file" not in self.log.read_text():
+            raise BenchError("redis-server did not report fsyncing the AOF at shutdown")
+        return maxrss
+
+    def log_tail(self, lines: int = 15) -> str:
+        try:
+            return "\n".join(self.log.read_text().splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+
+_AOF_LOADED = re.compile(r"DB loaded from append only file: ([0-9.]+) seconds")
+
+
+def redis_aof_load_seconds(log: Path) -> float:
+    """The server's own AOF load time from its log.
+
+    Redis 7 (multi-part AOF) logs one line per part, e.g.
+    ``DB loaded from base file appendonly.aof.1.base.rdb: 0.000 seconds`` and
+    ``DB loaded from incr file appendonly.aof.1.incr.aof: 0.123 seconds``, then the
+    total as ``DB loaded from append only file: 0.123 seconds`` (the wording
+    older versions use for their single file); the total is what we take.
+    """
+    match = _AOF_LOADED.search(log.read_text())
+    if not match:
+        raise BenchError(f"no AOF load time in {log}")
+    return float(match.group(1))
+
+
+# --------------------------------------------------------------------------
+# Measurements
+# --------------------------------------------------------------------------
+
+
+@dataclass
+class Samples:
+    """Repeated observations of one metric."""
+
+    values: list[float] = field(default_factory=list)
+
+    def add(self, value: float) -> None:
+        self.values.append(value)
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.values)
+
+    @property
+    def spread(self) -> tuple[float, float]:
+        return min(self.values), max(self.values)
+
+
+@dataclass
+class Results:
+    """Everything measured, keyed by ``system`` / ``metric``."""
+
+    samples: dict[str, Samples] = field(default_factory=dict)
+    sizes: dict[str, int] = field(default_factory=dict)
+    notes: dict[str, list[str]] = field(default_factory=dict)  # table ("load", ...) -> notes
+
+    def add(self, name: str, value: float) -> None:
+        self.samples.setdefault(name, Samples()).add(value)
+
+    def note(self, table: str, text: str) -> None:
+        """Attach ``text`` once to the table named ``table``."""
+        notes = self.notes.setdefault(table, [])
+        if text not in notes:
+            notes.append(text)
+
+    def get(self, name: str) -> Samples | None:
+        return self.samples.get(name)
+
+
+class Bench:
+    """Runs the measurements for the selected systems in one work directory."""
+
+    def __init__(self, args: argparse.Namespace, data: DataSet):
+        self.kvsh = str(Path(args.kvsh).resolve()) if args.kvsh else None
+        self.runs = args.runs
+        self.work = args.work
+        self.data = data
+        self.n = data.lines
+        self.results = Results()
+
+    # --- paths of the stores left by the last load run -------------------
+
+    @property
+    def kvsh_store(self) -> Path:
+        return self.work / "kvsh" / "load"
+
+    @property
+    def redis_store(self) -> Path:
+        return self.work / "redis" / "load"
+
+    @property
+    def redis_rewritten_store(self) -> Path:
+        return self.work / "redis" / "rewritten"
+
+    @property
+    def sqlite_db(self) -> Path:
+        return self.work / "sqlite" / "db.sqlite"
+
+    # --- 1. bulk load -----------------------------------------------------
+
+    def validate_kvsh_load(self) -> None:
+        """Untimed first run: exit status 0 and exactly one reply line per command."""
+        store = fresh_dir(self.kvsh_store)
+        replies = self.work / "kvsh" / "replies.txt"
+        done = run_timed([self.kvsh, "--data-dir", str(store), "--sync", "always"],
+                         stdin_path=self.data.txt, stdout_path=replies)
+        self._check_exit("kvsh load", done)
+        with open(replies, "rb") as f:
+            count = sum(1 for _ in f)
+        if count != self.n:
+            raise BenchError(f"kvsh printed {count} reply lines for {self.n} commands")
+        replies.unlink()
+
+    def load_kvsh(self) -> None:
+        store = fresh_dir(self.kvsh_store)
+        os.sync()
+        done = run_timed([self.kvsh, "--data-dir", str(store), "--sync", "always"],
+                         stdin_path=self.data.txt)
+        self._check_exit("kvsh load", done)
+        self.results.add("kvsh.load_rate", self.n / done.seconds)
+        self.results.add("kvsh.load_rss", done.maxrss_bytes)
+
+    def load_redis(self) -> None:
+        """Fresh server and dir; time `redis-cli --pipe`; leave the AOF on disk."""
+        store = fresh_dir(self.redis_store)
+        with RedisServer(store) as server:
+            server.call_when_loaded("PING", timeout=30)
+            os.sync()
+            done = run_timed(["redis-cli", "-p", str(server.port), "--pipe"],
+                             stdin_path=self.data.txt, capture=True)
+            self._check_exit("redis-cli --pipe", done)
+            summary = done.stdout.decode()
+            if f"errors: 0, replies: {self.n}" not in summary:
+                raise BenchError(f"redis-cli --pipe summary:\n{summary}")
+            dbsize = server.call("DBSIZE")
+            if dbsize != self.n:
+                raise BenchError(f"redis DBSIZE {dbsize} after load, expected {self.n}")
+            server.wait_for_aof_rewrite()
+            memory = server.info("memory")
+            server.shutdown()
+        if "Starting automatic rewriting of AOF" in server.log.read_text():
+            self.results.note("load", "redis ran its automatic AOF rewrite (default "
+                              "auto-aof-rewrite-min-size 64mb: fork + RDB base file) during "
+                              "the timed load.")
+        self.results.add("redis.load_rate", self.n / done.seconds)
+        self.results.add("redis.used_memory", int(memory["used_memory"]))
+        self.results.add("redis.used_memory_rss", int(memory["used_memory_rss"]))
+
+    def load_sqlite(self) -> None:
+        db = self.sqlite_db
+        fresh_dir(db.parent)
+        os.sync()
+        done = run_timed(["sqlite3", str(db)], stdin_path=self.data.sql)
+        self._check_exit("sqlite3 load", done)
+        rows = run_timed(["sqlite3", str(db), "SELECT count(*) FROM kv;"], capture=True)
+        if rows.stdout.strip() != str(self.n).encode():
+            raise BenchError(f"sqlite has {rows.stdout.strip()!r} rows, expected {self.n}")
+        self.results.add("sqlite.load_rate", self.n / done.seconds)
+
+    # --- 2. startup + one GET ----------------------------------------------
+
+    def startup_kvsh(self) -> None:
+        """Wall time of `kvsh --data-dir D GET <middle key>` on a copy of the loaded store."""
+        store = self.work / "kvsh" / "startup"
+        copy_fresh(self.kvsh_store, store)
+        done = run_timed([self.kvsh, "--data-dir", str(store), "GET", self.data.middle_key],
+                         capture=True)
+        self._check_exit("kvsh GET", done)
+        if self.data.middle_value not in done.stdout.decode(errors="replace"):
+            raise BenchError(f"kvsh GET printed {done.stdout[:200]!r}, not the value")
+        self.results.add("kvsh.startup", done.seconds)
+        self.results.add("kvsh.startup_rss", done.maxrss_bytes)
+
+    def rewrite_redis_store(self) -> None:
+        """Untimed: BGREWRITEAOF a copy of the loaded store into one RDB-preamble base.
+
+        This is the layout redis converges to with aof-use-rdb-preamble, and
+        its fastest startup; the store as left by the load is usually a base
+        RDB from redis's own automatic rewrite plus a long incr AOF to replay.
+        """
+        store = fresh_dir(self.redis_rewritten_store)
+        copy_fresh(self.redis_store / REDIS_AOF_DIR, store / REDIS_AOF_DIR)
+        with RedisServer(store) as server:
+            server.call_when_loaded("PING")
+            server.wait_for_aof_rewrite()  # it may start one by itself after loading
+            server.call("BGREWRITEAOF")
+            server.wait_for_aof_rewrite()
+            server.shutdown()
+
+    def startup_redis(self) -> None:
+        """Both redis stores: the AOF as left by the load, then the rewritten one."""
+        self._startup_redis_from(self.redis_store, "redis")
+        self._startup_redis_from(self.redis_rewritten_store, "redis_rewritten")
+
+    def _startup_redis_from(self, source: Path, name: str) -> None:
+        """Time from exec of redis-server on a copy of ``source``'s AOF to the GET reply."""
+        store = fresh_dir(self.work / "redis" / "startup")
+        copy_fresh(source / REDIS_AOF_DIR, store / REDIS_AOF_DIR)
+        start = time.perf_counter()
+        with RedisServer(store) as server:
+            value = server.call_when_loaded("GET", self.data.middle_key)
+            seconds = time.perf_counter() - start
+            if value != self.data.middle_value:
+                raise BenchError(f"redis GET returned {value!r}")
+            dbsize = server.call("DBSIZE")
+            if dbsize != self.n:
+                raise BenchError(f"redis loaded {dbsize} keys from {source}, expected {self.n}")
+            maxrss = server.shutdown()
+        self.results.add(f"{name}.startup", seconds)
+        self.results.add(f"{name}.startup_log", redis_aof_load_seconds(server.log))
+        self.results.add(f"{name}.startup_rss", maxrss)
+
+    def startup_sqlite(self) -> None:
+        """For reference: `sqlite3 db "SELECT value ... WHERE key=<middle>"`."""
+        db = self.work / "sqlite" / "startup" / "db.sqlite"
+        copy_fresh(self.sqlite_db.parent, db.parent)
+        done = run_timed(["sqlite3", str(db),
+                          f"SELECT value FROM kv WHERE key='{self.data.middle_key}';"],
+                         capture=True)
+        self._check_exit("sqlite3 SELECT", done)
+        if done.stdout.decode().strip() != self.data.middle_value:
+            raise BenchError(f"sqlite3 SELECT printed {done.stdout[:200]!r}")
+        self.results.add("sqlite.startup", done.seconds)
+
+    # --- 3. sizes ----------------------------------------------------------
+
+    def record_sizes(self, systems: list[str]) -> None:
+        sizes = self.results.sizes
+        sizes["input data.txt"] = self.data.txt.stat().st_size
+        if "kvsh" in systems:
+            sizes["kvsh *.log files"] = tree_size(self.kvsh_store, "*.log")
+            sizes["kvsh data dir (all files)"] = tree_size(self.kvsh_store)
+        if "redis" in systems:
+            for label, store in (("as loaded", self.redis_store),
+                                 ("rewritten", self.redis_rewritten_store)):
+                aof_dir = store / REDIS_AOF_DIR
+                sizes[f"redis appendonlydir, {label}"] = tree_size(aof_dir)
+                files = ", ".join(f"{p.name} {fmt_bytes(p.stat().st_size)}"
+                                  for p in sorted(aof_dir.iterdir()) if p.suffix != ".manifest")
+                self.results.note("startup", f"redis AOF {label}: {files}")
+        if "sqlite" in systems:
+            sizes["sqlite db file"] = self.sqlite_db.stat().st_size
+
+    # --- driver ------------------------------------------------------------
+
+    def run(self, systems: list[str]) -> Results:
+        """Interleave the systems within each round, load phase then startup phase."""
+        if "kvsh" in systems:
+            self.validate_kvsh_load()
+        self._rounds("load", systems, {"kvsh": self.load_kvsh, "redis": self.load_redis,
+                                       "sqlite": self.load_sqlite})
+        if "redis" in systems:
+            self.rewrite_redis_store()
+        self._rounds("startup", systems, {"kvsh": self.startup_kvsh,
+                                          "redis": self.startup_redis,
+                                          "sqlite": self.startup_sqlite})
+        self.record_sizes(systems)
+        return self.results
+
+    def _rounds(self, phase: str, systems: list[str], steps: dict) -> None:
+        """Run ``steps[system]()`` for every system, ``self.runs`` rounds in a row."""
+        for round_no in range(1, self.runs + 1):
+            for system in systems:
+                print(f"[{phase} {round_no}/{self.runs}] {system}", file=sys.stderr)
+                steps[system]()
+
+    @staticmethod
+    def _check_exit(what: str, done: ChildResult) -> None:
+        if done.returncode != 0:
+            raise BenchError(f"{what} exited with {done.returncode}: "
+                             f"{done.stderr.decode(errors='replace')[-2000:]}")
+
+
+# --------------------------------------------------------------------------
+# Reporting
+# --------------------------------------------------------------------------
+
+
+@dataclass
+class Table:
+    title: str
+    headers: list[str]
+    rows: list[list[str]]
+    notes: list[str] = field(default_factory=list)
+
+    def text(self) -> str:
+        widths = [max(len(r[i]) for r in [self.headers, *self.rows])
+                  for i in range(len(self.headers))]
+
+        def fmt(row: list[str]) -> str:
+            return "  ".join(c.ljust(w) if i == 0 else c.rjust(w)
+                             for i, (c, w) in enumerate(zip(row, widths)))
+
+        out = [self.title, "-" * len(self.title), fmt(self.headers),
+               "  ".join("-" * w for w in widths)]
+        out += [fmt(r) for r in self.rows]
+        out += [f"  * {n}" for n in self.notes]
+        return "\n".join(out)
+
+    def markdown(self) -> str:
+        out = [f"#### {self.title}", "",
+               "| " + " | ".join(self.headers) + " |",
+               "|" + "|".join(["---"] + ["---:"] * (len(self.headers) - 1)) + "|"]
+        out += ["| " + " | ".join(r) + " |" for r in self.rows]
+        if self.notes:
+            out += [""] + [f"- {n}" for n in self.notes]
+        return "\n".join(out)
+
+
+def fmt_rate(s: Samples) -> tuple[str, str]:
+    lo, hi = s.spread
+    return f"{s.median:,.0f}", f"{lo:,.0f} – {hi:,.0f}"
+
+
+def fmt_seconds(s: Samples) -> tuple[str, str]:
+    lo, hi = s.spread
+    return f"{s.median * 1000:,.1f} ms", f"{lo * 1000:,.1f} – {hi * 1000:,.1f} ms"
+
+
+def fmt_bytes(value: float) -> str:
+    if value < 2**10:
+        return f"{value:,.0f} B"
+    if value < 2**20:
+        return f"{value / 2**10:,.1f} KiB"
+    return f"{value / 2**20:,.1f} MiB"
+
+
+def goal_row(label: str, ratio: float, goal: float) -> list[str]:
+    return [label, f"{ratio:.2f}×", f"≥ {goal:g}×", "met" if ratio >= goal else "NOT met"]
+
+
+def build_tables(results: Results, n: int, runs: int) -> list[Table]:
+    get = results.get
+    tables = []
+
+    rows = [[system, *fmt_rate(get(f"{system}.load_rate"))]
+            for system in SYSTEMS if get(f"{system}.load_rate")]
+    tables.append(Table(
+        f"Bulk load, {n:,} SET lines (median of {runs} runs, fresh store each run)",
+        ["system", "lines/s (median)", "min – max"], rows,
+        ["kvsh: --sync always; redis: AOF appendfsync everysec via redis-cli --pipe "
+         "(server already running); sqlite3: one transaction, default pragmas.",
+         *results.notes.get("load", [])]))
+
+    ratios = []
+    kvsh_load = get("kvsh.load_rate")
+    for other, goal in (("redis", GOAL_LOAD_VS_REDIS), ("sqlite", GOAL_LOAD_VS_SQLITE)):
+        if kvsh_load and get(f"{other}.load_rate"):
+            ratios.append(goal_row(f"load kvsh/{other}",
+                                   kvsh_load.median / get(f"{other}.load_rate").median, goal))
+    for redis, label in (("redis", "AOF as loaded"), ("redis_rewritten", "rewritten AOF")):
+        if get("kvsh.startup") and get(f"{redis}.startup"):
+            ratios.append(goal_row(f"startup redis/kvsh ({label})",
+                                   get(f"{redis}.startup").median / get("kvsh.startup").median,
+                                   GOAL_STARTUP_VS_REDIS))
+
+    rows = []
+    labels = {"kvsh.startup": "kvsh (exec → value printed → exit)",
+              "redis.startup": "redis, AOF as loaded (exec → GET answered)",
+              "redis.startup_log": "redis, AOF as loaded: load time from its log",
+              "redis_rewritten.startup": "redis, rewritten AOF (exec → GET answered)",
+              "redis_rewritten.startup_log": "redis, rewritten AOF: load time from its log",
+              "sqlite.startup": "sqlite3 (exec → SELECT printed → exit), reference"}
+    for name, label in labels.items():
+        if get(name):
+            rows.append([label, *fmt_seconds(get(name))])
+    if rows:
+        tables.append(Table(
+            f"Startup with {n:,} keys + one GET (median of {runs} runs, warm page cache)",
+            ["what", "wall time (median)", "min – max"], rows, results.notes.get("startup", [])))
+
+    if ratios:
+        tables.append(Table("Ratios (of medians) against goals",
+                            ["ratio", "value", "goal", "status"], ratios))
+
+    rows = []
+    memory = {"kvsh.startup_rss": "kvsh peak RSS, GET process",
+              "kvsh.load_rss": "kvsh peak RSS, bulk load process",
+              "redis.used_memory": "redis used_memory after load",
+              "redis.used_memory_rss": "redis used_memory_rss after load",
+              "redis.startup_rss": "redis-server peak RSS, started from AOF as loaded",
+              "redis_rewritten.startup_rss": "redis-server peak RSS, started from rewritten AOF"}
+    for name, label in memory.items():
+        if get(name):
+            value = get(name).median
+            rows.append([label, fmt_bytes(value), f"{value / n:,.1f}"])
+    for label, value in results.sizes.items():
+        rows.append([f"disk: {label}", fmt_bytes(value), f"{value / n:,.1f}"])
+    tables.append(Table(f"Memory and disk with {n:,} keys (medians)",
+                        ["what", "size", "bytes/key"], rows))
+    return tables
+
+
+def environment(args: argparse.Namespace, command: str) -> list[tuple[str, str]]:
+    """Facts about the machine and tools, to print above the results."""
+    cpu = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    df = subprocess.run(["df", "-hT", str(args.work)], capture_output=True, text=True)
+    df_line = " ".join(df.stdout.strip().splitlines()[-1].split()) if df.returncode == 0 else "?"
+    facts = [
+        ("date", datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")),
+        ("nproc", command_output(["nproc"]) or str(os.cpu_count())),
+        ("cpu", cpu),
+        ("kernel", " ".join(platform.uname()[i] for i in (0, 2, 4))),
+        ("python", platform.python_version()),
+        ("redis-server", command_output(["redis-server", "--version"]) or "?"),
+        ("sqlite3", command_output(["sqlite3", "--version"]) or "?"),
+    ]
+    if args.kvsh:
+        version = command_output([args.kvsh, "--version"])
+        if version:
+            facts.append(("kvsh", version))
+    facts += [("disk (df -hT work dir)", df_line), ("command", command)]
+    return facts
+
+
+def render(facts: list[tuple[str, str]], tables: list[Table], markdown: bool) -> str:
+    if not markdown:
+        width = max(len(k) for k, _ in facts)
+        head = "\n".join(f"{k.ljust(width)}  {v}" for k, v in facts)
+        return head + "\n\n" + "\n\n".join(t.text() for t in tables) + "\n"
+    command = dict(facts)["command"]
+    env_rows = "\n".join(f"| {k} | {v.replace('|', '/')} |" for k, v in facts if k != "command")
+    return (f"### kvsh vs redis vs sqlite ({dict(facts)['date']})\n\n"
+            f"```sh\n{command}\n```\n\n"
+            f"| environment | |\n|---|---|\n{env_rows}\n\n"
+            + "\n\n".join(t.markdown() for t in tables) + "\n")
+
+
+# --------------------------------------------------------------------------
+# Entry point
+# --------------------------------------------------------------------------
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--kvsh", help="path to the kvsh binary (e.g. .build/release/kvsh)")
+    parser.add_argument("--lines", type=int, default=1_000_000, help="number of SET lines")
+    parser.add_argument("--runs", type=int, default=5, help="runs per measurement")
+    parser.add_argument("--work", type=Path, default=Path(__file__).resolve().parent / "work",
+                        help="scratch directory (default: Benchmarks/work)")
+    parser.add_argument("--markdown", type=Path, help="also write a Markdown section here")
+    parser.add_argument("--only", default=",".join(SYSTEMS),
+                        help="comma-separated subset of: " + ",".join(SYSTEMS))
+    args = parser.parse_args(argv)
+    args.systems = [s for s in SYSTEMS if s in args.only.split(",")]
+    unknown = set(args.only.split(",")) - set(SYSTEMS)
+    if unknown or not args.systems:
+        parser.error(f"--only takes a subset of {','.join(SYSTEMS)}")
+    if args.lines < 1 or args.lines > 10_000_000 or args.runs < 1:
+        parser.error("--lines must be in 1..10,000,000 (7-digit keys) and --runs ≥ 1")
+    if "kvsh" in args.systems:
+        if not args.kvsh:
+            parser.error("--kvsh is required unless --only excludes kvsh")
+        if not os.access(args.kvsh, os.X_OK):
+            parser.error(f"{args.kvsh} is not an executable file")
+    needed = {"redis": ["redis-server", "redis-cli"], "sqlite": ["sqlite3"]}
+    for system in args.systems:
+        for tool in needed.get(system, []):
+            if not shutil.which(tool):
+                parser.error(f"{tool} not found on PATH")
+    args.work = args.work.resolve()
+    return args
+
+
+def main(argv: list[str]) -> int:
+    args = parse_args(argv)
+    command = shlex.join(["python3", *sys.argv])
+    # Turn SIGTERM/SIGHUP into an exception so the finally below still runs.
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, lambda signum, _frame: sys.exit(128 + signum))
+    try:
+        args.work.mkdir(parents=True, exist_ok=True)
+        facts = environment(args, command)
+        data = prepare_data(args.work, args.lines)
+        results = Bench(args, data).run(args.systems)
+        tables = build_tables(results, args.lines, args.runs)
+        print(render(facts, tables, markdown=False))
+        if args.markdown:
+            args.markdown.write_text(render(facts, tables, markdown=True))
+            print(f"markdown written to {args.markdown}", file=sys.stderr)
+    except BenchError as err:
+        print(f"bench: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("bench: interrupted", file=sys.stderr)
+        return 130
+    finally:
+        kill_leftovers()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,44 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+let package = Package(
+    name: "kvsh",
+    products: [
+        .executable(name: "kvsh", targets: ["kvsh"]),
+        .library(name: "KVStore", targets: ["KVStore"]),
+        .library(name: "KVShell", targets: ["KVShell"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+    ],
+    targets: [
+        // libedit, reached through pkg-config; the shim header wraps its variadic C API for Swift.
+        .systemLibrary(
+            name: "CLibEdit",
+            pkgConfig: "libedit",
+            providers: [.apt(["libedit-dev"])]
+        ),
+        // A small line-editor wrapper: prompt, history file, Tab completion, Ctrl-C handling.
+        .target(name: "LineEditor", dependencies: ["CLibEdit"]),
+
+        // CRC32C with the SSE4.2 / ARMv8 CRC instructions and a portable fallback.
+        .target(name: "CCRC32C"),
+        // The storage engine: write-ahead log, recovery, ordered in-memory index. No terminals here.
+        .target(name: "KVStore", dependencies: ["CCRC32C"]),
+        // Tokenizer, command table, reply formatting and the script runner, between engine and executable.
+        .target(name: "KVShell", dependencies: ["KVStore"]),
+        // The thin executable: flags, mode selection, the interactive loop.
+        .executableTarget(
+            name: "kvsh",
+            dependencies: [
+                "KVShell",
+                "LineEditor",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
+        ),
+
+        .testTarget(name: "KVStoreTests", dependencies: ["KVStore"]),
+        .testTarget(name: "KVShellTests", dependencies: ["KVShell"]),
+        .testTarget(name: "KVSHEndToEndTests", dependencies: ["kvsh"]),
+    ]
+)

@@ -1,0 +1,164 @@
+/// Every command the shell knows, with what help, completion, arity checks and suggestions need.
+/// The one place a command is described: parser, `:help`, Tab completion and the docs follow it.
+public struct CommandSpec: Sendable {
+    public enum ID: Sendable {
+        case set, get, delete, exists
+        case help, rebuild, stats, source, timing, format, quit
+    }
+
+    public let id: ID
+    /// Upper case for data commands (`SET`), lower case with a colon for meta-commands (`:help`).
+    public let name: String
+    public let aliases: [String]
+    /// The arguments as shown in usage lines: `key value`, `key [key ...]`.
+    public let arguments: String
+    /// How many arguments may follow the name.
+    public let arity: ClosedRange<Int>
+    public let summary: String
+    public let example: String
+
+    public var isMeta: Bool { name.hasPrefix(":") }
+    public var usage: String { arguments.isEmpty ? name : "\(name) \(arguments)" }
+    var allNames: [String] { [name] + aliases }
+}
+
+public enum CommandTable {
+    public static let dataCommands: [CommandSpec] = [
+        CommandSpec(id: .set, name: "SET", aliases: [], arguments: "key value", arity: 2...2,
+                    summary: "Set key to hold value, replacing any value it had. Replies OK once the write is durable.",
+                    example: "SET greeting \"hello world\""),
+        CommandSpec(id: .get, name: "GET", aliases: [], arguments: "key", arity: 1...1,
+                    summary: "Get the value of key, or nil if it does not exist.",
+                    example: "GET greeting"),
+        CommandSpec(id: .delete, name: "DELETE", aliases: ["DEL"], arguments: "key [key ...]", arity: 1...Int.max,
+                    summary: "Delete the keys that exist, atomically; replies with how many were deleted.",
+                    example: "DELETE greeting old:1 old:2"),
+        CommandSpec(id: .exists, name: "EXISTS", aliases: [], arguments: "key [key ...]", arity: 1...Int.max,
+                    summary: "Count how many of the keys exist (a key named twice counts twice).",
+                    example: "EXISTS greeting"),
+    ]
+
+    public static let metaCommands: [CommandSpec] = [
+        CommandSpec(id: .help, name: ":help", aliases: [], arguments: "[command]", arity: 0...1,
+                    summary: "List the commands, or show one command's usage, summary and an example.",
+                    example: ":help SET"),
+        CommandSpec(id: .rebuild, name: ":rebuild", aliases: [], arguments: "[path]", arity: 0...1,
+                    summary: "Without a path: drop the in-memory index and replay this store's log, verifying every checksum. "
+                        + "With a path: replay that log (a kvsh log, or the JSON-lines log of the Go StorageEngine) into this store as new durable writes.",
+                    example: ":rebuild old-store/000001.log"),
+        CommandSpec(id: .stats, name: ":stats", aliases: [], arguments: "", arity: 0...0,
+                    summary: "Show keys, log size, sequence numbers, sync policy and fsync count.",
+                    example: ":stats"),
+        CommandSpec(id: .source, name: ":source", aliases: [], arguments: "file", arity: 1...1,
+                    summary: "Run the commands in file as a script (errors report the file and line).",
+                    example: ":source fixtures.kv"),
+        CommandSpec(id: .timing, name: ":timing", aliases: [], arguments: "on|off", arity: 1...1,
+                    summary: "Print how long each command took, after its reply.",
+                    example: ":timing on"),
+        CommandSpec(id: .format, name: ":format", aliases: [], arguments: "human|raw|json", arity: 1...1,
+                    summary: "Change how replies are printed.",
+                    example: ":format json"),
+        CommandSpec(id: .quit, name: ":quit", aliases: [":exit"], arguments: "", arity: 0...0,
+                    summary: "Leave kvsh (Ctrl-D on an empty line does the same).",
+                    example: ":quit"),
+    ]
+
+    public static let all = dataCommands + metaCommands
+
+    /// The command named `name` (case-insensitive, aliases included). Compares bytes: no allocation.
+    public static func lookup(_ name: [UInt8]) -> CommandSpec? {
+        for spec in all where spec.allNames.contains(where: { equalsIgnoringCase(name, $0) }) {
+            return spec
+        }
+        return nil
+    }
+
+    public static func lookup(_ name: String) -> CommandSpec? {
+        lookup(Array(name.utf8))
+    }
+
+    @inline(__always)
+    static func equalsIgnoringCase(_ bytes: [UInt8], _ name: String) -> Bool {
+        var iterator = bytes.makeIterator()
+        for expected in name.utf8 {
+            guard let byte = iterator.next(), asciiUppercased(byte) == asciiUppercased(expected) else { return false }
+        }
+        return iterator.next() == nil
+    }
+
+    @inline(__always)
+    static func asciiUppercased(_ byte: UInt8) -> UInt8 {
+        byte >= UInt8(ascii: "a") && byte <= UInt8(ascii: "z") ? byte - 32 : byte
+    }
+
+    /// The known name closest to `name` (edit distance, ignoring case), if it is close enough to be a typo.
+    public static func suggestion(for name: String) -> String? {
+        let typed = name.uppercased()
+        let candidates = typed.hasPrefix(":") ? metaCommands.flatMap(\.allNames) : dataCommands.flatMap(\.allNames)
+        let scored = candidates.map { (name: $0, distance: editDistance(typed, $0.uppercased())) }
+        guard let best = scored.min(by: { $0.distance < $1.distance }) else { return nil }
+        return best.distance <= max(2, typed.count / 2) ? best.name : nil
+    }
+
+    static func editDistance(_ a: String, _ b: String) -> Int {
+        let a = Array(a.utf8), b = Array(b.utf8)
+        var previous = Array(0...b.count)
+        for (i, x) in a.enumerated() {
+            var current = [i + 1]
+            for (j, y) in b.enumerated() {
+                current.append(min(previous[j + 1] + 1, current[j] + 1, previous[j] + (x == y ? 0 : 1)))
+            }
+            previous = current
+        }
+        return previous[b.count]
+    }
+
+    /// Tab-completion candidates for the word being typed at the end of `line` (the text before the cursor).
+    /// Completes command names in the first word; after `:help`, command names; after `:timing` and `:format`,
+    /// their choices. Candidates follow the case the user is typing in.
+    public static func completions(forLine line: String) -> [String] {
+        let words = line.split(separator: " ", omittingEmptySubsequences: true).map(String.init)
+        let endsWithBlank = line.last == " "
+        let current = endsWithBlank ? "" : (words.last ?? "")
+        let position = endsWithBlank ? words.count : max(0, words.count - 1)
+        let choices: [String]
+        if position == 0 {
+            choices = all.flatMap(\.allNames)
+        } else if position == 1, let first = words.first, let spec = lookup(first) {
+            switch spec.id {
+            case .help: choices = all.map(\.name)
+            case .timing: choices = ["on", "off"]
+            case .format: choices = OutputFormat.allCases.map(\.rawValue)
+            default: choices = []
+            }
+        } else {
+            choices = []
+        }
+        let typedLowercase = !current.isEmpty && current == current.lowercased() && current != current.uppercased()
+        return choices
+            .filter { $0.uppercased().hasPrefix(current.uppercased()) }
+            .map { typedLowercase ? $0.lowercased() : $0 }
+    }
+
+    /// `:help` text: every command, or one command in detail.
+    public static func help(for name: String? = nil) -> String? {
+        guard let name else { return overview }
+        guard let spec = lookup(name) ?? lookup(":" + name) else { return nil }
+        var text = spec.usage + "\n  " + spec.summary + "\n"
+        if !spec.aliases.isEmpty { text += "  Also: " + spec.aliases.joined(separator: ", ") + "\n" }
+        text += "  Example: " + spec.example + "\n"
+        return text
+    }
+
+    private static var overview: String {
+        let width = all.map(\.usage.count).max() ?? 0
+        func line(_ spec: CommandSpec) -> String {
+            let padding = String(repeating: " ", count: width - spec.usage.count + 2)
+            return "  " + spec.usage + padding + (spec.summary.split(separator: ".").first.map(String.init) ?? spec.summary) + "\n"
+        }
+        return "Commands (names are case-insensitive):\n" + dataCommands.map(line).joined()
+            + "Meta-commands:\n" + metaCommands.map(line).joined()
+            + "Quoting: \"...\" understands \\n \\r \\t \\a \\b \\\" \\\\ \\xHH; '...' is literal except \\'.\n"
+            + "Type :help COMMAND for details and an example.\n"
+    }
+}

@@ -1,0 +1,100 @@
+/// Splits a command line into arguments, with the quoting rules of redis-cli:
+///
+/// - Arguments are separated by blanks (space, tab, CR, LF, vertical tab, form feed).
+/// - `"..."` understands the escapes `\n \r \t \a \b \" \\` and `\xHH` (two hex digits); any other
+///   backslash-escaped byte stands for itself.
+/// - `'...'` is literal, except that `\'` is a single quote.
+/// - A quote may open in the middle of an argument (`a"b c"` is `ab c`), but a closing quote must be followed
+///   by a blank or the end of the line; anything else, or a quote left open, is an unbalanced-quotes error.
+///
+/// Works on bytes: arguments are arbitrary byte strings (UTF-8 passes through untouched).
+public enum Tokenizer {
+    public struct UnbalancedQuotes: Error, Equatable, Sendable {}
+
+    @inline(__always)
+    static func isBlank(_ byte: UInt8) -> Bool {
+        byte == 0x20 || (byte >= 0x09 && byte <= 0x0D)
+    }
+
+    public static func split(_ line: [UInt8]) throws(UnbalancedQuotes) -> [[UInt8]] {
+        let result = line.withUnsafeBytes { bytes in Result { () throws(UnbalancedQuotes) in try split(bytes) } }
+        return try result.get()
+    }
+
+    public static func split(_ line: UnsafeRawBufferPointer) throws(UnbalancedQuotes) -> [[UInt8]] {
+        var arguments: [[UInt8]] = []
+        var position = 0
+        let end = line.count
+        while true {
+            while position < end && isBlank(line[position]) { position += 1 }
+            if position == end { return arguments }
+            var argument: [UInt8] = []
+            var inDoubleQuotes = false
+            var inSingleQuotes = false
+            argumentLoop: while true {
+                if inDoubleQuotes {
+                    guard position < end else { throw UnbalancedQuotes() }
+                    let byte = line[position]
+                    if byte == UInt8(ascii: "\\") && position + 3 < end && line[position + 1] == UInt8(ascii: "x"),
+                       let high = hexValue(line[position + 2]), let low = hexValue(line[position + 3]) {
+                        argument.append(high << 4 | low)
+                        position += 3
+                    } else if byte == UInt8(ascii: "\\") && position + 1 < end {
+                        position += 1
+                        argument.append(unescaped(line[position]))
+                    } else if byte == UInt8(ascii: "\"") {
+                        guard position + 1 == end || isBlank(line[position + 1]) else { throw UnbalancedQuotes() }
+                        inDoubleQuotes = false
+                    } else {
+                        argument.append(byte)
+                    }
+                } else if inSingleQuotes {
+                    guard position < end else { throw UnbalancedQuotes() }
+                    let byte = line[position]
+                    if byte == UInt8(ascii: "\\") && position + 1 < end && line[position + 1] == UInt8(ascii: "'") {
+                        position += 1
+                        argument.append(UInt8(ascii: "'"))
+                    } else if byte == UInt8(ascii: "'") {
+                        guard position + 1 == end || isBlank(line[position + 1]) else { throw UnbalancedQuotes() }
+                        inSingleQuotes = false
+                    } else {
+                        argument.append(byte)
+                    }
+                } else {
+                    guard position < end else { break argumentLoop }
+                    let byte = line[position]
+                    switch byte {
+                    case _ where isBlank(byte): break argumentLoop
+                    case UInt8(ascii: "\""): inDoubleQuotes = true
+                    case UInt8(ascii: "'"): inSingleQuotes = true
+                    default: argument.append(byte)
+                    }
+                }
+                position += 1
+            }
+            arguments.append(argument)
+        }
+    }
+
+    @inline(__always)
+    static func hexValue(_ byte: UInt8) -> UInt8? {
+        switch byte {
+        case UInt8(ascii: "0")...UInt8(ascii: "9"): return byte - UInt8(ascii: "0")
+        case UInt8(ascii: "a")...UInt8(ascii: "f"): return byte - UInt8(ascii: "a") + 10
+        case UInt8(ascii: "A")...UInt8(ascii: "F"): return byte - UInt8(ascii: "A") + 10
+        default: return nil
+        }
+    }
+
+    @inline(__always)
+    static func unescaped(_ byte: UInt8) -> UInt8 {
+        switch byte {
+        case UInt8(ascii: "n"): return 0x0A
+        case UInt8(ascii: "r"): return 0x0D
+        case UInt8(ascii: "t"): return 0x09
+        case UInt8(ascii: "b"): return 0x08
+        case UInt8(ascii: "a"): return 0x07
+        default: return byte
+        }
+    }
+}

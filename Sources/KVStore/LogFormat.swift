@@ -1,0 +1,133 @@
+/// The write-ahead log's on-disk format: the one place its constants and encodings are defined.
+/// `Docs/LogFormat.md` describes the same bytes in prose.
+///
+/// A log file is a 28-byte header followed by records, back to back:
+///
+///     header:  magic "KVSH-LOG" (8) | version u32 | flags u32 (0) | first sequence u64 | CRC32C of the 24 bytes before u32
+///     record:  CRC32C u32 | payload length u32 | type u8 | sequence u64 | payload
+///
+/// Integers are little-endian. A record's CRC covers everything after the CRC field (length, type,
+/// sequence and payload), so a damaged length is caught like damaged data.
+public enum LogFormat {
+    public static let magic: [UInt8] = Array("KVSH-LOG".utf8)
+    public static let version: UInt32 = 1
+    public static let fileHeaderSize = 28
+    public static let recordHeaderSize = 17
+    /// The largest payload a record may carry. Bigger lengths in a header are treated as damage.
+    public static let maxPayloadSize = 1 << 30
+    /// Keys and values above these sizes are refused before anything is logged (Redis's own limit is 512 MB).
+    public static let maxKeySize = 64 << 20
+    public static let maxValueSize = 512 << 20
+
+    /// What a record does. The raw values are on disk: never renumber them.
+    public enum RecordType: UInt8, Sendable {
+        /// payload: key length u32 | key | value (the rest of the payload)
+        case set = 1
+        /// payload: key count u32 | (key length u32 | key) × count. One record, so a multi-key delete is atomic.
+        case delete = 2
+    }
+
+    /// Encodes a file header for a log whose first record will carry `firstSequence`.
+    static func fileHeader(firstSequence: UInt64) -> [UInt8] {
+        var header = magic
+        header.reserveCapacity(fileHeaderSize)
+        appendLittleEndian(version, to: &header)
+        appendLittleEndian(UInt32(0), to: &header)
+        appendLittleEndian(firstSequence, to: &header)
+        appendLittleEndian(CRC32C.checksum(header), to: &header)
+        return header
+    }
+
+    /// Appends one framed record to `buffer`; `writePayload` appends the payload bytes.
+    @inline(__always)
+    static func appendRecord(type: RecordType, sequence: UInt64, payloadLength: Int, to buffer: inout [UInt8],
+                             writePayload: (inout [UInt8]) -> Void) {
+        let start = buffer.count
+        appendLittleEndian(UInt32(0), to: &buffer)  // CRC, filled in below once the rest is known
+        appendLittleEndian(UInt32(payloadLength), to: &buffer)
+        buffer.append(type.rawValue)
+        appendLittleEndian(sequence, to: &buffer)
+        writePayload(&buffer)
+        assert(buffer.count - start == recordHeaderSize + payloadLength, "payload length does not match the bytes written")
+        buffer.withUnsafeMutableBytes { bytes in
+            let crc = CRC32C.checksum(UnsafeRawBufferPointer(rebasing: bytes[(start + 4)...]))
+            bytes.storeBytes(of: crc.littleEndian, toByteOffset: start, as: UInt32.self)
+        }
+    }
+
+    static func appendSet(key: [UInt8], value: [UInt8], sequence: UInt64, to buffer: inout [UInt8]) {
+        appendRecord(type: .set, sequence: sequence, payloadLength: 4 + key.count + value.count, to: &buffer) {
+            appendLittleEndian(UInt32(key.count), to: &$0)
+            $0.append(contentsOf: key)
+            $0.append(contentsOf: value)
+        }
+    }
+
+    static func appendDelete(keys: [[UInt8]], sequence: UInt64, to buffer: inout [UInt8]) {
+        let length = keys.reduce(4) { $0 + 4 + $1.count }
+        appendRecord(type: .delete, sequence: sequence, payloadLength: length, to: &buffer) {
+            appendLittleEndian(UInt32(keys.count), to: &$0)
+            for key in keys {
+                appendLittleEndian(UInt32(key.count), to: &$0)
+                $0.append(contentsOf: key)
+            }
+        }
+    }
+
+    @inline(__always)
+    static func appendLittleEndian<T: FixedWidthInteger>(_ value: T, to buffer: inout [UInt8]) {
+        withUnsafeBytes(of: value.littleEndian) { buffer.append(contentsOf: $0) }
+    }
+}
+
+/// One operation decoded from a record's payload.
+public enum LogOperation: Equatable, Sendable {
+    case set(key: [UInt8], value: [UInt8])
+    case delete(keys: [[UInt8]])
+
+    /// Decodes a payload; nil when its inner lengths do not add up (the caller reports the offset).
+    static func decode(type: LogFormat.RecordType, payload: UnsafeRawBufferPointer) -> LogOperation? {
+        var cursor = ByteCursor(payload)
+        switch type {
+        case .set:
+            guard let keyLength = cursor.readUInt32(), let key = cursor.readBytes(Int(keyLength)) else { return nil }
+            return .set(key: key, value: cursor.readRest())
+        case .delete:
+            guard let count = cursor.readUInt32(), Int(count) <= payload.count / 4 else { return nil }
+            var keys: [[UInt8]] = []
+            keys.reserveCapacity(Int(count))
+            for _ in 0..<count {
+                guard let length = cursor.readUInt32(), let key = cursor.readBytes(Int(length)) else { return nil }
+                keys.append(key)
+            }
+            return cursor.isAtEnd ? .delete(keys: keys) : nil
+        }
+    }
+}
+
+/// Reads little-endian integers and byte runs from a buffer, never past its end.
+struct ByteCursor {
+    let bytes: UnsafeRawBufferPointer
+    private(set) var offset = 0
+
+    init(_ bytes: UnsafeRawBufferPointer) { self.bytes = bytes }
+
+    var isAtEnd: Bool { offset == bytes.count }
+
+    mutating func readUInt32() -> UInt32? {
+        guard bytes.count - offset >= 4 else { return nil }
+        defer { offset += 4 }
+        return UInt32(littleEndian: bytes.loadUnaligned(fromByteOffset: offset, as: UInt32.self))
+    }
+
+    mutating func readBytes(_ count: Int) -> [UInt8]? {
+        guard count >= 0, bytes.count - offset >= count else { return nil }
+        defer { offset += count }
+        return Array(UnsafeRawBufferPointer(rebasing: bytes[offset..<(offset + count)]))
+    }
+
+    mutating func readRest() -> [UInt8] {
+        defer { offset = bytes.count }
+        return Array(UnsafeRawBufferPointer(rebasing: bytes[offset...]))
+    }
+}

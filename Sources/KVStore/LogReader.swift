@@ -1,0 +1,191 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+
+/// What reading one log file found.
+struct LogFileScan: Sendable {
+    /// The sequence number the header says the first record carries.
+    var firstSequence: UInt64
+    /// The sequence number the next record appended to this file must carry.
+    var nextSequence: UInt64
+    var records = 0
+    /// The offset just past the last good record: where appends continue.
+    var validLength: Int
+    var fileSize: Int
+    /// Set when the file ends in a torn or garbage tail with no valid record after it.
+    var tornTail: TornTail?
+}
+
+/// A damaged end of the last log file: a write a crash interrupted, or garbage after it.
+public struct TornTail: Equatable, Sendable, CustomStringConvertible {
+    public var file: String
+    public var offset: Int
+    public var droppedBytes: Int
+    public var reason: String
+
+    public var description: String {
+        "\(file): torn tail at offset \(offset) (\(reason)): cut \(droppedBytes) bytes; every record before it was kept"
+    }
+}
+
+/// Reads a log file front to back, verifying every checksum and sequence number.
+///
+/// A record that fails its checks is either a torn tail (no valid record anywhere after it) or corruption (a
+/// valid record follows, so data that was once acknowledged sits beyond the damage). Only the last log file
+/// of a store may end in a torn tail; everywhere else damage is corruption, reported with file and offset.
+enum LogReader {
+    /// Calls `apply` for every good record of `path` in order and returns what the file holds.
+    /// - Parameter tornTailAllowed: whether a damaged end may be reported as a torn tail instead of corruption.
+    static func scan(path: String, tornTailAllowed: Bool,
+                     apply: (UInt64, LogOperation) throws -> Void) throws -> LogFileScan {
+        let fd = try POSIX.open(path, O_RDONLY)
+        defer { close(fd) }
+        let size = try POSIX.size(fd, path: path)
+        guard size > 0 else {
+            return try emptyOrTornHeader(path: path, size: size, tornTailAllowed: tornTailAllowed, reason: "empty file")
+        }
+        guard let mapping = mmap(nil, size, PROT_READ, MAP_PRIVATE, fd, 0), mapping != MAP_FAILED else {
+            throw StoreError.io(operation: "mmap", path: path, errno: errno)
+        }
+        defer { munmap(mapping, size) }
+        _ = madvise(mapping, size, MADV_SEQUENTIAL)
+        let file = UnsafeRawBufferPointer(start: mapping, count: size)
+
+        let firstSequence: UInt64
+        switch decodeHeader(file) {
+        case .success(let sequence):
+            firstSequence = sequence
+        case .failure(let problem):
+            if case .unsupported(let version) = problem { throw StoreError.unsupportedVersion(file: path, version: version) }
+            // A crash while the header was being created leaves a short file; anything longer is damage.
+            if size <= LogFormat.fileHeaderSize {
+                return try emptyOrTornHeader(path: path, size: size, tornTailAllowed: tornTailAllowed, reason: problem.description)
+            }
+            throw StoreError.corruption(file: path, offset: 0, reason: problem.description)
+        }
+
+        var result = LogFileScan(firstSequence: firstSequence, nextSequence: firstSequence,
+                                 validLength: LogFormat.fileHeaderSize, fileSize: size)
+        var offset = LogFormat.fileHeaderSize
+        var released = 0  // pages before this offset have been handed back to the kernel
+        while offset < size {
+            switch record(in: file, at: offset) {
+            case .valid(let type, let sequence, let payload, let end):
+                guard sequence == result.nextSequence else {
+                    throw StoreError.corruption(file: path, offset: offset,
+                                                reason: "record has sequence number \(sequence) where \(result.nextSequence) was expected")
+                }
+                guard let operation = LogOperation.decode(type: type, payload: payload) else {
+                    throw StoreError.corruption(file: path, offset: offset, reason: "record payload lengths do not add up")
+                }
+                try apply(sequence, operation)
+                result.records += 1
+                result.nextSequence += 1
+                offset = end
+                result.validLength = end
+            case .invalid(let damage):
+                let reason = damage.description
+                if let next = firstValidRecord(in: file, after: offset) {
+                    throw StoreError.corruption(file: path, offset: offset,
+                                                reason: "\(reason), yet a valid record follows at offset \(next)")
+                }
+                guard tornTailAllowed else { throw StoreError.corruption(file: path, offset: offset, reason: reason) }
+                result.tornTail = TornTail(file: path, offset: offset, droppedBytes: size - offset, reason: reason)
+                return result
+            }
+            // Replaying a large log would otherwise keep all of it resident until the end.
+            let pageAligned = offset & ~(releaseStride - 1)
+            if pageAligned - released >= releaseStride {
+                _ = madvise(mapping + released, pageAligned - released, MADV_DONTNEED)
+                released = pageAligned
+            }
+        }
+        return result
+    }
+
+    private static let releaseStride = 8 << 20
+
+    private static func emptyOrTornHeader(path: String, size: Int, tornTailAllowed: Bool, reason: String) throws -> LogFileScan {
+        guard tornTailAllowed else { throw StoreError.corruption(file: path, offset: 0, reason: reason) }
+        var scan = LogFileScan(firstSequence: 0, nextSequence: 0, validLength: 0, fileSize: size)
+        if size > 0 { scan.tornTail = TornTail(file: path, offset: 0, droppedBytes: size, reason: "incomplete file header") }
+        return scan
+    }
+
+    enum HeaderProblem: Error, CustomStringConvertible {
+        case tooShort, badMagic, badChecksum, unsupported(UInt32)
+        var description: String {
+            switch self {
+            case .tooShort: return "file is shorter than a log header"
+            case .badMagic: return "not a kvsh log (bad magic bytes)"
+            case .badChecksum: return "log header checksum mismatch"
+            case .unsupported(let version): return "unsupported log format version \(version)"
+            }
+        }
+    }
+
+    /// Checks a file header and returns the first sequence number it announces.
+    static func decodeHeader(_ file: UnsafeRawBufferPointer) -> Result<UInt64, HeaderProblem> {
+        guard file.count >= LogFormat.fileHeaderSize else { return .failure(.tooShort) }
+        guard file.prefix(LogFormat.magic.count).elementsEqual(LogFormat.magic) else { return .failure(.badMagic) }
+        let stored = UInt32(littleEndian: file.loadUnaligned(fromByteOffset: 24, as: UInt32.self))
+        guard CRC32C.checksum(UnsafeRawBufferPointer(rebasing: file[0..<24])) == stored else { return .failure(.badChecksum) }
+        let version = UInt32(littleEndian: file.loadUnaligned(fromByteOffset: 8, as: UInt32.self))
+        guard version <= LogFormat.version else { return .failure(.unsupported(version)) }
+        return .success(UInt64(littleEndian: file.loadUnaligned(fromByteOffset: 16, as: UInt64.self)))
+    }
+
+    enum RecordCheck {
+        case valid(type: LogFormat.RecordType, sequence: UInt64, payload: UnsafeRawBufferPointer, end: Int)
+        case invalid(RecordDamage)
+    }
+
+    /// Why a record failed its checks. An enum rather than text: the corruption scan checks every byte offset.
+    enum RecordDamage: CustomStringConvertible {
+        case incompleteHeader(bytes: Int)
+        case lengthPastEnd(length: Int)
+        case unknownType(UInt8)
+        case checksumMismatch
+
+        var description: String {
+            switch self {
+            case .incompleteHeader(let bytes): return "incomplete record header (\(bytes) of \(LogFormat.recordHeaderSize) bytes)"
+            case .lengthPastEnd(let length): return "record length \(length) runs past the end of the file"
+            case .unknownType(let type): return "unknown record type \(type)"
+            case .checksumMismatch: return "record checksum mismatch"
+            }
+        }
+    }
+
+    /// Checks the framing and checksum of the record at `offset`.
+    static func record(in file: UnsafeRawBufferPointer, at offset: Int) -> RecordCheck {
+        let remaining = file.count - offset
+        guard remaining >= LogFormat.recordHeaderSize else { return .invalid(.incompleteHeader(bytes: remaining)) }
+        let storedCRC = UInt32(littleEndian: file.loadUnaligned(fromByteOffset: offset, as: UInt32.self))
+        let length = Int(UInt32(littleEndian: file.loadUnaligned(fromByteOffset: offset + 4, as: UInt32.self)))
+        guard length <= LogFormat.maxPayloadSize, LogFormat.recordHeaderSize + length <= remaining else {
+            return .invalid(.lengthPastEnd(length: length))
+        }
+        guard let type = LogFormat.RecordType(rawValue: file[offset + 8]) else { return .invalid(.unknownType(file[offset + 8])) }
+        let end = offset + LogFormat.recordHeaderSize + length
+        guard CRC32C.checksum(UnsafeRawBufferPointer(rebasing: file[(offset + 4)..<end])) == storedCRC else {
+            return .invalid(.checksumMismatch)
+        }
+        let sequence = UInt64(littleEndian: file.loadUnaligned(fromByteOffset: offset + 9, as: UInt64.self))
+        return .valid(type: type, sequence: sequence,
+                      payload: UnsafeRawBufferPointer(rebasing: file[(offset + LogFormat.recordHeaderSize)..<end]), end: end)
+    }
+
+    /// The offset of the first well-framed record with a good checksum after `offset`, if any.
+    /// Tries every byte position: after damage nothing says where the next record starts.
+    static func firstValidRecord(in file: UnsafeRawBufferPointer, after offset: Int) -> Int? {
+        var candidate = offset + 1
+        while candidate + LogFormat.recordHeaderSize <= file.count {
+            if case .valid = record(in: file, at: candidate) { return candidate }
+            candidate += 1
+        }
+        return nil
+    }
+}

@@ -1,0 +1,42 @@
+/// Everything that can go wrong opening or writing a store, each with a message a user can act on.
+public enum StoreError: Error, Equatable, Sendable, CustomStringConvertible {
+    /// The data directory path exists but is not a directory.
+    case notADirectory(path: String)
+    /// Another process holds the data directory's lock.
+    case locked(directory: String, holderPID: Int32?)
+    /// A log or its header is damaged somewhere other than its tail.
+    case corruption(file: String, offset: Int, reason: String)
+    /// A file was written by a newer format version than this build reads.
+    case unsupportedVersion(file: String, version: UInt32)
+    /// A system call on a store file failed.
+    case io(operation: String, path: String, errno: Int32)
+    /// An earlier write or fsync failed; the store accepts no more writes in this process.
+    case writesDisabled(cause: String)
+    /// A key or value is larger than a log record can hold.
+    case tooLarge(what: String, size: Int, limit: Int)
+    /// A log given to `importLog` could not be parsed.
+    case badImport(file: String, line: Int?, reason: String)
+
+    public var description: String {
+        switch self {
+        case .notADirectory(let path):
+            return "data directory '\(path)' exists but is not a directory; pass --data-dir with a directory path"
+        case .locked(let directory, let pid):
+            let holder = pid.map { "another process (pid \($0))" } ?? "another process"
+            return "data directory '\(directory)' is in use by \(holder); only one kvsh can open a store at a time"
+        case .corruption(let file, let offset, let reason):
+            return "\(file): corrupt at offset \(offset): \(reason); the store was not opened (restore a backup or move the file aside)"
+        case .unsupportedVersion(let file, let version):
+            return "\(file): log format version \(version) is newer than this kvsh understands (\(LogFormat.version)); upgrade kvsh"
+        case .io(let operation, let path, let code):
+            return "\(operation) '\(path)' failed: \(systemErrorMessage(code))"
+        case .writesDisabled(let cause):
+            return "writes are disabled after a failed log write (\(cause)); restart kvsh once the disk is fixed"
+        case .tooLarge(let what, let size, let limit):
+            return "\(what) of \(size) bytes is larger than the limit of \(limit) bytes"
+        case .badImport(let file, let line, let reason):
+            let place = line.map { "\(file): line \($0)" } ?? file
+            return "\(place): \(reason); nothing was imported"
+        }
+    }
+}

@@ -1,0 +1,41 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+import KVShell
+import KVStore
+import LineEditor
+
+/// The interactive shell: libedit line editing, persistent history and Tab completion over a session.
+func runInteractive(session: Session, store: KVStore) {
+    let editor: LineEditor
+    do {
+        editor = try LineEditor(programName: "kvsh", historyFile: historyFilePath(), historyLimit: 1000,
+                                completions: CommandTable.completions(forLine:))
+    } catch {
+        printError("\(error); reading commands without line editing")
+        try? ScriptRunner.run(fd: STDIN_FILENO, name: nil, session: session)
+        return
+    }
+    print("kvsh 1.0: \(store.count) keys in \(store.directory). Type :help for help, Ctrl-D or :quit to leave.")
+    while !session.quitRequested {
+        switch editor.readLine(prompt: "kvsh> ") {
+        case .line(let line):
+            editor.addToHistory(line)
+            Array(line.utf8).withUnsafeBytes { _ = session.execute(line: $0, origin: .interactive) }
+            session.flush()
+        case .interrupted:
+            continue
+        case .endOfInput:
+            return
+        }
+    }
+}
+
+/// `$KVSH_HISTFILE`, else `~/.kvsh_history`; nil (no history) without a home directory.
+func historyFilePath() -> String? {
+    if let path = getenv("KVSH_HISTFILE"), path.pointee != 0 { return String(cString: path) }
+    guard let home = getenv("HOME"), home.pointee != 0 else { return nil }
+    return String(cString: home) + "/.kvsh_history"
+}
