@@ -1,6 +1,7 @@
 /// Every command the shell knows, with what help, completion, arity checks and suggestions need.
 /// The one place a command is described: parser, `:help`, Tab completion and the docs follow it.
-public struct CommandSpec: Sendable {
+/// A class, so that handing one around on the hot path costs one retain, not one per field.
+public final class CommandSpec: Sendable {
     public enum ID: Sendable {
         case set, get, delete, exists
         case help, rebuild, stats, source, timing, format, quit
@@ -16,6 +17,16 @@ public struct CommandSpec: Sendable {
     public let arity: ClosedRange<Int>
     public let summary: String
     public let example: String
+
+    init(id: ID, name: String, aliases: [String], arguments: String, arity: ClosedRange<Int>, summary: String, example: String) {
+        self.id = id
+        self.name = name
+        self.aliases = aliases
+        self.arguments = arguments
+        self.arity = arity
+        self.summary = summary
+        self.example = example
+    }
 
     public var isMeta: Bool { name.hasPrefix(":") }
     public var usage: String { arguments.isEmpty ? name : "\(name) \(arguments)" }
@@ -65,25 +76,22 @@ public enum CommandTable {
 
     public static let all = dataCommands + metaCommands
 
-    /// The command named `name` (case-insensitive, aliases included). Compares bytes: no allocation.
+    /// Every name and alias in upper case, as bytes, for `lookup`.
+    private static let namesInUpperCase: [(name: [UInt8], spec: CommandSpec)] = all.flatMap { spec in
+        spec.allNames.map { (Array($0.uppercased().utf8), spec) }
+    }
+
+    /// The command named `name` (case-insensitive, aliases included). Runs once per command: compares bytes
+    /// in place, allocating nothing.
     public static func lookup(_ name: [UInt8]) -> CommandSpec? {
-        for spec in all where spec.allNames.contains(where: { equalsIgnoringCase(name, $0) }) {
-            return spec
+        for entry in namesInUpperCase where entry.name.count == name.count {
+            if zip(entry.name, name).allSatisfy({ $0 == asciiUppercased($1) }) { return entry.spec }
         }
         return nil
     }
 
     public static func lookup(_ name: String) -> CommandSpec? {
         lookup(Array(name.utf8))
-    }
-
-    @inline(__always)
-    static func equalsIgnoringCase(_ bytes: [UInt8], _ name: String) -> Bool {
-        var iterator = bytes.makeIterator()
-        for expected in name.utf8 {
-            guard let byte = iterator.next(), asciiUppercased(byte) == asciiUppercased(expected) else { return false }
-        }
-        return iterator.next() == nil
     }
 
     @inline(__always)

@@ -53,7 +53,7 @@ public enum ScriptRunner {
             if end == buffer.count {
                 buffer.append(contentsOf: repeatElement(0, count: buffer.count))  // a line longer than the buffer
             }
-            if !inputIsReady(fd) { session.flush() }
+            if !inputIsReady(fd) { session.startFlush() }
             let count = buffer.withUnsafeMutableBytes { raw in
                 read(fd, UnsafeMutableRawBufferPointer(rebasing: raw[end...]).baseAddress, raw.count - end)
             }

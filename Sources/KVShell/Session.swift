@@ -29,25 +29,28 @@ public final class Session {
     /// Stop scripts at the first failed command.
     public var bail = false
     public private(set) var quitRequested = false
-    /// Commands that failed so far (the exit status is 1 if any did).
-    public private(set) var failedCommands = 0
+
+    /// Commands that failed so far, including commits that failed (the exit status is 1 if any did).
+    public var failedCommands: Int { failedToRun + writer.failures }
+    private var failedToRun = 0
 
     private var output: [UInt8] = []
-    /// Whether writes were made since the last commit.
+    /// Whether writes were made since replies were last handed to the writer.
     private var uncommitted = false
-    private let outputFD: Int32
+    private let writer: ReplyWriter
     private let errorFD: Int32
     private var sourceDepth = 0
 
-    /// Buffered replies beyond this are flushed without waiting for the input to pause.
-    static let outputFlushThreshold = 1 << 20
+    /// Buffered replies beyond this are sent without waiting for the input to pause. Small enough that the
+    /// log is written in the background while commands go on, large enough that fsyncs stay few.
+    static let outputFlushThreshold = 64 << 10
     static let maxSourceDepth = 16
 
     public init(store: KVStore, format: OutputFormat, outputFD: Int32 = STDOUT_FILENO, errorFD: Int32 = STDERR_FILENO) {
         self.store = store
         self.format = format
-        self.outputFD = outputFD
         self.errorFD = errorFD
+        writer = ReplyWriter(store: store, outputFD: outputFD, errorFD: errorFD)
     }
 
     // MARK: Running commands
@@ -83,32 +86,31 @@ public final class Session {
             flush()
             writeError("(\(formatMilliseconds(elapsed)))\n")
         } else if output.count >= Self.outputFlushThreshold {
-            flush()
+            startFlush()
         }
         return true
     }
 
-    /// Commits the store and writes buffered replies. If the commit fails, the replies are withheld (they
-    /// would acknowledge writes that are not durable) and the failure is reported.
+    /// Commits the store and writes the buffered replies, returning once they are written. If the commit
+    /// fails, the replies are withheld (they would acknowledge writes that are not durable) and the failure
+    /// is reported.
     public func flush() {
-        if uncommitted {
-            uncommitted = false
-            do {
-                try store.commit()
-            } catch {
-                output.removeAll()
-                failedCommands += 1
-                writeError("kvsh: ERR \(error); replies to the writes since the last durable point were withheld\n")
-                return
-            }
-        }
-        guard !output.isEmpty else { return }
-        write(output, to: outputFD)
-        output.removeAll(keepingCapacity: output.capacity <= 4 * Self.outputFlushThreshold)
+        startFlush()
+        writer.drain()
+    }
+
+    /// Like ``flush()``, but returns at once: a background queue commits and writes. Scripts use it before
+    /// waiting for more input, so replies go out while the next lines are read and run.
+    public func startFlush() {
+        guard uncommitted || !output.isEmpty else { return }
+        writer.send(output, commit: uncommitted)
+        uncommitted = false
+        output = []
+        output.reserveCapacity(Self.outputFlushThreshold + 4096)
     }
 
     private func fail(_ error: Error, origin: Origin) -> Bool {
-        failedCommands += 1
+        failedToRun += 1
         let message = (error as? CommandError)?.message ?? "ERR \(error)"
         flush()  // replies before the error print before it
         switch origin {
@@ -231,23 +233,7 @@ public final class Session {
     // MARK: Output
 
     private func writeError(_ text: String) {
-        write(Array(text.utf8), to: errorFD)
-    }
-
-    /// Writes all of `bytes`; a closed pipe ends the process as SIGPIPE does for any Unix filter.
-    private func write(_ bytes: [UInt8], to fd: Int32) {
-        bytes.withUnsafeBytes { raw in
-            guard let base = raw.baseAddress else { return }
-            var done = 0
-            while done < raw.count {
-                let n = Glibc.write(fd, base + done, raw.count - done)
-                if n < 0 {
-                    if errno == EINTR { continue }
-                    return
-                }
-                done += n
-            }
-        }
+        writeAll(errorFD, Array(text.utf8))
     }
 }
 

@@ -25,52 +25,78 @@ public enum Tokenizer {
         var arguments: [[UInt8]] = []
         var position = 0
         let end = line.count
+
+        /// The end of the run of bytes from `position` on that are none of `stops` (and not blanks if asked).
+        func run(from position: Int, stoppingAtBlanks: Bool, _ stop1: UInt8, _ stop2: UInt8) -> Int {
+            var index = position
+            while index < end {
+                let byte = line[index]
+                if byte == stop1 || byte == stop2 || (stoppingAtBlanks && isBlank(byte)) { break }
+                index += 1
+            }
+            return index
+        }
+
         while true {
             while position < end && isBlank(line[position]) { position += 1 }
             if position == end { return arguments }
+            // Bytes are copied a run at a time: most arguments are one unquoted run, copied in one go.
             var argument: [UInt8] = []
-            var inDoubleQuotes = false
-            var inSingleQuotes = false
-            argumentLoop: while true {
-                if inDoubleQuotes {
-                    guard position < end else { throw UnbalancedQuotes() }
-                    let byte = line[position]
-                    if byte == UInt8(ascii: "\\") && position + 3 < end && line[position + 1] == UInt8(ascii: "x"),
-                       let high = hexValue(line[position + 2]), let low = hexValue(line[position + 3]) {
-                        argument.append(high << 4 | low)
-                        position += 3
-                    } else if byte == UInt8(ascii: "\\") && position + 1 < end {
-                        position += 1
-                        argument.append(unescaped(line[position]))
-                    } else if byte == UInt8(ascii: "\"") {
-                        guard position + 1 == end || isBlank(line[position + 1]) else { throw UnbalancedQuotes() }
-                        inDoubleQuotes = false
+            argumentLoop: while position < end {
+                switch line[position] {
+                case UInt8(ascii: "\""):
+                    position += 1
+                    while true {
+                        let stop = run(from: position, stoppingAtBlanks: false, UInt8(ascii: "\\"), UInt8(ascii: "\""))
+                        argument.append(contentsOf: UnsafeRawBufferPointer(rebasing: line[position..<stop]))
+                        position = stop
+                        guard position < end else { throw UnbalancedQuotes() }
+                        if line[position] == UInt8(ascii: "\"") { break }
+                        // A backslash: \xHH, a named escape, or the next byte itself.
+                        if position + 3 < end && line[position + 1] == UInt8(ascii: "x"),
+                           let high = hexValue(line[position + 2]), let low = hexValue(line[position + 3]) {
+                            argument.append(high << 4 | low)
+                            position += 4
+                        } else if position + 1 < end {
+                            argument.append(unescaped(line[position + 1]))
+                            position += 2
+                        } else {
+                            throw UnbalancedQuotes()
+                        }
+                    }
+                    position += 1
+                    guard position == end || isBlank(line[position]) else { throw UnbalancedQuotes() }
+                    break argumentLoop
+                case UInt8(ascii: "'"):
+                    position += 1
+                    while true {
+                        let stop = run(from: position, stoppingAtBlanks: false, UInt8(ascii: "\\"), UInt8(ascii: "'"))
+                        argument.append(contentsOf: UnsafeRawBufferPointer(rebasing: line[position..<stop]))
+                        position = stop
+                        guard position < end else { throw UnbalancedQuotes() }
+                        if line[position] == UInt8(ascii: "'") { break }
+                        if position + 1 < end && line[position + 1] == UInt8(ascii: "'") {
+                            argument.append(UInt8(ascii: "'"))
+                            position += 2
+                        } else {
+                            argument.append(UInt8(ascii: "\\"))
+                            position += 1
+                        }
+                    }
+                    position += 1
+                    guard position == end || isBlank(line[position]) else { throw UnbalancedQuotes() }
+                    break argumentLoop
+                case let byte where isBlank(byte):
+                    break argumentLoop
+                default:
+                    let stop = run(from: position, stoppingAtBlanks: true, UInt8(ascii: "\""), UInt8(ascii: "'"))
+                    if argument.isEmpty && (stop == end || isBlank(line[stop])) {
+                        argument = Array(UnsafeRawBufferPointer(rebasing: line[position..<stop]))
                     } else {
-                        argument.append(byte)
+                        argument.append(contentsOf: UnsafeRawBufferPointer(rebasing: line[position..<stop]))
                     }
-                } else if inSingleQuotes {
-                    guard position < end else { throw UnbalancedQuotes() }
-                    let byte = line[position]
-                    if byte == UInt8(ascii: "\\") && position + 1 < end && line[position + 1] == UInt8(ascii: "'") {
-                        position += 1
-                        argument.append(UInt8(ascii: "'"))
-                    } else if byte == UInt8(ascii: "'") {
-                        guard position + 1 == end || isBlank(line[position + 1]) else { throw UnbalancedQuotes() }
-                        inSingleQuotes = false
-                    } else {
-                        argument.append(byte)
-                    }
-                } else {
-                    guard position < end else { break argumentLoop }
-                    let byte = line[position]
-                    switch byte {
-                    case _ where isBlank(byte): break argumentLoop
-                    case UInt8(ascii: "\""): inDoubleQuotes = true
-                    case UInt8(ascii: "'"): inSingleQuotes = true
-                    default: argument.append(byte)
-                    }
+                    position = stop
                 }
-                position += 1
             }
             arguments.append(argument)
         }

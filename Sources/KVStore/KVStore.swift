@@ -83,7 +83,7 @@ public final class KVStore: Sendable {
     }
 
     /// Pending bytes that make a writer flush on its own, to bound memory when nobody commits.
-    private static let flushThreshold = 4 << 20
+    private static let flushThreshold = 16 << 20
 
     /// Opens (creating if needed) the store in `directory`, takes its lock and replays its log.
     ///

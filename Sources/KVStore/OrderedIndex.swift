@@ -25,8 +25,8 @@ func compareBytes(_ a: [UInt8], _ b: [UInt8]) -> Int {
 ///
 /// A two-level B+tree: a sorted array of leaf chunks, each a sorted array of at most `chunkCapacity` entries.
 /// Lookups are two binary searches (O(log n)); an insert shifts at most one chunk's entries plus, on a split,
-/// the chunk array; an ordered range of k keys costs O(log n + k). Keys appended in increasing order (a log
-/// replay of sequential keys) fill chunks completely instead of leaving them half empty.
+/// the chunk array; an ordered range of k keys costs O(log n + k). Keys arriving in increasing order are appended
+/// without a search and fill chunks completely instead of leaving them half empty after splits.
 struct OrderedIndex {
     private struct Chunk {
         var keys: [[UInt8]]
@@ -42,31 +42,36 @@ struct OrderedIndex {
     /// The chunk that holds `key` or would hold it: the first whose last key is ≥ `key`, else the last chunk.
     @inline(__always)
     private func chunkIndex(for key: [UInt8]) -> Int {
-        var low = 0
-        var high = chunks.count - 1
-        while low < high {
-            let middle = (low + high) / 2
-            if compareBytes(chunks[middle].keys[chunks[middle].keys.count - 1], key) < 0 {
-                low = middle + 1
-            } else {
-                high = middle
+        chunks.withUnsafeBufferPointer { chunks in
+            var low = 0
+            var high = chunks.count - 1
+            while low < high {
+                let middle = (low + high) / 2
+                let keys = chunks[middle].keys
+                if compareBytes(keys[keys.count - 1], key) < 0 {
+                    low = middle + 1
+                } else {
+                    high = middle
+                }
             }
+            return low
         }
-        return low
     }
 
     /// The position of `key` in `keys`, or where it would be inserted.
     @inline(__always)
     private static func position(of key: [UInt8], in keys: [[UInt8]]) -> (index: Int, found: Bool) {
-        var low = 0
-        var high = keys.count
-        while low < high {
-            let middle = (low + high) / 2
-            let order = compareBytes(keys[middle], key)
-            if order == 0 { return (middle, true) }
-            if order < 0 { low = middle + 1 } else { high = middle }
+        keys.withUnsafeBufferPointer { keys in
+            var low = 0
+            var high = keys.count
+            while low < high {
+                let middle = (low + high) / 2
+                let order = compareBytes(keys[middle], key)
+                if order == 0 { return (middle, true) }
+                if order < 0 { low = middle + 1 } else { high = middle }
+            }
+            return (low, false)
         }
-        return (low, false)
     }
 
     func value(for key: [UInt8]) -> [UInt8]? {
@@ -90,6 +95,19 @@ struct OrderedIndex {
             payloadBytes = key.count + value.count
             return true
         }
+        let last = chunks.count - 1
+        if let lastKey = chunks[last].keys.last, compareBytes(lastKey, key) < 0 {
+            // Past every key: the common case of increasing keys (time series, a log replay), without a search.
+            count += 1
+            payloadBytes += key.count + value.count
+            if chunks[last].keys.count >= Self.chunkCapacity {
+                chunks.append(Chunk(keys: [key], values: [value]))
+            } else {
+                chunks[last].keys.append(key)
+                chunks[last].values.append(value)
+            }
+            return true
+        }
         let chunk = chunkIndex(for: key)
         let (index, found) = Self.position(of: key, in: chunks[chunk].keys)
         if found {
@@ -99,11 +117,6 @@ struct OrderedIndex {
         }
         count += 1
         payloadBytes += key.count + value.count
-        let isAppendAtEnd = chunk == chunks.count - 1 && index == chunks[chunk].keys.count
-        if isAppendAtEnd && chunks[chunk].keys.count >= Self.chunkCapacity {
-            chunks.append(Chunk(keys: [key], values: [value]))
-            return true
-        }
         chunks[chunk].keys.insert(key, at: index)
         chunks[chunk].values.insert(value, at: index)
         if chunks[chunk].keys.count > Self.chunkCapacity { split(chunk) }

@@ -1,0 +1,29 @@
+# The two commands README promises, plus the benchmark and the acceptance suite.
+SWIFT ?= swift
+
+.PHONY: deps run test release bench accept
+
+deps:
+	@./.ci/install-deps
+
+# Set up and start the interactive shell on the default data directory ($KVSH_DATA_DIR, else ./kvsh-data).
+run: release
+	./.build/release/kvsh
+
+# Set up and run the whole test suite (unit, engine, end-to-end through pipes and a pseudo-terminal).
+test: deps
+	$(SWIFT) build --build-tests
+	$(SWIFT) test --skip-build
+
+release: deps
+	$(SWIFT) build -c release --product kvsh
+
+# Side-by-side benchmark against redis and sqlite3 (installs them if missing); see Docs/Benchmarks.md.
+bench: release
+	@command -v redis-server >/dev/null && command -v sqlite3 >/dev/null || \
+		(apt-get update -qq && apt-get install -y -qq redis-server redis-tools sqlite3)
+	python3 Benchmarks/bench.py --kvsh .build/release/kvsh
+
+# The black-box acceptance suite kept beside the checkout, when it is there.
+accept: release
+	python3 ../shared/accept/accept.py --kvsh .build/release/kvsh

@@ -1,0 +1,171 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+import Testing
+@testable import KVStore
+
+/// A tiny deterministic generator (SplitMix64), so every random test replays the same way.
+struct SplitMix64: RandomNumberGenerator {
+    var state: UInt64
+    init(seed: UInt64) { state = seed }
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+}
+
+extension RandomNumberGenerator {
+    mutating func bytes(_ count: Int) -> [UInt8] {
+        (0..<count).map { _ in UInt8.random(in: 0...255, using: &self) }
+    }
+    mutating func chance(_ p: Double) -> Bool { Double.random(in: 0..<1, using: &self) < p }
+}
+
+// MARK: Temporary directories
+
+/// Runs `body` with a fresh directory made by mkdtemp under /tmp and removes it (recursively) afterwards.
+func withTempDir<R>(_ body: (String) throws -> R) throws -> R {
+    var template = Array("/tmp/kvsh-unit-XXXXXX".utf8CString)
+    let made = template.withUnsafeMutableBufferPointer { mkdtemp($0.baseAddress!) }
+    let path = try #require(made.map { String(cString: $0) }, "mkdtemp failed")
+    defer { removeTree(path) }
+    return try body(path)
+}
+
+/// `rm -rf path`.
+func removeTree(_ path: String) {
+    var info = stat()
+    guard lstat(path, &info) == 0 else { return }
+    if (info.st_mode & S_IFMT) == S_IFDIR {
+        for name in listDirectory(path) { removeTree(path + "/" + name) }
+        rmdir(path)
+    } else {
+        unlink(path)
+    }
+}
+
+func listDirectory(_ path: String) -> [String] {
+    guard let dir = opendir(path) else { return [] }
+    defer { closedir(dir) }
+    var names: [String] = []
+    while let entry = readdir(dir) {
+        let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+        if name != "." && name != ".." { names.append(name) }
+    }
+    return names.sorted()
+}
+
+func makeDirectory(_ path: String) throws {
+    try #require(mkdir(path, 0o755) == 0, "mkdir \(path) failed: errno \(errno)")
+}
+
+func readFile(_ path: String) throws -> [UInt8] {
+    let fd = open(path, O_RDONLY)
+    try #require(fd >= 0, "open \(path) failed: errno \(errno)")
+    defer { close(fd) }
+    var result: [UInt8] = []
+    var chunk = [UInt8](repeating: 0, count: 1 << 16)
+    while true {
+        let n = chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+        try #require(n >= 0, "read \(path) failed")
+        if n == 0 { break }
+        result.append(contentsOf: chunk[..<n])
+    }
+    return result
+}
+
+func writeFile(_ path: String, _ bytes: [UInt8]) throws {
+    let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
+    try #require(fd >= 0, "open \(path) failed: errno \(errno)")
+    defer { close(fd) }
+    var done = 0
+    while done < bytes.count {
+        let n = bytes.withUnsafeBytes { write(fd, $0.baseAddress! + done, $0.count - done) }
+        try #require(n > 0, "write \(path) failed")
+        done += n
+    }
+}
+
+func appendFile(_ path: String, _ bytes: [UInt8]) throws {
+    try writeFile(path, try readFile(path) + bytes)
+}
+
+func fileSize(_ path: String) -> Int {
+    var info = stat()
+    return stat(path, &info) == 0 ? Int(info.st_size) : -1
+}
+
+func fileExists(_ path: String) -> Bool {
+    var info = stat()
+    return stat(path, &info) == 0
+}
+
+func isDirectoryPath(_ path: String) -> Bool {
+    var info = stat()
+    return stat(path, &info) == 0 && (info.st_mode & S_IFMT) == S_IFDIR
+}
+
+/// Copies every regular file of `source` byte for byte into a new directory `destination`.
+func copyDirectory(_ source: String, to destination: String) throws {
+    try makeDirectory(destination)
+    for name in listDirectory(source) {
+        try writeFile(destination + "/" + name, try readFile(source + "/" + name))
+    }
+}
+
+// MARK: Store helpers
+
+func logPath(_ directory: String) -> String { directory + "/000001.log" }
+
+func bytes(_ text: String) -> [UInt8] { Array(text.utf8) }
+
+/// The whole store, as (key, value) pairs in order.
+func contents(_ store: KVStore) -> [[UInt8]: [UInt8]] {
+    Dictionary(uniqueKeysWithValues: store.range(from: nil, to: nil).map { ($0.key, $0.value) })
+}
+
+/// Checks that a range over the whole store equals `model`, in bytewise order.
+func expectContents(_ store: KVStore, equal model: [[UInt8]: [UInt8]], _ comment: Comment? = nil,
+                    sourceLocation: SourceLocation = #_sourceLocation) {
+    let actual = store.range(from: nil, to: nil)
+    let expected = model.sorted { $0.key.lexicographicallyPrecedes($1.key) }
+    #expect(actual.map(\.key) == expected.map(\.key), comment, sourceLocation: sourceLocation)
+    #expect(actual.map(\.value) == expected.map(\.value), comment, sourceLocation: sourceLocation)
+    #expect(store.count == model.count, comment, sourceLocation: sourceLocation)
+}
+
+/// Encoded size of a SET record.
+func setRecordSize(_ key: [UInt8], _ value: [UInt8]) -> Int {
+    LogFormat.recordHeaderSize + 4 + key.count + value.count
+}
+
+/// Encoded size of a DELETE record for exactly these keys.
+func deleteRecordSize(_ keys: [[UInt8]]) -> Int {
+    LogFormat.recordHeaderSize + 4 + keys.reduce(0) { $0 + 4 + $1.count }
+}
+
+/// Every record of a log file, in order.
+func scanRecords(_ path: String, tornTailAllowed: Bool = true) throws -> (records: [(UInt64, LogOperation)], scan: LogFileScan) {
+    var records: [(UInt64, LogOperation)] = []
+    let scan = try LogReader.scan(path: path, tornTailAllowed: tornTailAllowed) { records.append(($0, $1)) }
+    return (records, scan)
+}
+
+/// Runs `body`, expecting it to throw a StoreError, and returns that error.
+func storeError(sourceLocation: SourceLocation = #_sourceLocation, _ body: () throws -> Void) -> StoreError? {
+    do {
+        try body()
+        Issue.record("expected a StoreError, but nothing was thrown", sourceLocation: sourceLocation)
+        return nil
+    } catch let error as StoreError {
+        return error
+    } catch {
+        Issue.record("expected a StoreError, got \(error)", sourceLocation: sourceLocation)
+        return nil
+    }
+}
