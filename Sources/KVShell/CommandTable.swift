@@ -84,10 +84,19 @@ public enum CommandTable {
     /// The command named `name` (case-insensitive, aliases included). Runs once per command: compares bytes
     /// in place, allocating nothing.
     public static func lookup(_ name: [UInt8]) -> CommandSpec? {
-        for entry in namesInUpperCase where entry.name.count == name.count {
-            if zip(entry.name, name).allSatisfy({ $0 == asciiUppercased($1) }) { return entry.spec }
+        name.withUnsafeBufferPointer { typed in
+            namesInUpperCase.withUnsafeBufferPointer { entries in
+                for entry in entries where entry.name.count == typed.count {
+                    let matches = entry.name.withUnsafeBufferPointer { known in
+                        var index = 0
+                        while index < known.count && known[index] == asciiUppercased(typed[index]) { index += 1 }
+                        return index == known.count
+                    }
+                    if matches { return entry.spec }
+                }
+                return nil
+            }
         }
-        return nil
     }
 
     public static func lookup(_ name: String) -> CommandSpec? {

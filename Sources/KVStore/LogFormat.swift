@@ -80,25 +80,39 @@ public enum LogFormat {
     }
 }
 
-/// One operation decoded from a record's payload.
+/// One operation decoded from a record's payload, owning its bytes.
 public enum LogOperation: Equatable, Sendable {
     case set(key: [UInt8], value: [UInt8])
     case delete(keys: [[UInt8]])
 
+    init(_ view: LogRecordView) {
+        switch view {
+        case .set(let key, let value): self = .set(key: Array(key), value: Array(value))
+        case .delete(let keys): self = .delete(keys: keys)
+        }
+    }
+}
+
+/// One operation decoded from a record's payload. A SET's key and value point into the log buffer (valid only
+/// during the callback that receives them), so replay copies each straight into the index.
+enum LogRecordView {
+    case set(key: UnsafeRawBufferPointer, value: UnsafeRawBufferPointer)
+    case delete(keys: [[UInt8]])
+
     /// Decodes a payload; nil when its inner lengths do not add up (the caller reports the offset).
-    static func decode(type: LogFormat.RecordType, payload: UnsafeRawBufferPointer) -> LogOperation? {
+    static func decode(type: LogFormat.RecordType, payload: UnsafeRawBufferPointer) -> LogRecordView? {
         var cursor = ByteCursor(payload)
         switch type {
         case .set:
-            guard let keyLength = cursor.readUInt32(), let key = cursor.readBytes(Int(keyLength)) else { return nil }
+            guard let keyLength = cursor.readUInt32(), let key = cursor.readSlice(Int(keyLength)) else { return nil }
             return .set(key: key, value: cursor.readRest())
         case .delete:
             guard let count = cursor.readUInt32(), Int(count) <= payload.count / 4 else { return nil }
             var keys: [[UInt8]] = []
             keys.reserveCapacity(Int(count))
             for _ in 0..<count {
-                guard let length = cursor.readUInt32(), let key = cursor.readBytes(Int(length)) else { return nil }
-                keys.append(key)
+                guard let length = cursor.readUInt32(), let key = cursor.readSlice(Int(length)) else { return nil }
+                keys.append(Array(key))
             }
             return cursor.isAtEnd ? .delete(keys: keys) : nil
         }
@@ -120,14 +134,14 @@ struct ByteCursor {
         return UInt32(littleEndian: bytes.loadUnaligned(fromByteOffset: offset, as: UInt32.self))
     }
 
-    mutating func readBytes(_ count: Int) -> [UInt8]? {
+    mutating func readSlice(_ count: Int) -> UnsafeRawBufferPointer? {
         guard count >= 0, bytes.count - offset >= count else { return nil }
         defer { offset += count }
-        return Array(UnsafeRawBufferPointer(rebasing: bytes[offset..<(offset + count)]))
+        return UnsafeRawBufferPointer(rebasing: bytes[offset..<(offset + count)])
     }
 
-    mutating func readRest() -> [UInt8] {
+    mutating func readRest() -> UnsafeRawBufferPointer {
         defer { offset = bytes.count }
-        return Array(UnsafeRawBufferPointer(rebasing: bytes[offset...]))
+        return UnsafeRawBufferPointer(rebasing: bytes[offset...])
     }
 }

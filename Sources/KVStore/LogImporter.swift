@@ -53,9 +53,9 @@ public enum LogImporter {
         }
         var summary = Summary(source: path, format: "kvsh log")
         for (position, file) in files.enumerated() {
-            let scan = try LogReader.scan(path: file, tornTailAllowed: position == files.count - 1) { _, operation in
-                operations.append(operation)
-                if case .set = operation { summary.sets += 1 } else { summary.deletes += 1 }
+            let scan = try LogReader.scan(path: file, tornTailAllowed: position == files.count - 1) { _, record in
+                operations.append(LogOperation(record))
+                if case .set = record { summary.sets += 1 } else { summary.deletes += 1 }
             }
             summary.tornTail = summary.tornTail ?? scan.tornTail
         }

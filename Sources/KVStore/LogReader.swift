@@ -39,7 +39,7 @@ enum LogReader {
     /// Calls `apply` for every good record of `path` in order and returns what the file holds.
     /// - Parameter tornTailAllowed: whether a damaged end may be reported as a torn tail instead of corruption.
     static func scan(path: String, tornTailAllowed: Bool,
-                     apply: (UInt64, LogOperation) throws -> Void) throws -> LogFileScan {
+                     apply: (UInt64, LogRecordView) throws -> Void) throws -> LogFileScan {
         let fd = try POSIX.open(path, O_RDONLY)
         defer { close(fd) }
         let size = try POSIX.size(fd, path: path)
@@ -77,7 +77,7 @@ enum LogReader {
                     throw StoreError.corruption(file: path, offset: offset,
                                                 reason: "record has sequence number \(sequence) where \(result.nextSequence) was expected")
                 }
-                guard let operation = LogOperation.decode(type: type, payload: payload) else {
+                guard let operation = LogRecordView.decode(type: type, payload: payload) else {
                     throw StoreError.corruption(file: path, offset: offset, reason: "record payload lengths do not add up")
                 }
                 try apply(sequence, operation)

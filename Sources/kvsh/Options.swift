@@ -46,6 +46,15 @@ struct Options: ParsableCommand {
     var command: [String] = []
 
     func validate() throws {
+        // The command captures everything from its first word on (so `SET k -5` works); a first word that looks
+        // like an option is one the parser did not know.
+        if let first = command.first, first.hasPrefix("-") {
+            switch first {
+            case "-h", "--help", "-help": throw CleanExit.helpRequest(self)
+            case "--version": throw CleanExit.message(Self.configuration.version)
+            default: throw ValidationError("unknown option '\(first)'")
+            }
+        }
         if file != nil && !command.isEmpty {
             throw ValidationError("give either --file or a command, not both")
         }
