@@ -49,7 +49,9 @@ enum DataDirectory {
             let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
                 String(decoding: raw.prefix { $0 != 0 }, as: UTF8.self)
             }
-            guard name.hasSuffix(logSuffix), let number = Int(name.dropLast(logSuffix.count)), number > 0 else { continue }
+            // Only the canonical spelling counts, so `1.log` and `000001.log` cannot both claim number 1.
+            guard name.hasSuffix(logSuffix), let number = Int(name.dropLast(logSuffix.count)), number > 0,
+                  name == logFileName(number) else { continue }
             files.append((number, join(directory, name)))
         }
         return files.sorted { $0.number < $1.number }

@@ -70,6 +70,14 @@ public final class KVStore: Sendable {
         var syncedThrough: UInt64
         /// Set by the first failed write or fsync; from then on writes are refused.
         var failure: String?
+        /// Set by `close()`; from then on writes are refused.
+        var closed = false
+
+        /// Throws if writes are refused.
+        func checkWritable() throws {
+            if closed { throw StoreError.closed }
+            if let failure { throw StoreError.writesDisabled(cause: failure) }
+        }
     }
 
     private struct LogFile: ~Copyable {
@@ -148,7 +156,7 @@ public final class KVStore: Sendable {
         guard key.count <= LogFormat.maxKeySize else { throw StoreError.tooLarge(what: "key", size: key.count, limit: LogFormat.maxKeySize) }
         guard value.count <= LogFormat.maxValueSize else { throw StoreError.tooLarge(what: "value", size: value.count, limit: LogFormat.maxValueSize) }
         let (sequence, mustFlush) = try state.withLock { state in
-            if let failure = state.failure { throw StoreError.writesDisabled(cause: failure) }
+            try state.checkWritable()
             let sequence = state.nextSequence
             state.nextSequence += 1
             LogFormat.appendSet(key: key, value: value, sequence: sequence, to: &state.pending)
@@ -164,7 +172,7 @@ public final class KVStore: Sendable {
     @discardableResult
     public func delete(_ keys: [[UInt8]]) throws -> Int {
         let (removed, sequence, mustFlush) = try state.withLock { state -> (Int, UInt64, Bool) in
-            if let failure = state.failure { throw StoreError.writesDisabled(cause: failure) }
+            try state.checkWritable()
             var present: [[UInt8]] = []
             for key in keys where state.index.contains(key) && !present.contains(key) { present.append(key) }
             guard !present.isEmpty else { return (0, 0, false) }
@@ -191,6 +199,8 @@ public final class KVStore: Sendable {
     /// Calling it again does nothing.
     public func close() {
         backgroundSync?.stop()
+        // Refuse new writes first, so none can slip in between the last flush and closing the file.
+        state.withLock { $0.closed = true }
         try? flush(through: lastSequence, fsync: true)
         log.withLock { file in
             guard let lock = file.lock else { return }
@@ -206,7 +216,7 @@ public final class KVStore: Sendable {
     /// find their records already written (and fsynced) and return at once.
     private func flush(through sequence: UInt64, fsync: Bool) throws {
         try log.withLock { file in
-            guard file.lock != nil else { return }
+            guard file.lock != nil else { throw StoreError.closed }
             var buffer = file.spare
             let target = try state.withLock { state -> UInt64? in
                 if let failure = state.failure { throw StoreError.writesDisabled(cause: failure) }

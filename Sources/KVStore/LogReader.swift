@@ -87,7 +87,7 @@ enum LogReader {
                 result.validLength = end
             case .invalid(let damage):
                 let reason = damage.description
-                if let next = firstValidRecord(in: file, after: offset) {
+                if let next = firstValidRecord(in: file, after: offset, sequenceAtLeast: result.nextSequence) {
                     throw StoreError.corruption(file: path, offset: offset,
                                                 reason: "\(reason), yet a valid record follows at offset \(next)")
                 }
@@ -180,10 +180,16 @@ enum LogReader {
 
     /// The offset of the first well-framed record with a good checksum after `offset`, if any.
     /// Tries every byte position: after damage nothing says where the next record starts.
-    static func firstValidRecord(in file: UnsafeRawBufferPointer, after offset: Int) -> Int? {
+    ///
+    /// A record that follows the damage must carry a sequence number at least `sequenceAtLeast`: that rules
+    /// out most records that only look valid because they sit inside a torn value (a value holding a copy of
+    /// a kvsh log, say), though a value holding records with higher sequence numbers could still fool it.
+    static func firstValidRecord(in file: UnsafeRawBufferPointer, after offset: Int, sequenceAtLeast: UInt64) -> Int? {
         var candidate = offset + 1
         while candidate + LogFormat.recordHeaderSize <= file.count {
-            if case .valid = record(in: file, at: candidate) { return candidate }
+            if case .valid(_, let sequence, _, _) = record(in: file, at: candidate), sequence >= sequenceAtLeast {
+                return candidate
+            }
             candidate += 1
         }
         return nil

@@ -12,6 +12,8 @@ public enum StoreError: Error, Equatable, Sendable, CustomStringConvertible {
     case io(operation: String, path: String, errno: Int32)
     /// An earlier write or fsync failed; the store accepts no more writes in this process.
     case writesDisabled(cause: String)
+    /// The store was closed; it accepts no more writes.
+    case closed
     /// A key or value is larger than a log record can hold.
     case tooLarge(what: String, size: Int, limit: Int)
     /// A log given to `importLog` could not be parsed.
@@ -32,6 +34,8 @@ public enum StoreError: Error, Equatable, Sendable, CustomStringConvertible {
             return "\(operation) '\(path)' failed: \(systemErrorMessage(code))"
         case .writesDisabled(let cause):
             return "writes are disabled after a failed log write (\(cause)); restart kvsh once the disk is fixed"
+        case .closed:
+            return "the store is closed"
         case .tooLarge(let what, let size, let limit):
             return "\(what) of \(size) bytes is larger than the limit of \(limit) bytes"
         case .badImport(let file, let line, let reason):

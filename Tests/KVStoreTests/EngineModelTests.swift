@@ -53,17 +53,21 @@ struct EngineModelTests {
             var nextSequence: UInt64 = 1
             var bigValuesLeft = 3
             var copies = 0
+            var reopens = 0
             var store = try KVStore(directory: directory, syncPolicy: .always)
             defer { store.close() }
             #expect(store.openReport.records == 0)
             #expect(store.openReport.keys == 0)
 
             for step in 0..<600 {
-                let roll = Int.random(in: 0..<100, using: &rng)
+                let forcedBig = step == 150 || step == 400
+                let roll = forcedBig ? 0 : Int.random(in: 0..<100, using: &rng)
                 switch roll {
                 case 0..<35:
                     let key = Self.randomKey(&rng)
-                    let value = Self.randomValue(&rng, bigValuesLeft: &bigValuesLeft)
+                    // Two values of 1 MB at fixed steps, and maybe a few more at random.
+                    var value = Self.randomValue(&rng, bigValuesLeft: &bigValuesLeft)
+                    if forcedBig { value = rng.bytes(1 << 20) }
                     let sequence = try store.set(key, value)
                     #expect(sequence == nextSequence, "step \(step): set returned sequence \(sequence)")
                     nextSequence += 1
@@ -98,6 +102,7 @@ struct EngineModelTests {
                 case 90..<95:
                     // A clean restart, sometimes with another sync policy.
                     store.close()
+                    reopens += 1
                     let policy = KVStore.SyncPolicy.allCases.randomElement(using: &rng)!
                     store = try KVStore(directory: directory, syncPolicy: policy)
                     #expect(store.openReport.tornTail == nil)
@@ -121,6 +126,7 @@ struct EngineModelTests {
                 }
                 #expect(store.count == model.count, "step \(step): count")
             }
+            #expect(reopens > 5 && copies > 5, "the sequence must include restarts")
             store.close()
             store = try KVStore(directory: directory)
             expectContents(store, equal: model, "final reopen")

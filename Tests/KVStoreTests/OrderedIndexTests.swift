@@ -73,10 +73,12 @@ struct OrderedIndexTests {
             let key = Self.randomKey(&rng)
             if rng.chance(0.85) {
                 let value = Self.randomValue(&rng)
-                #expect(index.set(key, value) == (model[key] == nil), "grow step \(step): set reports a new key")
+                let isNew = index.set(key, value)
+                #expect(isNew == (model[key] == nil), "grow step \(step): set reports a new key")
                 model[key] = value
             } else {
-                #expect(index.remove(key) == (model[key] != nil), "grow step \(step): remove reports presence")
+                let removed = index.remove(key)
+                #expect(removed == (model[key] != nil), "grow step \(step): remove reports presence")
                 model[key] = nil
             }
             if step % 1000 == 999 { Self.check(index, model, &rng, "grow step \(step)") }
@@ -87,22 +89,26 @@ struct OrderedIndexTests {
             let key = Self.randomKey(&rng)
             if rng.chance(0.1) {
                 let value = Self.randomValue(&rng)
-                #expect(index.set(key, value) == (model[key] == nil))
+                let isNew = index.set(key, value)
+                #expect(isNew == (model[key] == nil))
                 model[key] = value
             } else {
-                #expect(index.remove(key) == (model[key] != nil), "shrink step \(step)")
+                let removed = index.remove(key)
+                #expect(removed == (model[key] != nil), "shrink step \(step)")
                 model[key] = nil
             }
             if step % 2000 == 1999 { Self.check(index, model, &rng, "shrink step \(step)") }
         }
         // Remove everything that is left, in random order.
         for key in model.keys.shuffled(using: &rng) {
-            #expect(index.remove(key))
+            let removed = index.remove(key)
+            #expect(removed)
             model[key] = nil
         }
         Self.check(index, model, &rng, "emptied")
         #expect(index.range(from: nil, to: nil).isEmpty)
-        #expect(index.remove([0x41]) == false)
+        let removedMissing = index.remove([0x41])
+        #expect(removedMissing == false)
         // And it still works afterwards.
         index.set([1], [2])
         #expect(index.value(for: [1]) == [2])
@@ -131,15 +137,17 @@ struct OrderedIndexTests {
             // Overwrites change payloadBytes by the difference only.
             index.set(key(5), [1, 2, 3, 4])
             model[key(5)] = [1, 2, 3, 4]
-            Self.check(index, model, &rng, "\(pattern) overwrite", ranges: 5)
+            Self.check(index, model, &rng, ranges: 5, "\(pattern) overwrite")
             // Remove one whole chunk's worth from the middle, then the front, then everything.
             for i in (2 * OrderedIndex.chunkCapacity)..<(3 * OrderedIndex.chunkCapacity + 10) {
-                #expect(index.remove(key(i)))
+                let removed = index.remove(key(i))
+                #expect(removed, "\(pattern): remove \(i)")
                 model[key(i)] = nil
             }
             Self.check(index, model, &rng, "\(pattern) middle removed")
             for i in 0..<OrderedIndex.chunkCapacity + 1 {
-                #expect(index.remove(key(i)))
+                let removed = index.remove(key(i))
+                #expect(removed, "\(pattern): remove \(i)")
                 model[key(i)] = nil
             }
             Self.check(index, model, &rng, "\(pattern) front removed")

@@ -149,11 +149,71 @@ func deleteRecordSize(_ keys: [[UInt8]]) -> Int {
     LogFormat.recordHeaderSize + 4 + keys.reduce(0) { $0 + 4 + $1.count }
 }
 
-/// Every record of a log file, in order.
-func scanRecords(_ path: String, tornTailAllowed: Bool = true) throws -> (records: [(UInt64, LogOperation)], scan: LogFileScan) {
-    var records: [(UInt64, LogOperation)] = []
-    let scan = try LogReader.scan(path: path, tornTailAllowed: tornTailAllowed) { records.append(($0, $1)) }
-    return (records, scan)
+/// An operation as the tests' own log decoder sees it.
+enum ParsedOperation: Equatable {
+    case set(key: [UInt8], value: [UInt8])
+    case delete(keys: [[UInt8]])
+}
+
+/// An independent decoder of the documented log format (header, then CRC | length | type | sequence | payload
+/// records), so the tests check the bytes on disk without going through the engine's own reader.
+struct ParsedLog {
+    var firstSequence: UInt64
+    var records: [(sequence: UInt64, operation: ParsedOperation)] = []
+    /// Where the well-formed records end.
+    var validLength: Int
+}
+
+func littleEndian<T: FixedWidthInteger>(_ bytes: [UInt8], at offset: Int, as: T.Type) -> T {
+    var value: T = 0
+    for i in 0..<MemoryLayout<T>.size { value |= T(bytes[offset + i]) << (8 * i) }
+    return value
+}
+
+func parseLog(_ bytes: [UInt8], sourceLocation: SourceLocation = #_sourceLocation) -> ParsedLog? {
+    guard bytes.count >= 28, Array(bytes[0..<8]) == Array("KVSH-LOG".utf8),
+          littleEndian(bytes, at: 24, as: UInt32.self) == CRC32C.checksum(Array(bytes[0..<24])) else {
+        Issue.record("bad log header", sourceLocation: sourceLocation)
+        return nil
+    }
+    var log = ParsedLog(firstSequence: littleEndian(bytes, at: 16, as: UInt64.self), validLength: 28)
+    var offset = 28
+    while offset + 17 <= bytes.count {
+        let crc = littleEndian(bytes, at: offset, as: UInt32.self)
+        let length = Int(littleEndian(bytes, at: offset + 4, as: UInt32.self))
+        guard offset + 17 + length <= bytes.count,
+              CRC32C.checksum(Array(bytes[(offset + 4)..<(offset + 17 + length)])) == crc else { break }
+        let type = bytes[offset + 8]
+        let sequence = littleEndian(bytes, at: offset + 9, as: UInt64.self)
+        let payload = Array(bytes[(offset + 17)..<(offset + 17 + length)])
+        switch type {
+        case 1:
+            let keyLength = Int(littleEndian(payload, at: 0, as: UInt32.self))
+            log.records.append((sequence, .set(key: Array(payload[4..<(4 + keyLength)]), value: Array(payload[(4 + keyLength)...]))))
+        case 2:
+            let count = Int(littleEndian(payload, at: 0, as: UInt32.self))
+            var keys: [[UInt8]] = []
+            var cursor = 4
+            for _ in 0..<count {
+                let keyLength = Int(littleEndian(payload, at: cursor, as: UInt32.self))
+                keys.append(Array(payload[(cursor + 4)..<(cursor + 4 + keyLength)]))
+                cursor += 4 + keyLength
+            }
+            #expect(cursor == payload.count, "delete payload length", sourceLocation: sourceLocation)
+            log.records.append((sequence, .delete(keys: keys)))
+        default:
+            Issue.record("unknown record type \(type)", sourceLocation: sourceLocation)
+            return log
+        }
+        offset += 17 + length
+        log.validLength = offset
+    }
+    return log
+}
+
+/// Every record of a log file, in order, decoded by `parseLog`.
+func parseLogFile(_ path: String, sourceLocation: SourceLocation = #_sourceLocation) throws -> ParsedLog {
+    try #require(parseLog(try readFile(path), sourceLocation: sourceLocation), sourceLocation: sourceLocation)
 }
 
 /// Runs `body`, expecting it to throw a StoreError, and returns that error.

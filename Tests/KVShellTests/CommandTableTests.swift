@@ -1,0 +1,146 @@
+import Testing
+@testable import KVShell
+
+@Suite("Command table")
+struct CommandTableTests {
+    @Test("lookup is case-insensitive and finds aliases", arguments: [
+        ("SET", "SET"), ("set", "SET"), ("SeT", "SET"), ("get", "GET"), ("DELETE", "DELETE"), ("del", "DELETE"),
+        ("DEL", "DELETE"), ("Exists", "EXISTS"), (":help", ":help"), (":HELP", ":help"), (":quit", ":quit"),
+        (":exit", ":quit"), (":EXIT", ":quit"), (":Format", ":format"), (":rebuild", ":rebuild"), (":stats", ":stats"),
+        (":source", ":source"), (":timing", ":timing"),
+    ])
+    func lookup(typed: String, expected: String) throws {
+        let spec = try #require(CommandTable.lookup(typed), "\(typed) not found")
+        #expect(spec.name == expected)
+        #expect(CommandTable.lookup(Array(typed.utf8))?.name == expected)
+    }
+
+    @Test("names that are not commands", arguments: ["", "SE", "SETT", "SET ", " SET", "help", "quit", ":", ":he", "DELETEX", "sEt\u{0}", "ſet"])
+    func notFound(typed: String) {
+        #expect(CommandTable.lookup(typed) == nil, "\(typed.debugDescription)")
+    }
+
+    @Test("suggestions for typos", arguments: [
+        ("SETT", "SET"), ("sett", "SET"), ("GTE", "GET"), ("DELTE", "DELETE"), ("EXIST", "EXISTS"), ("EXSITS", "EXISTS"),
+        (":hlep", ":help"), (":hepl", ":help"), (":qiut", ":quit"), (":stat", ":stats"), (":exti", ":exit"), (":fromat", ":format"),
+    ])
+    func suggestion(typed: String, expected: String) {
+        #expect(CommandTable.suggestion(for: typed) == expected)
+    }
+
+    @Test("no suggestion for nonsense", arguments: ["FROBNICATE", "XYZZYQWERTY", ":frobnicate", "ZZ", "Q", ":xyzzyplugh"])
+    func noSuggestion(typed: String) {
+        #expect(CommandTable.suggestion(for: typed) == nil, "\(typed) → \(String(describing: CommandTable.suggestion(for: typed)))")
+    }
+
+    @Test("data commands are suggested for data typos, meta-commands for meta typos")
+    func suggestionKinds() {
+        #expect(CommandTable.suggestion(for: "HELP").map { !$0.hasPrefix(":") } ?? true)
+        #expect(CommandTable.suggestion(for: ":SET").map { $0.hasPrefix(":") } ?? true)
+    }
+
+    @Test("completing the first word follows the user's case")
+    func firstWord() {
+        let allNames = ["SET", "GET", "DELETE", "DEL", "EXISTS", ":help", ":rebuild", ":stats", ":source", ":timing", ":format", ":quit", ":exit"]
+        #expect(Set(CommandTable.completions(forLine: "")) == Set(allNames))
+        #expect(CommandTable.completions(forLine: "").count == allNames.count)
+        #expect(CommandTable.completions(forLine: "se") == ["set"])
+        #expect(CommandTable.completions(forLine: "SE") == ["SET"])
+        #expect(Set(CommandTable.completions(forLine: "d")) == ["delete", "del"])
+        #expect(Set(CommandTable.completions(forLine: "DE")) == ["DELETE", "DEL"])
+        #expect(CommandTable.completions(forLine: "e") == ["exists"])
+        #expect(CommandTable.completions(forLine: ":he") == [":help"])
+        #expect(CommandTable.completions(forLine: ":HE") == [":help"])
+        #expect(Set(CommandTable.completions(forLine: ":s")) == [":stats", ":source"])
+        #expect(Set(CommandTable.completions(forLine: ":")) == Set(allNames.filter { $0.hasPrefix(":") }))
+        #expect(CommandTable.completions(forLine: "  ge") == ["get"])
+        #expect(CommandTable.completions(forLine: "x").isEmpty)
+    }
+
+    @Test("after :help the command names, after :format the formats, after :timing on/off")
+    func arguments() {
+        let names = CommandTable.all.map(\.name)
+        #expect(CommandTable.completions(forLine: ":help ") == names)
+        #expect(CommandTable.completions(forLine: ":help  ") == names)
+        #expect(CommandTable.completions(forLine: ":HELP ") == names)
+        #expect(CommandTable.completions(forLine: ":help ex") == ["exists"])
+        #expect(CommandTable.completions(forLine: ":help EX") == ["EXISTS"])
+        #expect(CommandTable.completions(forLine: ":help :st") == [":stats"])
+        #expect(CommandTable.completions(forLine: ":format ") == ["human", "raw", "json"])
+        #expect(CommandTable.completions(forLine: ":format j") == ["json"])
+        #expect(CommandTable.completions(forLine: ":format h") == ["human"])
+        #expect(CommandTable.completions(forLine: ":timing ") == ["on", "off"])
+        #expect(CommandTable.completions(forLine: ":timing of") == ["off"])
+        #expect(CommandTable.completions(forLine: "SET ").isEmpty)
+        #expect(CommandTable.completions(forLine: "GET k").isEmpty)
+        #expect(CommandTable.completions(forLine: ":quit ").isEmpty)
+        #expect(CommandTable.completions(forLine: ":help SET ").isEmpty, "only one argument is completed")
+        #expect(CommandTable.completions(forLine: ":format json ").isEmpty)
+        #expect(CommandTable.completions(forLine: "nosuch ").isEmpty)
+    }
+
+    @Test("help for one command shows usage, summary, aliases and an example")
+    func helpForCommand() throws {
+        for spec in CommandTable.all {
+            let text = try #require(CommandTable.help(for: spec.name))
+            #expect(text.hasPrefix(spec.usage + "\n"), "\(spec.name)")
+            #expect(text.contains(spec.summary))
+            #expect(text.contains("Example: " + spec.example))
+            #expect(text.hasSuffix("\n"))
+        }
+        let set = try #require(CommandTable.help(for: "set"))
+        #expect(set.contains("SET key value"))
+        #expect(set.contains("Example: SET greeting \"hello world\""))
+        let delete = try #require(CommandTable.help(for: "DEL"))
+        #expect(delete.hasPrefix("DELETE key [key ...]"))
+        #expect(delete.contains("Also: DEL"))
+        // A meta-command by its name with or without the colon.
+        #expect(CommandTable.help(for: "stats")?.hasPrefix(":stats") == true)
+        #expect(CommandTable.help(for: ":rebuild")?.hasPrefix(":rebuild [path]") == true)
+        #expect(CommandTable.help(for: "exit")?.hasPrefix(":quit") == true)
+        #expect(CommandTable.help(for: "nosuch") == nil)
+        #expect(CommandTable.help(for: ":nosuch") == nil)
+    }
+
+    @Test("the overview lists every command's usage and the quoting rules")
+    func overview() throws {
+        let text = try #require(CommandTable.help(for: nil))
+        for spec in CommandTable.all {
+            #expect(text.contains("  " + spec.usage + " "), "\(spec.usage) missing from the overview")
+        }
+        #expect(text.contains("Quoting"))
+        #expect(text.contains(":help COMMAND"))
+        let lines = text.split(separator: "\n")
+        #expect(lines.count == CommandTable.all.count + 4)
+    }
+
+    @Test("specs: names, arities, usage")
+    func specs() throws {
+        #expect(CommandTable.all.count == 11)
+        #expect(CommandTable.dataCommands.allSatisfy { !$0.isMeta && $0.name == $0.name.uppercased() })
+        #expect(CommandTable.metaCommands.allSatisfy { $0.isMeta && $0.name == $0.name.lowercased() })
+        #expect(CommandTable.lookup("SET")?.arity == 2...2)
+        #expect(CommandTable.lookup("GET")?.arity == 1...1)
+        #expect(CommandTable.lookup("DELETE")?.arity.lowerBound == 1)
+        #expect(CommandTable.lookup(":stats")?.arity == 0...0)
+        #expect(CommandTable.lookup("GET")?.usage == "GET key")
+        #expect(CommandTable.lookup(":stats")?.usage == ":stats")
+        #expect(CommandTable.lookup(":format")?.usage == ":format human|raw|json")
+        // Every name and alias is unique, ignoring case.
+        let names = CommandTable.all.flatMap { [$0.name] + $0.aliases }.map { $0.uppercased() }
+        #expect(Set(names).count == names.count)
+    }
+
+    @Test("CommandError messages")
+    func errors() throws {
+        let get = try #require(CommandTable.lookup("GET"))
+        #expect(CommandError.wrongArity(get).message == "ERR wrong number of arguments for 'GET' (usage: GET key)")
+        #expect(CommandError.unknownCommand("SETT").message == "ERR unknown command 'SETT' (did you mean 'SET'? type :help for the list)")
+        #expect(CommandError.unknownCommand(":hlep").message == "ERR unknown meta-command ':hlep' (did you mean ':help'? type :help for the list)")
+        #expect(CommandError.unknownCommand("FROBNICATE").message == "ERR unknown command 'FROBNICATE' (type :help for the list)")
+        let timing = try #require(CommandTable.lookup(":timing"))
+        #expect(CommandError.badArgument(timing, "maybe").message == "ERR invalid argument 'maybe' for ':timing' (usage: :timing on|off)")
+        #expect(CommandError.unbalancedQuotes.message.hasPrefix("ERR unbalanced quotes"))
+        #expect(CommandError.other("x").description == "ERR x")
+    }
+}
