@@ -68,11 +68,12 @@ public final class LineEditor {
     /// Creates an editor on the process's standard input, output and error.
     ///
     /// - Parameters:
-    ///   - programName: The name libedit uses for this program (e.g. for `~/.editrc` sections).
+    ///   - programName: The program name given to libedit (`el_init`). `~/.editrc` is not read.
     ///   - historyFile: The file history is loaded from now and saved to on every
     ///     ``addToHistory(_:)``. `nil` or `"/dev/null"` disables persistent history. A missing file is
     ///     not an error.
-    ///   - historyLimit: The most history entries kept in memory and in the file.
+    ///   - historyLimit: The most history entries kept in memory and in the file (at least 1); the
+    ///     oldest entries are dropped first.
     ///   - completions: Given the text before the cursor, returns the candidate words that could replace
     ///     the word being typed (the last blank-separated word; the whole text if it has no blank). On
     ///     Tab the editor inserts their longest common prefix; with one candidate it inserts it plus a
@@ -128,9 +129,9 @@ public final class LineEditor {
         guard clibedit_set_hist(el, hist) == 0 else {
             throw LineEditorError.configurationFailed("history")
         }
-        guard clibedit_add_function(el, "kvsh-complete", "Complete the word before the cursor",
+        guard clibedit_add_function(el, "line-editor-complete", "Complete the word before the cursor",
                                     { el, _ in lineEditor(for: el)?.complete() ?? UInt8(CC_ERROR) }) == 0,
-              clibedit_bind(el, "^I", "kvsh-complete") == 0 else {
+              clibedit_bind(el, "^I", "line-editor-complete") == 0 else {
             throw LineEditorError.configurationFailed("Tab completion")
         }
 
@@ -153,8 +154,13 @@ public final class LineEditor {
 
     /// Shows `prompt` and reads one line with editing, history (Up/Down) and Tab completion.
     ///
-    /// The line is not added to history; call ``addToHistory(_:)`` for that. After ``LineEditorEvent/interrupted``
-    /// the next call starts with an empty line on a fresh terminal line.
+    /// The line is not added to history; call ``addToHistory(_:)`` for that. After
+    /// ``LineEditorEvent/interrupted`` and after Ctrl-D the editor has already moved the terminal to a
+    /// fresh line, and the next call starts with an empty line.
+    ///
+    /// Ctrl-C is only seen while this call waits for a key: one pressed while the caller is busy between
+    /// calls is ignored (the process is not interrupted), and, rarely, one arriving in the same instant as
+    /// other keys can be lost, in which case pressing it again works.
     ///
     /// - Returns: ``LineEditorEvent/line(_:)`` with the text (trailing newline removed),
     ///   ``LineEditorEvent/interrupted`` after Ctrl-C, or ``LineEditorEvent/endOfInput`` after Ctrl-D on
@@ -168,12 +174,16 @@ public final class LineEditor {
         }
 
         var count: Int32 = 0
+        // libedit reports some failures (read(2) returning 0, a failed switch to raw mode) as count -1
+        // without setting errno; clear it so a stale EINTR cannot turn them into an endless .interrupted.
+        errno = 0
         let result = el_gets(editLine, &count)
         // errno is stale at EOF, so decide by count first.
         if count < 0 {
             if errno == EINTR {
-                // libedit can keep the dropped text in its buffer; start the next read empty, and move
-                // the terminal to a fresh line for the next prompt.
+                // Drop the half-typed line and any editing state with it (el_gets also clears its buffer
+                // when it starts, but that is an implementation detail), and move the terminal to a
+                // fresh line: with echo off nothing showed the ^C.
                 el_reset(editLine)
                 _ = fputs("\n", clibedit_stdout())
                 _ = fflush(clibedit_stdout())
@@ -182,6 +192,10 @@ public final class LineEditor {
             return .endOfInput
         }
         guard let result, count > 0 else {
+            // Ctrl-D: libedit echoes "^D" and leaves the cursor after it; end the line so whatever the
+            // caller prints next starts on a fresh line.
+            _ = fputs("\n", clibedit_stdout())
+            _ = fflush(clibedit_stdout())
             return .endOfInput
         }
         // The buffer belongs to libedit and is reused by the next call: copy it now.

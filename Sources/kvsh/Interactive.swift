@@ -9,6 +9,9 @@ import LineEditor
 
 /// The interactive shell: libedit line editing, persistent history and Tab completion over a session.
 func runInteractive(session: Session, store: KVStore) {
+    // Ctrl-\ would otherwise reach the Swift runtime's crash handler, which waits on the terminal; like
+    // other interactive shells, ignore it (Ctrl-D and :quit leave).
+    signal(SIGQUIT, SIG_IGN)
     let editor: LineEditor
     do {
         editor = try LineEditor(programName: "kvsh", historyFile: historyFilePath(), historyLimit: 1000,
