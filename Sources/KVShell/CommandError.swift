@@ -22,6 +22,19 @@ public struct CommandError: Error, Sendable, CustomStringConvertible {
         other("wrong number of arguments for '\(spec.name)' (usage: \(spec.usage))")
     }
 
+    /// Redis's `ERR syntax error`, with the usage.
+    public static func syntax(_ spec: CommandSpec) -> CommandError {
+        other("syntax error (usage: \(spec.usage))")
+    }
+
+    /// Redis's `ERR value is not an integer or out of range`, with what is expected.
+    public static func notAnInteger(_ hint: String) -> CommandError {
+        other("value is not an integer or out of range (\(hint))")
+    }
+
+    /// Redis's `ERR invalid cursor`, with how to get a valid one.
+    public static let invalidCursor = other("invalid cursor (start with 0, then pass the cursor the previous SCAN returned)")
+
     public static func badArgument(_ spec: CommandSpec, _ argument: String) -> CommandError {
         other("invalid argument '\(argument)' for '\(spec.name)' (usage: \(spec.usage))")
     }

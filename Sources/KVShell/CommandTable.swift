@@ -4,7 +4,8 @@
 public final class CommandSpec: Sendable {
     public enum ID: Sendable {
         case set, get, delete, exists
-        case help, rebuild, stats, source, timing, format, quit
+        case keys, scan, range, count, dbsize
+        case help, rebuild, compact, backup, check, stats, source, timing, format, quit
     }
 
     public let id: ID
@@ -47,6 +48,25 @@ public enum CommandTable {
         CommandSpec(id: .exists, name: "EXISTS", aliases: [], arguments: "key [key ...]", arity: 1...Int.max,
                     summary: "Count how many of the keys exist (a key named twice counts twice).",
                     example: "EXISTS greeting"),
+        CommandSpec(id: .keys, name: "KEYS", aliases: [], arguments: "pattern", arity: 1...1,
+                    summary: "List the keys matching a glob pattern (* ? [abc] [^a] [a-z], \\ escapes), in bytewise order. "
+                        + "A pattern that starts with literal bytes (user:*) looks only at the keys with that prefix.",
+                    example: "KEYS user:*"),
+        CommandSpec(id: .scan, name: "SCAN", aliases: [], arguments: "cursor [MATCH pattern] [COUNT n]", arity: 1...Int.max,
+                    summary: "Iterate over the keys a few per call, in bytewise order. Start with cursor 0 and pass each returned cursor "
+                        + "to the next call; a returned 0 means done. COUNT (default 10) bounds the keys looked at per call; "
+                        + "MATCH keeps those matching a pattern. Keys present for the whole iteration are returned exactly once.",
+                    example: "SCAN 0 MATCH user:* COUNT 100"),
+        CommandSpec(id: .range, name: "RANGE", aliases: [], arguments: "start end [LIMIT n]", arity: 2...4,
+                    summary: "List the key-value pairs with start <= key < end, in bytewise order, at most n with LIMIT. "
+                        + "A start of - or an end of + leaves that side open.",
+                    example: "RANGE user:100 user:200 LIMIT 10"),
+        CommandSpec(id: .count, name: "COUNT", aliases: [], arguments: "start end", arity: 2...2,
+                    summary: "Count the keys with start <= key < end. A start of - or an end of + leaves that side open.",
+                    example: "COUNT user:100 user:200"),
+        CommandSpec(id: .dbsize, name: "DBSIZE", aliases: [], arguments: "", arity: 0...0,
+                    summary: "Count the keys in the store.",
+                    example: "DBSIZE"),
     ]
 
     public static let metaCommands: [CommandSpec] = [
@@ -57,6 +77,17 @@ public enum CommandTable {
                     summary: "Without a path: drop the in-memory index and replay this store's log, verifying every checksum. "
                         + "With a path: replay that log (a kvsh log, or the JSON-lines log of the Go StorageEngine) into this store as new durable writes.",
                     example: ":rebuild old-store/000001.log"),
+        CommandSpec(id: .compact, name: ":compact", aliases: [], arguments: "", arity: 0...0,
+                    summary: "Write an image of the live data and start a new log, deleting the old log; reports sizes before and after. "
+                        + "Also runs by itself in the background when the log outgrows the data.",
+                    example: ":compact"),
+        CommandSpec(id: .backup, name: ":backup", aliases: [], arguments: "path", arity: 1...1,
+                    summary: "Write a consistent backup of the store to one checksummed file while it keeps serving "
+                        + "(restore it with: kvsh restore PATH --data-dir DIR).",
+                    example: ":backup /backups/kvsh-today.kvbak"),
+        CommandSpec(id: .check, name: ":check", aliases: [], arguments: "", arity: 0...0,
+                    summary: "Verify every file of the store (headers, checksums, sequence numbers, image and log coverage) and print a report.",
+                    example: ":check"),
         CommandSpec(id: .stats, name: ":stats", aliases: [], arguments: "", arity: 0...0,
                     summary: "Show keys, log size, sequence numbers, sync policy and fsync count.",
                     example: ":stats"),

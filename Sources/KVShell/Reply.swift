@@ -9,6 +9,9 @@ public enum Reply: Equatable, Sendable {
     /// No value: the key does not exist.
     case null
     case integer(Int)
+    /// An ordered list of replies (keys, key-value pairs as two-element arrays, a SCAN cursor and its keys).
+    /// Items are values, integers, nil, OK or arrays; `none` in an array prints as nil.
+    case array([Reply])
     /// Text from a meta-command (help, statistics, summaries), printed as-is in every format.
     case text(String)
     /// Nothing to print.
@@ -17,11 +20,13 @@ public enum Reply: Equatable, Sendable {
 
 /// How replies are printed. See `Docs/Commands.md`.
 public enum OutputFormat: String, Sendable, CaseIterable {
-    /// As redis-cli prints on a terminal: `OK`, `"quoted value"`, `(nil)`, `(integer) 3`.
+    /// As redis-cli prints on a terminal: `OK`, `"quoted value"`, `(nil)`, `(integer) 3`, arrays as numbered
+    /// lines (`1) "a"`), nested arrays indented under their number, `(empty array)`.
     case human
-    /// Values as-is, nil as an empty line, bare integers: what a pipe or a file wants.
+    /// Values as-is, nil as an empty line, bare integers, one array item per line (nested arrays flattened,
+    /// an empty array prints nothing): what a pipe or a file wants.
     case raw
-    /// One JSON value per reply: `"v"`, `null`, `3`; values that are not UTF-8 as `{"base64":"..."}`.
+    /// One JSON value per reply: `"v"`, `null`, `3`, `["a","b"]`; values that are not UTF-8 as `{"base64":"..."}`.
     case json
 }
 
@@ -51,8 +56,70 @@ extension OutputFormat {
         case .text(let text):
             output.append(contentsOf: text.utf8)
             if text.utf8.last == UInt8(ascii: "\n") { return }
+        case .array(let items):
+            switch self {
+            case .human:
+                Self.appendHumanArray(items, indent: 0, to: &output)
+                return
+            case .raw:
+                for item in items { append(item == .none ? .null : item, to: &output) }
+                return
+            case .json:
+                Self.appendJSONArray(items, to: &output)
+            }
         }
         output.append(UInt8(ascii: "\n"))
+    }
+
+    private static let emptyArray = Array("(empty array)\n".utf8)
+
+    /// As redis-cli prints an array on a terminal: `1) item` per line, the numbers right-aligned to the widest
+    /// (` 9) `, `10) `); a nested array starts on its parent's line and its later lines are indented past the
+    /// parent's number. Ends with a newline.
+    static func appendHumanArray(_ items: [Reply], indent: Int, to output: inout [UInt8]) {
+        guard !items.isEmpty else {
+            output.append(contentsOf: emptyArray)
+            return
+        }
+        let width = decimalDigits(items.count)
+        for (offset, item) in items.enumerated() {
+            if offset > 0 { output.append(contentsOf: repeatElement(UInt8(ascii: " "), count: indent)) }
+            let number = offset + 1
+            output.append(contentsOf: repeatElement(UInt8(ascii: " "), count: width - decimalDigits(number)))
+            output.append(contentsOf: String(number).utf8)
+            output.append(contentsOf: [UInt8(ascii: ")"), UInt8(ascii: " ")])
+            switch item {
+            case .array(let nested): appendHumanArray(nested, indent: indent + width + 2, to: &output)
+            case .none: OutputFormat.human.append(.null, to: &output)
+            default: OutputFormat.human.append(item, to: &output)
+            }
+        }
+    }
+
+    private static func decimalDigits(_ number: Int) -> Int {
+        var digits = 1, rest = number / 10
+        while rest > 0 {
+            digits += 1
+            rest /= 10
+        }
+        return digits
+    }
+
+    /// `[item,item]`, no blanks, nested arrays nested; no newline.
+    static func appendJSONArray(_ items: [Reply], to output: inout [UInt8]) {
+        output.append(UInt8(ascii: "["))
+        for (offset, item) in items.enumerated() {
+            if offset > 0 { output.append(UInt8(ascii: ",")) }
+            switch item {
+            case .ok: output.append(contentsOf: jsonOK)
+            case .value(let bytes): appendJSON(bytes, to: &output)
+            case .null, .none: output.append(contentsOf: jsonNull)
+            case .integer(let number): output.append(contentsOf: String(number).utf8)
+            case .text(let text): appendJSONString(text.utf8, to: &output)
+            case .array(let nested): appendJSONArray(nested, to: &output)
+            }
+        }
+        output.append(UInt8(ascii: "]"))
     }
 
     private static let ok = Array("OK".utf8)

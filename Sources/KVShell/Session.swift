@@ -124,7 +124,8 @@ public final class Session {
 
     // MARK: Commands
 
-    private func dispatch(_ arguments: [[UInt8]]) throws -> Reply {
+    /// Runs one command and returns its reply, unformatted. Internal so tests can look at replies directly.
+    func dispatch(_ arguments: [[UInt8]]) throws -> Reply {
         let name = arguments[0]
         guard let spec = CommandTable.lookup(name) else {
             throw CommandError.unknownCommand(String(decoding: name, as: UTF8.self))
@@ -143,6 +144,16 @@ public final class Session {
             return .integer(removed)
         case .exists:
             return .integer(store.countExisting(Array(arguments.dropFirst())))
+        case .keys:
+            return OrderedCommands.keys(store, pattern: arguments[1])
+        case .scan:
+            return try OrderedCommands.scan(store, spec: spec, arguments: arguments.dropFirst())
+        case .range:
+            return try OrderedCommands.range(store, spec: spec, arguments: arguments.dropFirst())
+        case .count:
+            return OrderedCommands.count(store, arguments: arguments.dropFirst())
+        case .dbsize:
+            return .integer(store.count)
         default:
             return try runMeta(spec, arguments.dropFirst().map { String(decoding: $0, as: UTF8.self) })
         }
@@ -160,6 +171,18 @@ public final class Session {
             uncommitted = true
             let summary = try LogImporter.importLog(at: path, into: store)
             return .text(Self.describe(import: summary, keys: store.count))
+        case .compact:
+            flush()
+            return .text(Self.describe(try store.checkpoint()))
+        case .backup:
+            let summary = try store.backup(to: arguments[0])
+            return .text("backup written to \(arguments[0]): \(summary.entries) keys through sequence \(summary.sequence), "
+                + "\(summary.bytes) bytes\n")
+        case .check:
+            flush()
+            let report = try store.check()
+            if !report.isClean { failedToRun += 1 }
+            return .text(report.description)
         case .stats:
             return .text(Self.describe(store.statistics))
         case .source:
@@ -181,7 +204,7 @@ public final class Session {
         case .quit:
             quitRequested = true
             return .none
-        case .set, .get, .delete, .exists:
+        case .set, .get, .delete, .exists, .keys, .scan, .range, .count, .dbsize:
             throw CommandError.other("\(spec.name) is not a meta-command")
         }
     }
@@ -218,11 +241,18 @@ public final class Session {
         return text
     }
 
+    static func describe(_ report: KVStore.CheckpointReport) -> String {
+        "compacted through sequence \(report.sequence): log \(report.logBytesBefore) bytes + image \(report.imageBytesBefore) bytes"
+            + " -> image \(report.imageBytesAfter) bytes (\(report.keys) keys) + a new empty log, in \(formatMilliseconds(report.duration))"
+            + " (commits waited \(formatMilliseconds(report.stall)))\n"
+    }
+
     static func describe(_ stats: KVStore.Statistics) -> String {
         """
         keys:            \(stats.keys)
         key+value bytes: \(stats.payloadBytes)
         log file:        \(stats.logFile) (\(stats.logBytes) bytes)
+        image:           \(stats.imageBytes) bytes (checkpoints by this process: \(stats.checkpoints))
         last sequence:   \(stats.lastSequence) (durable through \(stats.syncedSequence))
         sync policy:     \(stats.syncPolicy.rawValue) (\(stats.fsyncs) fsyncs)
         crc32c:          \(stats.hardwareCRC ? "hardware" : "software")

@@ -25,43 +25,47 @@ public final class KVStore: Sendable {
         case none
     }
 
-    /// What opening (or rebuilding) the store found in its log.
-    public struct ReplayReport: Sendable {
-        public var keys: Int
-        public var records: Int
-        public var logFiles: Int
-        public var logBytes: Int
-        /// The damaged end that was cut, if any.
-        public var tornTail: TornTail?
-        public var duration: Duration
-    }
-
-    /// Counters for `:stats`.
-    public struct Statistics: Sendable {
-        public var keys: Int
-        public var payloadBytes: Int
-        public var logFile: String
-        public var logBytes: Int
-        public var lastSequence: UInt64
-        public var syncedSequence: UInt64
+    /// How a store behaves; the defaults suit most uses.
+    public struct Options: Sendable {
         public var syncPolicy: SyncPolicy
-        public var fsyncs: Int
-        public var hardwareCRC: Bool
+        /// Compact in the background once the active log is larger than `compactionMinimumLogBytes` and
+        /// `compactionRatio` times the last image. A ratio of 0 turns automatic compaction off.
+        public var compactionMinimumLogBytes: Int
+        public var compactionRatio: Double
+        /// Told about problems nobody is waiting for, such as a failed background compaction.
+        public var warningHandler: (@Sendable (String) -> Void)?
+
+        public init(syncPolicy: SyncPolicy = .always, compactionMinimumLogBytes: Int = 64 << 20,
+                    compactionRatio: Double = 2, warningHandler: (@Sendable (String) -> Void)? = nil) {
+            self.syncPolicy = syncPolicy
+            self.compactionMinimumLogBytes = compactionMinimumLogBytes
+            self.compactionRatio = compactionRatio
+            self.warningHandler = warningHandler
+        }
     }
 
     public let directory: String
-    public let syncPolicy: SyncPolicy
+    public let options: Options
+    public var syncPolicy: SyncPolicy { options.syncPolicy }
     /// What the replay at open found (records, bytes, a torn tail that was cut).
     public let openReport: ReplayReport
 
     /// The index and the not-yet-written tail of the log. Held briefly by every read and write.
-    private let state: Mutex<State>
+    let state: Mutex<State>
     /// The open log file. Held while writing and fsyncing it, so writers can keep appending to `state`
-    /// meanwhile. Lock order: `log`, then `state`.
-    private let log: Mutex<LogFile>
-    private let backgroundSync: BackgroundSync?
+    /// meanwhile. Lock order: `maintenance`, then `log`, then `state`.
+    let log: Mutex<LogFile>
+    /// Held for a whole checkpoint or rebuild, so that only one runs at a time. A lock rather than a serial
+    /// queue's `sync`, because the store's deinit (which closes it) may run on the maintenance queue.
+    let maintenance = Mutex<Void>(())
+    /// Runs automatic compactions, one at a time.
+    let maintenanceQueue = DispatchQueue(label: "kvsh.compaction")
+    let compactionScheduled = Atomic<Bool>(false)
+    /// Called after each step of a checkpoint; a test throws from it to stop a checkpoint there.
+    let checkpointHook = Mutex<(@Sendable (CheckpointStep) throws -> Void)?>(nil)
+    private let backgroundSync: RepeatingTimer?
 
-    private struct State: ~Copyable {
+    struct State: ~Copyable {
         var index = OrderedIndex()
         /// Encoded records not yet handed to `write(2)`.
         var pending: [UInt8] = []
@@ -80,27 +84,39 @@ public final class KVStore: Sendable {
         }
     }
 
-    private struct LogFile: ~Copyable {
+    struct LogFile: ~Copyable {
         var fd: Int32
+        /// The active log file's number and path, and its size including records not yet written.
+        var number: Int
         var path: String
         var size: Int
+        /// The newest image's size; 0 without one.
+        var imageBytes: Int
         var fsyncs = 0
+        var checkpoints = 0
         /// The buffer `pending` is swapped with, kept to reuse its capacity.
         var spare: [UInt8] = []
         var lock: DirectoryLock?
     }
 
     /// Pending bytes that make a writer flush on its own, to bound memory when nobody commits.
-    private static let flushThreshold = 16 << 20
+    static let flushThreshold = 16 << 20
 
     /// Opens (creating if needed) the store in `directory`, takes its lock and replays its log.
     ///
     /// - Throws: ``StoreError/locked(directory:holderPID:)`` if another process has it open,
     ///   ``StoreError/corruption(file:offset:reason:)`` if a log is damaged anywhere but its tail, and
     ///   ``StoreError/io(operation:path:errno:)`` when the file system refuses.
-    public init(directory: String, syncPolicy: SyncPolicy = .always) throws {
+    public convenience init(directory: String, syncPolicy: SyncPolicy = .always) throws {
+        try self.init(directory: directory, options: Options(syncPolicy: syncPolicy))
+    }
+
+    /// Opens (creating if needed) the store in `directory`, takes its lock, loads its newest image and replays
+    /// the log after it.
+    public init(directory: String, options: Options) throws {
         self.directory = directory
-        self.syncPolicy = syncPolicy
+        self.options = options
+        let syncPolicy = options.syncPolicy
         try DataDirectory.prepare(directory)
         let lock = try DirectoryLock(directory: directory)
         do {
@@ -110,14 +126,15 @@ public final class KVStore: Sendable {
             openReport = replay.report
             state = Mutex(State(index: index, nextSequence: replay.nextSequence,
                                 writtenThrough: replay.nextSequence - 1, syncedThrough: replay.nextSequence - 1))
-            log = Mutex(LogFile(fd: fd, path: replay.activePath, size: replay.activeSize, lock: lock))
+            log = Mutex(LogFile(fd: fd, number: replay.activeNumber, path: replay.activePath, size: replay.activeSize,
+                                imageBytes: replay.report.imageBytes, lock: lock))
         } catch {
             lock.release()
             throw error
         }
-        backgroundSync = syncPolicy == .everysec ? BackgroundSync() : nil
+        backgroundSync = syncPolicy == .everysec ? RepeatingTimer(label: "kvsh.background-fsync") : nil
         // A failed fsync here marks the store failed; the next write or commit reports it.
-        backgroundSync?.start { [weak self] in
+        backgroundSync?.start(every: .seconds(1)) { [weak self] in
             guard let self else { return }
             try? self.flush(through: self.lastSequence, fsync: true)
         }
@@ -143,8 +160,38 @@ public final class KVStore: Sendable {
     public var count: Int { state.withLock { $0.index.count } }
 
     /// Up to `limit` key-value pairs with `lower` ≤ key < `upper` in bytewise order; nil bounds are open.
+    /// Costs O(log n + k) for k pairs returned.
     public func range(from lower: [UInt8]?, to upper: [UInt8]?, limit: Int = .max) -> [(key: [UInt8], value: [UInt8])] {
         state.withLock { $0.index.range(from: lower, to: upper, limit: limit) }
+    }
+
+    /// Up to `limit` keys with `lower` ≤ key < `upper` that `filter` accepts, in bytewise order, and the key
+    /// to continue from (nil when the range is exhausted). Keys `filter` rejects still count towards `examine`,
+    /// the most keys looked at in one call, so a selective filter cannot hold the lock for a whole scan.
+    /// `filter` sees each key's bytes in place; only accepted keys are copied.
+    public func keys(from lower: [UInt8]?, to upper: [UInt8]?, limit: Int = .max, examine: Int = .max,
+                     where filter: @Sendable (UnsafeRawBufferPointer) -> Bool = { _ in true }) -> (keys: [[UInt8]], next: [UInt8]?) {
+        state.withLock { state in
+            var keys: [[UInt8]] = []
+            var examined = 0
+            var next: [UInt8]?
+            state.index.forEach(from: lower, to: upper) { entry in
+                if keys.count == limit || examined == examine {
+                    next = entry.key
+                    return false
+                }
+                examined += 1
+                if entry.withKeyBytes(filter) { keys.append(entry.key) }
+                return true
+            }
+            return (keys, next)
+        }
+    }
+
+    /// The number of keys with `lower` ≤ key < `upper`; nil bounds are open. Costs O(log n) plus one step per
+    /// 512 keys counted.
+    public func count(from lower: [UInt8]?, to upper: [UInt8]?) -> Int {
+        state.withLock { $0.index.count(from: lower, to: upper) }
     }
 
     // MARK: Writes
@@ -199,8 +246,10 @@ public final class KVStore: Sendable {
     /// Calling it again does nothing.
     public func close() {
         backgroundSync?.stop()
-        // Refuse new writes first, so none can slip in between the last flush and closing the file.
+        // Refuse new writes first, so none can slip in between the last flush and closing the file; then let a
+        // running checkpoint finish (a new one will not start on a closed store).
         state.withLock { $0.closed = true }
+        maintenance.withLock { _ in }
         try? flush(through: lastSequence, fsync: true)
         log.withLock { file in
             guard let lock = file.lock else { return }
@@ -210,11 +259,11 @@ public final class KVStore: Sendable {
         }
     }
 
-    private var lastSequence: UInt64 { state.withLock { $0.nextSequence - 1 } }
+    var lastSequence: UInt64 { state.withLock { $0.nextSequence - 1 } }
 
     /// Group commit: whoever holds `log` writes everyone's pending records; those who waited for the lock
     /// find their records already written (and fsynced) and return at once.
-    private func flush(through sequence: UInt64, fsync: Bool) throws {
+    func flush(through sequence: UInt64, fsync: Bool) throws {
         try log.withLock { file in
             guard file.lock != nil else { throw StoreError.closed }
             var buffer = file.spare
@@ -226,135 +275,45 @@ public final class KVStore: Sendable {
                 return state.nextSequence - 1
             }
             guard let target else { return }
-            do {
-                try buffer.withUnsafeBytes { try POSIX.writeAll(file.fd, $0, path: file.path) }
-                file.size += buffer.count
-                if fsync {
-                    try POSIX.fsync(file.fd, path: file.path)
-                    file.fsyncs += 1
-                }
-            } catch {
-                state.withLock { $0.failure = "\(error)" }
-                throw error
-            }
-            state.withLock { state in
-                state.writtenThrough = max(state.writtenThrough, target)
-                if fsync { state.syncedThrough = max(state.syncedThrough, target) }
-            }
-            buffer.removeAll(keepingCapacity: buffer.capacity <= 2 * Self.flushThreshold)
-            file.spare = buffer
+            try write(&buffer, through: target, fsync: fsync, to: &file)
+            if isCompactionDue(file) { scheduleCompaction() }
         }
     }
 
-    // MARK: Maintenance
-
-    /// Drops the in-memory index and replays the store's own log from disk, verifying every checksum again.
-    /// Reads and writes wait while it runs.
-    public func rebuild() throws -> ReplayReport {
-        try flush(through: lastSequence, fsync: false)
-        return try log.withLock { file in
-            try state.withLock { state in
-                var index = OrderedIndex()
-                let replay = try Self.replay(directory: directory, into: &index)
-                guard replay.nextSequence == state.nextSequence else {
-                    throw StoreError.corruption(file: replay.activePath, offset: replay.activeSize,
-                                                reason: "log ends at sequence \(replay.nextSequence - 1) but \(state.nextSequence - 1) writes were made")
-                }
-                state.index = index
-                file.size = replay.activeSize
-                return replay.report
+    /// Writes `buffer` (records through `sequence`) to the active log file, fsyncs it if asked, and records
+    /// how far the log is durable. Called with `log` held. A failure disables writes for good.
+    func write(_ buffer: inout [UInt8], through sequence: UInt64, fsync: Bool, to file: inout LogFile) throws {
+        do {
+            try buffer.withUnsafeBytes { try POSIX.writeAll(file.fd, $0, path: file.path) }
+            file.size += buffer.count
+            if fsync {
+                try POSIX.fsync(file.fd, path: file.path)
+                file.fsyncs += 1
             }
+        } catch {
+            state.withLock { $0.failure = "\(error)" }
+            throw error
         }
-    }
-
-    /// Counters describing the store right now.
-    public var statistics: Statistics {
-        log.withLock { file in
-            state.withLock { state in
-                Statistics(keys: state.index.count, payloadBytes: state.index.payloadBytes, logFile: file.path,
-                           logBytes: file.size + state.pending.count, lastSequence: state.nextSequence - 1,
-                           syncedSequence: state.syncedThrough, syncPolicy: syncPolicy, fsyncs: file.fsyncs,
-                           hardwareCRC: CRC32C.isHardwareAccelerated)
-            }
+        state.withLock { state in
+            state.writtenThrough = max(state.writtenThrough, sequence)
+            if fsync { state.syncedThrough = max(state.syncedThrough, sequence) }
         }
-    }
-
-    // MARK: Replay
-
-    private struct Replay {
-        var report: ReplayReport
-        var activePath: String
-        var activeSize: Int
-        var nextSequence: UInt64
-    }
-
-    /// Replays every log file of `directory` into `index`, cutting a torn tail off the last one (and creating
-    /// the first log file of a new store).
-    private static func replay(directory: String, into index: inout OrderedIndex) throws -> Replay {
-        let clock = ContinuousClock()
-        let start = clock.now
-        var files = try DataDirectory.logFiles(in: directory)
-        if files.isEmpty {
-            let path = DataDirectory.join(directory, DataDirectory.logFileName(1))
-            try createLogFile(path, firstSequence: 1, directory: directory)
-            files = [(1, path)]
-        }
-        var report = ReplayReport(keys: 0, records: 0, logFiles: files.count, logBytes: 0, tornTail: nil, duration: .zero)
-        var nextSequence: UInt64?
-        var activeSize = 0
-        for (position, file) in files.enumerated() {
-            let isLast = position == files.count - 1
-            var scan = try LogReader.scan(path: file.path, tornTailAllowed: isLast) { _, operation in
-                switch operation {
-                case .set(let key, let value): index.set(key, value)
-                case .delete(let keys): for key in keys { index.remove(key) }
-                }
-            }
-            if scan.validLength == 0 {
-                // Only the last file can get here: its header never made it to disk. Write it again.
-                try createLogFile(file.path, firstSequence: nextSequence ?? 1, directory: directory)
-                scan.firstSequence = nextSequence ?? 1
-                scan.nextSequence = scan.firstSequence
-                scan.validLength = LogFormat.fileHeaderSize
-            } else if let tail = scan.tornTail {
-                let fd = try POSIX.open(file.path, O_WRONLY)
-                defer { Glibc.close(fd) }
-                try POSIX.truncate(fd, to: tail.offset, path: file.path)
-                try POSIX.fsync(fd, path: file.path)
-            }
-            if let expected = nextSequence, scan.firstSequence != expected {
-                throw StoreError.corruption(file: file.path, offset: 0,
-                                            reason: "log starts at sequence \(scan.firstSequence) but the previous file ended before \(expected)")
-            }
-            report.tornTail = report.tornTail ?? scan.tornTail
-            report.records += scan.records
-            report.logBytes += scan.validLength
-            nextSequence = scan.nextSequence
-            activeSize = scan.validLength
-        }
-        report.keys = index.count
-        report.duration = clock.now - start
-        return Replay(report: report, activePath: files[files.count - 1].path, activeSize: activeSize,
-                      nextSequence: nextSequence ?? 1)
-    }
-
-    /// Creates (or overwrites) a log file holding just a header, durably: file fsync, then directory fsync.
-    private static func createLogFile(_ path: String, firstSequence: UInt64, directory: String) throws {
-        let fd = try POSIX.open(path, O_WRONLY | O_CREAT | O_TRUNC)
-        defer { Glibc.close(fd) }
-        try LogFormat.fileHeader(firstSequence: firstSequence).withUnsafeBytes { try POSIX.writeAll(fd, $0, path: path) }
-        try POSIX.fsync(fd, path: path)
-        try POSIX.fsyncDirectory(directory)
+        buffer.removeAll(keepingCapacity: buffer.capacity <= 2 * Self.flushThreshold)
+        file.spare = buffer
     }
 }
 
-/// Calls a function about once a second on a private queue until stopped.
+/// Calls a function at a fixed interval on a private queue until stopped.
 /// `@unchecked`: dispatch sources are thread-safe, but Dispatch does not mark them Sendable.
-private final class BackgroundSync: @unchecked Sendable {
-    private let timer: any DispatchSourceTimer = DispatchSource.makeTimerSource(queue: DispatchQueue(label: "kvsh.background-fsync"))
+final class RepeatingTimer: @unchecked Sendable {
+    private let timer: any DispatchSourceTimer
 
-    func start(_ tick: @escaping @Sendable () -> Void) {
-        timer.schedule(deadline: .now() + .seconds(1), repeating: .seconds(1), leeway: .milliseconds(50))
+    init(label: String) {
+        timer = DispatchSource.makeTimerSource(queue: DispatchQueue(label: label))
+    }
+
+    func start(every interval: DispatchTimeInterval, _ tick: @escaping @Sendable () -> Void) {
+        timer.schedule(deadline: .now() + interval, repeating: interval, leeway: .milliseconds(50))
         timer.setEventHandler(handler: tick)
         timer.resume()
     }

@@ -1,15 +1,20 @@
-/// The write-ahead log's on-disk format: the one place its constants and encodings are defined.
-/// `Docs/LogFormat.md` describes the same bytes in prose.
+/// The on-disk formats of log files and images (checkpoints and backups): the one place their constants and
+/// encodings are defined. `Docs/LogFormat.md` describes the same bytes in prose.
 ///
-/// A log file is a 28-byte header followed by records, back to back:
+/// Both kinds of file are a 28-byte header followed by records, back to back:
 ///
-///     header:  magic "KVSH-LOG" (8) | version u32 | flags u32 (0) | first sequence u64 | CRC32C of the 24 bytes before u32
+///     header:  magic (8) | version u32 | flags u32 (0) | sequence u64 | CRC32C of the 24 bytes before u32
 ///     record:  CRC32C u32 | payload length u32 | type u8 | sequence u64 | payload
+///
+/// A log's magic is "KVSH-LOG", its header sequence the sequence number of its first record, and its records
+/// are writes (SET, DELETE) numbered one by one. An image's magic is "KVSH-IMG", its header sequence the last
+/// write it covers, and its records are blocks of key-value entries numbered from 1, then an end record.
 ///
 /// Integers are little-endian. A record's CRC covers everything after the CRC field (length, type,
 /// sequence and payload), so a damaged length is caught like damaged data.
 public enum LogFormat {
     public static let magic: [UInt8] = Array("KVSH-LOG".utf8)
+    public static let imageMagic: [UInt8] = Array("KVSH-IMG".utf8)
     public static let version: UInt32 = 1
     public static let fileHeaderSize = 28
     public static let recordHeaderSize = 17
@@ -25,15 +30,27 @@ public enum LogFormat {
         case set = 1
         /// payload: key count u32 | (key length u32 | key) × count. One record, so a multi-key delete is atomic.
         case delete = 2
+        /// Images only. payload: entry count u32 | (key length u32 | value length u32 | key | value) × count,
+        /// keys in increasing bytewise order across the whole image.
+        case imageEntries = 3
+        /// Images only, last: payload: total entry count u64. Without it the image is incomplete.
+        case imageEnd = 4
+
+        var isLogRecord: Bool { self == .set || self == .delete }
     }
 
     /// Encodes a file header for a log whose first record will carry `firstSequence`.
     static func fileHeader(firstSequence: UInt64) -> [UInt8] {
+        fileHeader(magic: magic, sequence: firstSequence)
+    }
+
+    /// Encodes a file header with `magic` (a log's or an image's) and its sequence field.
+    static func fileHeader(magic: [UInt8], sequence: UInt64) -> [UInt8] {
         var header = magic
         header.reserveCapacity(fileHeaderSize)
         appendLittleEndian(version, to: &header)
         appendLittleEndian(UInt32(0), to: &header)
-        appendLittleEndian(firstSequence, to: &header)
+        appendLittleEndian(sequence, to: &header)
         appendLittleEndian(CRC32C.checksum(header), to: &header)
         return header
     }
@@ -115,6 +132,8 @@ enum LogRecordView {
                 keys.append(Array(key))
             }
             return cursor.isAtEnd ? .delete(keys: keys) : nil
+        case .imageEntries, .imageEnd:
+            return nil
         }
     }
 }
@@ -132,6 +151,12 @@ struct ByteCursor {
         guard bytes.count - offset >= 4 else { return nil }
         defer { offset += 4 }
         return UInt32(littleEndian: bytes.loadUnaligned(fromByteOffset: offset, as: UInt32.self))
+    }
+
+    mutating func readUInt64() -> UInt64? {
+        guard bytes.count - offset >= 8 else { return nil }
+        defer { offset += 8 }
+        return UInt64(littleEndian: bytes.loadUnaligned(fromByteOffset: offset, as: UInt64.self))
     }
 
     mutating func readSlice(_ count: Int) -> UnsafeRawBufferPointer? {

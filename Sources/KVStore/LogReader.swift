@@ -40,21 +40,20 @@ enum LogReader {
     /// - Parameter tornTailAllowed: whether a damaged end may be reported as a torn tail instead of corruption.
     static func scan(path: String, tornTailAllowed: Bool,
                      apply: (UInt64, LogRecordView) throws -> Void) throws -> LogFileScan {
-        let fd = try POSIX.open(path, O_RDONLY)
-        defer { close(fd) }
-        let size = try POSIX.size(fd, path: path)
+        try MappedFile.withContents(of: path) { mapped in
+            try scan(mapped, path: path, tornTailAllowed: tornTailAllowed, apply: apply)
+        }
+    }
+
+    private static func scan(_ mapped: MappedFile, path: String, tornTailAllowed: Bool,
+                             apply: (UInt64, LogRecordView) throws -> Void) throws -> LogFileScan {
+        let file = mapped.bytes
+        let size = file.count
         guard size > 0 else {
             return try emptyOrTornHeader(path: path, size: size, tornTailAllowed: tornTailAllowed, reason: "empty file")
         }
-        guard let mapping = mmap(nil, size, PROT_READ, MAP_PRIVATE, fd, 0), mapping != MAP_FAILED else {
-            throw StoreError.io(operation: "mmap", path: path, errno: errno)
-        }
-        defer { munmap(mapping, size) }
-        _ = madvise(mapping, size, MADV_SEQUENTIAL)
-        let file = UnsafeRawBufferPointer(start: mapping, count: size)
-
         let firstSequence: UInt64
-        switch decodeHeader(file) {
+        switch decodeHeader(file, magic: LogFormat.magic) {
         case .success(let sequence):
             firstSequence = sequence
         case .failure(let problem):
@@ -69,10 +68,12 @@ enum LogReader {
         var result = LogFileScan(firstSequence: firstSequence, nextSequence: firstSequence,
                                  validLength: LogFormat.fileHeaderSize, fileSize: size)
         var offset = LogFormat.fileHeaderSize
-        var released = 0  // pages before this offset have been handed back to the kernel
         while offset < size {
             switch record(in: file, at: offset) {
             case .valid(let type, let sequence, let payload, let end):
+                guard type.isLogRecord else {
+                    throw StoreError.corruption(file: path, offset: offset, reason: "image record (type \(type.rawValue)) in a log file")
+                }
                 guard sequence == result.nextSequence else {
                     throw StoreError.corruption(file: path, offset: offset,
                                                 reason: "record has sequence number \(sequence) where \(result.nextSequence) was expected")
@@ -95,17 +96,10 @@ enum LogReader {
                 result.tornTail = TornTail(file: path, offset: offset, droppedBytes: size - offset, reason: reason)
                 return result
             }
-            // Replaying a large log would otherwise keep all of it resident until the end.
-            let pageAligned = offset & ~(releaseStride - 1)
-            if pageAligned - released >= releaseStride {
-                _ = madvise(mapping + released, pageAligned - released, MADV_DONTNEED)
-                released = pageAligned
-            }
+            mapped.releasePages(before: offset)
         }
         return result
     }
-
-    private static let releaseStride = 8 << 20
 
     private static func emptyOrTornHeader(path: String, size: Int, tornTailAllowed: Bool, reason: String) throws -> LogFileScan {
         guard tornTailAllowed else { throw StoreError.corruption(file: path, offset: 0, reason: reason) }
@@ -119,17 +113,17 @@ enum LogReader {
         var description: String {
             switch self {
             case .tooShort: return "file is shorter than a log header"
-            case .badMagic: return "not a kvsh log (bad magic bytes)"
+            case .badMagic: return "bad magic bytes (not a kvsh file of this kind)"
             case .badChecksum: return "log header checksum mismatch"
             case .unsupported(let version): return "unsupported log format version \(version)"
             }
         }
     }
 
-    /// Checks a file header and returns the first sequence number it announces.
-    static func decodeHeader(_ file: UnsafeRawBufferPointer) -> Result<UInt64, HeaderProblem> {
+    /// Checks a file header (of a log or an image, by `magic`) and returns its sequence field.
+    static func decodeHeader(_ file: UnsafeRawBufferPointer, magic: [UInt8]) -> Result<UInt64, HeaderProblem> {
         guard file.count >= LogFormat.fileHeaderSize else { return .failure(.tooShort) }
-        guard file.prefix(LogFormat.magic.count).elementsEqual(LogFormat.magic) else { return .failure(.badMagic) }
+        guard file.prefix(magic.count).elementsEqual(magic) else { return .failure(.badMagic) }
         let stored = UInt32(littleEndian: file.loadUnaligned(fromByteOffset: 24, as: UInt32.self))
         guard CRC32C.checksum(UnsafeRawBufferPointer(rebasing: file[0..<24])) == stored else { return .failure(.badChecksum) }
         let version = UInt32(littleEndian: file.loadUnaligned(fromByteOffset: 8, as: UInt32.self))

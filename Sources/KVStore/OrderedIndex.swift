@@ -47,9 +47,13 @@ final class IndexEntry: ManagedBuffer<IndexEntry.Lengths, UInt8> {
 
     @inline(__always)
     func compareKey(to key: UnsafeRawBufferPointer) -> Int {
-        withUnsafeMutablePointerToElements { bytes in
-            compareBytes(UnsafeRawBufferPointer(start: bytes, count: keyCount), key)
-        }
+        withKeyBytes { compareBytes($0, key) }
+    }
+
+    /// Lends the key's bytes to `body` without copying them.
+    @inline(__always)
+    func withKeyBytes<T>(_ body: (UnsafeRawBufferPointer) throws -> T) rethrows -> T {
+        try withUnsafeMutablePointerToElements { try body(UnsafeRawBufferPointer(start: $0, count: keyCount)) }
     }
 
     var key: [UInt8] {
@@ -197,10 +201,10 @@ struct OrderedIndex {
         payloadBytes = 0
     }
 
-    /// Up to `limit` entries with `lower` ≤ key < `upper`, in order; nil bounds are open.
-    func range(from lower: [UInt8]?, to upper: [UInt8]?, limit: Int = .max) -> [(key: [UInt8], value: [UInt8])] {
-        var result: [(key: [UInt8], value: [UInt8])] = []
-        guard !chunks.isEmpty, limit > 0 else { return result }
+    /// Calls `body` for each entry with `lower` ≤ key < `upper`, in key order, until it returns false.
+    /// Costs O(log n) to find the start, then O(1) per entry visited.
+    func forEach(from lower: [UInt8]?, to upper: [UInt8]?, _ body: (IndexEntry) -> Bool) {
+        guard !chunks.isEmpty else { return }
         var chunk = 0
         var index = 0
         if let lower {
@@ -211,12 +215,41 @@ struct OrderedIndex {
         }
         while chunk < chunks.count {
             for entry in chunks[chunk][index...] {
-                if let upper, upper.withUnsafeBytes({ entry.compareKey(to: $0) }) >= 0 { return result }
-                result.append((entry.key, entry.value))
-                if result.count == limit { return result }
+                if let upper, upper.withUnsafeBytes({ entry.compareKey(to: $0) }) >= 0 { return }
+                if !body(entry) { return }
             }
             chunk += 1
             index = 0
+        }
+    }
+
+    /// Where `key` is or would be inserted, as (chunk, index in chunk); nil stands for the end.
+    private func location(of key: [UInt8]?) -> (chunk: Int, index: Int) {
+        guard let key else { return (chunks.count - 1, chunks[chunks.count - 1].count) }
+        return key.withUnsafeBytes { key in
+            let chunk = chunkIndex(for: key)
+            return (chunk, Self.position(of: key, in: chunks[chunk]).index)
+        }
+    }
+
+    /// The number of keys with `lower` ≤ key < `upper`: O(log n) plus one step per chunk in between.
+    func count(from lower: [UInt8]?, to upper: [UInt8]?) -> Int {
+        guard !chunks.isEmpty else { return 0 }
+        let start = lower == nil ? (chunk: 0, index: 0) : location(of: lower)
+        let end = location(of: upper)
+        guard (start.chunk, start.index) < (end.chunk, end.index) else { return 0 }
+        if start.chunk == end.chunk { return end.index - start.index }
+        let between = chunks[(start.chunk + 1)..<end.chunk].reduce(0) { $0 + $1.count }
+        return chunks[start.chunk].count - start.index + between + end.index
+    }
+
+    /// Up to `limit` entries with `lower` ≤ key < `upper`, in order; nil bounds are open.
+    func range(from lower: [UInt8]?, to upper: [UInt8]?, limit: Int = .max) -> [(key: [UInt8], value: [UInt8])] {
+        var result: [(key: [UInt8], value: [UInt8])] = []
+        guard limit > 0 else { return result }
+        forEach(from: lower, to: upper) { entry in
+            result.append((entry.key, entry.value))
+            return result.count < limit
         }
         return result
     }

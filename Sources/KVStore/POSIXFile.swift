@@ -77,3 +77,35 @@ enum POSIX {
         return done
     }
 }
+
+/// A file mapped read-only for sequential reading, for as long as a closure runs.
+final class MappedFile {
+    let bytes: UnsafeRawBufferPointer
+    private var released = 0
+    private static let releaseStride = 8 << 20
+
+    private init(bytes: UnsafeRawBufferPointer) { self.bytes = bytes }
+
+    /// Maps `path` and passes it to `body`; unmaps it afterwards. An empty file maps to an empty buffer.
+    static func withContents<T>(of path: String, _ body: (MappedFile) throws -> T) throws -> T {
+        let fd = try POSIX.open(path, O_RDONLY)
+        defer { close(fd) }
+        let size = try POSIX.size(fd, path: path)
+        guard size > 0 else { return try body(MappedFile(bytes: UnsafeRawBufferPointer(start: nil, count: 0))) }
+        guard let mapping = mmap(nil, size, PROT_READ, MAP_PRIVATE, fd, 0), mapping != MAP_FAILED else {
+            throw StoreError.io(operation: "mmap", path: path, errno: errno)
+        }
+        defer { munmap(mapping, size) }
+        _ = madvise(mapping, size, MADV_SEQUENTIAL)
+        return try body(MappedFile(bytes: UnsafeRawBufferPointer(start: mapping, count: size)))
+    }
+
+    /// Hands the pages before `offset` back to the kernel (they are re-read from the file if touched again),
+    /// so reading a large file front to back does not keep all of it resident.
+    func releasePages(before offset: Int) {
+        let aligned = offset & ~(Self.releaseStride - 1)
+        guard aligned - released >= Self.releaseStride, let base = bytes.baseAddress else { return }
+        _ = madvise(UnsafeMutableRawPointer(mutating: base + released), aligned - released, MADV_DONTNEED)
+        released = aligned
+    }
+}

@@ -12,6 +12,8 @@ public enum StoreError: Error, Equatable, Sendable, CustomStringConvertible {
     case io(operation: String, path: String, errno: Int32)
     /// An earlier write or fsync failed; the store accepts no more writes in this process.
     case writesDisabled(cause: String)
+    /// `restore` was pointed at a directory that already holds files.
+    case notEmpty(directory: String)
     /// The store was closed; it accepts no more writes.
     case closed
     /// A key or value is larger than a log record can hold.
@@ -34,6 +36,8 @@ public enum StoreError: Error, Equatable, Sendable, CustomStringConvertible {
             return "\(operation) '\(path)' failed: \(systemErrorMessage(code))"
         case .writesDisabled(let cause):
             return "writes are disabled after a failed log write (\(cause)); restart kvsh once the disk is fixed"
+        case .notEmpty(let directory):
+            return "data directory '\(directory)' is not empty; restore into an empty directory, or pass --force to replace the store there"
         case .closed:
             return "the store is closed"
         case .tooLarge(let what, let size, let limit):

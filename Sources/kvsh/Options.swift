@@ -41,6 +41,27 @@ struct Options: ParsableCommand {
     @Option(help: ArgumentHelp("Run the commands in this file as a script.", valueName: "file"))
     var file: String?
 
+    @Option(name: .customLong("compact-min-size"), help: ArgumentHelp(
+        "Compact in the background only once the log is larger than this (e.g. 64M).", valueName: "size"))
+    var compactMinimumSize = ByteSize(argument: "64M")!
+
+    @Option(name: .customLong("compact-ratio"), help: ArgumentHelp(
+        "Compact once the log is also this many times larger than the last image; 0 turns automatic compaction off.",
+        valueName: "ratio"))
+    var compactRatio: Double = 2
+
+    @Option(name: .customLong("backup-dir"), help: ArgumentHelp(
+        "Take periodic backups into this directory (with --backup-every).", valueName: "dir"))
+    var backupDirectory: String?
+
+    @Option(name: .customLong("backup-every"), help: ArgumentHelp(
+        "How often to take a backup: 30s, 15m, 1h, 1d.", valueName: "interval"))
+    var backupInterval: Interval?
+
+    @Option(name: .customLong("backup-keep"), help: ArgumentHelp(
+        "How many periodic backups to keep (the newest).", valueName: "n"))
+    var backupKeep = 24
+
     @Argument(parsing: .captureForPassthrough, help: ArgumentHelp(
         "One command to run, such as: SET greeting \"hello world\"", valueName: "command"))
     var command: [String] = []
@@ -61,13 +82,26 @@ struct Options: ParsableCommand {
         if let directory = dataDirectory, directory.isEmpty {
             throw ValidationError("--data-dir needs a directory path")
         }
+        if (backupDirectory == nil) != (backupInterval == nil) {
+            throw ValidationError("--backup-dir and --backup-every go together")
+        }
+        if backupKeep < 1 { throw ValidationError("--backup-keep must be at least 1") }
+        if compactRatio < 0 { throw ValidationError("--compact-ratio must be 0 (off) or more") }
     }
 
-    var resolvedDataDirectory: String {
-        if let dataDirectory { return dataDirectory }
-        if let fromEnvironment = getenv("KVSH_DATA_DIR"), fromEnvironment.pointee != 0 { return String(cString: fromEnvironment) }
-        return "kvsh-data"
+    var resolvedDataDirectory: String { resolveDataDirectory(dataDirectory) }
+
+    var storeOptions: KVStore.Options {
+        KVStore.Options(syncPolicy: sync, compactionMinimumLogBytes: compactMinimumSize.bytes, compactionRatio: compactRatio,
+                        warningHandler: { printError("warning: \($0)") })
     }
+}
+
+/// `--data-dir` if given, else `$KVSH_DATA_DIR`, else `./kvsh-data`.
+func resolveDataDirectory(_ option: String?) -> String {
+    if let option { return option }
+    if let fromEnvironment = getenv("KVSH_DATA_DIR"), fromEnvironment.pointee != 0 { return String(cString: fromEnvironment) }
+    return "kvsh-data"
 }
 
 extension KVStore.SyncPolicy: ExpressibleByArgument {}

@@ -5,6 +5,7 @@ import Glibc
 #elseif canImport(Musl)
 import Musl
 #endif
+import ArgumentParser
 import KVShell
 import KVStore
 
@@ -20,28 +21,47 @@ func printError(_ message: String) {
     line.withUnsafeBytes { _ = write(STDERR_FILENO, $0.baseAddress, $0.count) }
 }
 
-let options: Options
-do {
-    options = try Options.parse()
-} catch {
-    if Options.exitCode(for: error) == .success {  // --help, --version
-        print(Options.fullMessage(for: error))
-        exit(ExitStatus.success)
+/// Parses the command line as `Command`; on --help/--version prints and exits 0, on a usage error exits 2.
+func parseOrExit<Command: ParsableCommand>(_ type: Command.Type, _ arguments: [String]) -> Command {
+    do {
+        return try type.parse(arguments)
+    } catch {
+        if type.exitCode(for: error) == .success {  // --help, --version
+            print(type.fullMessage(for: error))
+            exit(ExitStatus.success)
+        }
+        let name = type.configuration.commandName.map { "kvsh \($0)" } ?? "kvsh"
+        printError("\(type.message(for: error)) (see \(name) --help)")
+        exit(ExitStatus.unusable)
     }
-    printError("\(Options.message(for: error)) (see kvsh --help)")
-    exit(ExitStatus.unusable)
 }
+
+// Maintenance subcommands come first on the command line: `kvsh backup PATH`, `kvsh restore`, `kvsh check`.
+let arguments = Array(CommandLine.arguments.dropFirst())
+if let first = arguments.first, let subcommand = Subcommands.named(first) {
+    exit(subcommand(Array(arguments.dropFirst())))
+}
+
+let options = parseOrExit(Options.self, arguments)
 
 let interactive = options.command.isEmpty && options.file == nil && isatty(STDIN_FILENO) == 1 && isatty(STDOUT_FILENO) == 1
 let store: KVStore
 do {
-    store = try KVStore(directory: options.resolvedDataDirectory, syncPolicy: options.sync)
+    store = try KVStore(directory: options.resolvedDataDirectory, options: options.storeOptions)
 } catch {
     printError("\(error)")
     exit(ExitStatus.unusable)
 }
 if let tail = store.openReport.tornTail {
     printError("warning: \(tail)")
+}
+
+let backups = options.backupDirectory.flatMap { directory in
+    options.backupInterval.map { interval in
+        BackupScheduler(store: store, directory: directory, interval: interval.duration, keep: options.backupKeep) { message in
+            printError(message)
+        }
+    }
 }
 
 let session = Session(store: store, format: options.format ?? (isatty(STDOUT_FILENO) == 1 ? .human : .raw))
@@ -66,6 +86,7 @@ if !options.command.isEmpty {
     }
 }
 
+backups?.stop()
 store.close()
 if !interactive && session.failedCommands > 0 { status = ExitStatus.commandFailed }
 exit(status)

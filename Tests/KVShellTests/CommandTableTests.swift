@@ -7,7 +7,8 @@ struct CommandTableTests {
         ("SET", "SET"), ("set", "SET"), ("SeT", "SET"), ("get", "GET"), ("DELETE", "DELETE"), ("del", "DELETE"),
         ("DEL", "DELETE"), ("Exists", "EXISTS"), (":help", ":help"), (":HELP", ":help"), (":quit", ":quit"),
         (":exit", ":quit"), (":EXIT", ":quit"), (":Format", ":format"), (":rebuild", ":rebuild"), (":stats", ":stats"),
-        (":source", ":source"), (":timing", ":timing"),
+        (":source", ":source"), (":timing", ":timing"), ("KEYS", "KEYS"), ("keys", "KEYS"), ("Scan", "SCAN"),
+        ("range", "RANGE"), ("COUNT", "COUNT"), ("count", "COUNT"), ("dbsize", "DBSIZE"), ("DBSize", "DBSIZE"),
     ])
     func lookup(typed: String, expected: String) throws {
         let spec = try #require(CommandTable.lookup(typed), "\(typed) not found")
@@ -15,7 +16,7 @@ struct CommandTableTests {
         #expect(CommandTable.lookup(Array(typed.utf8))?.name == expected)
     }
 
-    @Test("names that are not commands", arguments: ["", "SE", "SETT", "SET ", " SET", "help", "quit", ":", ":he", "DELETEX", "sEt\u{0}", "ſet"])
+    @Test("names that are not commands", arguments: ["", "SE", "SETT", "SET ", " SET", "help", "quit", ":", ":he", "DELETEX", "sEt\u{0}", "ſet", "KEY", "SCANS", "DBSIZ", "RANGES", "LIMIT", "MATCH"])
     func notFound(typed: String) {
         #expect(CommandTable.lookup(typed) == nil, "\(typed.debugDescription)")
     }
@@ -23,6 +24,7 @@ struct CommandTableTests {
     @Test("suggestions for typos", arguments: [
         ("SETT", "SET"), ("sett", "SET"), ("GTE", "GET"), ("DELTE", "DELETE"), ("EXIST", "EXISTS"), ("EXSITS", "EXISTS"),
         (":hlep", ":help"), (":hepl", ":help"), (":qiut", ":quit"), (":stat", ":stats"), (":exti", ":exit"), (":fromat", ":format"),
+        ("KEY", "KEYS"), ("SACN", "SCAN"), ("RNAGE", "RANGE"), ("CUONT", "COUNT"), ("DBSIZ", "DBSIZE"), ("dbszie", "DBSIZE"),
     ])
     func suggestion(typed: String, expected: String) {
         #expect(CommandTable.suggestion(for: typed) == expected)
@@ -41,17 +43,23 @@ struct CommandTableTests {
 
     @Test("completing the first word follows the user's case")
     func firstWord() {
-        let allNames = ["SET", "GET", "DELETE", "DEL", "EXISTS", ":help", ":rebuild", ":stats", ":source", ":timing", ":format", ":quit", ":exit"]
+        let allNames = ["SET", "GET", "DELETE", "DEL", "EXISTS", "KEYS", "SCAN", "RANGE", "COUNT", "DBSIZE", ":help", ":rebuild", ":compact", ":backup", ":check", ":stats", ":source", ":timing", ":format", ":quit", ":exit"]
         #expect(Set(CommandTable.completions(forLine: "")) == Set(allNames))
         #expect(CommandTable.completions(forLine: "").count == allNames.count)
         #expect(CommandTable.completions(forLine: "se") == ["set"])
         #expect(CommandTable.completions(forLine: "SE") == ["SET"])
-        #expect(Set(CommandTable.completions(forLine: "d")) == ["delete", "del"])
+        #expect(Set(CommandTable.completions(forLine: "d")) == ["delete", "del", "dbsize"])
+        #expect(Set(CommandTable.completions(forLine: "s")) == ["set", "scan"])
+        #expect(CommandTable.completions(forLine: "K") == ["KEYS"])
+        #expect(CommandTable.completions(forLine: "ra") == ["range"])
+        #expect(CommandTable.completions(forLine: "co") == ["count"])
+        #expect(CommandTable.completions(forLine: "DB") == ["DBSIZE"])
         #expect(Set(CommandTable.completions(forLine: "DE")) == ["DELETE", "DEL"])
         #expect(CommandTable.completions(forLine: "e") == ["exists"])
         #expect(CommandTable.completions(forLine: ":he") == [":help"])
         #expect(CommandTable.completions(forLine: ":HE") == [":help"])
         #expect(Set(CommandTable.completions(forLine: ":s")) == [":stats", ":source"])
+        #expect(Set(CommandTable.completions(forLine: ":c")) == [":compact", ":check"])
         #expect(Set(CommandTable.completions(forLine: ":")) == Set(allNames.filter { $0.hasPrefix(":") }))
         #expect(CommandTable.completions(forLine: "  ge") == ["get"])
         #expect(CommandTable.completions(forLine: "x").isEmpty)
@@ -116,7 +124,7 @@ struct CommandTableTests {
 
     @Test("specs: names, arities, usage")
     func specs() throws {
-        #expect(CommandTable.all.count == 11)
+        #expect(CommandTable.all.count == 19)
         #expect(CommandTable.dataCommands.allSatisfy { !$0.isMeta && $0.name == $0.name.uppercased() })
         #expect(CommandTable.metaCommands.allSatisfy { $0.isMeta && $0.name == $0.name.lowercased() })
         #expect(CommandTable.lookup("SET")?.arity == 2...2)
@@ -126,6 +134,16 @@ struct CommandTableTests {
         #expect(CommandTable.lookup("GET")?.usage == "GET key")
         #expect(CommandTable.lookup(":stats")?.usage == ":stats")
         #expect(CommandTable.lookup(":format")?.usage == ":format human|raw|json")
+        #expect(CommandTable.lookup("KEYS")?.usage == "KEYS pattern")
+        #expect(CommandTable.lookup("SCAN")?.usage == "SCAN cursor [MATCH pattern] [COUNT n]")
+        #expect(CommandTable.lookup("RANGE")?.usage == "RANGE start end [LIMIT n]")
+        #expect(CommandTable.lookup("COUNT")?.usage == "COUNT start end")
+        #expect(CommandTable.lookup("DBSIZE")?.usage == "DBSIZE")
+        #expect(CommandTable.lookup("KEYS")?.arity == 1...1)
+        #expect(CommandTable.lookup("SCAN")?.arity.lowerBound == 1)
+        #expect(CommandTable.lookup("RANGE")?.arity == 2...4)
+        #expect(CommandTable.lookup("COUNT")?.arity == 2...2)
+        #expect(CommandTable.lookup("DBSIZE")?.arity == 0...0)
         // Every name and alias is unique, ignoring case.
         let names = CommandTable.all.flatMap { [$0.name] + $0.aliases }.map { $0.uppercased() }
         #expect(Set(names).count == names.count)
@@ -141,6 +159,10 @@ struct CommandTableTests {
         let timing = try #require(CommandTable.lookup(":timing"))
         #expect(CommandError.badArgument(timing, "maybe").message == "ERR invalid argument 'maybe' for ':timing' (usage: :timing on|off)")
         #expect(CommandError.unbalancedQuotes.message.hasPrefix("ERR unbalanced quotes"))
+        let scan = try #require(CommandTable.lookup("SCAN"))
+        #expect(CommandError.syntax(scan).message == "ERR syntax error (usage: SCAN cursor [MATCH pattern] [COUNT n])")
+        #expect(CommandError.invalidCursor.message.hasPrefix("ERR invalid cursor ("))
+        #expect(CommandError.notAnInteger("x").message == "ERR value is not an integer or out of range (x)")
         #expect(CommandError.other("x").description == "ERR x")
     }
 }

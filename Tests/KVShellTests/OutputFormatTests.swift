@@ -175,6 +175,117 @@ struct OutputFormatTests {
         }
     }
 
+    // MARK: Arrays
+
+    static func values(_ items: String...) -> Reply { .array(items.map { .value(bytes($0)) }) }
+
+    @Test("arrays: flat, nested (pairs), empty, nested empty, in each format")
+    func arrays() {
+        let flat = Self.values("a", "b c")
+        #expect(Self.renderText(flat, .human) == "1) \"a\"\n2) \"b c\"\n")
+        #expect(Self.renderText(flat, .raw) == "a\nb c\n")
+        #expect(Self.renderText(flat, .json) == #"["a","b c"]"# + "\n")
+
+        let pairs = Reply.array([Self.values("a", "1"), Self.values("b", "2")])
+        #expect(Self.renderText(pairs, .human) == "1) 1) \"a\"\n   2) \"1\"\n2) 1) \"b\"\n   2) \"2\"\n")
+        #expect(Self.renderText(pairs, .raw) == "a\n1\nb\n2\n")
+        #expect(Self.renderText(pairs, .json) == #"[["a","1"],["b","2"]]"# + "\n")
+
+        #expect(Self.renderText(.array([]), .human) == "(empty array)\n")
+        #expect(Self.renderText(.array([]), .raw) == "", "no items, no lines")
+        #expect(Self.renderText(.array([]), .json) == "[]\n")
+
+        let scan = Reply.array([.value(bytes("0")), .array([])])
+        #expect(Self.renderText(scan, .human) == "1) \"0\"\n2) (empty array)\n")
+        #expect(Self.renderText(scan, .raw) == "0\n")
+        #expect(Self.renderText(scan, .json) == #"["0",[]]"# + "\n")
+    }
+
+    @Test("arrays: every kind of item; values escaped as on their own")
+    func arrayItems() {
+        let items = Reply.array([.value([0x00, 0x0A, 0xFF]), .value(bytes("é\"")), .integer(-4), .null, .ok, .value([]), .none])
+        #expect(Self.renderText(items, .human) == #"""
+            1) "\x00\n\xff"
+            2) "é\""
+            3) (integer) -4
+            4) (nil)
+            5) OK
+            6) ""
+            7) (nil)
+
+            """#)
+        #expect(Self.render(items, .raw) == [0x00, 0x0A, 0xFF, 0x0A] + bytes("é\"\n-4\n\nOK\n\n\n"))
+        #expect(Self.renderText(items, .json) == #"[{"base64":"AAr/"},"é\"",-4,null,"OK","",null]"# + "\n")
+        // Items print exactly as they print alone (less the newline).
+        for item in [Reply.value(bytes("tab\there")), .integer(7), .null, .ok] {
+            #expect(Self.renderText(.array([item]), .human) == "1) " + Self.renderText(item, .human))
+            #expect(Self.renderText(.array([item]), .raw) == Self.renderText(item, .raw))
+            #expect(Self.renderText(.array([item]), .json) == "[" + Self.renderText(item, .json).dropLast() + "]\n")
+        }
+    }
+
+    @Test("human: with 10 items or more the numbers are right-aligned, and nested lines indented past them")
+    func humanWidths() {
+        let ten = Reply.array((1...10).map { .value(bytes("k\($0)")) })
+        #expect(Self.renderText(ten, .human) == (1...10).map { ($0 < 10 ? " " : "") + "\($0)) \"k\($0)\"\n" }.joined())
+
+        let tenPairs = Reply.array((1...10).map { Self.values("k\($0)", "\($0)") })
+        #expect(Self.renderText(tenPairs, .human) == (1...10).map {
+            ($0 < 10 ? " " : "") + "\($0)) 1) \"k\($0)\"\n    2) \"\($0)\"\n"
+        }.joined())
+
+        let innerTen = Reply.array([.array((1...10).map { .integer($0) }), .value(bytes("x"))])
+        #expect(Self.renderText(innerTen, .human) == """
+            1)  1) (integer) 1
+                2) (integer) 2
+                3) (integer) 3
+                4) (integer) 4
+                5) (integer) 5
+                6) (integer) 6
+                7) (integer) 7
+                8) (integer) 8
+                9) (integer) 9
+               10) (integer) 10
+            2) "x"
+
+            """)
+
+        let hundred = Reply.array((1...100).map { .integer($0) })
+        let lines = Self.renderText(hundred, .human).split(separator: "\n")
+        #expect(lines.count == 100)
+        #expect(lines[0] == "  1) (integer) 1")
+        #expect(lines[9] == " 10) (integer) 10")
+        #expect(lines[99] == "100) (integer) 100")
+    }
+
+    @Test("nesting three deep, with empty arrays inside")
+    func deepNesting() {
+        let deep = Reply.array([.array([.array([.value(bytes("x"))]), .array([])]), .array([])])
+        #expect(Self.renderText(deep, .human) == """
+            1) 1) 1) "x"
+               2) (empty array)
+            2) (empty array)
+
+            """)
+        #expect(Self.renderText(deep, .raw) == "x\n")
+        #expect(Self.renderText(deep, .json) == #"[[["x"],[]],[]]"# + "\n")
+    }
+
+    @Test("json arrays parse back to the same values", arguments: [1, 2] as [UInt64])
+    func jsonArraysRoundTrip(seed: UInt64) throws {
+        var rng = SplitMix64(seed: seed)
+        for _ in 0..<300 {
+            let pairs = (0..<Int.random(in: 0...6, using: &rng)).map { _ in
+                (Self.randomValue(&rng).filter { $0 < 0x80 }, Self.randomValue(&rng).filter { $0 < 0x80 })
+            }
+            let reply = Reply.array(pairs.map { .array([.value($0.0), .value($0.1)]) })
+            let printed = Self.render(reply, .json)
+            #expect(printed.last == 0x0A)
+            let decoded = try JSONDecoder().decode([[String]].self, from: Data(printed))
+            #expect(decoded.map { $0.map { Array($0.utf8) } } == pairs.map { [$0.0, $0.1] })
+        }
+    }
+
     @Test("formatMilliseconds: three decimals, in milliseconds")
     func milliseconds() {
         #expect(formatMilliseconds(.zero) == "0.000 ms")

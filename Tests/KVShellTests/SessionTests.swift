@@ -73,6 +73,13 @@ struct SessionTests {
         (":source", "ERR wrong number of arguments for ':source' (usage: :source file)"),
         (":help a b", "ERR wrong number of arguments for ':help' (usage: :help [command])"),
         (":quit now", "ERR wrong number of arguments for ':quit' (usage: :quit)"),
+        ("KEYS", "ERR wrong number of arguments for 'KEYS' (usage: KEYS pattern)"),
+        ("keys a b", "ERR wrong number of arguments for 'KEYS' (usage: KEYS pattern)"),
+        ("SCAN", "ERR wrong number of arguments for 'SCAN' (usage: SCAN cursor [MATCH pattern] [COUNT n])"),
+        ("RANGE a", "ERR wrong number of arguments for 'RANGE' (usage: RANGE start end [LIMIT n])"),
+        ("RANGE a b LIMIT 1 2", "ERR wrong number of arguments for 'RANGE' (usage: RANGE start end [LIMIT n])"),
+        ("COUNT a", "ERR wrong number of arguments for 'COUNT' (usage: COUNT start end)"),
+        ("DBSIZE now", "ERR wrong number of arguments for 'DBSIZE' (usage: DBSIZE)"),
     ])
     func wrongArity(line: String, message: String) throws {
         try withSession { h in
@@ -258,6 +265,28 @@ struct SessionTests {
             #expect(text.hasPrefix("OK\nOK\n(integer) 1\nrebuilt from the log: 1 keys from 3 records ("))
             #expect(text.contains("bytes in 1 file) in "))
             #expect(h.store.get(bytes("b")) == bytes("2"))
+        }
+    }
+
+    @Test(":compact, :backup and :check report what they did, and the data stays")
+    func lifecycleMetaCommands() throws {
+        try withSession { h in
+            for index in 0..<50 { h.run("SET key\(index % 10) value\(index)") }
+            _ = h.output()
+            #expect(h.run(":compact"))
+            let compacted = h.output()
+            #expect(compacted.hasPrefix("compacted through sequence 50: log "))
+            #expect(compacted.contains("(10 keys) + a new empty log"))
+            #expect(h.run(":backup \(h.directory)/copy.kvbak"))
+            #expect(h.output().hasPrefix("backup written to \(h.directory)/copy.kvbak: 10 keys through sequence 50, "))
+            #expect(h.run(":check"))
+            let report = h.output()
+            #expect(report.contains("000002.image"))
+            #expect(report.contains("status: clean"))
+            h.run("GET key3")
+            #expect(h.output() == "\"value43\"\n")
+            #expect(!h.run(":backup /nonexistent-dir/x/y.kvbak"))
+            #expect(h.errors().contains("ERR "))
         }
     }
 

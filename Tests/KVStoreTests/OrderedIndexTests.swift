@@ -27,6 +27,11 @@ struct OrderedIndexTests {
                     && (upper.map { entry.key.lexicographicallyPrecedes($0) } ?? true)
             }.prefix(limit)
             let actual = index.range(from: lower, to: upper, limit: limit)
+            let inRange = all.filter { entry in
+                (lower.map { !entry.key.lexicographicallyPrecedes($0) } ?? true)
+                    && (upper.map { entry.key.lexicographicallyPrecedes($0) } ?? true)
+            }.count
+            #expect(index.count(from: lower, to: upper) == inRange, "\(context): count in range", sourceLocation: sourceLocation)
             #expect(actual.map(\.key) == expected.map(\.key),
                     "\(context): range \(String(describing: lower)) ..< \(String(describing: upper)) limit \(limit)",
                     sourceLocation: sourceLocation)

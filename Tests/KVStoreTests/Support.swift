@@ -37,6 +37,15 @@ func withTempDir<R>(_ body: (String) throws -> R) throws -> R {
     return try body(path)
 }
 
+/// `withTempDir` for async bodies.
+func withTempDirAsync<R>(_ body: (String) async throws -> R) async throws -> R {
+    var template = Array("/tmp/kvsh-unit-XXXXXX".utf8CString)
+    let made = template.withUnsafeMutableBufferPointer { mkdtemp($0.baseAddress!) }
+    let path = try #require(made.map { String(cString: $0) }, "mkdtemp failed")
+    defer { removeTree(path) }
+    return try await body(path)
+}
+
 /// `rm -rf path`.
 func removeTree(_ path: String) {
     var info = stat()

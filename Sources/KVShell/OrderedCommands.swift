@@ -1,0 +1,158 @@
+import KVStore
+
+/// The ordered and range queries: KEYS, SCAN, RANGE, COUNT, DBSIZE. See `Docs/Commands.md`.
+enum OrderedCommands {
+    /// `KEYS pattern`: every matching key, in bytewise order. Only the part of the key space that can hold
+    /// matches is looked at: [prefix, successor of prefix) when the pattern starts with literal bytes.
+    static func keys(_ store: KVStore, pattern: [UInt8]) -> Reply {
+        let glob = GlobPattern(pattern)
+        let (lower, upper) = glob.keyRange
+        let found = glob.matchesEveryKeyWithPrefix
+            ? store.keys(from: lower, to: upper).keys
+            : store.keys(from: lower, to: upper, where: { glob.matches($0) }).keys
+        return .array(found.map(Reply.value))
+    }
+
+    static let defaultScanCount = 10
+
+    /// `SCAN cursor [MATCH pattern] [COUNT n]`: up to `n` keys looked at from the cursor on, those that match,
+    /// and the cursor to continue from (`0` when done).
+    static func scan(_ store: KVStore, spec: CommandSpec, arguments: ArraySlice<[UInt8]>) throws -> Reply {
+        guard let first = arguments.first else { throw CommandError.wrongArity(spec) }
+        guard let start = ScanCursor.decode(first) else { throw CommandError.invalidCursor }
+        var pattern: GlobPattern?
+        var count = defaultScanCount
+        var index = arguments.index(after: arguments.startIndex)
+        while index < arguments.endIndex {
+            // Options in any order, the last of each kind winning, as in Redis.
+            guard index + 1 < arguments.endIndex else { throw CommandError.syntax(spec) }
+            let value = arguments[index + 1]
+            switch asciiUppercased(arguments[index]) {
+            case Array("MATCH".utf8):
+                pattern = GlobPattern(value)
+            case Array("COUNT".utf8):
+                guard let number = parseInteger(value), number >= 1 else {
+                    throw CommandError.notAnInteger("COUNT n takes an integer >= 1")
+                }
+                count = number
+            default:
+                throw CommandError.syntax(spec)
+            }
+            index += 2
+        }
+
+        // With a pattern that has a literal prefix, only [prefix, successor) can hold matches: start there (or at
+        // the cursor if it is further on) and stop at its end.
+        var lower = start
+        var upper: [UInt8]?
+        if let pattern {
+            let range = pattern.keyRange
+            upper = range.upper
+            if let prefix = range.lower, lower.map({ $0.lexicographicallyPrecedes(prefix) }) ?? true { lower = prefix }
+        }
+        let found: (keys: [[UInt8]], next: [UInt8]?)
+        if let pattern, !pattern.matchesEveryKeyWithPrefix {
+            found = store.keys(from: lower, to: upper, examine: count, where: { pattern.matches($0) })
+        } else {
+            found = store.keys(from: lower, to: upper, examine: count)
+        }
+        return .array([.value(ScanCursor.encode(found.next)), .array(found.keys.map(Reply.value))])
+    }
+
+    /// `RANGE start end [LIMIT n]`: the pairs with start ≤ key < end as two-element arrays.
+    static func range(_ store: KVStore, spec: CommandSpec, arguments: ArraySlice<[UInt8]>) throws -> Reply {
+        let (lower, upper) = bounds(arguments)
+        var limit = Int.max
+        let options = arguments.dropFirst(2)
+        if !options.isEmpty {
+            guard options.count == 2, asciiUppercased(options[options.startIndex]) == Array("LIMIT".utf8) else {
+                throw CommandError.syntax(spec)
+            }
+            guard let number = parseInteger(options[options.startIndex + 1]), number >= 0 else {
+                throw CommandError.notAnInteger("LIMIT n takes an integer >= 0")
+            }
+            limit = number
+        }
+        guard limit > 0 else { return .array([]) }
+        return .array(store.range(from: lower, to: upper, limit: limit).map { .array([.value($0.key), .value($0.value)]) })
+    }
+
+    /// `COUNT start end`.
+    static func count(_ store: KVStore, arguments: ArraySlice<[UInt8]>) -> Reply {
+        let (lower, upper) = bounds(arguments)
+        return .integer(store.count(from: lower, to: upper))
+    }
+
+    /// The first two arguments as bounds: `-` as the start and `+` as the end are open (nil).
+    static func bounds(_ arguments: ArraySlice<[UInt8]>) -> (lower: [UInt8]?, upper: [UInt8]?) {
+        let start = arguments[arguments.startIndex], end = arguments[arguments.startIndex + 1]
+        return (start == [UInt8(ascii: "-")] ? nil : start, end == [UInt8(ascii: "+")] ? nil : end)
+    }
+
+    // MARK: Parsing
+
+    static func asciiUppercased(_ bytes: [UInt8]) -> [UInt8] {
+        bytes.map(CommandTable.asciiUppercased)
+    }
+
+    /// A decimal integer as Redis's `string2ll` reads one: an optional `-`, no `+`, no blanks, no leading zeros,
+    /// within 64 bits.
+    static func parseInteger(_ bytes: [UInt8]) -> Int? {
+        guard !bytes.isEmpty else { return nil }
+        if bytes == [UInt8(ascii: "0")] { return 0 }
+        let negative = bytes[0] == UInt8(ascii: "-")
+        let digits = negative ? bytes.dropFirst() : bytes[...]
+        guard let first = digits.first, first >= UInt8(ascii: "1") && first <= UInt8(ascii: "9") else { return nil }
+        var magnitude: UInt64 = 0
+        for byte in digits {
+            guard byte >= UInt8(ascii: "0") && byte <= UInt8(ascii: "9") else { return nil }
+            let (times10, overflow1) = magnitude.multipliedReportingOverflow(by: 10)
+            let (sum, overflow2) = times10.addingReportingOverflow(UInt64(byte - UInt8(ascii: "0")))
+            guard !overflow1 && !overflow2 else { return nil }
+            magnitude = sum
+        }
+        if negative {
+            guard magnitude <= UInt64(Int64.max) + 1 else { return nil }
+            return magnitude == UInt64(Int64.max) + 1 ? Int(Int64.min) : -Int(magnitude)
+        }
+        guard magnitude <= UInt64(Int64.max) else { return nil }
+        return Int(magnitude)
+    }
+}
+
+/// SCAN's cursor: `0` to start and when done; otherwise `k` followed by the lowercase hex digits of the next key
+/// to look at (`k616263` continues at the key `abc`). Encoding the key itself, not a position, is what makes the
+/// iteration stable under writes: the next call starts at the first key ≥ that key, whatever was inserted or
+/// deleted meanwhile. The `k` keeps a cursor from ever being `0`, even for an empty key.
+enum ScanCursor {
+    static let start = Array("0".utf8)
+    private static let hexDigits = Array("0123456789abcdef".utf8)
+
+    /// The cursor for continuing at `next`, or `0` if there is nothing left.
+    static func encode(_ next: [UInt8]?) -> [UInt8] {
+        guard let next else { return start }
+        var cursor: [UInt8] = [UInt8(ascii: "k")]
+        cursor.reserveCapacity(1 + 2 * next.count)
+        for byte in next {
+            cursor.append(hexDigits[Int(byte >> 4)])
+            cursor.append(hexDigits[Int(byte & 0xF)])
+        }
+        return cursor
+    }
+
+    /// The key to continue at: nil for `0` (from the first key); `.none` (invalid) for anything but `0` or a
+    /// `k` followed by an even number of hex digits (either case).
+    static func decode(_ cursor: [UInt8]) -> [UInt8]?? {
+        if cursor == start { return .some(nil) }
+        guard cursor.first == UInt8(ascii: "k"), cursor.count % 2 == 1 else { return nil }
+        var key: [UInt8] = []
+        key.reserveCapacity(cursor.count / 2)
+        var index = 1
+        while index < cursor.count {
+            guard let high = Tokenizer.hexValue(cursor[index]), let low = Tokenizer.hexValue(cursor[index + 1]) else { return nil }
+            key.append(high << 4 | low)
+            index += 2
+        }
+        return .some(key)
+    }
+}

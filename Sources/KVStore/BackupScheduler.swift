@@ -1,0 +1,81 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+
+/// Periodic backups: every `interval`, a backup of the store into `directory`, named by the time it was
+/// taken (`kvsh-backup-20261126T153000Z.kvbak`), keeping the newest `keep`. A failed backup is reported
+/// and tried again at the next period; it never touches the store's own files.
+public final class BackupScheduler: Sendable {
+    public static let filePrefix = "kvsh-backup-"
+    public static let fileSuffix = ".kvbak"
+
+    private let store: KVStore
+    private let directory: String
+    private let keep: Int
+    private let report: @Sendable (String) -> Void
+    private let timer = RepeatingTimer(label: "kvsh.backups")
+
+    /// Starts taking backups; the first one after `interval`.
+    /// - Parameter report: told about each backup taken and each failure.
+    public init(store: KVStore, directory: String, interval: Duration, keep: Int, report: @escaping @Sendable (String) -> Void) {
+        self.store = store
+        self.directory = directory
+        self.keep = max(1, keep)
+        self.report = report
+        let (seconds, attoseconds) = interval.components
+        let milliseconds = max(1, Int(seconds) * 1000 + Int(attoseconds / 1_000_000_000_000_000))
+        timer.start(every: .milliseconds(milliseconds)) { [weak self] in
+            guard let self else { return }
+            do {
+                let (path, summary) = try self.backupNow()
+                self.report("backup \(path): \(summary.entries) keys through sequence \(summary.sequence), \(summary.bytes) bytes")
+            } catch {
+                self.report("backup into \(self.directory) failed (will try again next period): \(error)")
+            }
+        }
+    }
+
+    public func stop() {
+        timer.stop()
+    }
+
+    /// Takes one backup now and applies the retention rule; returns the new file's path.
+    public func backupNow() throws -> (path: String, summary: ImageSummary) {
+        try DataDirectory.prepare(directory)
+        let path = try freshPath()
+        let summary = try store.backup(to: path)
+        let backups = try existingBackups()
+        for old in backups.dropLast(keep) { unlink(DataDirectory.join(directory, old)) }
+        return (path, summary)
+    }
+
+    /// Backup file names in `directory`, oldest first (the names sort by time).
+    public func existingBackups() throws -> [String] {
+        try DataDirectory.names(in: directory)
+            .filter { $0.hasPrefix(Self.filePrefix) && $0.hasSuffix(Self.fileSuffix) }
+            .sorted()
+    }
+
+    /// A name from the current UTC time; `_01`, `_02`... when several backups fall in the same second
+    /// (`_` sorts after `.`, so names still sort by time).
+    private func freshPath() throws -> String {
+        var now = time(nil)
+        var parts = tm()
+        gmtime_r(&now, &parts)
+        var buffer = [CChar](repeating: 0, count: 32)
+        let length = strftime(&buffer, buffer.count, "%Y%m%dT%H%M%SZ", &parts)
+        let stamp = String(decoding: buffer[..<length].map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        let existing = try existingBackups()
+        let sameSecond = existing.filter { $0.hasPrefix(Self.filePrefix + stamp) }
+        var name = Self.filePrefix + stamp + Self.fileSuffix
+        var counter = 1
+        // After the newest of this second, even if retention deleted older ones, so names keep sorting by time.
+        while let newest = sameSecond.last, name <= newest, counter < 100 {
+            name = Self.filePrefix + stamp + (counter < 10 ? "_0" : "_") + "\(counter)" + Self.fileSuffix
+            counter += 1
+        }
+        return DataDirectory.join(directory, name)
+    }
+}

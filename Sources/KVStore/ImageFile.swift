@@ -1,0 +1,140 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+
+/// What writing or reading an image (a checkpoint or a backup) found.
+public struct ImageSummary: Sendable {
+    /// The last write the image covers.
+    public var sequence: UInt64
+    public var entries: Int
+    public var bytes: Int
+}
+
+/// Images: point-in-time copies of the whole key space, used as checkpoints in the data directory and as
+/// backup files. See `LogFormat` and `Docs/LogFormat.md` for the bytes.
+enum ImageFile {
+    /// Entries are grouped into blocks of about this many payload bytes, each with its own checksum, so damage
+    /// is reported at the offset of its block.
+    static let blockSize = 256 << 10
+
+    /// Writes `index` as an image covering writes through `sequence`, durably and atomically: to `path.tmp`,
+    /// fsync, rename over `path`, fsync the directory. A crash leaves either no file at `path` or a whole one.
+    static func write(_ index: OrderedIndex, sequence: UInt64, to path: String) throws -> ImageSummary {
+        let temporary = path + ".tmp"
+        let fd = try POSIX.open(temporary, O_WRONLY | O_CREAT | O_TRUNC)
+        var summary = ImageSummary(sequence: sequence, entries: 0, bytes: 0)
+        do {
+            defer { close(fd) }
+            var output = LogFormat.fileHeader(magic: LogFormat.imageMagic, sequence: sequence)
+            var block: [UInt8] = []
+            var blockEntries: UInt32 = 0
+            var blockNumber: UInt64 = 0
+
+            func emitBlock() throws {
+                blockNumber += 1
+                LogFormat.appendRecord(type: .imageEntries, sequence: blockNumber, payloadLength: 4 + block.count, to: &output) {
+                    LogFormat.appendLittleEndian(blockEntries, to: &$0)
+                    $0.append(contentsOf: block)
+                }
+                try output.withUnsafeBytes { try POSIX.writeAll(fd, $0, path: temporary) }
+                summary.bytes += output.count
+                output.removeAll(keepingCapacity: true)
+                block.removeAll(keepingCapacity: true)
+                blockEntries = 0
+            }
+
+            var failure: Error?
+            index.forEach(from: nil, to: nil) { entry in
+                entry.withUnsafeMutablePointerToElements { bytes in
+                    LogFormat.appendLittleEndian(UInt32(entry.keyCount), to: &block)
+                    LogFormat.appendLittleEndian(UInt32(entry.valueCount), to: &block)
+                    block.append(contentsOf: UnsafeBufferPointer(start: bytes, count: entry.keyCount + entry.valueCount))
+                }
+                blockEntries += 1
+                summary.entries += 1
+                guard block.count >= blockSize else { return true }
+                do { try emitBlock() } catch { failure = error }
+                return failure == nil
+            }
+            if let failure { throw failure }
+            if blockEntries > 0 { try emitBlock() }
+            LogFormat.appendRecord(type: .imageEnd, sequence: blockNumber + 1, payloadLength: 8, to: &output) {
+                LogFormat.appendLittleEndian(UInt64(summary.entries), to: &$0)
+            }
+            try output.withUnsafeBytes { try POSIX.writeAll(fd, $0, path: temporary) }
+            summary.bytes += output.count
+            try POSIX.fsync(fd, path: temporary)
+        } catch {
+            unlink(temporary)
+            throw error
+        }
+        guard rename(temporary, path) == 0 else {
+            let code = errno
+            unlink(temporary)
+            throw StoreError.io(operation: "rename", path: temporary, errno: code)
+        }
+        try POSIX.fsyncDirectory(DataDirectory.parentDirectory(of: path))
+        return summary
+    }
+
+    /// Reads the image at `path` into `index`, verifying every block. Any damage is corruption: an image is
+    /// never written in place, so unlike a log it has no torn tail.
+    static func read(_ path: String, into index: inout OrderedIndex) throws -> ImageSummary {
+        try MappedFile.withContents(of: path) { mapped in
+            let file = mapped.bytes
+            let sequence: UInt64
+            switch LogReader.decodeHeader(file, magic: LogFormat.imageMagic) {
+            case .success(let value): sequence = value
+            case .failure(.unsupported(let version)): throw StoreError.unsupportedVersion(file: path, version: version)
+            case .failure(let problem): throw StoreError.corruption(file: path, offset: 0, reason: problem.description)
+            }
+            var summary = ImageSummary(sequence: sequence, entries: 0, bytes: file.count)
+            var offset = LogFormat.fileHeaderSize
+            var expectedBlock: UInt64 = 1
+            var previousKey: UnsafeRawBufferPointer?  // points into the mapping
+            while true {
+                func corrupt(_ reason: String) -> StoreError { .corruption(file: path, offset: offset, reason: reason) }
+                guard offset < file.count else { throw corrupt("image ends without its end record (incomplete image)") }
+                let type: LogFormat.RecordType, block: UInt64, payload: UnsafeRawBufferPointer, end: Int
+                switch LogReader.record(in: file, at: offset) {
+                case .valid(let recordType, let sequence, let recordPayload, let recordEnd):
+                    (type, block, payload, end) = (recordType, sequence, recordPayload, recordEnd)
+                case .invalid(let damage):
+                    throw corrupt(damage.description)
+                }
+                guard block == expectedBlock else { throw corrupt("block number \(block) where \(expectedBlock) was expected") }
+                var cursor = ByteCursor(payload)
+                switch type {
+                case .imageEntries:
+                    guard let count = cursor.readUInt32() else { throw corrupt("block too short") }
+                    for _ in 0..<count {
+                        guard let keyLength = cursor.readUInt32(), let valueLength = cursor.readUInt32(),
+                              let key = cursor.readSlice(Int(keyLength)), let value = cursor.readSlice(Int(valueLength)) else {
+                            throw corrupt("block entry lengths do not add up")
+                        }
+                        // Keys must be strictly increasing: checked against the previous block's last key too.
+                        if let previousKey, compareBytes(previousKey, key) >= 0 { throw corrupt("keys out of order") }
+                        index.set(key, value)
+                        previousKey = key
+                        summary.entries += 1
+                    }
+                    guard cursor.isAtEnd else { throw corrupt("block entry lengths do not add up") }
+                case .imageEnd:
+                    guard let count = cursor.readUInt64(), cursor.isAtEnd else { throw corrupt("bad end record") }
+                    guard count == UInt64(summary.entries) else {
+                        throw corrupt("end record counts \(count) entries but the image holds \(summary.entries)")
+                    }
+                    guard end == file.count else { throw corrupt("\(file.count - end) bytes after the end record") }
+                    return summary
+                case .set, .delete:
+                    throw corrupt("log record (type \(type.rawValue)) in an image")
+                }
+                offset = end
+                expectedBlock += 1
+                mapped.releasePages(before: offset)
+            }
+        }
+    }
+}

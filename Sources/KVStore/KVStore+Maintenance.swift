@@ -1,0 +1,341 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+import Synchronization
+
+// Checkpoints, compaction, backups, rebuild and the replay that opening a store runs.
+//
+// A checkpoint N writes `N.image`, the whole key space as of sequence S, and starts log file `N.log` at S + 1.
+// Opening a store loads the newest image and replays the log files numbered from it on. The steps, in an order
+// that leaves an openable store with nothing acknowledged lost after a crash at any point:
+//   1. (log lock) write and fsync every pending record through S into the old log file;
+//   2. (log lock) create `N.log` with first sequence S + 1, fsync it and the directory, switch writes to it;
+//   3. (no lock) write the image from a copy-on-write snapshot of the index: `N.image.tmp`, fsync, rename, fsync
+//      the directory;
+//   4. delete the log files and images numbered below N, then fsync the directory.
+// Before 3 completes, opening uses the older image (if any) and replays every log file, the new one included;
+// after it, the leftovers of 4 are covered by the image and deleted at open.
+
+/// The steps of a checkpoint, in order; tests stop a checkpoint after each to check that a crash there
+/// loses nothing.
+enum CheckpointStep: CaseIterable, Sendable {
+    case oldLogSynced, newLogCreated, imageWritten, coveredFilesRemoved
+}
+
+extension KVStore {
+    /// What opening (or rebuilding) the store found.
+    public struct ReplayReport: Sendable {
+        public var keys: Int
+        /// The image loaded, if any, and its size.
+        public var imageFile: String?
+        public var imageBytes: Int
+        public var records: Int
+        public var logFiles: Int
+        public var logBytes: Int
+        /// The damaged end that was cut, if any.
+        public var tornTail: TornTail?
+        public var duration: Duration
+    }
+
+    /// Counters for `:stats`.
+    public struct Statistics: Sendable {
+        public var keys: Int
+        public var payloadBytes: Int
+        public var logFile: String
+        public var logBytes: Int
+        public var imageBytes: Int
+        public var checkpoints: Int
+        public var lastSequence: UInt64
+        public var syncedSequence: UInt64
+        public var syncPolicy: SyncPolicy
+        public var fsyncs: Int
+        public var hardwareCRC: Bool
+    }
+
+    /// What a checkpoint (`:compact`) did.
+    public struct CheckpointReport: Sendable {
+        /// The last write the new image covers.
+        public var sequence: UInt64
+        public var keys: Int
+        public var logBytesBefore: Int
+        public var imageBytesBefore: Int
+        public var imageBytesAfter: Int
+        public var imagePath: String
+        /// How long committers waited for the log lock while the log file was switched.
+        public var stall: Duration
+        public var duration: Duration
+    }
+
+    // MARK: Checkpoints and compaction
+
+    /// Writes an image of the whole store and starts a new log file, then deletes the files the image makes
+    /// unnecessary. Reads and writes go on meanwhile; commits wait only while the log file is switched.
+    public func checkpoint() throws -> CheckpointReport {
+        try maintenance.withLock { _ in try checkpointLocked() }
+    }
+
+    private func checkpointLocked() throws -> CheckpointReport {
+        let clock = ContinuousClock()
+        let start = clock.now
+        var stall = Duration.zero
+        let (snapshot, sequence, number, logBytesBefore, imageBytesBefore) = try log.withLock { file in
+            guard file.lock != nil else { throw StoreError.closed }
+            let switchStart = clock.now
+            var buffer = file.spare
+            let (snapshot, sequence) = try state.withLock { state in
+                try state.checkWritable()
+                swap(&state.pending, &buffer)
+                // A copy-on-write copy: it shares every entry with the live index, which copies a chunk only
+                // when a write touches it, so taking it costs next to nothing.
+                return (state.index, state.nextSequence - 1)
+            }
+            let logBytesBefore = file.size + buffer.count
+            try write(&buffer, through: sequence, fsync: true, to: &file)
+            try checkpointHook.withLock { $0 }?(.oldLogSynced)
+            let number = file.number + 1
+            let path = DataDirectory.join(directory, DataDirectory.logFileName(number))
+            let fd: Int32
+            do {
+                try Self.createLogFile(path, firstSequence: sequence + 1, directory: directory)
+                fd = try POSIX.open(path, O_WRONLY | O_APPEND)
+            } catch {
+                // Writes carry on in the old file: a new file left behind would disagree with it at open.
+                unlink(path)
+                throw error
+            }
+            Glibc.close(file.fd)
+            file.fd = fd
+            file.number = number
+            file.path = path
+            file.size = LogFormat.fileHeaderSize
+            stall = clock.now - switchStart
+            try checkpointHook.withLock { $0 }?(.newLogCreated)
+            return (snapshot, sequence, number, logBytesBefore, file.imageBytes)
+        }
+        let imagePath = DataDirectory.join(directory, DataDirectory.imageFileName(number))
+        let image = try ImageFile.write(snapshot, sequence: sequence, to: imagePath)
+        try checkpointHook.withLock { $0 }?(.imageWritten)
+        try removeFilesCovered(byImage: number)
+        try checkpointHook.withLock { $0 }?(.coveredFilesRemoved)
+        log.withLock { file in
+            file.imageBytes = image.bytes
+            file.checkpoints += 1
+        }
+        return CheckpointReport(sequence: sequence, keys: image.entries, logBytesBefore: logBytesBefore,
+                                imageBytesBefore: imageBytesBefore, imageBytesAfter: image.bytes, imagePath: imagePath,
+                                stall: stall, duration: clock.now - start)
+    }
+
+    /// Deletes log files and images numbered below `number`: the image numbered `number` covers them.
+    private func removeFilesCovered(byImage number: Int) throws {
+        let stale = try DataDirectory.logFiles(in: directory).filter { $0.number < number }
+            + DataDirectory.imageFiles(in: directory).filter { $0.number < number }
+        guard !stale.isEmpty else { return }
+        for file in stale { unlink(file.path) }
+        try POSIX.fsyncDirectory(directory)
+    }
+
+    /// Whether the active log has outgrown the image enough to compact. Called with `log` held.
+    func isCompactionDue(_ file: borrowing LogFile) -> Bool {
+        options.compactionRatio > 0 && file.size > options.compactionMinimumLogBytes
+            && Double(file.size) > options.compactionRatio * Double(file.imageBytes)
+    }
+
+    /// Starts a checkpoint on the maintenance queue unless one is already scheduled.
+    func scheduleCompaction() {
+        guard compactionScheduled.compareExchange(expected: false, desired: true, ordering: .acquiringAndReleasing).exchanged else {
+            return
+        }
+        maintenanceQueue.async { [weak self] in
+            guard let self else { return }
+            defer { self.compactionScheduled.store(false, ordering: .releasing) }
+            do {
+                _ = try self.checkpoint()
+            } catch StoreError.closed {
+                return
+            } catch {
+                self.options.warningHandler?("background compaction failed (the store is intact; it will be retried): \(error)")
+            }
+        }
+    }
+
+    // MARK: Backups
+
+    /// Writes a consistent image of the store as it is now to `path` (one self-describing, checksummed file),
+    /// while reads and writes go on. The file appears at `path` only once complete and durable.
+    public func backup(to path: String) throws -> ImageSummary {
+        let (snapshot, sequence) = state.withLock { ($0.index, $0.nextSequence - 1) }
+        return try ImageFile.write(snapshot, sequence: sequence, to: path)
+    }
+
+    /// Creates the store in `directory` from a backup made by ``backup(to:)``, after checking all of it.
+    /// Refuses a directory that holds a store (or anything else) unless `force` is set; with `force`, the
+    /// store files there are replaced and other files are left alone.
+    public static func restore(backup path: String, into directory: String, force: Bool) throws -> ImageSummary {
+        var index = OrderedIndex()
+        let backup = try ImageFile.read(path, into: &index)
+        try DataDirectory.prepare(directory)
+        let lock = try DirectoryLock(directory: directory)
+        defer { lock.release() }
+        let existing = try DataDirectory.storeFiles(in: directory)
+        let others = try DataDirectory.otherFiles(in: directory)
+        guard force || (existing.isEmpty && others.isEmpty) else { throw StoreError.notEmpty(directory: directory) }
+        for file in existing { unlink(file) }
+        let image = try ImageFile.write(index, sequence: backup.sequence, to: DataDirectory.join(directory, DataDirectory.imageFileName(1)))
+        try createLogFile(DataDirectory.join(directory, DataDirectory.logFileName(1)), firstSequence: backup.sequence + 1,
+                          directory: directory)
+        return image
+    }
+
+    // MARK: Check
+
+    /// Verifies every file of the open store (see ``StoreChecker/check(directory:)``). Commits wait while it
+    /// runs, so that no write is half on disk while it reads; reads go on.
+    public func check() throws -> StoreChecker.Report {
+        try flush(through: lastSequence, fsync: false)
+        return try maintenance.withLock { _ in
+            try log.withLock { _ in try StoreChecker.check(directory: directory) }
+        }
+    }
+
+    // MARK: Rebuild and statistics
+
+    /// Drops the in-memory index and loads the store again from its image and log, verifying every checksum.
+    /// Reads and writes wait while it runs.
+    public func rebuild() throws -> ReplayReport {
+        try maintenance.withLock { _ in
+            try log.withLock { file in
+                guard file.lock != nil else { throw StoreError.closed }
+                return try state.withLock { state in
+                    var buffer = file.spare
+                    swap(&state.pending, &buffer)
+                    let written = state.nextSequence - 1
+                    defer { state.writtenThrough = max(state.writtenThrough, written) }
+                    // `write(_:through:fsync:to:)` takes `state` itself, so the pending records are written here.
+                    do {
+                        try buffer.withUnsafeBytes { try POSIX.writeAll(file.fd, $0, path: file.path) }
+                    } catch {
+                        state.failure = "\(error)"
+                        throw error
+                    }
+                    file.size += buffer.count
+                    var index = OrderedIndex()
+                    let replay = try Self.replay(directory: directory, into: &index)
+                    guard replay.nextSequence == state.nextSequence else {
+                        throw StoreError.corruption(file: replay.activePath, offset: replay.activeSize,
+                                                    reason: "log ends at sequence \(replay.nextSequence - 1) but \(state.nextSequence - 1) writes were made")
+                    }
+                    state.index = index
+                    file.size = replay.activeSize
+                    return replay.report
+                }
+            }
+        }
+    }
+
+    /// Counters describing the store right now.
+    public var statistics: Statistics {
+        log.withLock { file in
+            state.withLock { state in
+                Statistics(keys: state.index.count, payloadBytes: state.index.payloadBytes, logFile: file.path,
+                           logBytes: file.size + state.pending.count, imageBytes: file.imageBytes,
+                           checkpoints: file.checkpoints, lastSequence: state.nextSequence - 1,
+                           syncedSequence: state.syncedThrough, syncPolicy: syncPolicy, fsyncs: file.fsyncs,
+                           hardwareCRC: CRC32C.isHardwareAccelerated)
+            }
+        }
+    }
+
+    // MARK: Replay
+
+    struct Replay {
+        var report: ReplayReport
+        var activeNumber: Int
+        var activePath: String
+        var activeSize: Int
+        var nextSequence: UInt64
+    }
+
+    /// Loads the newest image of `directory` into `index` and replays the log files from its number on,
+    /// cutting a torn tail off the last one; creates the first log file of a new store; deletes files a
+    /// crash left behind that the image covers.
+    static func replay(directory: String, into index: inout OrderedIndex) throws -> Replay {
+        let clock = ContinuousClock()
+        let start = clock.now
+        try DataDirectory.removeTemporaryFiles(in: directory)
+        var report = ReplayReport(keys: 0, imageFile: nil, imageBytes: 0, records: 0, logFiles: 0, logBytes: 0,
+                                  tornTail: nil, duration: .zero)
+        var nextSequence: UInt64 = 1
+        var firstLogNumber = 1
+        let images = try DataDirectory.imageFiles(in: directory)
+        if let image = images.last {
+            let summary = try ImageFile.read(image.path, into: &index)
+            nextSequence = summary.sequence + 1
+            firstLogNumber = image.number
+            report.imageFile = image.path
+            report.imageBytes = summary.bytes
+        }
+        var files = try DataDirectory.logFiles(in: directory)
+        let covered = files.filter { $0.number < firstLogNumber }.map(\.path) + images.dropLast().map(\.path)
+        files.removeAll { $0.number < firstLogNumber }
+        if files.isEmpty {
+            let path = DataDirectory.join(directory, DataDirectory.logFileName(firstLogNumber))
+            try createLogFile(path, firstSequence: nextSequence, directory: directory)
+            files = [(firstLogNumber, path)]
+        }
+        report.logFiles = files.count
+        var activeSize = 0
+        for (position, file) in files.enumerated() {
+            let isLast = position == files.count - 1
+            var scan = try LogReader.scan(path: file.path, tornTailAllowed: isLast) { _, operation in
+                switch operation {
+                case .set(let key, let value): index.set(key, value)
+                case .delete(let keys): for key in keys { index.remove(key) }
+                }
+            }
+            if scan.validLength == 0 {
+                // Only the last file can get here: its header never made it to disk. Write it again.
+                try createLogFile(file.path, firstSequence: nextSequence, directory: directory)
+                scan.firstSequence = nextSequence
+                scan.nextSequence = nextSequence
+                scan.validLength = LogFormat.fileHeaderSize
+            } else if let tail = scan.tornTail {
+                let fd = try POSIX.open(file.path, O_WRONLY)
+                defer { Glibc.close(fd) }
+                try POSIX.truncate(fd, to: tail.offset, path: file.path)
+                try POSIX.fsync(fd, path: file.path)
+            }
+            guard scan.firstSequence == nextSequence else {
+                let before = report.imageFile == nil && position == 0
+                    ? "no image covers the writes before it" : "the writes before it end at \(nextSequence - 1)"
+                throw StoreError.corruption(file: file.path, offset: 0,
+                                            reason: "log starts at sequence \(scan.firstSequence) but \(before)")
+            }
+            report.tornTail = report.tornTail ?? scan.tornTail
+            report.records += scan.records
+            report.logBytes += scan.validLength
+            nextSequence = scan.nextSequence
+            activeSize = scan.validLength
+        }
+        if !covered.isEmpty {
+            for path in covered { unlink(path) }
+            try POSIX.fsyncDirectory(directory)
+        }
+        report.keys = index.count
+        report.duration = clock.now - start
+        let active = files[files.count - 1]
+        return Replay(report: report, activeNumber: active.number, activePath: active.path, activeSize: activeSize,
+                      nextSequence: nextSequence)
+    }
+
+    /// Creates (or overwrites) a log file holding just a header, durably: file fsync, then directory fsync.
+    static func createLogFile(_ path: String, firstSequence: UInt64, directory: String) throws {
+        let fd = try POSIX.open(path, O_WRONLY | O_CREAT | O_TRUNC)
+        defer { Glibc.close(fd) }
+        try LogFormat.fileHeader(firstSequence: firstSequence).withUnsafeBytes { try POSIX.writeAll(fd, $0, path: path) }
+        try POSIX.fsync(fd, path: path)
+        try POSIX.fsyncDirectory(directory)
+    }
+}

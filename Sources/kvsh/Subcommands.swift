@@ -1,0 +1,109 @@
+import ArgumentParser
+import KVShell
+import KVStore
+
+/// The maintenance subcommands, each a type with its options; `run` returns the exit status.
+enum Subcommands {
+    static func named(_ name: String) -> (([String]) -> Int32)? {
+        switch name {
+        case "backup": return { parseOrExit(BackupCommand.self, $0).run() }
+        case "restore": return { parseOrExit(RestoreCommand.self, $0).run() }
+        case "check": return { parseOrExit(CheckCommand.self, $0).run() }
+        default: return nil
+        }
+    }
+
+    /// Runs `body`, turning a thrown error into one line on stderr and exit status 2.
+    static func reportingErrors(_ body: () throws -> Int32) -> Int32 {
+        do {
+            return try body()
+        } catch {
+            printError("\(error)")
+            return ExitStatus.unusable
+        }
+    }
+}
+
+struct BackupCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "backup",
+        abstract: "Write a consistent backup of a store to one checksummed file.",
+        discussion: "The store must not be open in another process; inside a running shell use :backup PATH.")
+
+    @Option(name: .customLong("data-dir"), help: ArgumentHelp("The store to back up (default: $KVSH_DATA_DIR, else ./kvsh-data).", valueName: "dir"))
+    var dataDirectory: String?
+
+    @Argument(help: ArgumentHelp("Where to write the backup file.", valueName: "path"))
+    var path: String
+
+    func run() -> Int32 {
+        Subcommands.reportingErrors {
+            let store = try KVStore(directory: resolveDataDirectory(dataDirectory), options: KVStore.Options(compactionRatio: 0))
+            defer { store.close() }
+            let summary = try store.backup(to: path)
+            print(describeBackup(path: path, summary))
+            return ExitStatus.success
+        }
+    }
+}
+
+struct RestoreCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "restore",
+        abstract: "Create a store from a backup file.",
+        discussion: "Checks the whole backup first. Refuses a data directory that is not empty unless --force is given.")
+
+    @Argument(help: ArgumentHelp("The backup file.", valueName: "backup"))
+    var backup: String
+
+    @Option(name: .customLong("data-dir"), help: ArgumentHelp("Where to create the store (default: $KVSH_DATA_DIR, else ./kvsh-data).", valueName: "dir"))
+    var dataDirectory: String?
+
+    @Flag(help: "Replace the store files in a data directory that is not empty.")
+    var force = false
+
+    func run() -> Int32 {
+        Subcommands.reportingErrors {
+            let directory = resolveDataDirectory(dataDirectory)
+            let summary = try KVStore.restore(backup: backup, into: directory, force: force)
+            print("restored \(summary.entries) keys (through sequence \(summary.sequence)) from \(backup) into \(directory)")
+            return ExitStatus.success
+        }
+    }
+}
+
+struct CheckCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "check",
+        abstract: "Verify every file of a store; optionally repair it.",
+        discussion: "Exit status 0 when the store is clean, 1 when it is damaged, 2 when it cannot be checked.")
+
+    @Option(name: .customLong("data-dir"), help: ArgumentHelp("The store to check (default: $KVSH_DATA_DIR, else ./kvsh-data).", valueName: "dir"))
+    var dataDirectory: String?
+
+    @Flag(help: "Cut a torn log tail, keeping a copy of every changed file as *.broken.")
+    var repair = false
+
+    @Flag(help: "With --repair: also skip damaged records in the middle of the log, reporting what was lost.")
+    var salvage = false
+
+    func validate() throws {
+        if salvage && !repair { throw ValidationError("--salvage goes with --repair") }
+    }
+
+    func run() -> Int32 {
+        Subcommands.reportingErrors {
+            let directory = resolveDataDirectory(dataDirectory)
+            let lock = try DirectoryLock(directory: directory)
+            defer { lock.release() }
+            let report = repair ? try StoreChecker.repair(directory: directory, salvage: salvage)
+                                : try StoreChecker.check(directory: directory)
+            print(report.description)
+            return report.isClean ? ExitStatus.success : ExitStatus.commandFailed
+        }
+    }
+}
+
+func describeBackup(path: String, _ summary: ImageSummary) -> String {
+    "backup written to \(path): \(summary.entries) keys through sequence \(summary.sequence), \(summary.bytes) bytes"
+}
