@@ -23,6 +23,7 @@ public final class Session {
     }
 
     public let store: KVStore
+    private let executor: CommandExecutor
     public var format: OutputFormat
     /// Print each command's duration (on standard error, so piped output stays clean).
     public var timing = false
@@ -48,6 +49,7 @@ public final class Session {
 
     public init(store: KVStore, format: OutputFormat, outputFD: Int32 = STDOUT_FILENO, errorFD: Int32 = STDERR_FILENO) {
         self.store = store
+        executor = CommandExecutor(store: store)
         self.format = format
         self.errorFD = errorFD
         writer = ReplyWriter(store: store, outputFD: outputFD, errorFD: errorFD)
@@ -128,35 +130,15 @@ public final class Session {
     func dispatch(_ arguments: [[UInt8]]) throws -> Reply {
         let name = arguments[0]
         guard let spec = CommandTable.lookup(name) else {
-            throw CommandError.unknownCommand(String(decoding: name, as: UTF8.self))
+            throw CommandError.unknownCommand(String(decoding: name, as: UTF8.self), arguments: arguments.dropFirst())
+        }
+        guard spec.isMeta else {
+            let outcome = try executor.execute(spec, arguments)
+            uncommitted = uncommitted || outcome.wrote
+            return outcome.reply
         }
         guard spec.arity.contains(arguments.count - 1) else { throw CommandError.wrongArity(spec) }
-        switch spec.id {
-        case .set:
-            uncommitted = true
-            try store.set(arguments[1], arguments[2])
-            return .ok
-        case .get:
-            return store.get(arguments[1]).map(Reply.value) ?? .null
-        case .delete:
-            let removed = try store.delete(Array(arguments.dropFirst()))
-            uncommitted = uncommitted || removed > 0
-            return .integer(removed)
-        case .exists:
-            return .integer(store.countExisting(Array(arguments.dropFirst())))
-        case .keys:
-            return OrderedCommands.keys(store, pattern: arguments[1])
-        case .scan:
-            return try OrderedCommands.scan(store, spec: spec, arguments: arguments.dropFirst())
-        case .range:
-            return try OrderedCommands.range(store, spec: spec, arguments: arguments.dropFirst())
-        case .count:
-            return OrderedCommands.count(store, arguments: arguments.dropFirst())
-        case .dbsize:
-            return .integer(store.count)
-        default:
-            return try runMeta(spec, arguments.dropFirst().map { String(decoding: $0, as: UTF8.self) })
-        }
+        return try runMeta(spec, arguments.dropFirst().map { String(decoding: $0, as: UTF8.self) })
     }
 
     private func runMeta(_ spec: CommandSpec, _ arguments: [String]) throws -> Reply {

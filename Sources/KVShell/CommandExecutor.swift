@@ -1,0 +1,53 @@
+import KVStore
+
+/// Runs the data commands of the command table against a store: the part the shell and the server share.
+/// Meta-commands (`:help`, ...) belong to the shell and protocol commands (`PING`, `HELLO`, ...) to the server.
+public struct CommandExecutor: Sendable {
+    public let store: KVStore
+
+    public init(store: KVStore) {
+        self.store = store
+    }
+
+    /// What running a command produced.
+    public struct Outcome: Sendable {
+        public var reply: Reply
+        /// Whether the command wrote to the store: its reply must wait for a commit.
+        public var wrote: Bool
+    }
+
+    /// Runs `arguments` (the command name first) if it names a data command; nil if it names none.
+    public func execute(_ arguments: [[UInt8]]) throws -> Outcome? {
+        guard let name = arguments.first, let spec = CommandTable.lookup(name), !spec.isMeta else { return nil }
+        return try execute(spec, arguments)
+    }
+
+    /// Runs a data command whose spec the caller has looked up.
+    public func execute(_ spec: CommandSpec, _ arguments: [[UInt8]]) throws -> Outcome {
+        guard spec.arity.contains(arguments.count - 1) else { throw CommandError.wrongArity(spec) }
+        switch spec.id {
+        case .set:
+            try store.set(arguments[1], arguments[2])
+            return Outcome(reply: .ok, wrote: true)
+        case .get:
+            return Outcome(reply: store.get(arguments[1]).map(Reply.value) ?? .null, wrote: false)
+        case .delete:
+            let removed = try store.delete(Array(arguments.dropFirst()))
+            return Outcome(reply: .integer(removed), wrote: removed > 0)
+        case .exists:
+            return Outcome(reply: .integer(store.countExisting(Array(arguments.dropFirst()))), wrote: false)
+        case .keys:
+            return Outcome(reply: OrderedCommands.keys(store, pattern: arguments[1]), wrote: false)
+        case .scan:
+            return Outcome(reply: try OrderedCommands.scan(store, spec: spec, arguments: arguments.dropFirst()), wrote: false)
+        case .range:
+            return Outcome(reply: try OrderedCommands.range(store, spec: spec, arguments: arguments.dropFirst()), wrote: false)
+        case .count:
+            return Outcome(reply: OrderedCommands.count(store, arguments: arguments.dropFirst()), wrote: false)
+        case .dbsize:
+            return Outcome(reply: .integer(store.count), wrote: false)
+        case .help, .rebuild, .compact, .backup, .check, .stats, .source, .timing, .format, .quit:
+            throw CommandError.other("\(spec.name) is a meta-command of the shell")
+        }
+    }
+}
