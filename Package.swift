@@ -7,9 +7,12 @@ let package = Package(
         .executable(name: "kvsh", targets: ["kvsh"]),
         .library(name: "KVStore", targets: ["KVStore"]),
         .library(name: "KVShell", targets: ["KVShell"]),
+        .library(name: "KVServer", targets: ["KVServer"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/apple/swift-nio", from: "2.80.0"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
     ],
     targets: [
         // libedit, reached through pkg-config; the shim header wraps its variadic C API for Swift.
@@ -27,18 +30,36 @@ let package = Package(
         .target(name: "KVStore", dependencies: ["CCRC32C"]),
         // Tokenizer, command table, reply formatting and the script runner, between engine and executable.
         .target(name: "KVShell", dependencies: ["KVStore"]),
+        // The RESP2/RESP3 server on SwiftNIO: protocol, connections, group commit across connections.
+        .target(
+            name: "KVServer",
+            dependencies: [
+                "KVShell",
+                "KVStore",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
         // The thin executable: flags, mode selection, the interactive loop.
         .executableTarget(
             name: "kvsh",
             dependencies: [
                 "KVShell",
+                "KVServer",
                 "LineEditor",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
             ]
         ),
 
         .testTarget(name: "KVStoreTests", dependencies: ["KVStore"]),
         .testTarget(name: "KVShellTests", dependencies: ["KVShell"]),
+        .testTarget(name: "KVServerTests", dependencies: [
+            "KVServer",
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOPosix", package: "swift-nio"),
+        ]),
         .testTarget(name: "KVSHEndToEndTests", dependencies: ["kvsh"]),
     ]
 )

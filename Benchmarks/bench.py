@@ -1,20 +1,28 @@
 #!/usr/bin/env python3
 r"""Side-by-side benchmark of kvsh against redis-server and sqlite3.
 
-Measures, on N lines of ``SET key:NNNNNNN <100-byte value>``:
+Measures, on N lines of ``SET key:NNNNNNN <100-byte value>``, in parts that
+``--parts`` selects:
 
-1. bulk-load throughput (lines/s, fresh empty store per run),
-2. startup: open a store holding the N keys and answer one GET,
-3. memory per key and on-disk size.
+1. ``load``: bulk-load throughput (lines/s, fresh empty store per run),
+2. ``startup``: open a store holding the N keys and answer one GET,
+3. ``compact``: the same startup for kvsh after ``:compact`` (one image and an
+   empty log), against redis started from its rewritten (RDB-preamble) AOF,
+4. ``range``: latency of ``RANGE start + LIMIT 100`` (kvsh, on N and N/10
+   keys) and of the equivalent ``SELECT ... LIMIT 100`` (sqlite3),
+5. ``memory``: the memory-per-key and on-disk-size table (its RSS figures come
+   from the timed runs of the other parts).
 
 Timings are wall-clock; every figure is the median over ``--runs`` runs, and
 the systems are interleaved within each round so that noise on a shared
-machine hits them alike. Standard library only.
+machine hits them alike. Without ``load``, the stores left in the work
+directory by an earlier run with the same ``--lines`` are reused (or loaded
+once, untimed). Standard library only.
 
 Usage:
     python3 Benchmarks/bench.py --kvsh .build/release/kvsh \
         [--lines 1000000] [--runs 5] [--work DIR] [--markdown OUT.md] \
-        [--only kvsh,redis,sqlite]
+        [--only kvsh,redis,sqlite] [--parts load,startup,compact,range,memory]
 """
 
 from __future__ import annotations
@@ -26,7 +34,9 @@ import hashlib
 import json
 import os
 import platform
+import random
 import re
+import resource
 import shlex
 import shutil
 import signal
@@ -38,8 +48,12 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 SYSTEMS = ("kvsh", "redis", "sqlite")
+PARTS = ("load", "startup", "compact", "range", "memory")
+PART_SYSTEMS = {"load": SYSTEMS, "startup": SYSTEMS, "compact": ("kvsh", "redis"),
+                "range": ("kvsh", "sqlite"), "memory": SYSTEMS}  # who takes part in what
 VALUE_BYTES = 100
 DATA_FORMAT_VERSION = 1  # bump when the generated data changes shape
 
@@ -47,6 +61,14 @@ DATA_FORMAT_VERSION = 1  # bump when the generated data changes shape
 GOAL_LOAD_VS_REDIS = 2.0
 GOAL_LOAD_VS_SQLITE = 5.0
 GOAL_STARTUP_VS_REDIS = 3.0
+GOAL_COMPACTED_STARTUP_VS_REDIS = 4.0  # kvsh after :compact vs redis rewritten AOF
+
+# Range queries: RANGE_QUERIES random start keys (seeded), RANGE_LIMIT pairs each.
+RANGE_QUERIES = 1000
+RANGE_LIMIT = 100
+RANGE_SEED = 20240601
+RANGE_CLOSE = 1.5  # N vs N/10 keys: per-query latencies within this factor are "close"
+KVSH_COMPACTED_LOG_MAX = 4096  # bytes; the log :compact starts holds only its header
 
 REDIS_AOF_DIR = "appendonlydir"  # redis 7 default `appenddirname`
 REDIS_START_TIMEOUT = 600.0  # seconds; generous for 1M keys on a noisy box
@@ -125,6 +147,16 @@ def run_timed(argv: list[str], stdin_path: Path | None = None,
         seconds = time.perf_counter() - start
         errors.seek(0)
         return ChildResult(seconds, returncode, maxrss, out, errors.read())
+
+
+def harness_peak_rss() -> int:
+    """This script's own peak RSS in bytes: the lowest peak RSS a child can report.
+
+    Children start as vfork/posix_spawn + exec of this process, and Linux
+    carries the old address space's high-water mark over exec into the
+    child's ru_maxrss, so no child reads lower than this.
+    """
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 def stop_child(proc: subprocess.Popen) -> None:
@@ -441,6 +473,7 @@ class Results:
 
     samples: dict[str, Samples] = field(default_factory=dict)
     sizes: dict[str, int] = field(default_factory=dict)
+    rss_floor: int = 0  # harness_peak_rss() once the last peak RSS was taken
     notes: dict[str, list[str]] = field(default_factory=dict)  # table ("load", ...) -> notes
 
     def add(self, name: str, value: float) -> None:
@@ -456,6 +489,17 @@ class Results:
         return self.samples.get(name)
 
 
+@dataclass
+class RangeScripts:
+    """The range-query scripts over a store holding key_for(0) .. key_for(keys - 1)."""
+
+    keys: int
+    starts: list[int]  # index of each query's start key
+    kvsh: Path  # RANGE key:XXXXXXX + LIMIT 100, one per line
+    sql: Path  # SELECT key, value FROM kv WHERE key >= ... ORDER BY key LIMIT 100;
+    empty: Path  # no commands at all: startup and exit
+
+
 class Bench:
     """Runs the measurements for the selected systems in one work directory."""
 
@@ -466,6 +510,7 @@ class Bench:
         self.data = data
         self.n = data.lines
         self.results = Results()
+        self.kvsh_compacted_ready = False  # set by prepare_kvsh_compacted()
 
     # --- paths of the stores left by the last load run -------------------
 
@@ -484,6 +529,74 @@ class Bench:
     @property
     def sqlite_db(self) -> Path:
         return self.work / "sqlite" / "db.sqlite"
+
+    @property
+    def kvsh_compacted_store(self) -> Path:
+        """A copy of the loaded kvsh store after one ``:compact``."""
+        return self.work / "kvsh" / "compacted"
+
+    @property
+    def kvsh_small_store(self) -> Path:
+        """The first N/10 lines, loaded and compacted, for the range part."""
+        return self.work / "kvsh" / "range-small"
+
+    # --- stores kept between invocations (reused when --parts omits load) -
+
+    def _stamp_path(self, system: str) -> Path:
+        return self.work / system / "store.json"
+
+    def _stamp_wanted(self) -> dict:
+        return {"lines": self.n, "format": DATA_FORMAT_VERSION}
+
+    def forget_store(self, system: str) -> None:
+        """Mark ``system``'s stores as not reusable (a load is about to replace them)."""
+        self._stamp_path(system).unlink(missing_ok=True)
+
+    def stamp_store(self, system: str) -> None:
+        """Mark ``system``'s stores as complete for this data set."""
+        self._stamp_path(system).write_text(json.dumps(self._stamp_wanted()))
+
+    def store_reusable(self, system: str) -> bool:
+        """Whether an earlier run left complete stores for this data set.
+
+        For kvsh the store must also open with this binary and hold N keys
+        (the log format may have changed since).
+        """
+        stamp = self._stamp_path(system)
+        if not stamp.exists() or json.loads(stamp.read_text()) != self._stamp_wanted():
+            return False
+        if system == "kvsh":
+            done = run_timed([self.kvsh, "--data-dir", str(self.kvsh_store), "DBSIZE"],
+                             capture=True)
+            return done.returncode == 0 and done.stdout.strip() == str(self.n).encode()
+        return True
+
+    def ensure_stores(self, systems: list[str]) -> None:
+        """Without the load part: reuse the stores of an earlier run, else load once, untimed."""
+        loaders = {"kvsh": [self.validate_kvsh_load],
+                   "redis": [self.untimed(self.load_redis), self.rewrite_redis_store],
+                   "sqlite": [self.untimed(self.load_sqlite)]}
+        for system in systems:
+            if self.store_reusable(system):
+                print(f"[prepare] {system}: reusing the loaded store in {self.work / system}",
+                      file=sys.stderr)
+                continue
+            print(f"[prepare] {system}: no reusable store; loading once, untimed",
+                  file=sys.stderr)
+            self.forget_store(system)
+            for step in loaders[system]:
+                step()
+            self.stamp_store(system)
+
+    def untimed(self, step: Callable[[], None]) -> Callable[[], None]:
+        """``step`` with whatever it measures thrown away."""
+        def run() -> None:
+            kept, self.results = self.results, Results()
+            try:
+                step()
+            finally:
+                self.results = kept
+        return run
 
     # --- 1. bulk load -----------------------------------------------------
 
@@ -552,6 +665,9 @@ class Bench:
         """Wall time of `kvsh --data-dir D GET <middle key>` on a copy of the loaded store."""
         store = self.work / "kvsh" / "startup"
         copy_fresh(self.kvsh_store, store)
+        files = ", ".join(f"{p.name} {fmt_bytes(p.stat().st_size)}"
+                          for p in sorted(store.iterdir()) if p.suffix in (".image", ".log"))
+        self.results.note("startup", f"kvsh store as loaded: {files}")
         done = run_timed([self.kvsh, "--data-dir", str(store), "GET", self.data.middle_key],
                          capture=True)
         self._check_exit("kvsh GET", done)
@@ -577,8 +693,11 @@ class Bench:
             server.shutdown()
 
     def startup_redis(self) -> None:
-        """Both redis stores: the AOF as left by the load, then the rewritten one."""
+        """redis-server on the AOF as left by the load."""
         self._startup_redis_from(self.redis_store, "redis")
+
+    def startup_redis_rewritten(self) -> None:
+        """redis-server on the rewritten AOF (one RDB-preamble base file)."""
         self._startup_redis_from(self.redis_rewritten_store, "redis_rewritten")
 
     def _startup_redis_from(self, source: Path, name: str) -> None:
@@ -611,14 +730,172 @@ class Bench:
             raise BenchError(f"sqlite3 SELECT printed {done.stdout[:200]!r}")
         self.results.add("sqlite.startup", done.seconds)
 
-    # --- 3. sizes ----------------------------------------------------------
+    # --- 3. startup after :compact ------------------------------------------
+
+    def compact_kvsh(self, store: Path) -> str:
+        """Untimed: `kvsh --data-dir STORE :compact`; check it left one image and an empty log.
+
+        Returns the line kvsh printed about the checkpoint.
+        """
+        done = run_timed([self.kvsh, "--data-dir", str(store), ":compact"], capture=True)
+        self._check_exit("kvsh :compact", done)
+        images = sorted(store.glob("*.image"))
+        logs = sorted(store.glob("*.log"))
+        leftovers = sorted(p.name for p in store.glob("*.tmp"))
+        if len(images) != 1 or len(logs) != 1 or leftovers:
+            raise BenchError(f"after :compact {store} holds {[p.name for p in images]}, "
+                             f"{[p.name for p in logs]}, {leftovers}; expected one image "
+                             "and one log")
+        if logs[0].stat().st_size > KVSH_COMPACTED_LOG_MAX:
+            raise BenchError(f"after :compact {logs[0]} holds {logs[0].stat().st_size} bytes, "
+                             f"expected at most {KVSH_COMPACTED_LOG_MAX}")
+        return done.stdout.decode(errors="replace").strip()
+
+    def prepare_kvsh_compacted(self) -> None:
+        """Untimed: copy the loaded kvsh store and run :compact on the copy once."""
+        store = self.kvsh_compacted_store
+        copy_fresh(self.kvsh_store, store)
+        report = self.compact_kvsh(store)
+        files = ", ".join(f"{p.name} {fmt_bytes(p.stat().st_size)}"
+                          for p in sorted(store.iterdir()) if p.suffix in (".image", ".log"))
+        self.results.note("startup", f"kvsh after :compact (run once, untimed): {files}; "
+                          f"kvsh said: {report}")
+        self.kvsh_compacted_ready = True
+
+    def startup_kvsh_compacted(self) -> None:
+        """Wall time of `kvsh --data-dir D GET <middle key>` on a copy of the compacted store."""
+        store = self.work / "kvsh" / "startup"
+        copy_fresh(self.kvsh_compacted_store, store)
+        done = run_timed([self.kvsh, "--data-dir", str(store), "GET", self.data.middle_key],
+                         capture=True)
+        self._check_exit("kvsh GET after :compact", done)
+        if self.data.middle_value not in done.stdout.decode(errors="replace"):
+            raise BenchError(f"kvsh GET after :compact printed {done.stdout[:200]!r}, "
+                             "not the value")
+        self.results.add("kvsh_compacted.startup", done.seconds)
+        self.results.add("kvsh_compacted.startup_rss", done.maxrss_bytes)
+
+    # --- 4. range queries ---------------------------------------------------
+
+    def prepare_kvsh_small(self) -> None:
+        """Untimed: load the first N/10 lines of data.txt into a fresh store, then :compact it."""
+        lines = self.n // 10
+        head = self.work / "kvsh" / "range-small.txt"
+        with open(self.data.txt, "rb") as src, open(head, "wb") as dst:
+            for _ in range(lines):
+                dst.write(src.readline())
+        store = fresh_dir(self.kvsh_small_store)
+        done = run_timed([self.kvsh, "--data-dir", str(store), "--sync", "none"], stdin_path=head)
+        self._check_exit(f"kvsh load of {lines} lines", done)
+        head.unlink()
+        self.compact_kvsh(store)
+
+    def write_range_scripts(self, keys: int) -> RangeScripts:
+        """The query scripts over a store holding key_for(0) .. key_for(keys - 1).
+
+        RANGE_QUERIES start keys drawn with a fixed seed among those that have
+        at least RANGE_LIMIT keys from them on, so every query returns exactly
+        RANGE_LIMIT pairs.
+        """
+        rng = random.Random(RANGE_SEED)
+        starts = [rng.randrange(keys - RANGE_LIMIT + 1) for _ in range(RANGE_QUERIES)]
+        directory = self.work / "range"
+        directory.mkdir(exist_ok=True)
+        scripts = RangeScripts(keys, starts, directory / f"range-{keys}.kv",
+                               directory / f"range-{keys}.sql", directory / "empty.txt")
+        scripts.kvsh.write_text("".join(f"RANGE {key_for(i)} + LIMIT {RANGE_LIMIT}\n"
+                                        for i in starts))
+        scripts.sql.write_text("".join(f"SELECT key, value FROM kv WHERE key >= '{key_for(i)}' "
+                                       f"ORDER BY key LIMIT {RANGE_LIMIT};\n" for i in starts))
+        scripts.empty.write_text("")
+        return scripts
+
+    def validate_range(self, what: str, argv: list[str], script: Path,
+                       scripts: RangeScripts, row: Callable[[int], str]) -> None:
+        """Untimed: run ``script`` once; its output must be the expected rows, ``row(i)`` each."""
+        done = run_timed(argv, stdin_path=script, capture=True)
+        self._check_exit(what, done)
+        expected = "".join(f"{row(j)}\n" for i in scripts.starts
+                           for j in range(i, i + RANGE_LIMIT)).encode()
+        lines, expected_lines = done.stdout.count(b"\n"), expected.count(b"\n")
+        if lines != expected_lines:
+            raise BenchError(f"{what} printed {lines:,} lines, expected {expected_lines:,}")
+        if done.stdout != expected:
+            pairs = zip(done.stdout.split(b"\n"), expected.split(b"\n"))
+            number, got, want = next((k, g, w) for k, (g, w) in enumerate(pairs, 1) if g != w)
+            raise BenchError(f"{what}: output line {number} is {got[:120]!r}, "
+                             f"expected {want[:120]!r}")
+
+    def prepare_range(self, systems: list[str]) -> None:
+        """Untimed: write the scripts, build the N/10 store, check each output once."""
+        self.range_scripts = self.write_range_scripts(self.n)
+        self.range_small_scripts = None
+        if "kvsh" in systems:
+            def kvsh_row(i: int) -> str:
+                return f"{key_for(i)}\n{value_for(i)}"  # raw: a key line, then a value line
+
+            self.validate_range("kvsh RANGE script",
+                                self._kvsh_range_argv(self.kvsh_compacted_store),
+                                self.range_scripts.kvsh, self.range_scripts, kvsh_row)
+            if self.n // 10 >= RANGE_LIMIT:
+                self.prepare_kvsh_small()
+                self.range_small_scripts = self.write_range_scripts(self.n // 10)
+                self.validate_range("kvsh RANGE script (N/10 keys)",
+                                    self._kvsh_range_argv(self.kvsh_small_store),
+                                    self.range_small_scripts.kvsh, self.range_small_scripts,
+                                    kvsh_row)
+            else:
+                self.results.note("range", f"no N/10 run: {self.n // 10} keys are fewer than "
+                                  f"LIMIT {RANGE_LIMIT}")
+        if "sqlite" in systems:
+            self.validate_range("sqlite3 SELECT script", ["sqlite3", str(self.sqlite_db)],
+                                self.range_scripts.sql, self.range_scripts,
+                                lambda i: f"{key_for(i)}|{value_for(i)}")
+
+    def _kvsh_range_argv(self, store: Path) -> list[str]:
+        return [self.kvsh, "--data-dir", str(store), "--format", "raw"]
+
+    def _time_range(self, name: str, argv: list[str], script: Path, empty: Path) -> None:
+        """One round: the empty script (startup), then the query script, output to /dev/null.
+
+        Records both wall times and this round's (script − empty) / RANGE_QUERIES.
+        """
+        timings = []
+        for path in (empty, script):
+            done = run_timed(argv, stdin_path=path)
+            self._check_exit(f"{name} range script {path.name}", done)
+            timings.append(done.seconds)
+        self.results.add(f"{name}.range_empty", timings[0])
+        self.results.add(f"{name}.range_script", timings[1])
+        self.results.add(f"{name}.range_query", (timings[1] - timings[0]) / RANGE_QUERIES)
+
+    def range_kvsh(self) -> None:
+        """`kvsh --data-dir D --format raw < script` on the compacted N-key and N/10-key stores."""
+        self._time_range("kvsh", self._kvsh_range_argv(self.kvsh_compacted_store),
+                         self.range_scripts.kvsh, self.range_scripts.empty)
+        if self.range_small_scripts:
+            self._time_range("kvsh_small", self._kvsh_range_argv(self.kvsh_small_store),
+                             self.range_small_scripts.kvsh, self.range_small_scripts.empty)
+
+    def range_sqlite(self) -> None:
+        """`sqlite3 db < script` (the same start keys as kvsh's N-key script)."""
+        self._time_range("sqlite", ["sqlite3", str(self.sqlite_db)],
+                         self.range_scripts.sql, self.range_scripts.empty)
+
+    # --- 5. sizes ----------------------------------------------------------
 
     def record_sizes(self, systems: list[str]) -> None:
         sizes = self.results.sizes
         sizes["input data.txt"] = self.data.txt.stat().st_size
         if "kvsh" in systems:
             sizes["kvsh *.log files"] = tree_size(self.kvsh_store, "*.log")
+            if tree_size(self.kvsh_store, "*.image"):  # a background compaction ran during load
+                sizes["kvsh *.image files, as loaded"] = tree_size(self.kvsh_store, "*.image")
             sizes["kvsh data dir (all files)"] = tree_size(self.kvsh_store)
+            if self.kvsh_compacted_ready:
+                store = self.kvsh_compacted_store
+                sizes["kvsh *.image after :compact"] = tree_size(store, "*.image")
+                sizes["kvsh data dir after :compact (all files)"] = tree_size(store)
         if "redis" in systems:
             for label, store in (("as loaded", self.redis_store),
                                  ("rewritten", self.redis_rewritten_store)):
@@ -632,26 +909,55 @@ class Bench:
 
     # --- driver ------------------------------------------------------------
 
-    def run(self, systems: list[str]) -> Results:
-        """Interleave the systems within each round, load phase then startup phase."""
-        if "kvsh" in systems:
-            self.validate_kvsh_load()
-        self._rounds("load", systems, {"kvsh": self.load_kvsh, "redis": self.load_redis,
-                                       "sqlite": self.load_sqlite})
-        if "redis" in systems:
-            self.rewrite_redis_store()
-        self._rounds("startup", systems, {"kvsh": self.startup_kvsh,
-                                          "redis": self.startup_redis,
-                                          "sqlite": self.startup_sqlite})
-        self.record_sizes(systems)
+    def run(self, systems: list[str], parts: list[str]) -> Results:
+        """Interleave the systems within each round: load, startup (+ compact), range phases."""
+        if "load" in parts:
+            for system in systems:
+                self.forget_store(system)
+            if "kvsh" in systems:
+                self.validate_kvsh_load()
+            self._rounds("load", systems, {"kvsh": [self.load_kvsh], "redis": [self.load_redis],
+                                           "sqlite": [self.load_sqlite]})
+            if "redis" in systems:
+                self.rewrite_redis_store()
+            for system in systems:
+                self.stamp_store(system)
+        else:
+            self.ensure_stores([s for s in systems if any(s in PART_SYSTEMS[p] for p in parts)])
+        if "kvsh" in systems and ("compact" in parts or "range" in parts):
+            self.prepare_kvsh_compacted()
+        startup = "startup" in parts
+        compact = "compact" in parts
+        self._rounds("startup", systems, {
+            "kvsh": [step for step, on in ((self.startup_kvsh, startup),
+                                           (self.startup_kvsh_compacted, compact)) if on],
+            "redis": [step for step, on in ((self.startup_redis, startup),
+                                            (self.startup_redis_rewritten, startup or compact))
+                      if on],
+            "sqlite": [self.startup_sqlite] if startup else []})
+        self.results.rss_floor = harness_peak_rss()  # no peak RSS is taken after this
+        if "range" in parts and ("kvsh" in systems or "sqlite" in systems):
+            self.prepare_range(systems)
+            self._rounds("range", systems, {"kvsh": [self.range_kvsh],
+                                            "sqlite": [self.range_sqlite]})
+        if "memory" in parts:
+            self.record_sizes(systems)
         return self.results
 
-    def _rounds(self, phase: str, systems: list[str], steps: dict) -> None:
-        """Run ``steps[system]()`` for every system, ``self.runs`` rounds in a row."""
+    def _rounds(self, phase: str, systems: list[str],
+                steps: dict[str, list[Callable[[], None]]]) -> None:
+        """Run ``steps[system]`` for every system, ``self.runs`` rounds in a row.
+
+        Systems without steps in this phase are skipped.
+        """
+        active = [s for s in systems if steps.get(s)]
+        if not active:
+            return
         for round_no in range(1, self.runs + 1):
-            for system in systems:
+            for system in active:
                 print(f"[{phase} {round_no}/{self.runs}] {system}", file=sys.stderr)
-                steps[system]()
+                for step in steps[system]:
+                    step()
 
     @staticmethod
     def _check_exit(what: str, done: ChildResult) -> None:
@@ -718,18 +1024,82 @@ def goal_row(label: str, ratio: float, goal: float) -> list[str]:
     return [label, f"{ratio:.2f}×", f"≥ {goal:g}×", "met" if ratio >= goal else "NOT met"]
 
 
-def build_tables(results: Results, n: int, runs: int) -> list[Table]:
+def close_row(label: str, ratio: float, factor: float) -> list[str]:
+    """A ratio expected near 1: "close" when within ``factor`` either way."""
+    close = 1 / factor <= ratio <= factor
+    return [label, f"{ratio:.2f}×", f"≈ 1× (within {factor:g}×)",
+            "close" if close else "NOT close"]
+
+
+def info_row(label: str, ratio: float) -> list[str]:
+    return [label, f"{ratio:.2f}×", "—", "—"]
+
+
+def range_per_query(results: Results, name: str) -> float | None:
+    """(median script time − median empty-script time) / RANGE_QUERIES, in seconds."""
+    script, empty = results.get(f"{name}.range_script"), results.get(f"{name}.range_empty")
+    if not script or not empty:
+        return None
+    return (script.median - empty.median) / RANGE_QUERIES
+
+
+def build_range_table(results: Results, n: int, runs: int) -> tuple[Table | None, list]:
+    """The range-query table and its ratio rows."""
+    get = results.get
+    stores = {"kvsh": f"kvsh, {n:,} keys (after :compact)",
+              "kvsh_small": f"kvsh, {n // 10:,} keys (after :compact)",
+              "sqlite": f"sqlite3, {n:,} keys"}
+    rows = []
+    for name, label in stores.items():
+        per_query = range_per_query(results, name)
+        if per_query is None:
+            continue
+        lo, hi = get(f"{name}.range_query").spread
+        rows.append([label, fmt_seconds(get(f"{name}.range_script"))[0],
+                     fmt_seconds(get(f"{name}.range_empty"))[0],
+                     f"{per_query * 1e6:,.1f}", f"{lo * 1e6:,.1f} – {hi * 1e6:,.1f}"])
+    if not rows:
+        return None, []
+    table = Table(
+        f"Range queries: {RANGE_QUERIES:,} × {RANGE_LIMIT} pairs from random existing keys, "
+        f"one process (median of {runs} runs)",
+        ["store", "script (median)", "empty script (median)", "µs/query", "min – max µs/query"],
+        rows,
+        [f"kvsh: `RANGE key:XXXXXXX + LIMIT {RANGE_LIMIT}` per line, piped into "
+         "`kvsh --data-dir D --format raw > /dev/null`; sqlite3: `SELECT key, value FROM kv "
+         f"WHERE key >= 'key:XXXXXXX' ORDER BY key LIMIT {RANGE_LIMIT};` per line, piped into "
+         "one `sqlite3 db > /dev/null`. Same start keys (seed "
+         f"{RANGE_SEED}) for kvsh and sqlite3 on {n:,} keys.",
+         "µs/query = (median script time − median empty-script time, i.e. startup) / "
+         f"{RANGE_QUERIES:,}; min – max from each round's script minus that round's empty "
+         "script.",
+         f"Checked once before timing: kvsh printed exactly {RANGE_QUERIES:,} × {RANGE_LIMIT} "
+         f"× 2 lines (raw: key, value, ...), sqlite3 {RANGE_QUERIES:,} × {RANGE_LIMIT} "
+         "`key|value` lines, all of them the expected pairs.",
+         *results.notes.get("range", [])])
+    ratios = []
+    kvsh, small, sqlite = (range_per_query(results, name) for name in stores)
+    if kvsh and small:
+        ratios.append(close_row(f"range µs/query kvsh {n:,} / {n // 10:,} keys (O(log n + k))",
+                                kvsh / small, RANGE_CLOSE))
+    if kvsh and sqlite:
+        ratios.append(info_row("range µs/query sqlite/kvsh", sqlite / kvsh))
+    return table, ratios
+
+
+def build_tables(results: Results, n: int, runs: int, parts: list[str]) -> list[Table]:
     get = results.get
     tables = []
 
     rows = [[system, *fmt_rate(get(f"{system}.load_rate"))]
             for system in SYSTEMS if get(f"{system}.load_rate")]
-    tables.append(Table(
-        f"Bulk load, {n:,} SET lines (median of {runs} runs, fresh store each run)",
-        ["system", "lines/s (median)", "min – max"], rows,
-        ["kvsh: --sync always; redis: AOF appendfsync everysec via redis-cli --pipe "
-         "(server already running); sqlite3: one transaction, default pragmas.",
-         *results.notes.get("load", [])]))
+    if rows:
+        tables.append(Table(
+            f"Bulk load, {n:,} SET lines (median of {runs} runs, fresh store each run)",
+            ["system", "lines/s (median)", "min – max"], rows,
+            ["kvsh: --sync always; redis: AOF appendfsync everysec via redis-cli --pipe "
+             "(server already running); sqlite3: one transaction, default pragmas.",
+             *results.notes.get("load", [])]))
 
     ratios = []
     kvsh_load = get("kvsh.load_rate")
@@ -742,9 +1112,15 @@ def build_tables(results: Results, n: int, runs: int) -> list[Table]:
             ratios.append(goal_row(f"startup redis/kvsh ({label})",
                                    get(f"{redis}.startup").median / get("kvsh.startup").median,
                                    GOAL_STARTUP_VS_REDIS))
+    if get("kvsh_compacted.startup") and get("redis_rewritten.startup"):
+        ratios.append(goal_row("startup redis (rewritten AOF) / kvsh (after :compact)",
+                               get("redis_rewritten.startup").median
+                               / get("kvsh_compacted.startup").median,
+                               GOAL_COMPACTED_STARTUP_VS_REDIS))
 
     rows = []
     labels = {"kvsh.startup": "kvsh (exec → value printed → exit)",
+              "kvsh_compacted.startup": "kvsh after :compact (exec → value printed → exit)",
               "redis.startup": "redis, AOF as loaded (exec → GET answered)",
               "redis.startup_log": "redis, AOF as loaded: load time from its log",
               "redis_rewritten.startup": "redis, rewritten AOF (exec → GET answered)",
@@ -758,25 +1134,45 @@ def build_tables(results: Results, n: int, runs: int) -> list[Table]:
             f"Startup with {n:,} keys + one GET (median of {runs} runs, warm page cache)",
             ["what", "wall time (median)", "min – max"], rows, results.notes.get("startup", [])))
 
+    range_table, range_ratios = build_range_table(results, n, runs)
+    if range_table:
+        tables.append(range_table)
+    ratios += range_ratios
+
     if ratios:
         tables.append(Table("Ratios (of medians) against goals",
                             ["ratio", "value", "goal", "status"], ratios))
 
+    if "memory" not in parts:
+        return tables
     rows = []
     memory = {"kvsh.startup_rss": "kvsh peak RSS, GET process",
+              "kvsh_compacted.startup_rss": "kvsh peak RSS, GET process after :compact",
               "kvsh.load_rss": "kvsh peak RSS, bulk load process",
               "redis.used_memory": "redis used_memory after load",
               "redis.used_memory_rss": "redis used_memory_rss after load",
               "redis.startup_rss": "redis-server peak RSS, started from AOF as loaded",
               "redis_rewritten.startup_rss": "redis-server peak RSS, started from rewritten AOF"}
+    floored = False
     for name, label in memory.items():
         if get(name):
             value = get(name).median
-            rows.append([label, fmt_bytes(value), f"{value / n:,.1f}"])
+            # wait4's peak RSS (not redis INFO) cannot read below the harness's own peak.
+            at_floor = name.endswith("_rss") and not name.startswith("redis.used") \
+                and value <= results.rss_floor * 1.02
+            floored |= at_floor
+            rows.append([label, ("≤ " if at_floor else "") + fmt_bytes(value),
+                         f"{value / n:,.1f}"])
     for label, value in results.sizes.items():
         rows.append([f"disk: {label}", fmt_bytes(value), f"{value / n:,.1f}"])
+    notes = []
+    if floored:
+        notes.append("≤: at the floor of the measurement. Peak RSS comes from wait4, and Linux "
+                     "carries the parent's high-water mark over vfork + exec, so no child reads "
+                     f"below this harness's own peak RSS ({fmt_bytes(results.rss_floor)}); the "
+                     "real figure is lower.")
     tables.append(Table(f"Memory and disk with {n:,} keys (medians)",
-                        ["what", "size", "bytes/key"], rows))
+                        ["what", "size", "bytes/key"], rows, notes))
     return tables
 
 
@@ -837,13 +1233,25 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--markdown", type=Path, help="also write a Markdown section here")
     parser.add_argument("--only", default=",".join(SYSTEMS),
                         help="comma-separated subset of: " + ",".join(SYSTEMS))
+    parser.add_argument("--parts", default=",".join(PARTS),
+                        help="comma-separated subset of: " + ",".join(PARTS)
+                        + " (without load, the stores of an earlier run are reused)")
     args = parser.parse_args(argv)
     args.systems = [s for s in SYSTEMS if s in args.only.split(",")]
     unknown = set(args.only.split(",")) - set(SYSTEMS)
     if unknown or not args.systems:
         parser.error(f"--only takes a subset of {','.join(SYSTEMS)}")
+    wanted_parts = args.parts.split(",")
+    args.parts = [p for p in PARTS if p in wanted_parts]
+    if set(wanted_parts) - set(PARTS) or not args.parts:
+        parser.error(f"--parts takes a subset of {','.join(PARTS)}")
+    if not any(s in PART_SYSTEMS[p] for p in args.parts for s in args.systems):
+        parser.error("nothing to measure: " + "; ".join(
+            f"{p} runs for {','.join(PART_SYSTEMS[p])}" for p in args.parts))
     if args.lines < 1 or args.lines > 10_000_000 or args.runs < 1:
         parser.error("--lines must be in 1..10,000,000 (7-digit keys) and --runs ≥ 1")
+    if "range" in args.parts and args.lines < RANGE_LIMIT:
+        parser.error(f"--parts range needs --lines ≥ {RANGE_LIMIT} (LIMIT {RANGE_LIMIT})")
     if "kvsh" in args.systems:
         if not args.kvsh:
             parser.error("--kvsh is required unless --only excludes kvsh")
@@ -868,8 +1276,8 @@ def main(argv: list[str]) -> int:
         args.work.mkdir(parents=True, exist_ok=True)
         facts = environment(args, command)
         data = prepare_data(args.work, args.lines)
-        results = Bench(args, data).run(args.systems)
-        tables = build_tables(results, args.lines, args.runs)
+        results = Bench(args, data).run(args.systems, args.parts)
+        tables = build_tables(results, args.lines, args.runs, args.parts)
         print(render(facts, tables, markdown=False))
         if args.markdown:
             args.markdown.write_text(render(facts, tables, markdown=True))

@@ -34,9 +34,11 @@ public struct CommandError: Error, Sendable, CustomStringConvertible {
                             redisMessage: "ERR unknown command '\(name)', with args beginning with: \(beginning)")
     }
 
-    public static func wrongArity(_ spec: CommandSpec) -> CommandError {
-        CommandError(message: "ERR wrong number of arguments for '\(spec.name)' (usage: \(spec.usage))",
-                     redisMessage: "ERR wrong number of arguments for '\(spec.name.lowercased())' command")
+    /// - Parameter typed: the name as the client typed it; Redis names the alias used (`'del'`, not `'delete'`).
+    public static func wrongArity(_ spec: CommandSpec, typed: [UInt8]? = nil) -> CommandError {
+        let name = typed.map { String(decoding: $0, as: UTF8.self).lowercased() } ?? spec.name.lowercased()
+        return CommandError(message: "ERR wrong number of arguments for '\(spec.name)' (usage: \(spec.usage))",
+                            redisMessage: "ERR wrong number of arguments for '\(name)' command")
     }
 
     /// Redis's `ERR syntax error`, with the usage.
@@ -51,6 +53,34 @@ public struct CommandError: Error, Sendable, CustomStringConvertible {
 
     /// Redis's `ERR invalid cursor`, with how to get a valid one.
     public static let invalidCursor = redis("invalid cursor", hint: "start with 0, then pass the cursor the previous SCAN returned")
+
+    /// SET's expiry options (`EX`, `PX`, `EXAT`, `PXAT`, `KEEPTTL`): keys never expire in kvsh. Not Redis wording
+    /// (Redis accepts them); `option` is named as typed, in upper case.
+    public static func expiryNotSupported(_ option: String) -> CommandError {
+        CommandError(message: "ERR the \(option) option is not supported: keys do not expire in kvsh (drop the option; DEL removes a key)",
+                     redisMessage: "ERR the \(option) option is not supported: keys do not expire in kvsh")
+    }
+
+    /// INCR and friends on a value that is not a decimal integer within 64 bits.
+    public static let valueNotAnInteger = notAnInteger("the value stored at the key is not a decimal integer within 64 bits")
+
+    /// INCRBY's or DECRBY's amount is not an integer within 64 bits.
+    public static func amountNotAnInteger(_ spec: CommandSpec) -> CommandError {
+        let name = spec.id == .decrby ? "decrement" : "increment"
+        return notAnInteger("usage: \(spec.usage); the \(name) must be an integer from -9223372036854775808 to 9223372036854775807")
+    }
+
+    /// Redis's `ERR increment or decrement would overflow`: the result does not fit in 64 bits.
+    public static let incrementOverflow = redis("increment or decrement would overflow",
+                                                hint: "the result would be outside -9223372036854775808...9223372036854775807")
+
+    /// Redis's `ERR decrement would overflow`: `DECRBY key -9223372036854775808`, whose negation does not fit.
+    public static let decrementOverflow = redis("decrement would overflow",
+                                                hint: "DECRBY cannot take -9223372036854775808: its negation does not fit in 64 bits")
+
+    /// Redis's error for a value that would grow past the largest a value may be (APPEND).
+    public static let valueTooLarge = redis("string exceeds maximum allowed size (proto-max-bulk-len)",
+                                            hint: "a value holds at most \(LogFormat.maxValueSize) bytes")
 
     public static func badArgument(_ spec: CommandSpec, _ argument: String) -> CommandError {
         other("invalid argument '\(argument)' for '\(spec.name)' (usage: \(spec.usage))")

@@ -24,13 +24,26 @@ public struct CommandExecutor: Sendable {
 
     /// Runs a data command whose spec the caller has looked up.
     public func execute(_ spec: CommandSpec, _ arguments: [[UInt8]]) throws -> Outcome {
-        guard spec.arity.contains(arguments.count - 1) else { throw CommandError.wrongArity(spec) }
+        guard spec.arity.contains(arguments.count - 1) else { throw CommandError.wrongArity(spec, typed: arguments[0]) }
         switch spec.id {
         case .set:
-            try store.set(arguments[1], arguments[2])
-            return Outcome(reply: .ok, wrote: true)
+            return try StringCommands.set(store, spec: spec, arguments: arguments)
         case .get:
             return Outcome(reply: store.get(arguments[1]).map(Reply.value) ?? .null, wrote: false)
+        case .mset:
+            return try StringCommands.mset(store, spec: spec, arguments: arguments)
+        case .mget:
+            return StringCommands.mget(store, arguments: arguments)
+        case .setnx:
+            return try StringCommands.setnx(store, arguments: arguments)
+        case .getdel:
+            return try StringCommands.getdel(store, arguments: arguments)
+        case .incr, .decr, .incrby, .decrby:
+            return try StringCommands.increment(store, spec: spec, arguments: arguments)
+        case .append:
+            return try StringCommands.append(store, arguments: arguments)
+        case .strlen:
+            return StringCommands.strlen(store, arguments: arguments)
         case .delete:
             let removed = try store.delete(Array(arguments.dropFirst()))
             return Outcome(reply: .integer(removed), wrote: removed > 0)

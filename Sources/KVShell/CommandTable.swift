@@ -4,6 +4,7 @@
 public final class CommandSpec: Sendable {
     public enum ID: Sendable {
         case set, get, delete, exists
+        case mset, mget, setnx, getdel, incr, decr, incrby, decrby, append, strlen
         case keys, scan, range, count, dbsize
         case help, rebuild, compact, backup, check, stats, source, timing, format, quit
     }
@@ -36,18 +37,54 @@ public final class CommandSpec: Sendable {
 
 public enum CommandTable {
     public static let dataCommands: [CommandSpec] = [
-        CommandSpec(id: .set, name: "SET", aliases: [], arguments: "key value", arity: 2...2,
-                    summary: "Set key to hold value, replacing any value it had. Replies OK once the write is durable.",
+        CommandSpec(id: .set, name: "SET", aliases: [], arguments: "key value [NX|XX] [GET]", arity: 2...Int.max,
+                    summary: "Set key to hold value, replacing any value it had. Replies OK once the write is durable. "
+                        + "NX sets it only if the key does not exist, XX only if it does (nil when nothing was set); "
+                        + "GET replies with the old value (or nil) instead of OK. Keys never expire: EX, PX, EXAT, PXAT and KEEPTTL are refused.",
                     example: "SET greeting \"hello world\""),
         CommandSpec(id: .get, name: "GET", aliases: [], arguments: "key", arity: 1...1,
                     summary: "Get the value of key, or nil if it does not exist.",
                     example: "GET greeting"),
+        CommandSpec(id: .mset, name: "MSET", aliases: [], arguments: "key value [key value ...]", arity: 2...Int.max,
+                    summary: "Set several keys at once, atomically: one log record, so after a crash either all of them are set or none is. "
+                        + "A key named twice gets its last value.",
+                    example: "MSET user:1 alice user:2 bob"),
+        CommandSpec(id: .mget, name: "MGET", aliases: [], arguments: "key [key ...]", arity: 1...Int.max,
+                    summary: "Get the values of several keys as an array, in order, with nil for each key that does not exist.",
+                    example: "MGET user:1 user:2 user:3"),
+        CommandSpec(id: .setnx, name: "SETNX", aliases: [], arguments: "key value", arity: 2...2,
+                    summary: "Set key to value only if it does not exist; replies 1 if it was set, 0 if not.",
+                    example: "SETNX lock:report worker-7"),
+        CommandSpec(id: .getdel, name: "GETDEL", aliases: [], arguments: "key", arity: 1...1,
+                    summary: "Get the value of key and delete the key, atomically; nil if it does not exist.",
+                    example: "GETDEL session:42"),
         CommandSpec(id: .delete, name: "DELETE", aliases: ["DEL"], arguments: "key [key ...]", arity: 1...Int.max,
                     summary: "Delete the keys that exist, atomically; replies with how many were deleted.",
                     example: "DELETE greeting old:1 old:2"),
         CommandSpec(id: .exists, name: "EXISTS", aliases: [], arguments: "key [key ...]", arity: 1...Int.max,
                     summary: "Count how many of the keys exist (a key named twice counts twice).",
                     example: "EXISTS greeting"),
+        CommandSpec(id: .incr, name: "INCR", aliases: [], arguments: "key", arity: 1...1,
+                    summary: "Add 1 to the integer value of key (a missing key counts as 0) and reply with the new value. "
+                        + "The value must be a decimal integer within 64 bits; it is stored as decimal text.",
+                    example: "INCR page:views"),
+        CommandSpec(id: .incrby, name: "INCRBY", aliases: [], arguments: "key increment", arity: 2...2,
+                    summary: "Add increment (an integer, negative to subtract) to the integer value of key (a missing key counts as 0) "
+                        + "and reply with the new value.",
+                    example: "INCRBY page:views 10"),
+        CommandSpec(id: .decr, name: "DECR", aliases: [], arguments: "key", arity: 1...1,
+                    summary: "Subtract 1 from the integer value of key (a missing key counts as 0) and reply with the new value.",
+                    example: "DECR stock:widgets"),
+        CommandSpec(id: .decrby, name: "DECRBY", aliases: [], arguments: "key decrement", arity: 2...2,
+                    summary: "Subtract decrement (an integer) from the integer value of key (a missing key counts as 0) "
+                        + "and reply with the new value.",
+                    example: "DECRBY stock:widgets 3"),
+        CommandSpec(id: .append, name: "APPEND", aliases: [], arguments: "key value", arity: 2...2,
+                    summary: "Append value to the value of key, creating the key if it does not exist; replies with the new length.",
+                    example: "APPEND greeting \", and goodbye\""),
+        CommandSpec(id: .strlen, name: "STRLEN", aliases: [], arguments: "key", arity: 1...1,
+                    summary: "The length in bytes of the value of key (0 if it does not exist).",
+                    example: "STRLEN greeting"),
         CommandSpec(id: .keys, name: "KEYS", aliases: [], arguments: "pattern", arity: 1...1,
                     summary: "List the keys matching a glob pattern (* ? [abc] [^a] [a-z], \\ escapes), in bytewise order. "
                         + "A pattern that starts with literal bytes (user:*) looks only at the keys with that prefix.",

@@ -8,13 +8,14 @@ import KVStore
 import Synchronization
 
 /// Writes batches of replies on a background queue, each only after committing the store, so that no reply
-/// acknowledges a write before that write is durable.
+/// acknowledges a write before that write is durable. Without a store (a session connected to a server, which
+/// replies only once writes are durable) there is nothing to commit: it only writes.
 ///
 /// Committing and writing off the command thread lets the next commands be parsed and applied while the
 /// log is written and fsynced; their commit then covers everything they wrote meanwhile (group commit).
 /// Batches are written in the order they were handed over.
 final class ReplyWriter: Sendable {
-    private let store: KVStore
+    private let store: KVStore?
     private let outputFD: Int32
     private let errorFD: Int32
     private let queue = DispatchQueue(label: "kvsh.reply-writer")
@@ -23,7 +24,7 @@ final class ReplyWriter: Sendable {
     private let slots = DispatchSemaphore(value: 4)
     private let failedCommits = Atomic<Int>(0)
 
-    init(store: KVStore, outputFD: Int32, errorFD: Int32) {
+    init(store: KVStore?, outputFD: Int32, errorFD: Int32) {
         self.store = store
         self.outputFD = outputFD
         self.errorFD = errorFD
@@ -37,7 +38,7 @@ final class ReplyWriter: Sendable {
         slots.wait()
         queue.async { [self] in
             defer { slots.signal() }
-            if commit {
+            if commit, let store {
                 do {
                     try store.commit()
                 } catch {

@@ -5,12 +5,16 @@ import Musl
 #endif
 import KVStore
 
-/// Runs commands against a store and prints their replies: the part of the shell shared by the interactive
-/// loop, scripts and one-shot commands.
+/// Runs commands against a store, or sends them to a kvsh server, and prints their replies: the part of the
+/// shell shared by the interactive loop, scripts and one-shot commands.
 ///
-/// Replies are buffered. ``flush()`` first commits the store, so no reply that acknowledges a write leaves
-/// the process before that write is as durable as the sync policy promises, and writes whose replies are
-/// flushed together share one fsync. A session belongs to one thread.
+/// Replies are buffered. With an embedded store, ``flush()`` first commits the store, so no reply that
+/// acknowledges a write leaves the process before that write is as durable as the sync policy promises, and
+/// writes whose replies are flushed together share one fsync. Connected to a server (``init(client:format:outputFD:errorFD:)``)
+/// there is nothing to commit: the server replies to a write only once it is durable. Script lines are then
+/// pipelined: their commands are sent without waiting, and the replies are read (and printed, errors with their
+/// line numbers) when the session flushes, before a meta-command, or once enough are outstanding.
+/// A session belongs to one thread.
 public final class Session {
     /// Where a command came from, which decides how its errors are reported.
     public enum Origin: Sendable {
@@ -22,14 +26,20 @@ public final class Session {
         case script(name: String?, line: Int)
     }
 
-    public let store: KVStore
-    private let executor: CommandExecutor
+    /// The store commands run against; nil when the session is connected to a server.
+    public let store: KVStore?
+    /// The server commands are sent to (`kvsh --connect`); nil for an embedded store.
+    public let client: RESPClient?
+    private let executor: CommandExecutor?
     public var format: OutputFormat
     /// Print each command's duration (on standard error, so piped output stays clean).
     public var timing = false
     /// Stop scripts at the first failed command.
     public var bail = false
     public private(set) var quitRequested = false
+    /// The connection to the server broke (the error has been reported). The session then stops, as after
+    /// `:quit`: scripts end and the interactive loop leaves.
+    public private(set) var connectionLost = false
 
     /// Commands that failed so far, including commits that failed (the exit status is 1 if any did).
     public var failedCommands: Int { failedToRun + writer.failures }
@@ -42,17 +52,44 @@ public final class Session {
     private let errorFD: Int32
     private var sourceDepth = 0
 
+    /// Commands sent to the server whose replies have not been read yet, in order from `pendingHead`, and the
+    /// bytes they hold.
+    private var pending: [PendingCommand] = []
+    private var pendingHead = 0
+    private var pendingBytes = 0
+    /// With --bail, after a script's first error: replies to the commands sent after it are read, not printed.
+    private var discardingReplies = false
+
     /// Buffered replies beyond this are sent without waiting for the input to pause. Small enough that the
     /// log is written in the background while commands go on, large enough that fsyncs stay few.
     static let outputFlushThreshold = 64 << 10
     static let maxSourceDepth = 16
+    /// Script commands sent to a server before their replies are read: bounds the replies held in memory.
+    /// Once either is reached, replies are read until half as many are outstanding, so the server always has the
+    /// next commands at hand while the client prints.
+    static let maxPipelinedCommands = 1024
+    static let maxPipelinedBytes = 1 << 20
 
+    /// A session on a store opened in this process.
     public init(store: KVStore, format: OutputFormat, outputFD: Int32 = STDOUT_FILENO, errorFD: Int32 = STDERR_FILENO) {
         self.store = store
+        client = nil
         executor = CommandExecutor(store: store)
         self.format = format
         self.errorFD = errorFD
         writer = ReplyWriter(store: store, outputFD: outputFD, errorFD: errorFD)
+    }
+
+    /// A session whose commands go to a server (`kvsh serve`) over `client`. Meta-commands that need the store
+    /// (`:stats`, `:rebuild`, `:compact`, `:backup`, `:check`) run on the server as `KVSH.*` commands; the others
+    /// (`:help`, `:timing`, `:format`, `:source`, `:quit`) run here.
+    public init(client: RESPClient, format: OutputFormat, outputFD: Int32 = STDOUT_FILENO, errorFD: Int32 = STDERR_FILENO) {
+        store = nil
+        self.client = client
+        executor = nil
+        self.format = format
+        self.errorFD = errorFD
+        writer = ReplyWriter(store: nil, outputFD: outputFD, errorFD: errorFD)
     }
 
     // MARK: Running commands
@@ -72,9 +109,12 @@ public final class Session {
     }
 
     /// Runs one command given as arguments (the name first).
+    /// Connected to a server, a script's data commands are only sent: their replies (or errors) are printed when
+    /// the session next flushes, and the result is true.
     @discardableResult
     public func execute(arguments: [[UInt8]], origin: Origin) -> Bool {
         guard !arguments.isEmpty else { return true }
+        if client != nil, let result = sendToServer(arguments, origin: origin) { return result }
         let started = timing ? ContinuousClock.now : nil
         let reply: Reply
         do {
@@ -88,22 +128,30 @@ public final class Session {
             flush()
             writeError("(\(formatMilliseconds(elapsed)))\n")
         } else if output.count >= Self.outputFlushThreshold {
-            startFlush()
+            startWriting()
         }
         return true
     }
 
     /// Commits the store and writes the buffered replies, returning once they are written. If the commit
     /// fails, the replies are withheld (they would acknowledge writes that are not durable) and the failure
-    /// is reported.
+    /// is reported. Connected to a server, first reads and prints the replies to the commands sent.
     public func flush() {
-        startFlush()
+        receivePending()
+        startWriting()
         writer.drain()
     }
 
     /// Like ``flush()``, but returns at once: a background queue commits and writes. Scripts use it before
-    /// waiting for more input, so replies go out while the next lines are read and run.
+    /// waiting for more input, so replies go out while the next lines are read and run. (Connected to a server,
+    /// it waits for the replies to the commands sent.)
     public func startFlush() {
+        receivePending()
+        startWriting()
+    }
+
+    /// Hands the buffered replies to the writer (which commits first if they acknowledge writes).
+    private func startWriting() {
         guard uncommitted || !output.isEmpty else { return }
         writer.send(output, commit: uncommitted)
         uncommitted = false
@@ -112,16 +160,35 @@ public final class Session {
     }
 
     private func fail(_ error: Error, origin: Origin) -> Bool {
+        // Replies to commands sent before this one print first; with --bail, an error among them ends the script.
+        guard catchUp(origin: origin) else { return false }
+        report(error, origin: origin)
+        return false
+    }
+
+    /// Counts a failed command and prints its error after the replies before it.
+    private func report(_ error: Error, origin: Origin) {
         failedToRun += 1
+        startWriting()  // replies before the error print before it
+        writer.drain()
+        if let lost = error as? RESPClientError {
+            // Not a command's error: the session cannot go on. No `ERR` and no `(error)`: kvsh stops here.
+            connectionLost = true
+            quitRequested = true
+            switch origin {
+            case .interactive, .oneShot: writeError("kvsh: \(lost.message)\n")
+            case .script(nil, let line): writeError("kvsh: line \(line): \(lost.message)\n")
+            case .script(let name?, let line): writeError("kvsh: \(name): line \(line): \(lost.message)\n")
+            }
+            return
+        }
         let message = (error as? CommandError)?.message ?? "ERR \(error)"
-        flush()  // replies before the error print before it
         switch origin {
         case .interactive: writeError("(error) \(message)\n")
         case .oneShot: writeError("kvsh: \(message)\n")
         case .script(nil, let line): writeError("kvsh: line \(line): \(message)\n")
         case .script(let name?, let line): writeError("kvsh: \(name): line \(line): \(message)\n")
         }
-        return false
     }
 
     // MARK: Commands
@@ -132,12 +199,13 @@ public final class Session {
         guard let spec = CommandTable.lookup(name) else {
             throw CommandError.unknownCommand(String(decoding: name, as: UTF8.self), arguments: arguments.dropFirst())
         }
+        guard spec.arity.contains(arguments.count - 1) else { throw CommandError.wrongArity(spec) }
         guard spec.isMeta else {
+            guard let executor else { preconditionFailure("data commands of a connected session go to the server") }
             let outcome = try executor.execute(spec, arguments)
             uncommitted = uncommitted || outcome.wrote
             return outcome.reply
         }
-        guard spec.arity.contains(arguments.count - 1) else { throw CommandError.wrongArity(spec) }
         return try runMeta(spec, arguments.dropFirst().map { String(decoding: $0, as: UTF8.self) })
     }
 
@@ -148,25 +216,10 @@ public final class Session {
                 throw CommandError.other("no command named '\(arguments[0])' (type :help for the list)")
             }
             return .text(text)
-        case .rebuild:
-            guard let path = arguments.first else { return .text(Self.describe(rebuild: try store.rebuild())) }
-            uncommitted = true
-            let summary = try LogImporter.importLog(at: path, into: store)
-            return .text(Self.describe(import: summary, keys: store.count))
-        case .compact:
-            flush()
-            return .text(Self.describe(try store.checkpoint()))
-        case .backup:
-            let summary = try store.backup(to: arguments[0])
-            return .text("backup written to \(arguments[0]): \(summary.entries) keys through sequence \(summary.sequence), "
-                + "\(summary.bytes) bytes\n")
-        case .check:
-            flush()
-            let report = try store.check()
-            if !report.isClean { failedToRun += 1 }
-            return .text(report.description)
-        case .stats:
-            return .text(Self.describe(store.statistics))
+        case .rebuild, .compact, .backup, .check, .stats:
+            if client != nil { return try runMetaOnServer(spec, arguments) }
+            guard let store else { preconditionFailure("a session has a store or a client") }
+            return try runMaintenance(spec, arguments, on: store)
         case .source:
             try source(arguments[0])
             return .none
@@ -186,8 +239,34 @@ public final class Session {
         case .quit:
             quitRequested = true
             return .none
-        case .set, .get, .delete, .exists, .keys, .scan, .range, .count, .dbsize:
+        case .set, .get, .delete, .exists, .keys, .scan, .range, .count, .dbsize,
+             .mset, .mget, .setnx, .getdel, .incr, .decr, .incrby, .decrby, .append, .strlen:
             throw CommandError.other("\(spec.name) is not a meta-command")
+        }
+    }
+
+    /// `:rebuild [path]`, `:compact`, `:backup path`, `:check` and `:stats` on the store this session opened.
+    private func runMaintenance(_ spec: CommandSpec, _ arguments: [String], on store: KVStore) throws -> Reply {
+        switch spec.id {
+        case .rebuild:
+            guard let path = arguments.first else { return .text(ShellText.describe(rebuild: try store.rebuild())) }
+            uncommitted = true
+            let summary = try LogImporter.importLog(at: path, into: store)
+            return .text(ShellText.describe(import: summary, keys: store.count))
+        case .compact:
+            flush()
+            return .text(ShellText.describe(try store.checkpoint()))
+        case .backup:
+            return .text(ShellText.describe(backup: try store.backup(to: arguments[0]), path: arguments[0]))
+        case .check:
+            flush()
+            let report = try store.check()
+            if !report.isClean { failedToRun += 1 }
+            return .text(report.description)
+        case .stats:
+            return .text(ShellText.describe(store.statistics))
+        default:
+            preconditionFailure("\(spec.name) is not a maintenance meta-command")
         }
     }
 
@@ -206,42 +285,6 @@ public final class Session {
         try ScriptRunner.run(fd: fd, name: path, session: self)
     }
 
-    // MARK: Text for meta-commands
-
-    static func describe(rebuild report: KVStore.ReplayReport) -> String {
-        var text = "rebuilt from the log: \(report.keys) keys from \(report.records) records "
-            + "(\(report.logBytes) bytes in \(report.logFiles) file\(report.logFiles == 1 ? "" : "s")) in \(formatMilliseconds(report.duration))\n"
-        if let tail = report.tornTail { text += "warning: \(tail)\n" }
-        return text
-    }
-
-    static func describe(import summary: LogImporter.Summary, keys: Int) -> String {
-        var text = "rebuilt from \(summary.source) (\(summary.format)): \(summary.sets) sets, \(summary.deletes) deletes"
-        if summary.skipped > 0 { text += ", \(summary.skipped) reads skipped" }
-        text += " in \(formatMilliseconds(summary.duration)); the store holds \(keys) keys\n"
-        if let tail = summary.tornTail { text += "warning: \(tail)\n" }
-        return text
-    }
-
-    static func describe(_ report: KVStore.CheckpointReport) -> String {
-        "compacted through sequence \(report.sequence): log \(report.logBytesBefore) bytes + image \(report.imageBytesBefore) bytes"
-            + " -> image \(report.imageBytesAfter) bytes (\(report.keys) keys) + a new empty log, in \(formatMilliseconds(report.duration))"
-            + " (commits waited \(formatMilliseconds(report.stall)))\n"
-    }
-
-    static func describe(_ stats: KVStore.Statistics) -> String {
-        """
-        keys:            \(stats.keys)
-        key+value bytes: \(stats.payloadBytes)
-        log file:        \(stats.logFile) (\(stats.logBytes) bytes)
-        image:           \(stats.imageBytes) bytes (checkpoints by this process: \(stats.checkpoints))
-        last sequence:   \(stats.lastSequence) (durable through \(stats.syncedSequence))
-        sync policy:     \(stats.syncPolicy.rawValue) (\(stats.fsyncs) fsyncs)
-        crc32c:          \(stats.hardwareCRC ? "hardware" : "software")
-
-        """
-    }
-
     // MARK: Output
 
     private func writeError(_ text: String) {
@@ -256,4 +299,196 @@ func formatMilliseconds(_ duration: Duration) -> String {
     let whole = microseconds / 1000
     let fraction = String(microseconds % 1000)
     return "\(whole).\(String(repeating: "0", count: 3 - fraction.count))\(fraction) ms"
+}
+
+// MARK: - Connected to a server
+
+extension Session {
+    /// A command sent to the server whose reply has not been read yet.
+    struct PendingCommand {
+        let origin: Origin
+        /// Its entry in the command table; nil for names the server may know and the shell does not (`PING`).
+        let spec: CommandSpec?
+        /// Kept to word a server error as the shell does (see ``shellError(_:spec:arguments:)``).
+        let arguments: [[UInt8]]
+        /// Roughly what the command takes on the wire.
+        let bytes: Int
+        /// When it was sent, with `:timing on`.
+        let started: ContinuousClock.Instant?
+    }
+
+    /// Sends a data command to the server, or returns nil if `arguments` is for this process: a meta-command, a
+    /// command the table knows given the wrong number of arguments, or an unknown `:name`. Those run (after the
+    /// replies before them are printed) the way they do with a store, so their output and errors are the same.
+    fileprivate func sendToServer(_ arguments: [[UInt8]], origin: Origin) -> Bool? {
+        guard let client else { return nil }
+        guard !connectionLost else { return false }
+        let spec = CommandTable.lookup(arguments[0])
+        let runsHere = spec.map { $0.isMeta || !$0.arity.contains(arguments.count - 1) } ?? (arguments[0].first == UInt8(ascii: ":"))
+        if runsHere {
+            guard catchUp(origin: origin) else { return false }
+            return connectionLost ? false : nil
+        }
+        let started = timing ? ContinuousClock.now : nil
+        do {
+            try client.send(arguments)
+        } catch {
+            _ = catchUp(origin: origin)
+            if !connectionLost { report(error, origin: origin) }
+            return false
+        }
+        let bytes = arguments.reduce(16) { $0 + $1.count + 16 }
+        pending.append(PendingCommand(origin: origin, spec: spec, arguments: arguments, bytes: bytes, started: started))
+        pendingBytes += bytes
+        // QUIT waits for its reply: the server closes the connection after it, so nothing may be sent behind it.
+        guard case .script = origin, !timing, !isQuit(spec, arguments) else { return receivePending() }
+        if pending.count - pendingHead >= Self.maxPipelinedCommands || pendingBytes >= Self.maxPipelinedBytes {
+            receivePending(untilAtMost: Self.maxPipelinedCommands / 2, bytes: Self.maxPipelinedBytes / 2)
+        }
+        return true
+    }
+
+    /// Reads and prints the replies to the commands sent so far (nothing for an embedded store), or only the oldest
+    /// ones, until at most `count` commands holding at most `bytes` are outstanding.
+    /// - Returns: whether none of them failed.
+    @discardableResult
+    fileprivate func receivePending(untilAtMost count: Int = 0, bytes: Int = 0) -> Bool {
+        guard let client else { return true }
+        defer {
+            if pendingHead == pending.count {
+                pending.removeAll(keepingCapacity: true)
+                pendingHead = 0
+                pendingBytes = 0
+                discardingReplies = false
+            } else if pendingHead > 0 {  // at most maxPipelinedCommands remain: cheap, and frees the arguments
+                pending.removeFirst(pendingHead)
+                pendingHead = 0
+            }
+        }
+        var succeeded = true
+        while pendingHead < pending.count && (pending.count - pendingHead > count || pendingBytes > bytes) {
+            let command = pending[pendingHead]
+            pendingHead += 1
+            pendingBytes -= command.bytes
+            let received: RESPReply
+            do {
+                received = try client.readReply()
+            } catch {
+                if !discardingReplies { report(error, origin: command.origin) }
+                connectionLost = true
+                quitRequested = true
+                pendingHead = pending.count  // no reply to any of them will come
+                return false
+            }
+            // With --bail the script stops at its first error. The commands sent after it have run on the server;
+            // their replies are read (the connection stays in step) but not printed, as if they had not been sent.
+            if discardingReplies { continue }
+            if case .error(let text) = received {
+                succeeded = false
+                report(Self.shellError(text, spec: command.spec, arguments: command.arguments), origin: command.origin)
+                if bail, case .script = command.origin { discardingReplies = true }
+                continue
+            }
+            format.append(reply(from: received, topLevel: true), to: &output)
+            if isQuit(command.spec, command.arguments) {
+                quitRequested = true  // the server closes the connection after its OK
+            }
+            if let started = command.started {
+                let elapsed = ContinuousClock.now - started
+                startWriting()
+                writer.drain()
+                writeError("(\(formatMilliseconds(elapsed)))\n")
+            } else if output.count >= Self.outputFlushThreshold {
+                startWriting()
+            }
+        }
+        return succeeded
+    }
+
+    /// Whether this is the server's QUIT (the shell's own is `:quit`).
+    private func isQuit(_ spec: CommandSpec?, _ arguments: [[UInt8]]) -> Bool {
+        spec == nil && arguments[0].count == 4 && OrderedCommands.asciiUppercased(arguments[0]) == Array("QUIT".utf8)
+    }
+
+    /// Prints the replies to the commands sent before a command that is about to run or fail here.
+    /// - Returns: false if, with --bail, one of them failed: the script stops there, and the command after it
+    ///   must neither run nor report anything.
+    fileprivate func catchUp(origin: Origin) -> Bool {
+        guard client != nil else { return true }
+        let failuresBefore = failedCommands
+        receivePending()
+        if bail, case .script = origin, failedCommands > failuresBefore { return false }
+        return true
+    }
+
+    /// `:stats`, `:rebuild [path]`, `:compact`, `:backup path` and `:check` as the server's `KVSH.*` commands, whose
+    /// replies are the text the shell prints.
+    fileprivate func runMetaOnServer(_ spec: CommandSpec, _ arguments: [String]) throws -> Reply {
+        guard let client else { preconditionFailure("not connected to a server") }
+        let name: String
+        switch spec.id {
+        case .stats: name = "KVSH.STATS"
+        case .rebuild: name = "KVSH.REBUILD"
+        case .compact: name = "KVSH.COMPACT"
+        case .backup: name = "KVSH.BACKUP"
+        case .check: name = "KVSH.CHECK"
+        default: preconditionFailure("\(spec.name) does not run on the server")
+        }
+        let text: String
+        switch try client.call([Array(name.utf8)] + arguments.map { Array($0.utf8) }) {
+        case .error(let message): throw CommandError(message: message)
+        case .bulkString(let bytes): text = String(decoding: bytes, as: UTF8.self)
+        case let other: throw CommandError.other("unexpected reply to \(name): \(other)")
+        }
+        // The embedded shell counts a damaged store as a failed :check; the report says so in its text.
+        if spec.id == .check && text.contains("\nfirst problem: ") { failedToRun += 1 }
+        return .text(text)
+    }
+
+    /// A server reply as the shell's reply. `+OK` is OK; other status replies (`PONG`) print as they are, as
+    /// redis-cli prints them (as a string in JSON).
+    fileprivate func reply(from received: RESPReply, topLevel: Bool) -> Reply {
+        switch received {
+        case .simpleString("OK"): return .ok
+        case .simpleString(let text): return topLevel && format == .json ? .value(Array(text.utf8)) : .text(text)
+        case .error(let text): return .text("(error) " + text)  // inside an array
+        case .integer(let number): return .integer(number)
+        case .bulkString(let bytes): return .value(bytes)
+        case .null: return .null
+        case .array(let items), .map(let items): return .array(items.map { reply(from: $0, topLevel: false) })
+        case .boolean(let value): return .integer(value ? 1 : 0)
+        case .number(let text): return .text(text)
+        }
+    }
+
+    /// The shell's wording of an error the server sent for a command. The server sends Redis's exact text
+    /// (`CommandError.redisMessage`), the embedded shell prints Redis's text with a hint (`message`): find the
+    /// error the command could have raised whose Redis text this is. An unknown text is printed as it came.
+    static func shellError(_ text: String, spec: CommandSpec?, arguments: [[UInt8]]) -> CommandError {
+        guard let spec else {
+            if text.hasPrefix("ERR unknown command ") {
+                return .unknownCommand(String(decoding: arguments[0], as: UTF8.self), arguments: arguments.dropFirst())
+            }
+            return CommandError(message: text)
+        }
+        var candidates: [CommandError] = [.wrongArity(spec), .syntax(spec), .invalidCursor, .incrementOverflow,
+                                          .decrementOverflow, .valueTooLarge]
+        // "value is not an integer or out of range" has a hint per command (OrderedCommands, StringCommands).
+        switch spec.id {
+        case .scan: candidates.append(.notAnInteger("COUNT n takes an integer >= 1"))
+        case .range: candidates.append(.notAnInteger("LIMIT n takes an integer >= 0"))
+        case .incr, .decr: candidates.append(.valueNotAnInteger)
+        case .incrby, .decrby:
+            // The amount is checked before the stored value, as in Redis.
+            let amountIsInteger = arguments.count > 2 && OrderedCommands.parseInteger(arguments[2]) != nil
+            candidates.append(amountIsInteger ? .valueNotAnInteger : .amountNotAnInteger(spec))
+        case .set:
+            candidates += arguments.dropFirst(3).map {
+                .expiryNotSupported(String(decoding: OrderedCommands.asciiUppercased($0), as: UTF8.self))
+            }
+        default:
+            break
+        }
+        return candidates.first { $0.redisMessage == text } ?? CommandError(message: text)
+    }
 }

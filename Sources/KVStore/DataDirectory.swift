@@ -21,7 +21,12 @@ enum DataDirectory {
         guard errno == ENOENT else { throw StoreError.io(operation: "stat", path: path, errno: errno) }
         let parent = parentDirectory(of: path)
         if parent != path { try prepare(parent) }
-        if mkdir(path, 0o755) != 0 && errno != EEXIST { throw StoreError.io(operation: "create directory", path: path, errno: errno) }
+        if mkdir(path, 0o755) != 0 {
+            guard errno == EEXIST else { throw StoreError.io(operation: "create directory", path: path, errno: errno) }
+            // Something appeared there: another process made the directory (fine), or it is a dangling symlink.
+            guard stat(path, &info) == 0, (info.st_mode & S_IFMT) == S_IFDIR else { throw StoreError.notADirectory(path: path) }
+            return
+        }
         try POSIX.fsyncDirectory(parent)
     }
 

@@ -128,7 +128,7 @@ enum ImageFile {
                     }
                     guard end == file.count else { throw corrupt("\(file.count - end) bytes after the end record") }
                     return summary
-                case .set, .delete:
+                case .set, .delete, .multiSet:
                     throw corrupt("log record (type \(type.rawValue)) in an image")
                 }
                 offset = end

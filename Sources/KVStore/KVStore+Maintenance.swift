@@ -290,10 +290,7 @@ extension KVStore {
         for (position, file) in files.enumerated() {
             let isLast = position == files.count - 1
             var scan = try LogReader.scan(path: file.path, tornTailAllowed: isLast) { _, operation in
-                switch operation {
-                case .set(let key, let value): index.set(key, value)
-                case .delete(let keys): for key in keys { index.remove(key) }
-                }
+                operation.apply(to: &index)
             }
             if scan.validLength == 0 {
                 // Only the last file can get here: its header never made it to disk. Write it again.

@@ -7,7 +7,7 @@
 ///     record:  CRC32C u32 | payload length u32 | type u8 | sequence u64 | payload
 ///
 /// A log's magic is "KVSH-LOG", its header sequence the sequence number of its first record, and its records
-/// are writes (SET, DELETE) numbered one by one. An image's magic is "KVSH-IMG", its header sequence the last
+/// are writes (SET, DELETE, MULTI-SET) numbered one by one. An image's magic is "KVSH-IMG", its header sequence the last
 /// write it covers, and its records are blocks of key-value entries numbered from 1, then an end record.
 ///
 /// Integers are little-endian. A record's CRC covers everything after the CRC field (length, type,
@@ -35,8 +35,12 @@ public enum LogFormat {
         case imageEntries = 3
         /// Images only, last: payload: total entry count u64. Without it the image is incomplete.
         case imageEnd = 4
+        /// payload: pair count u32 | (key length u32 | value length u32 | key | value) × count, applied in order.
+        /// One record, so a multi-key set (MSET) is atomic, also across a crash. Keys in any order, repeats allowed
+        /// (the last wins).
+        case multiSet = 5
 
-        var isLogRecord: Bool { self == .set || self == .delete }
+        var isLogRecord: Bool { self == .set || self == .delete || self == .multiSet }
     }
 
     /// Encodes a file header for a log whose first record will carry `firstSequence`.
@@ -91,6 +95,23 @@ public enum LogFormat {
         }
     }
 
+    /// The payload length of a MULTI-SET record holding `pairs`.
+    static func multiSetPayloadLength(_ pairs: [(key: [UInt8], value: [UInt8])]) -> Int {
+        pairs.reduce(4) { $0 + 8 + $1.key.count + $1.value.count }
+    }
+
+    static func appendMultiSet(pairs: [(key: [UInt8], value: [UInt8])], sequence: UInt64, to buffer: inout [UInt8]) {
+        appendRecord(type: .multiSet, sequence: sequence, payloadLength: multiSetPayloadLength(pairs), to: &buffer) {
+            appendLittleEndian(UInt32(pairs.count), to: &$0)
+            for (key, value) in pairs {
+                appendLittleEndian(UInt32(key.count), to: &$0)
+                appendLittleEndian(UInt32(value.count), to: &$0)
+                $0.append(contentsOf: key)
+                $0.append(contentsOf: value)
+            }
+        }
+    }
+
     @inline(__always)
     static func appendLittleEndian<T: FixedWidthInteger>(_ value: T, to buffer: inout [UInt8]) {
         withUnsafeBytes(of: value.littleEndian) { buffer.append(contentsOf: $0) }
@@ -101,20 +122,43 @@ public enum LogFormat {
 public enum LogOperation: Equatable, Sendable {
     case set(key: [UInt8], value: [UInt8])
     case delete(keys: [[UInt8]])
+    /// Several keys set at once, in order (a MULTI-SET record).
+    case multiSet(pairs: [(key: [UInt8], value: [UInt8])])
 
     init(_ view: LogRecordView) {
         switch view {
         case .set(let key, let value): self = .set(key: Array(key), value: Array(value))
         case .delete(let keys): self = .delete(keys: keys)
+        case .multiSet(let pairs): self = .multiSet(pairs: pairs.map { (Array($0.key), Array($0.value)) })
+        }
+    }
+
+    public static func == (a: LogOperation, b: LogOperation) -> Bool {
+        switch (a, b) {
+        case (.set(let k1, let v1), .set(let k2, let v2)): return k1 == k2 && v1 == v2
+        case (.delete(let k1), .delete(let k2)): return k1 == k2
+        case (.multiSet(let p1), .multiSet(let p2)):
+            return p1.count == p2.count && zip(p1, p2).allSatisfy { $0.key == $1.key && $0.value == $1.value }
+        default: return false
         }
     }
 }
 
-/// One operation decoded from a record's payload. A SET's key and value point into the log buffer (valid only
-/// during the callback that receives them), so replay copies each straight into the index.
+/// One operation decoded from a record's payload. The keys and values of a SET or MULTI-SET point into the log
+/// buffer (valid only during the callback that receives them), so replay copies each straight into the index.
 enum LogRecordView {
     case set(key: UnsafeRawBufferPointer, value: UnsafeRawBufferPointer)
     case delete(keys: [[UInt8]])
+    case multiSet(pairs: [(key: UnsafeRawBufferPointer, value: UnsafeRawBufferPointer)])
+
+    /// Applies the operation to `index`.
+    func apply(to index: inout OrderedIndex) {
+        switch self {
+        case .set(let key, let value): index.set(key, value)
+        case .delete(let keys): for key in keys { index.remove(key) }
+        case .multiSet(let pairs): for pair in pairs { index.set(pair.key, pair.value) }
+        }
+    }
 
     /// Decodes a payload; nil when its inner lengths do not add up (the caller reports the offset).
     static func decode(type: LogFormat.RecordType, payload: UnsafeRawBufferPointer) -> LogRecordView? {
@@ -132,6 +176,16 @@ enum LogRecordView {
                 keys.append(Array(key))
             }
             return cursor.isAtEnd ? .delete(keys: keys) : nil
+        case .multiSet:
+            guard let count = cursor.readUInt32(), Int(count) <= payload.count / 8 else { return nil }
+            var pairs: [(key: UnsafeRawBufferPointer, value: UnsafeRawBufferPointer)] = []
+            pairs.reserveCapacity(Int(count))
+            for _ in 0..<count {
+                guard let keyLength = cursor.readUInt32(), let valueLength = cursor.readUInt32(),
+                      let key = cursor.readSlice(Int(keyLength)), let value = cursor.readSlice(Int(valueLength)) else { return nil }
+                pairs.append((key, value))
+            }
+            return cursor.isAtEnd ? .multiSet(pairs: pairs) : nil
         case .imageEntries, .imageEnd:
             return nil
         }

@@ -13,7 +13,9 @@ public enum LogImporter {
     public struct Summary: Sendable {
         public var source: String
         public var format: String
+        /// Keys set: one per SET record, one per pair of a MULTI-SET record.
         public var sets = 0
+        /// DELETE records (each deletes one key or more).
         public var deletes = 0
         /// Entries that change nothing (`GET`/`EXISTS` in a Go log).
         public var skipped = 0
@@ -29,6 +31,7 @@ public enum LogImporter {
             switch operation {
             case .set(let key, let value): try store.set(key, value)
             case .delete(let keys): try store.delete(keys)
+            case .multiSet(let pairs): try store.multiSet(pairs)
             }
         }
         operations.removeAll()
@@ -55,7 +58,11 @@ public enum LogImporter {
         for (position, file) in files.enumerated() {
             let scan = try LogReader.scan(path: file, tornTailAllowed: position == files.count - 1) { _, record in
                 operations.append(LogOperation(record))
-                if case .set = record { summary.sets += 1 } else { summary.deletes += 1 }
+                switch record {
+                case .set: summary.sets += 1
+                case .multiSet(let pairs): summary.sets += pairs.count
+                case .delete: summary.deletes += 1
+                }
             }
             summary.tornTail = summary.tornTail ?? scan.tornTail
         }

@@ -130,6 +130,11 @@ struct OrderedIndex {
         find(key) != nil
     }
 
+    /// The length of the value stored under `key`, without copying it; nil if the key does not exist.
+    func valueCount(for key: [UInt8]) -> Int? {
+        find(key)?.valueCount
+    }
+
     /// Sets `key` to `value`; returns whether the key is new.
     @discardableResult
     mutating func set(_ key: [UInt8], _ value: [UInt8]) -> Bool {

@@ -510,10 +510,7 @@ public enum StoreChecker {
         for (position, log) in live.enumerated() {
             let scan = try scanLog(path: log.path, expected: next, expectation: expectation, live: true,
                                    isLast: position == live.count - 1, loss: &loss) { operation in
-                switch operation {
-                case .set(let key, let value): index.set(key, value)
-                case .delete(let keys): for key in keys { index.remove(key) }
-                }
+                operation.apply(to: &index)
             }
             records += scan.file.records
             next = scan.next
@@ -691,7 +688,7 @@ public enum StoreChecker {
             defer { candidate += 1 }
             // Cheap tests first: most offsets fail on the type byte, the length or the sequence number.
             let type = file[candidate + 8]
-            guard type == LogFormat.RecordType.set.rawValue || type == LogFormat.RecordType.delete.rawValue else { continue }
+            guard let kind = LogFormat.RecordType(rawValue: type), kind.isLogRecord else { continue }
             let length = Int(UInt32(littleEndian: file.loadUnaligned(fromByteOffset: candidate + 4, as: UInt32.self)))
             guard length <= file.count - candidate - LogFormat.recordHeaderSize,
                   UInt64(littleEndian: file.loadUnaligned(fromByteOffset: candidate + 9, as: UInt64.self)) >= minimum else { continue }

@@ -24,7 +24,7 @@ public enum StoreError: Error, Equatable, Sendable, CustomStringConvertible {
     public var description: String {
         switch self {
         case .notADirectory(let path):
-            return "data directory '\(path)' exists but is not a directory; pass --data-dir with a directory path"
+            return "data directory '\(path)' exists but is not a directory (or is a symlink to nowhere); pass --data-dir with a directory path"
         case .locked(let directory, let pid):
             let holder = pid.map { "another process (pid \($0))" } ?? "another process"
             return "data directory '\(directory)' is in use by \(holder); only one kvsh can open a store at a time"

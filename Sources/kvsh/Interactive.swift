@@ -4,11 +4,12 @@ import Glibc
 import Musl
 #endif
 import KVShell
-import KVStore
 import LineEditor
 
-/// The interactive shell: libedit line editing, persistent history and Tab completion over a session.
-func runInteractive(session: Session, store: KVStore) {
+/// The interactive shell: libedit line editing, persistent history and Tab completion over a session, on a store
+/// or connected to a server. `banner` says which: "3 keys in DIR" or "connected to HOST:PORT".
+/// A lost connection ends it (the session reports it and requests the exit; the exit status is then 1).
+func runInteractive(session: Session, banner: String) {
     // Ctrl-\ would otherwise reach the Swift runtime's crash handler, which waits on the terminal; like
     // other interactive shells, ignore it (Ctrl-D and :quit leave).
     signal(SIGQUIT, SIG_IGN)
@@ -21,7 +22,7 @@ func runInteractive(session: Session, store: KVStore) {
         try? ScriptRunner.run(fd: STDIN_FILENO, name: nil, session: session)
         return
     }
-    print("kvsh 1.0: \(store.count) keys in \(store.directory). Type :help for help, Ctrl-D or :quit to leave.")
+    print("kvsh 1.0: \(banner). Type :help for help, Ctrl-D or :quit to leave.")
     while !session.quitRequested {
         switch editor.readLine(prompt: "kvsh> ") {
         case .line(let line):

@@ -16,20 +16,36 @@ struct Options: ParsableCommand {
         discussion: """
             With COMMAND, runs that one command. With --file, runs a script. With a terminal on stdin and \
             stdout, starts the interactive shell; otherwise runs standard input as a script.
-            Exit status: 0 if every command succeeded, 1 if any failed, 2 for usage errors and for a store \
-            that cannot be opened.
+            With --connect (or -h/-p), the same shell talks to a kvsh server (kvsh serve) instead of opening a store.
+            Exit status: 0 if every command succeeded, 1 if any failed (or the connection was lost), 2 for usage \
+            errors, for a store that cannot be opened and for a server that cannot be reached.
             """,
-        version: "1.0.0"
+        version: "1.0.0",
+        // -h is the host, as in redis-cli.
+        helpNames: [.long, .customShort("?")]
     )
+
+    @Option(name: .customLong("connect"), help: ArgumentHelp(
+        "Connect to a kvsh server (kvsh serve) instead of opening a store: HOST:PORT, [IPv6]:PORT or HOST (port 7379).",
+        valueName: "host:port"))
+    var connect: String?
+
+    @Option(name: [.customShort("h"), .customLong("host")], help: ArgumentHelp(
+        "Connect to the kvsh server on this host (as redis-cli -h); port 7379 unless -p says otherwise.", valueName: "host"))
+    var host: String?
+
+    @Option(name: [.customShort("p"), .customLong("port")], help: ArgumentHelp(
+        "Connect to the kvsh server on this port (as redis-cli -p); host 127.0.0.1 unless -h says otherwise.", valueName: "port"))
+    var port: Int?
 
     @Option(name: .customLong("data-dir"), help: ArgumentHelp(
         "Directory of the store; created if missing. Default: $KVSH_DATA_DIR, else ./kvsh-data.", valueName: "dir"))
     var dataDirectory: String?
 
     @Option(help: ArgumentHelp(
-        "When writes reach the disk: always (fsync before each reply, shared by writes that arrive together), "
+        "When writes reach the disk: always (the default: fsync before each reply, shared by writes that arrive together), "
             + "everysec (fsync in the background every second) or none (the OS decides).", valueName: "policy"))
-    var sync: KVStore.SyncPolicy = .always
+    var sync: KVStore.SyncPolicy?
 
     @Option(help: ArgumentHelp(
         "How replies print: human (default on a terminal), raw (default otherwise) or json.", valueName: "format"))
@@ -42,13 +58,13 @@ struct Options: ParsableCommand {
     var file: String?
 
     @Option(name: .customLong("compact-min-size"), help: ArgumentHelp(
-        "Compact in the background only once the log is larger than this (e.g. 64M).", valueName: "size"))
-    var compactMinimumSize = ByteSize(argument: "64M")!
+        "Compact in the background only once the log is larger than this (default: 64M).", valueName: "size"))
+    var compactMinimumSize: ByteSize?
 
     @Option(name: .customLong("compact-ratio"), help: ArgumentHelp(
-        "Compact once the log is also this many times larger than the last image; 0 turns automatic compaction off.",
+        "Compact once the log is also this many times larger than the last image (default: 2); 0 turns automatic compaction off.",
         valueName: "ratio"))
-    var compactRatio: Double = 2
+    var compactRatio: Double?
 
     @Option(name: .customLong("backup-dir"), help: ArgumentHelp(
         "Take periodic backups into this directory (with --backup-every).", valueName: "dir"))
@@ -59,8 +75,8 @@ struct Options: ParsableCommand {
     var backupInterval: Interval?
 
     @Option(name: .customLong("backup-keep"), help: ArgumentHelp(
-        "How many periodic backups to keep (the newest).", valueName: "n"))
-    var backupKeep = 24
+        "How many periodic backups to keep (the newest; default: 24).", valueName: "n"))
+    var backupKeep: Int?
 
     @Argument(parsing: .captureForPassthrough, help: ArgumentHelp(
         "One command to run, such as: SET greeting \"hello world\"", valueName: "command"))
@@ -71,7 +87,7 @@ struct Options: ParsableCommand {
         // like an option is one the parser did not know.
         if let first = command.first, first.hasPrefix("-") {
             switch first {
-            case "-h", "--help", "-help": throw CleanExit.helpRequest(self)
+            case "-?", "--help", "-help": throw CleanExit.helpRequest(self)
             case "--version": throw CleanExit.message(Self.configuration.version)
             default: throw ValidationError("unknown option '\(first)'")
             }
@@ -85,15 +101,83 @@ struct Options: ParsableCommand {
         if (backupDirectory == nil) != (backupInterval == nil) {
             throw ValidationError("--backup-dir and --backup-every go together")
         }
-        if backupKeep < 1 { throw ValidationError("--backup-keep must be at least 1") }
-        if compactRatio < 0 { throw ValidationError("--compact-ratio must be 0 (off) or more") }
+        if let backupKeep, backupKeep < 1 { throw ValidationError("--backup-keep must be at least 1") }
+        if let compactRatio, compactRatio < 0 { throw ValidationError("--compact-ratio must be 0 (off) or more") }
+        if connect != nil && (host != nil || port != nil) {
+            throw ValidationError("give either --connect HOST:PORT or -h/-p, not both")
+        }
+        if let connect, ServerAddress(connect) == nil {
+            throw ValidationError("--connect takes HOST:PORT, [IPv6]:PORT or HOST, with a port from 1 to 65535 (got '\(connect)')")
+        }
+        if let host, host.isEmpty { throw ValidationError("-h needs a host name or address") }
+        if let port, !(1...65535).contains(port) { throw ValidationError("-p takes a port from 1 to 65535") }
+        if server != nil {
+            // These configure a store opened in this process; the server has its own (kvsh serve's flags).
+            let storeOptions: [(String, Bool)] = [
+                ("--data-dir", dataDirectory != nil), ("--sync", sync != nil), ("--compact-min-size", compactMinimumSize != nil),
+                ("--compact-ratio", compactRatio != nil), ("--backup-dir", backupDirectory != nil),
+                ("--backup-every", backupInterval != nil), ("--backup-keep", backupKeep != nil),
+            ]
+            if let given = storeOptions.first(where: \.1) {
+                throw ValidationError("\(given.0) applies to a store opened by this kvsh, not to a server (set it on kvsh serve)")
+            }
+        }
     }
 
     var resolvedDataDirectory: String { resolveDataDirectory(dataDirectory) }
 
     var storeOptions: KVStore.Options {
-        KVStore.Options(syncPolicy: sync, compactionMinimumLogBytes: compactMinimumSize.bytes, compactionRatio: compactRatio,
-                        warningHandler: { printError("warning: \($0)") })
+        KVStore.Options(syncPolicy: sync ?? .always, compactionMinimumLogBytes: (compactMinimumSize ?? ByteSize(argument: "64M")!).bytes,
+                        compactionRatio: compactRatio ?? 2, warningHandler: { printError("warning: \($0)") })
+    }
+
+    /// The server to connect to (--connect, or -h/-p), or nil to open a store.
+    var server: ServerAddress? {
+        if let connect { return ServerAddress(connect) }
+        guard host != nil || port != nil else { return nil }
+        return ServerAddress(host: host ?? ServerAddress.defaultHost, port: port ?? ServerAddress.defaultPort)
+    }
+}
+
+/// Where a kvsh server listens: `--connect HOST:PORT`, or `-h HOST -p PORT`.
+struct ServerAddress: Equatable {
+    static let defaultHost = "127.0.0.1"
+    static let defaultPort = 7379
+
+    let host: String
+    let port: Int
+
+    init(host: String, port: Int) {
+        self.host = host
+        self.port = port
+    }
+
+    /// `host:port`, `[v6]:port`, `host` or `[v6]` (port 7379); nil if it is none of them.
+    init?(_ text: String) {
+        var hostPart = Substring(text)
+        var portPart: Substring?
+        if hostPart.hasPrefix("[") {
+            guard let close = hostPart.firstIndex(of: "]") else { return nil }
+            let rest = hostPart[hostPart.index(after: close)...]
+            hostPart = hostPart[hostPart.index(after: hostPart.startIndex)..<close]
+            if !rest.isEmpty {
+                guard rest.hasPrefix(":") else { return nil }
+                portPart = rest.dropFirst()
+            }
+        } else if let colon = hostPart.lastIndex(of: ":") {
+            guard hostPart.firstIndex(of: ":") == colon else { return nil }  // a bare IPv6 address needs brackets
+            portPart = hostPart[hostPart.index(after: colon)...]
+            hostPart = hostPart[..<colon]
+        }
+        guard !hostPart.isEmpty else { return nil }
+        var port = Self.defaultPort
+        if let portPart {
+            guard portPart.allSatisfy(\.isASCII), portPart.allSatisfy(\.isNumber), let number = Int(portPart), (1...65535).contains(number) else {
+                return nil
+            }
+            port = number
+        }
+        self.init(host: String(hostPart), port: port)
     }
 }
 

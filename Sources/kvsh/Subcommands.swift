@@ -9,6 +9,7 @@ enum Subcommands {
         case "backup": return { parseOrExit(BackupCommand.self, $0).run() }
         case "restore": return { parseOrExit(RestoreCommand.self, $0).run() }
         case "check": return { parseOrExit(CheckCommand.self, $0).run() }
+        case "serve": return { parseOrExit(ServeCommand.self, $0).run() }
         default: return nil
         }
     }
@@ -41,7 +42,7 @@ struct BackupCommand: ParsableCommand {
             let store = try KVStore(directory: resolveDataDirectory(dataDirectory), options: KVStore.Options(compactionRatio: 0))
             defer { store.close() }
             let summary = try store.backup(to: path)
-            print(describeBackup(path: path, summary))
+            print(ShellText.describe(backup: summary, path: path), terminator: "")
             return ExitStatus.success
         }
     }
@@ -102,8 +103,4 @@ struct CheckCommand: ParsableCommand {
             return report.isClean ? ExitStatus.success : ExitStatus.commandFailed
         }
     }
-}
-
-func describeBackup(path: String, _ summary: ImageSummary) -> String {
-    "backup written to \(path): \(summary.entries) keys through sequence \(summary.sequence), \(summary.bytes) bytes"
 }

@@ -1,4 +1,4 @@
-// kvsh: parse flags, open the store, pick a mode (one-shot, script, interactive), run, exit.
+// kvsh: parse flags, open the store (or connect to a server), pick a mode (one-shot, script, interactive), run, exit.
 // Everything else lives in the KVShell and KVStore modules.
 #if canImport(Glibc)
 import Glibc
@@ -9,7 +9,8 @@ import ArgumentParser
 import KVShell
 import KVStore
 
-/// Exit statuses: 0 every command succeeded, 1 some command failed, 2 usage error or the store could not open.
+/// Exit statuses: 0 every command succeeded, 1 some command failed (or the connection to the server was lost),
+/// 2 usage error, the store could not open or the server could not be reached.
 enum ExitStatus {
     static let success: Int32 = 0
     static let commandFailed: Int32 = 1
@@ -30,7 +31,7 @@ func parseOrExit<Command: ParsableCommand>(_ type: Command.Type, _ arguments: [S
             print(type.fullMessage(for: error))
             exit(ExitStatus.success)
         }
-        let name = type.configuration.commandName.map { "kvsh \($0)" } ?? "kvsh"
+        let name = type.configuration.commandName.map { $0 == "kvsh" ? "kvsh" : "kvsh \($0)" } ?? "kvsh"
         printError("\(type.message(for: error)) (see \(name) --help)")
         exit(ExitStatus.unusable)
     }
@@ -45,26 +46,49 @@ if let first = arguments.first, let subcommand = Subcommands.named(first) {
 let options = parseOrExit(Options.self, arguments)
 
 let interactive = options.command.isEmpty && options.file == nil && isatty(STDIN_FILENO) == 1 && isatty(STDOUT_FILENO) == 1
-let store: KVStore
-do {
-    store = try KVStore(directory: options.resolvedDataDirectory, options: options.storeOptions)
-} catch {
-    printError("\(error)")
-    exit(ExitStatus.unusable)
-}
-if let tail = store.openReport.tornTail {
-    printError("warning: \(tail)")
+let format = options.format ?? (isatty(STDOUT_FILENO) == 1 ? .human : .raw)
+let store: KVStore?
+let session: Session
+let banner: String
+
+if let server = options.server {
+    // Client mode: the same shell, its commands sent to a kvsh server.
+    store = nil
+    let client: RESPClient
+    do {
+        client = try RESPClient(host: server.host, port: server.port)
+    } catch {
+        printError("\(error)")  // cannot connect to HOST:PORT: reason
+        exit(ExitStatus.unusable)
+    }
+    session = Session(client: client, format: format)
+    banner = "connected to \(client.endpoint)"
+} else {
+    let opened: KVStore
+    do {
+        opened = try KVStore(directory: options.resolvedDataDirectory, options: options.storeOptions)
+    } catch {
+        printError("\(error)")
+        exit(ExitStatus.unusable)
+    }
+    if let tail = opened.openReport.tornTail {
+        printError("warning: \(tail)")
+    }
+    store = opened
+    session = Session(store: opened, format: format)
+    banner = "\(opened.count) keys in \(opened.directory)"
 }
 
-let backups = options.backupDirectory.flatMap { directory in
-    options.backupInterval.map { interval in
-        BackupScheduler(store: store, directory: directory, interval: interval.duration, keep: options.backupKeep) { message in
-            printError(message)
+let backups = store.flatMap { store in
+    options.backupDirectory.flatMap { directory in
+        options.backupInterval.map { interval in
+            BackupScheduler(store: store, directory: directory, interval: interval.duration, keep: options.backupKeep ?? 24) { message in
+                printError(message)
+            }
         }
     }
 }
 
-let session = Session(store: store, format: options.format ?? (isatty(STDOUT_FILENO) == 1 ? .human : .raw))
 session.bail = options.bail
 var status = ExitStatus.success
 
@@ -72,7 +96,7 @@ if !options.command.isEmpty {
     session.execute(arguments: options.command.map { Array($0.utf8) }, origin: .oneShot)
     session.flush()
 } else if interactive {
-    runInteractive(session: session, store: store)
+    runInteractive(session: session, banner: banner)
 } else {
     do {
         if let file = options.file {
@@ -87,6 +111,8 @@ if !options.command.isEmpty {
 }
 
 backups?.stop()
-store.close()
+store?.close()
+session.client?.close()
 if !interactive && session.failedCommands > 0 { status = ExitStatus.commandFailed }
+if session.connectionLost { status = ExitStatus.commandFailed }
 exit(status)

@@ -9,6 +9,8 @@ struct CommandTableTests {
         (":exit", ":quit"), (":EXIT", ":quit"), (":Format", ":format"), (":rebuild", ":rebuild"), (":stats", ":stats"),
         (":source", ":source"), (":timing", ":timing"), ("KEYS", "KEYS"), ("keys", "KEYS"), ("Scan", "SCAN"),
         ("range", "RANGE"), ("COUNT", "COUNT"), ("count", "COUNT"), ("dbsize", "DBSIZE"), ("DBSize", "DBSIZE"),
+        ("mset", "MSET"), ("MGet", "MGET"), ("setnx", "SETNX"), ("GETDEL", "GETDEL"), ("incr", "INCR"), ("Decr", "DECR"),
+        ("incrBY", "INCRBY"), ("DECRBY", "DECRBY"), ("append", "APPEND"), ("StrLen", "STRLEN"),
     ])
     func lookup(typed: String, expected: String) throws {
         let spec = try #require(CommandTable.lookup(typed), "\(typed) not found")
@@ -43,25 +45,28 @@ struct CommandTableTests {
 
     @Test("completing the first word follows the user's case")
     func firstWord() {
-        let allNames = ["SET", "GET", "DELETE", "DEL", "EXISTS", "KEYS", "SCAN", "RANGE", "COUNT", "DBSIZE", ":help", ":rebuild", ":compact", ":backup", ":check", ":stats", ":source", ":timing", ":format", ":quit", ":exit"]
+        let allNames = ["SET", "GET", "MSET", "MGET", "SETNX", "GETDEL", "INCR", "INCRBY", "DECR", "DECRBY", "APPEND", "STRLEN", "DELETE", "DEL", "EXISTS", "KEYS", "SCAN", "RANGE", "COUNT", "DBSIZE", ":help", ":rebuild", ":compact", ":backup", ":check", ":stats", ":source", ":timing", ":format", ":quit", ":exit"]
         #expect(Set(CommandTable.completions(forLine: "")) == Set(allNames))
         #expect(CommandTable.completions(forLine: "").count == allNames.count)
-        #expect(CommandTable.completions(forLine: "se") == ["set"])
-        #expect(CommandTable.completions(forLine: "SE") == ["SET"])
-        #expect(Set(CommandTable.completions(forLine: "d")) == ["delete", "del", "dbsize"])
-        #expect(Set(CommandTable.completions(forLine: "s")) == ["set", "scan"])
+        #expect(CommandTable.completions(forLine: "se") == ["set", "setnx"])
+        #expect(CommandTable.completions(forLine: "SE") == ["SET", "SETNX"])
+        #expect(Set(CommandTable.completions(forLine: "d")) == ["delete", "del", "dbsize", "decr", "decrby"])
+        #expect(Set(CommandTable.completions(forLine: "s")) == ["set", "setnx", "scan", "strlen"])
+        #expect(Set(CommandTable.completions(forLine: "m")) == ["mset", "mget"])
+        #expect(Set(CommandTable.completions(forLine: "INC")) == ["INCR", "INCRBY"])
+        #expect(CommandTable.completions(forLine: "ap") == ["append"])
         #expect(CommandTable.completions(forLine: "K") == ["KEYS"])
         #expect(CommandTable.completions(forLine: "ra") == ["range"])
         #expect(CommandTable.completions(forLine: "co") == ["count"])
         #expect(CommandTable.completions(forLine: "DB") == ["DBSIZE"])
-        #expect(Set(CommandTable.completions(forLine: "DE")) == ["DELETE", "DEL"])
+        #expect(Set(CommandTable.completions(forLine: "DE")) == ["DELETE", "DEL", "DECR", "DECRBY"])
         #expect(CommandTable.completions(forLine: "e") == ["exists"])
         #expect(CommandTable.completions(forLine: ":he") == [":help"])
         #expect(CommandTable.completions(forLine: ":HE") == [":help"])
         #expect(Set(CommandTable.completions(forLine: ":s")) == [":stats", ":source"])
         #expect(Set(CommandTable.completions(forLine: ":c")) == [":compact", ":check"])
         #expect(Set(CommandTable.completions(forLine: ":")) == Set(allNames.filter { $0.hasPrefix(":") }))
-        #expect(CommandTable.completions(forLine: "  ge") == ["get"])
+        #expect(CommandTable.completions(forLine: "  ge") == ["get", "getdel"])
         #expect(CommandTable.completions(forLine: "x").isEmpty)
     }
 
@@ -97,7 +102,8 @@ struct CommandTableTests {
             #expect(text.hasSuffix("\n"))
         }
         let set = try #require(CommandTable.help(for: "set"))
-        #expect(set.contains("SET key value"))
+        #expect(set.hasPrefix("SET key value [NX|XX] [GET]\n"))
+        #expect(set.contains("EX, PX, EXAT, PXAT and KEEPTTL are refused"))
         #expect(set.contains("Example: SET greeting \"hello world\""))
         let delete = try #require(CommandTable.help(for: "DEL"))
         #expect(delete.hasPrefix("DELETE key [key ...]"))
@@ -124,10 +130,25 @@ struct CommandTableTests {
 
     @Test("specs: names, arities, usage")
     func specs() throws {
-        #expect(CommandTable.all.count == 19)
+        #expect(CommandTable.all.count == 29)
         #expect(CommandTable.dataCommands.allSatisfy { !$0.isMeta && $0.name == $0.name.uppercased() })
         #expect(CommandTable.metaCommands.allSatisfy { $0.isMeta && $0.name == $0.name.lowercased() })
-        #expect(CommandTable.lookup("SET")?.arity == 2...2)
+        #expect(CommandTable.lookup("SET")?.arity == 2...Int.max)
+        #expect(CommandTable.lookup("SET")?.usage == "SET key value [NX|XX] [GET]")
+        #expect(CommandTable.lookup("MSET")?.usage == "MSET key value [key value ...]")
+        #expect(CommandTable.lookup("MSET")?.arity == 2...Int.max)
+        #expect(CommandTable.lookup("MGET")?.usage == "MGET key [key ...]")
+        #expect(CommandTable.lookup("MGET")?.arity == 1...Int.max)
+        #expect(CommandTable.lookup("SETNX")?.arity == 2...2)
+        #expect(CommandTable.lookup("GETDEL")?.arity == 1...1)
+        #expect(CommandTable.lookup("INCR")?.arity == 1...1)
+        #expect(CommandTable.lookup("DECR")?.arity == 1...1)
+        #expect(CommandTable.lookup("INCRBY")?.usage == "INCRBY key increment")
+        #expect(CommandTable.lookup("DECRBY")?.usage == "DECRBY key decrement")
+        #expect(CommandTable.lookup("INCRBY")?.arity == 2...2)
+        #expect(CommandTable.lookup("DECRBY")?.arity == 2...2)
+        #expect(CommandTable.lookup("APPEND")?.usage == "APPEND key value")
+        #expect(CommandTable.lookup("STRLEN")?.usage == "STRLEN key")
         #expect(CommandTable.lookup("GET")?.arity == 1...1)
         #expect(CommandTable.lookup("DELETE")?.arity.lowerBound == 1)
         #expect(CommandTable.lookup(":stats")?.arity == 0...0)

@@ -61,8 +61,19 @@ struct SessionTests {
     }
 
     @Test("wrong arity for every command", arguments: [
-        ("SET k", "ERR wrong number of arguments for 'SET' (usage: SET key value)"),
-        ("SET k v extra", "ERR wrong number of arguments for 'SET' (usage: SET key value)"),
+        ("SET k", "ERR wrong number of arguments for 'SET' (usage: SET key value [NX|XX] [GET])"),
+        ("SET k v extra", "ERR syntax error (usage: SET key value [NX|XX] [GET])"),
+        ("MSET a", "ERR wrong number of arguments for 'MSET' (usage: MSET key value [key value ...])"),
+        ("mset a 1 b", "ERR wrong number of arguments for 'MSET' (usage: MSET key value [key value ...])"),
+        ("MGET", "ERR wrong number of arguments for 'MGET' (usage: MGET key [key ...])"),
+        ("SETNX k", "ERR wrong number of arguments for 'SETNX' (usage: SETNX key value)"),
+        ("GETDEL a b", "ERR wrong number of arguments for 'GETDEL' (usage: GETDEL key)"),
+        ("INCR", "ERR wrong number of arguments for 'INCR' (usage: INCR key)"),
+        ("DECR a b", "ERR wrong number of arguments for 'DECR' (usage: DECR key)"),
+        ("INCRBY k", "ERR wrong number of arguments for 'INCRBY' (usage: INCRBY key increment)"),
+        ("DECRBY k 1 2", "ERR wrong number of arguments for 'DECRBY' (usage: DECRBY key decrement)"),
+        ("APPEND k", "ERR wrong number of arguments for 'APPEND' (usage: APPEND key value)"),
+        ("STRLEN", "ERR wrong number of arguments for 'STRLEN' (usage: STRLEN key)"),
         ("GET", "ERR wrong number of arguments for 'GET' (usage: GET key)"),
         ("DELETE", "ERR wrong number of arguments for 'DELETE' (usage: DELETE key [key ...])"),
         ("del", "ERR wrong number of arguments for 'DELETE' (usage: DELETE key [key ...])"),
@@ -262,7 +273,7 @@ struct SessionTests {
             h.run("DEL a")
             h.run(":rebuild")
             let text = h.output()
-            #expect(text.hasPrefix("OK\nOK\n(integer) 1\nrebuilt from the log: 1 keys from 3 records ("))
+            #expect(text.hasPrefix("OK\nOK\n(integer) 1\nrebuilt from the log: 1 key from 3 records ("))
             #expect(text.contains("bytes in 1 file) in "))
             #expect(h.store.get(bytes("b")) == bytes("2"))
         }
@@ -302,8 +313,8 @@ struct SessionTests {
                 """))
             #expect(h.run(":rebuild \(good)"))
             let text = h.output()
-            #expect(text.hasPrefix("rebuilt from \(good) (Go StorageEngine JSON lines): 2 sets, 1 deletes, 1 reads skipped in "))
-            #expect(text.hasSuffix("; the store holds 1 keys\n"))
+            #expect(text.hasPrefix("rebuilt from \(good) (Go StorageEngine JSON lines): 2 sets, 1 delete, 1 read skipped in "))
+            #expect(text.hasSuffix("; the store holds 1 key\n"))
             #expect(h.store.get(bytes("b")) == bytes("2"))
             #expect(h.store.statistics.syncedSequence == h.store.statistics.lastSequence, "the import was committed")
 

@@ -8,7 +8,7 @@ import Testing
 
 /// A store written with a known sequence of records, so that each record's offset and size are known.
 struct WrittenLog {
-    enum Op { case set([UInt8], [UInt8]), delete([[UInt8]]) }
+    enum Op { case set([UInt8], [UInt8]), delete([[UInt8]]), multiSet([([UInt8], [UInt8])]) }
 
     var ops: [Op]
     /// Offset of each record in the log file.
@@ -23,6 +23,7 @@ struct WrittenLog {
             switch op {
             case .set(let key, let value): model[key] = value
             case .delete(let keys): for key in keys { model[key] = nil }
+            case .multiSet(let pairs): for (key, value) in pairs { model[key] = value }
             }
         }
         return model
@@ -42,6 +43,9 @@ struct WrittenLog {
             case .delete(let keys):
                 #expect(try store.delete(keys) == keys.count)
                 size = deleteRecordSize(keys)
+            case .multiSet(let pairs):
+                #expect(try store.multiSet(pairs.map { (key: $0.0, value: $0.1) }) == UInt64(i + 1))
+                size = pairs.count == 1 ? setRecordSize(pairs[0].0, pairs[0].1) : multiSetRecordSize(pairs)
             }
             offsets.append(offset)
             sizes.append(size)
@@ -69,13 +73,21 @@ struct RecoveryTests {
     }
 
     @Test("a log cut at every byte of its last record opens with exactly the earlier records",
-          arguments: ["set", "delete", "only record"])
+          arguments: ["set", "delete", "multi-set", "only record", "only record: multi-set"])
     func cutAtEveryByteOfLastRecord(kind: String) throws {
         try withTempDir { root in
-            let last: WrittenLog.Op = kind == "delete"
-                ? .delete([bytes("beta"), [], bytes("gamma")])
-                : .set(bytes("last"), Array("the final value, forty bytes long......".utf8))
-            let written = try WrittenLog(kind == "only record" ? [last] : Self.sampleOps(last: last), in: root + "/source")
+            let last: WrittenLog.Op
+            switch kind {
+            case "delete":
+                last = .delete([bytes("beta"), [], bytes("gamma")])
+            case "multi-set", "only record: multi-set":
+                // Overwrites a key, adds two: a torn copy must apply none of the three.
+                last = .multiSet([(bytes("beta"), bytes("new beta")), (bytes("m1"), []),
+                                  (bytes("m2"), Array("the final value, forty bytes long......".utf8))])
+            default:
+                last = .set(bytes("last"), Array("the final value, forty bytes long......".utf8))
+            }
+            let written = try WrittenLog(kind.hasPrefix("only record") ? [last] : Self.sampleOps(last: last), in: root + "/source")
             let n = written.ops.count
             let prefix = written.offsets[n - 1]
             let expected = written.model(after: n - 1)
@@ -461,6 +473,30 @@ struct DocumentedFormatTests {
             #expect(try readFile(logPath(root)) == expected)
             let log = try parseLogFile(logPath(root))
             #expect(log.records.map(\.operation) == [.set(key: bytes("a"), value: bytes("b")), .set(key: bytes("k"), value: bytes("v"))])
+        }
+    }
+
+    /// The `xxd` dump in Docs/LogFormat.md of a new store after `MSET a 1 b 2`.
+    static let documentedMultiSetDump = """
+        4b56 5348 2d4c 4f47 0100 0000 0000 0000
+        0100 0000 0000 0000 0b7a aee0 a6e4 f9b8
+        1800 0000 0501 0000 0000 0000 0002 0000
+        0001 0000 0001 0000 0061 3101 0000 0001
+        0000 0062 32
+        """
+
+    @Test("the log of MSET a 1 b 2 is byte for byte the example in Docs/LogFormat.md")
+    func documentedMultiSetExample() throws {
+        let hex = Array(Self.documentedMultiSetDump.filter { $0.isHexDigit })
+        let expected = stride(from: 0, to: hex.count, by: 2).map { UInt8(String(hex[$0..<($0 + 2)]), radix: 16)! }
+        #expect(expected.count == 28 + 41)
+        try withTempDir { root in
+            let store = try KVStore(directory: root)
+            try store.multiSet([(bytes("a"), bytes("1")), (bytes("b"), bytes("2"))])
+            store.close()
+            #expect(try readFile(logPath(root)) == expected)
+            let log = try parseLogFile(logPath(root))
+            #expect(log.records.map(\.operation) == [.multiSet(keys: [bytes("a"), bytes("b")], values: [bytes("1"), bytes("2")])])
         }
     }
 }

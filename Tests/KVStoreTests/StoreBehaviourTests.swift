@@ -219,6 +219,15 @@ struct RebuildAndImportTests {
                 if try store.delete([key, other]) > 0 { deletes += 1 }
                 model[key] = nil
                 model[other] = nil
+            } else if i % 7 == 6 {
+                // A MULTI-SET record: imported atomically, counted as one set per pair.
+                var pairs: [(key: [UInt8], value: [UInt8])] = []
+                for _ in 0..<3 {
+                    pairs.append((bytes("k\(Int.random(in: 0..<40, using: &rng))"), rng.bytes(Int.random(in: 0...20, using: &rng))))
+                }
+                try store.multiSet(pairs)
+                for (key, value) in pairs { model[key] = value }
+                sets += pairs.count
             } else {
                 let value = rng.bytes(Int.random(in: 0...20, using: &rng))
                 try store.set(key, value)
@@ -251,6 +260,7 @@ struct RebuildAndImportTests {
                 switch operation {
                 case .set(let key, let value): expected[key] = value
                 case .delete(let keys): for key in keys { expected[key] = nil }
+                case .multiSet(let keys, let values): for (key, value) in zip(keys, values) { expected[key] = value }
                 }
             }
             #expect(expected[bytes("mine")] == bytes("kept"))

@@ -158,10 +158,17 @@ func deleteRecordSize(_ keys: [[UInt8]]) -> Int {
     LogFormat.recordHeaderSize + 4 + keys.reduce(0) { $0 + 4 + $1.count }
 }
 
+/// Encoded size of a MULTI-SET record holding exactly these pairs.
+func multiSetRecordSize(_ pairs: [([UInt8], [UInt8])]) -> Int {
+    LogFormat.recordHeaderSize + 4 + pairs.reduce(0) { $0 + 8 + $1.0.count + $1.1.count }
+}
+
 /// An operation as the tests' own log decoder sees it.
 enum ParsedOperation: Equatable {
     case set(key: [UInt8], value: [UInt8])
     case delete(keys: [[UInt8]])
+    /// A MULTI-SET record: the keys and their values, in record order.
+    case multiSet(keys: [[UInt8]], values: [[UInt8]])
 }
 
 /// An independent decoder of the documented log format (header, then CRC | length | type | sequence | payload
@@ -210,6 +217,21 @@ func parseLog(_ bytes: [UInt8], sourceLocation: SourceLocation = #_sourceLocatio
             }
             #expect(cursor == payload.count, "delete payload length", sourceLocation: sourceLocation)
             log.records.append((sequence, .delete(keys: keys)))
+        case 5:
+            let count = Int(littleEndian(payload, at: 0, as: UInt32.self))
+            var keys: [[UInt8]] = [], values: [[UInt8]] = []
+            var cursor = 4
+            for _ in 0..<count {
+                let keyLength = Int(littleEndian(payload, at: cursor, as: UInt32.self))
+                let valueLength = Int(littleEndian(payload, at: cursor + 4, as: UInt32.self))
+                cursor += 8
+                keys.append(Array(payload[cursor..<(cursor + keyLength)]))
+                cursor += keyLength
+                values.append(Array(payload[cursor..<(cursor + valueLength)]))
+                cursor += valueLength
+            }
+            #expect(cursor == payload.count, "multi-set payload length", sourceLocation: sourceLocation)
+            log.records.append((sequence, .multiSet(keys: keys, values: values)))
         default:
             Issue.record("unknown record type \(type)", sourceLocation: sourceLocation)
             return log

@@ -1,0 +1,228 @@
+import KVShell
+import KVStore
+import Logging
+import NIOCore
+
+/// Asks a connection to finish what it is doing and close (server shutdown).
+struct DrainAndClose: Sendable {}
+
+/// One client connection: runs each decoded request and writes the replies in order.
+///
+/// Replies are collected while a read is processed and written at its end. Replies that acknowledge writes
+/// first wait for the loop's ``GroupCommitter``; while they wait, later replies queue behind them.
+///
+/// A client can never make the server buffer without bound: while it does not take its replies (the channel
+/// is not writable, or 256 KiB of replies wait) or a slow command runs, requests already read wait, unrun, in
+/// `queued` (so what is held is bounded by what was read, not by what replies would amplify it to), and
+/// reading stops until the backlog clears.
+final class ConnectionHandler: ChannelInboundHandler {
+    typealias InboundIn = RESPRequest
+    typealias OutboundOut = ByteBuffer
+
+    private let context: ServerContext
+    private let committer: GroupCommitter
+    private var client: ClientState
+
+    /// Replies not yet handed on, and whether any of them acknowledges a write.
+    private var output: ByteBuffer
+    private var outputNeedsCommit = false
+    /// Replies handed to the committer and not yet released.
+    private var waitingForCommit = false
+    /// Requests read but not yet run, oldest first from `queuedStart`: they run once the client takes its
+    /// replies and no slow command runs.
+    private var queued: [[[UInt8]]] = []
+    private var queuedStart = 0
+    private var drainingQueue = false
+    private var slowCommandRunning = false
+    private var closeWhenFlushed = false
+    private var draining = false
+    private var reading = true
+
+    /// Output beyond this is sent (or committed) without waiting for the end of the read.
+    private static let flushThreshold = 64 << 10
+    /// Replies held (waiting for a commit) beyond this make requests wait unrun.
+    private static let backlogLimit = 256 << 10
+
+    init(context: ServerContext, committer: GroupCommitter) {
+        self.context = context
+        self.committer = committer
+        client = ClientState(id: context.makeClientID())
+        output = ByteBuffer()
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        output = context.channel.allocator.buffer(capacity: 4096)
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        switch unwrapInboundIn(data) {
+        case .command(let arguments):
+            guard !closeWhenFlushed else { return }
+            if queuedStart < queued.count || !canRunNow(context: context) {
+                queued.append(arguments)
+                return
+            }
+            run(arguments, context: context)
+        case .protocolError(let message):
+            guard !closeWhenFlushed else { return }
+            RESPValue.error("ERR Protocol error: \(message)").write(to: &output, protocolVersion: client.protocolVersion)
+            self.context.logger.debug("protocol error, closing the connection", metadata: ["client": "\(client.id)", "error": "\(message)"])
+            closeWhenFlushed = true
+            queued.removeAll()
+            queuedStart = 0
+            sendOutput(context: context)
+        }
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        sendOutput(context: context)
+        updateReading(context: context)
+    }
+
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        runQueued(context: context)
+        context.fireChannelWritabilityChanged()
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if event is DrainAndClose {
+            draining = true
+            closeWhenFlushed = true
+            queued.removeAll()
+            queuedStart = 0
+            sendOutput(context: context)
+            updateReading(context: context)
+        } else {
+            context.fireUserInboundEventTriggered(event)
+        }
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        self.context.logger.debug("connection error", metadata: ["client": "\(client.id)", "error": "\(error)"])
+        context.close(promise: nil)
+    }
+
+    // MARK: Running commands
+
+    private func run(_ arguments: [[UInt8]], context: ChannelHandlerContext) {
+        self.context.totalCommands.wrappingAdd(1, ordering: .relaxed)
+        let (reply, effect) = ServerCommands.run(arguments, client: &client, context: self.context)
+        switch effect {
+        case .none:
+            reply.write(to: &output, protocolVersion: client.protocolVersion)
+        case .wrote:
+            reply.write(to: &output, protocolVersion: client.protocolVersion)
+            outputNeedsCommit = true
+        case .close:
+            reply.write(to: &output, protocolVersion: client.protocolVersion)
+            closeWhenFlushed = true
+            queued.removeAll()
+            queuedStart = 0
+        case .slow(let work):
+            startSlowCommand(work, context: context)
+            return
+        }
+        if output.readableBytes >= Self.flushThreshold { sendOutput(context: context) }
+    }
+
+    /// Runs `work` on the thread pool; commands after it wait, so replies stay in order.
+    private func startSlowCommand(_ work: @escaping @Sendable () throws -> RESPValue, context: ChannelHandlerContext) {
+        slowCommandRunning = true
+        updateReading(context: context)
+        let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+        self.context.threadPool.runIfActive(eventLoop: context.eventLoop, work).whenComplete { result in
+            let (handler, context) = bound.value
+            handler.slowCommandRunning = false
+            let reply: RESPValue
+            switch result {
+            case .success(let value): reply = value
+            case .failure(let error as CommandError): reply = .error(error.redisMessage)
+            case .failure(let error): reply = .error("ERR \(error)")
+            }
+            reply.write(to: &handler.output, protocolVersion: handler.client.protocolVersion)
+            handler.outputNeedsCommit = true  // maintenance may have written (an import)
+            handler.runQueued(context: context)
+        }
+    }
+
+    /// Whether a request may run now rather than wait in `queued`.
+    private func canRunNow(context: ChannelHandlerContext) -> Bool {
+        !slowCommandRunning && context.channel.isWritable && output.readableBytes < Self.backlogLimit
+    }
+
+    /// Runs queued requests while nothing holds them back, then sends the replies and resumes reading.
+    private func runQueued(context: ChannelHandlerContext) {
+        // Writing replies can report a writability change, which calls back here: one drain at a time.
+        guard !drainingQueue else { return }
+        drainingQueue = true
+        defer { drainingQueue = false }
+        while queuedStart < queued.count, canRunNow(context: context), !closeWhenFlushed {
+            let arguments = queued[queuedStart]
+            queuedStart += 1
+            run(arguments, context: context)
+        }
+        if queuedStart == queued.count {
+            queued.removeAll(keepingCapacity: true)
+            queuedStart = 0
+        }
+        sendOutput(context: context)
+        updateReading(context: context)
+    }
+
+    // MARK: Output
+
+    /// Hands the collected replies on: straight to the socket, or to the committer when they acknowledge
+    /// writes, or (while earlier replies wait for a commit) keeps them queued behind those.
+    private func sendOutput(context: ChannelHandlerContext) {
+        guard !waitingForCommit else { return }
+        if outputNeedsCommit {
+            waitingForCommit = true
+            outputNeedsCommit = false
+            let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+            let replies = output
+            output = context.channel.allocator.buffer(capacity: 4096)
+            committer.enqueue { result in
+                let (handler, context) = bound.value
+                handler.commitFinished(result, replies: replies, context: context)
+            }
+            return
+        }
+        if output.readableBytes > 0 {
+            // Take the replies out first: writing can call back into this handler (writability changes).
+            let replies = output
+            output = context.channel.allocator.buffer(capacity: 4096)
+            context.writeAndFlush(wrapOutboundOut(replies), promise: nil)
+        }
+        if closeWhenFlushed && !slowCommandRunning {
+            context.flush()  // replies written by commitFinished go out before the close
+            context.close(promise: nil)
+        }
+    }
+
+    private func commitFinished(_ result: Result<Void, any Error>, replies: ByteBuffer, context: ChannelHandlerContext) {
+        waitingForCommit = false
+        switch result {
+        case .success:
+            context.write(wrapOutboundOut(replies), promise: nil)
+            context.flush()
+            runQueued(context: context)
+        case .failure(let error):
+            // The replies would acknowledge writes that are not durable: withhold them and end the connection.
+            self.context.logger.error("commit failed; closing the connection without acknowledging its writes",
+                                      metadata: ["client": "\(client.id)", "error": "\(error)"])
+            var message = context.channel.allocator.buffer(capacity: 256)
+            RESPValue.error("ERR write-ahead log failed, writes are not acknowledged: \(error)")
+                .write(to: &message, protocolVersion: client.protocolVersion)
+            let channel = context.channel
+            context.writeAndFlush(wrapOutboundOut(message)).whenComplete { _ in channel.close(promise: nil) }
+        }
+    }
+
+    /// Reads only while the client keeps up with its replies and no slow command or commit backlog is pending.
+    private func updateReading(context: ChannelHandlerContext) {
+        let shouldRead = canRunNow(context: context) && queuedStart == queued.count && !draining
+        guard shouldRead != reading else { return }
+        reading = shouldRead
+        context.channel.setOption(ChannelOptions.autoRead, value: shouldRead).whenFailure { _ in }
+    }
+}

@@ -1,0 +1,146 @@
+import KVShell
+import KVStore
+import Logging
+import NIOCore
+import NIOPosix
+import Synchronization
+
+/// A Redis-protocol (RESP2, and RESP3 after `HELLO 3`) server in front of a store, on SwiftNIO.
+///
+/// Every connection runs its commands on its event loop; replies to writes wait for a group commit that covers
+/// every write of the loop's pass (see ``GroupCommitter``). ``shutdown()`` stops accepting, lets each connection
+/// finish the request it is on and get its replies out, then closes the event loops; the caller then closes the
+/// store (fsync, lock release).
+public final class KVServer: Sendable {
+    public static let version = "1.0.0"
+
+    public struct Configuration: Sendable {
+        public var host: String
+        public var port: Int
+        public var maxClients: Int
+        public var maxBulkLength: Int
+        /// Event loops (threads); defaults to one per core.
+        public var threads: Int
+
+        public init(host: String = "127.0.0.1", port: Int = 7379, maxClients: Int = 10_000,
+                    maxBulkLength: Int = 512 << 20, threads: Int = System.coreCount) {
+            self.host = host
+            self.port = port
+            self.maxClients = maxClients
+            self.maxBulkLength = maxBulkLength
+            self.threads = threads
+        }
+    }
+
+    private let context: ServerContext
+    private let group: MultiThreadedEventLoopGroup
+    private let serverChannel: any Channel
+    private let connections = OpenConnections()
+    private let stopped = Atomic<Bool>(false)
+
+    /// Whether ``shutdown()`` has run.
+    public var isShutDown: Bool { stopped.load(ordering: .acquiring) }
+
+    /// The address the server listens on (with the actual port when 0 was asked for).
+    public var localAddress: SocketAddress? { serverChannel.localAddress }
+
+    /// Binds and starts serving.
+    /// - Throws: when the address cannot be bound (in use, not local, no permission).
+    public init(store: KVStore, configuration: Configuration, logger: Logger) throws {
+        let threadPool = NIOThreadPool(numberOfThreads: 2)
+        threadPool.start()
+        let context = ServerContext(store: store, configuration: configuration, logger: logger, threadPool: threadPool)
+        self.context = context
+        group = MultiThreadedEventLoopGroup(numberOfThreads: max(1, configuration.threads))
+        var committers: [ObjectIdentifier: GroupCommitter] = [:]
+        for loop in group.makeIterator() {
+            committers[ObjectIdentifier(loop)] = GroupCommitter(eventLoop: loop, store: store, threadPool: threadPool)
+        }
+        let committersByLoop = committers
+        let connections = self.connections
+        let bootstrap = ServerBootstrap(group: group)
+            .serverChannelOption(ChannelOptions.backlog, value: 1024)
+            .serverChannelOption(ChannelOptions.socketOption(.so_reuseaddr), value: 1)
+            .childChannelOption(ChannelOptions.socketOption(.tcp_nodelay), value: 1)
+            .childChannelOption(ChannelOptions.writeBufferWaterMark, value: ChannelOptions.Types.WriteBufferWaterMark(low: 64 << 10, high: 256 << 10))
+            .childChannelOption(ChannelOptions.maxMessagesPerRead, value: 16)
+            .childChannelInitializer { channel in
+                context.totalConnections.wrappingAdd(1, ordering: .relaxed)
+                let clients = context.connectedClients.wrappingAdd(1, ordering: .relaxed).newValue
+                let id = ObjectIdentifier(channel)
+                connections.channels.withLock { $0[id] = channel }
+                channel.closeFuture.whenComplete { _ in
+                    context.connectedClients.wrappingSubtract(1, ordering: .relaxed)
+                    _ = connections.channels.withLock { $0.removeValue(forKey: id) }
+                }
+                if clients > configuration.maxClients {
+                    context.rejectedConnections.wrappingAdd(1, ordering: .relaxed)
+                    return channel.eventLoop.makeCompletedFuture {
+                        try channel.pipeline.syncOperations.addHandler(RejectingHandler())
+                    }
+                }
+                guard let committer = committersByLoop[ObjectIdentifier(channel.eventLoop)] else {
+                    return channel.close()
+                }
+                var decoder = RESPRequestDecoder()
+                decoder.maxBulkLength = configuration.maxBulkLength
+                return channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(decoder))
+                    try channel.pipeline.syncOperations.addHandler(ConnectionHandler(context: context, committer: committer))
+                }
+            }
+        do {
+            serverChannel = try bootstrap.bind(host: configuration.host, port: configuration.port).wait()
+        } catch {
+            try? group.syncShutdownGracefully()
+            try? threadPool.syncShutdownGracefully()
+            throw error
+        }
+        logger.info("kvsh server listening", metadata: [
+            "address": "\(serverChannel.localAddress.map { "\($0)" } ?? "?")",
+            "data-dir": "\(store.directory)", "sync": "\(store.syncPolicy.rawValue)",
+        ])
+    }
+
+    /// Blocks until ``shutdown()`` has finished.
+    public func waitUntilClosed() {
+        try? serverChannel.closeFuture.wait()
+    }
+
+    /// Stops accepting connections, lets every connection finish its current request and write its replies
+    /// (writes acknowledged only once committed), waits up to `grace` for them to close, then stops the loops.
+    public func shutdown(grace: TimeAmount = .seconds(5)) {
+        guard !stopped.exchange(true, ordering: .acquiringAndReleasing) else { return }
+        context.logger.info("shutting down: no new connections; finishing requests in flight")
+        try? serverChannel.close().wait()
+        let open = connections.channels.withLock { Array($0.values) }
+        for channel in open { channel.pipeline.fireUserInboundEventTriggered(DrainAndClose()) }
+        let everyClose = EventLoopFuture.andAllComplete(open.map(\.closeFuture), on: group.next())
+        let deadline = group.next().scheduleTask(in: grace) { open.forEach { $0.close(promise: nil) } }
+        try? everyClose.wait()
+        deadline.cancel()
+        try? group.syncShutdownGracefully()
+        try? context.threadPool.syncShutdownGracefully()
+        context.logger.info("server stopped")
+    }
+}
+
+/// The open client connections, so that shutdown can ask each to finish.
+private final class OpenConnections: Sendable {
+    let channels = Mutex<[ObjectIdentifier: any Channel]>([:])
+}
+
+/// Answers a connection beyond `maxClients` with Redis's error, then closes it.
+private final class RejectingHandler: ChannelInboundHandler {
+    typealias InboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
+
+    func channelActive(context: ChannelHandlerContext) {
+        var message = context.channel.allocator.buffer(capacity: 64)
+        message.writeStaticString("-ERR max number of clients reached\r\n")
+        let channel = context.channel
+        context.writeAndFlush(wrapOutboundOut(message)).whenComplete { _ in channel.close(promise: nil) }
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {}
+}

@@ -1,0 +1,271 @@
+import KVShell
+import KVStore
+
+/// Per-connection settings that commands change (HELLO, CLIENT SETNAME, ...).
+struct ClientState {
+    let id: Int
+    var protocolVersion = 2
+    var name: [UInt8]?
+    var libraryName: [UInt8]?
+    var libraryVersion: [UInt8]?
+}
+
+/// What a server command asks of its connection besides a reply.
+enum CommandEffect {
+    case none
+    /// Close the connection once the reply is written (QUIT).
+    case close
+    /// The reply acknowledges a write: it waits for a commit.
+    case wrote
+    /// Run this on the thread pool (it may take long), then reply with its result.
+    case slow(@Sendable () throws -> RESPValue)
+}
+
+/// The commands clients send that are about the connection or the server rather than the data (PING, HELLO,
+/// CLIENT, COMMAND, CONFIG, INFO, ...), the shell's maintenance meta-commands under `KVSH.*` names, and the
+/// data commands of the shared command table.
+enum ServerCommands {
+    static func run(_ arguments: [[UInt8]], client: inout ClientState, context: ServerContext) -> (RESPValue, CommandEffect) {
+        let name = String(decoding: arguments[0], as: UTF8.self).uppercased()
+        let count = arguments.count - 1
+        func arity(_ allowed: ClosedRange<Int>) -> RESPValue? {
+            allowed.contains(count) ? nil : .error("ERR wrong number of arguments for '\(name.lowercased())' command")
+        }
+        func text(_ index: Int) -> String { String(decoding: arguments[index], as: UTF8.self) }
+
+        switch name {
+        case "PING":
+            if let error = arity(0...1) { return (error, .none) }
+            return (count == 0 ? .simpleString("PONG") : .bulkString(arguments[1]), .none)
+        case "ECHO":
+            if let error = arity(1...1) { return (error, .none) }
+            return (.bulkString(arguments[1]), .none)
+        case "QUIT":
+            return (.simpleString("OK"), .close)
+        case "SELECT":
+            if let error = arity(1...1) { return (error, .none) }
+            return (text(1) == "0" ? .simpleString("OK") : .error("ERR DB index is out of range"), .none)
+        case "AUTH":
+            if let error = arity(1...2) { return (error, .none) }
+            return (.error("ERR AUTH <password> called without any password configured for the default user. "
+                           + "Are you sure your configuration is correct?"), .none)
+        case "HELLO":
+            return (hello(arguments, client: &client), .none)
+        case "CLIENT":
+            return (clientCommand(arguments, client: &client, context: context), .none)
+        case "COMMAND":
+            return (commandCommand(arguments), .none)
+        case "CONFIG":
+            return (configCommand(arguments, context: context), .none)
+        case "INFO":
+            return (.bulk(info(context: context)), .none)
+        case "KVSH.STATS", "KVSH.REBUILD", "KVSH.COMPACT", "KVSH.BACKUP", "KVSH.CHECK":
+            return maintenance(name, arguments, context: context)
+        default:
+            return data(arguments, name: name, context: context)
+        }
+    }
+
+    private static func data(_ arguments: [[UInt8]], name: String, context: ServerContext) -> (RESPValue, CommandEffect) {
+        do {
+            guard let outcome = try context.executor.execute(arguments) else {
+                return (.error(CommandError.unknownCommand(String(decoding: arguments[0], as: UTF8.self),
+                                                           arguments: arguments.dropFirst()).redisMessage), .none)
+            }
+            return (RESPValue(outcome.reply), outcome.wrote ? .wrote : .none)
+        } catch let error as CommandError {
+            return (.error(error.redisMessage), .none)
+        } catch {
+            return (.error("ERR \(error)"), .none)
+        }
+    }
+
+    private static func hello(_ arguments: [[UInt8]], client: inout ClientState) -> RESPValue {
+        var index = 1
+        if arguments.count > 1 {
+            guard let version = Int(String(decoding: arguments[1], as: UTF8.self)) else {
+                return .error("ERR Protocol version is not an integer or out of range")
+            }
+            guard version == 2 || version == 3 else { return .error("NOPROTO unsupported protocol version") }
+            client.protocolVersion = version
+            index = 2
+        }
+        while index < arguments.count {
+            let option = String(decoding: arguments[index], as: UTF8.self).uppercased()
+            if option == "AUTH", index + 2 < arguments.count {
+                index += 3  // no passwords are configured: any credentials are accepted, as Redis does for `nopass`
+            } else if option == "SETNAME", index + 1 < arguments.count {
+                client.name = arguments[index + 1]
+                index += 2
+            } else {
+                return .error("ERR Syntax error in HELLO option '\(option.lowercased())'")
+            }
+        }
+        return .map([
+            (.bulk("server"), .bulk("kvsh")),
+            (.bulk("version"), .bulk(KVServer.version)),
+            (.bulk("proto"), .integer(client.protocolVersion)),
+            (.bulk("id"), .integer(client.id)),
+            (.bulk("mode"), .bulk("standalone")),
+            (.bulk("role"), .bulk("master")),
+            (.bulk("modules"), .array([])),
+        ])
+    }
+
+    private static func clientCommand(_ arguments: [[UInt8]], client: inout ClientState, context: ServerContext) -> RESPValue {
+        guard arguments.count >= 2 else { return .error("ERR wrong number of arguments for 'client' command") }
+        let sub = String(decoding: arguments[1], as: UTF8.self).uppercased()
+        switch (sub, arguments.count) {
+        case ("SETNAME", 3):
+            guard !arguments[2].contains(where: { $0 <= 0x20 || $0 >= 0x7F }) else {
+                return .error("ERR Client names cannot contain spaces, newlines or special characters.")
+            }
+            client.name = arguments[2].isEmpty ? nil : arguments[2]
+            return .simpleString("OK")
+        case ("GETNAME", 2):
+            return client.name.map(RESPValue.bulkString) ?? .null
+        case ("ID", 2):
+            return .integer(client.id)
+        case ("SETINFO", 4):
+            switch String(decoding: arguments[2], as: UTF8.self).uppercased() {
+            case "LIB-NAME": client.libraryName = arguments[3]
+            case "LIB-VER": client.libraryVersion = arguments[3]
+            default: return .error("ERR Unrecognized option '\(String(decoding: arguments[2], as: UTF8.self))'")
+            }
+            return .simpleString("OK")
+        case ("INFO", 2), ("LIST", 2):
+            let name = client.name.map { String(decoding: $0, as: UTF8.self) } ?? ""
+            let library = client.libraryName.map { String(decoding: $0, as: UTF8.self) } ?? ""
+            return .bulk("id=\(client.id) name=\(name) db=0 resp=\(client.protocolVersion) lib-name=\(library)\n")
+        default:
+            return .error("ERR unknown subcommand or wrong number of arguments for '\(sub.lowercased())'. Try CLIENT HELP.")
+        }
+    }
+
+    /// Names clients may ask COMMAND about: the server's own and the shared data commands.
+    private static let builtinNames = ["PING", "ECHO", "QUIT", "SELECT", "AUTH", "HELLO", "CLIENT", "COMMAND", "CONFIG", "INFO",
+                                       "KVSH.STATS", "KVSH.REBUILD", "KVSH.COMPACT", "KVSH.BACKUP", "KVSH.CHECK"]
+    private static var allNames: [String] {
+        builtinNames + CommandTable.dataCommands.flatMap { [$0.name] + $0.aliases }
+    }
+
+    private static func commandCommand(_ arguments: [[UInt8]]) -> RESPValue {
+        let sub = arguments.count > 1 ? String(decoding: arguments[1], as: UTF8.self).uppercased() : ""
+        switch sub {
+        case "COUNT":
+            return .integer(allNames.count)
+        case "DOCS":
+            // Each documented command with its summary; clients (redis-cli) use these for hints.
+            let wanted = arguments.count > 2 ? Set(arguments.dropFirst(2).map { String(decoding: $0, as: UTF8.self).uppercased() }) : nil
+            let specs = CommandTable.dataCommands.filter { wanted?.contains($0.name) ?? true }
+            return .map(specs.map { spec in
+                (.bulk(spec.name.lowercased()), .map([(.bulk("summary"), .bulk(spec.summary)), (.bulk("group"), .bulk("string"))]))
+            })
+        case "INFO":
+            return .array(arguments.dropFirst(2).map { name in
+                let upper = String(decoding: name, as: UTF8.self).uppercased()
+                return allNames.contains(upper) ? .array([.bulk(upper.lowercased())]) : .null
+            })
+        case "":
+            return .array(allNames.map { .array([.bulk($0.lowercased())]) })
+        default:
+            return .error("ERR unknown subcommand '\(sub.lowercased())'. Try COMMAND HELP.")
+        }
+    }
+
+    private static func configCommand(_ arguments: [[UInt8]], context: ServerContext) -> RESPValue {
+        guard arguments.count >= 2 else { return .error("ERR wrong number of arguments for 'config' command") }
+        let sub = String(decoding: arguments[1], as: UTF8.self).uppercased()
+        guard sub == "GET" else {
+            return .error("ERR CONFIG \(sub) is not supported by kvsh (its settings are command-line flags of kvsh serve)")
+        }
+        guard arguments.count >= 3 else { return .error("ERR wrong number of arguments for 'config|get' command") }
+        let configuration = context.configuration
+        let appendfsync: String
+        switch context.store.syncPolicy {
+        case .always: appendfsync = "always"
+        case .everysec: appendfsync = "everysec"
+        case .none: appendfsync = "no"
+        }
+        let settings: [(String, String)] = [
+            ("appendonly", "yes"), ("appendfsync", appendfsync), ("save", ""), ("databases", "1"),
+            ("maxclients", String(configuration.maxClients)), ("port", String(configuration.port)),
+            ("bind", configuration.host), ("proto-max-bulk-len", String(configuration.maxBulkLength)),
+            ("dir", context.store.directory),
+        ]
+        let patterns = arguments.dropFirst(2).map { GlobPattern(Array(String(decoding: $0, as: UTF8.self).lowercased().utf8)) }
+        let matching = settings.filter { setting in patterns.contains { $0.matches(Array(setting.0.utf8)) } }
+        return .map(matching.map { (.bulk($0.0), .bulk($0.1)) })
+    }
+
+    private static func info(context: ServerContext) -> String {
+        let uptime = (ContinuousClock.now - context.startedAt).components.seconds
+        let stats = context.store.statistics
+        return """
+            # Server\r
+            kvsh_version:\(KVServer.version)\r
+            redis_version:7.0.0\r
+            redis_mode:standalone\r
+            tcp_port:\(context.configuration.port)\r
+            uptime_in_seconds:\(uptime)\r
+            \r
+            # Clients\r
+            connected_clients:\(context.connectedClients.load(ordering: .relaxed))\r
+            maxclients:\(context.configuration.maxClients)\r
+            \r
+            # Persistence\r
+            loading:0\r
+            aof_enabled:1\r
+            kvsh_sync:\(stats.syncPolicy.rawValue)\r
+            kvsh_log_bytes:\(stats.logBytes)\r
+            kvsh_image_bytes:\(stats.imageBytes)\r
+            kvsh_last_sequence:\(stats.lastSequence)\r
+            kvsh_durable_sequence:\(stats.syncedSequence)\r
+            \r
+            # Stats\r
+            total_connections_received:\(context.totalConnections.load(ordering: .relaxed))\r
+            total_commands_processed:\(context.totalCommands.load(ordering: .relaxed))\r
+            rejected_connections:\(context.rejectedConnections.load(ordering: .relaxed))\r
+            \r
+            # Replication\r
+            role:master\r
+            connected_slaves:0\r
+            \r
+            # Keyspace\r
+            db0:keys=\(stats.keys),expires=0,avg_ttl=0\r
+
+            """
+    }
+
+    /// The shell's maintenance meta-commands, for `kvsh --connect` and for administrators: their text replies
+    /// are what the shell prints. They can take long, so they run on the thread pool.
+    private static func maintenance(_ name: String, _ arguments: [[UInt8]], context: ServerContext) -> (RESPValue, CommandEffect) {
+        let store = context.store
+        let path = arguments.count > 1 ? String(decoding: arguments[1], as: UTF8.self) : nil
+        let allowed: ClosedRange<Int> = switch name {
+        case "KVSH.BACKUP": 1...1
+        case "KVSH.REBUILD": 0...1
+        default: 0...0
+        }
+        guard allowed.contains(arguments.count - 1) else {
+            return (.error("ERR wrong number of arguments for '\(name.lowercased())' command"), .none)
+        }
+        return (.null, .slow {
+            switch name {
+            case "KVSH.STATS": return .bulk(ShellText.describe(store.statistics))
+            case "KVSH.COMPACT": return .bulk(ShellText.describe(try store.checkpoint()))
+            case "KVSH.CHECK": return .bulk(try store.check().description)
+            case "KVSH.BACKUP":
+                let summary = try store.backup(to: path ?? "")
+                return .bulk(ShellText.describe(backup: summary, path: path ?? ""))
+            default:
+                if let path {
+                    let summary = try LogImporter.importLog(at: path, into: store)
+                    try store.commit()
+                    return .bulk(ShellText.describe(import: summary, keys: store.count))
+                }
+                return .bulk(ShellText.describe(rebuild: try store.rebuild()))
+            }
+        })
+    }
+}

@@ -1,0 +1,34 @@
+import KVShell
+import KVStore
+import Logging
+import NIOCore
+import NIOPosix
+import Synchronization
+
+/// What every connection of a server shares: the store, the configuration, counters for INFO.
+final class ServerContext: Sendable {
+    let store: KVStore
+    let executor: CommandExecutor
+    let configuration: KVServer.Configuration
+    let logger: Logger
+    let threadPool: NIOThreadPool
+    let startedAt = ContinuousClock.now
+
+    let connectedClients = Atomic<Int>(0)
+    let totalConnections = Atomic<Int>(0)
+    let totalCommands = Atomic<Int>(0)
+    let rejectedConnections = Atomic<Int>(0)
+    private let nextClientID = Atomic<Int>(1)
+
+    init(store: KVStore, configuration: KVServer.Configuration, logger: Logger, threadPool: NIOThreadPool) {
+        self.store = store
+        executor = CommandExecutor(store: store)
+        self.configuration = configuration
+        self.logger = logger
+        self.threadPool = threadPool
+    }
+
+    func makeClientID() -> Int {
+        nextClientID.wrappingAdd(1, ordering: .relaxed).oldValue
+    }
+}

@@ -1,0 +1,419 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+
+// The libc calls whose names the client's methods reuse.
+private func closeDescriptor(_ fd: Int32) { _ = close(fd) }
+private func sendBytes(_ fd: Int32, _ bytes: UnsafeRawPointer, _ count: Int, _ flags: Int32) -> Int { send(fd, bytes, count, flags) }
+private func connectSocket(_ fd: Int32, _ address: UnsafePointer<sockaddr>?, _ length: socklen_t) -> Int32 { connect(fd, address, length) }
+
+/// A reply from a Redis-protocol server. RESP2 types, and the RESP3 ones a server sends after `HELLO 3`.
+public enum RESPReply: Equatable, Sendable {
+    /// `+text`
+    case simpleString(String)
+    /// `-text` (and RESP3's bulk error, `!`)
+    case error(String)
+    /// `:n`
+    case integer(Int)
+    /// `$n` followed by n bytes
+    case bulkString([UInt8])
+    /// `$-1`, `*-1`, RESP3's `_`
+    case null
+    /// `*n` (RESP3's sets `~` and pushes `>` too)
+    case array([RESPReply])
+    /// RESP3 `%n`: n key-value pairs, flattened: key, value, key, value, ...
+    case map([RESPReply])
+    /// RESP3 `#t` / `#f`
+    case boolean(Bool)
+    /// RESP3 `,` (as sent: `1.5`, `inf`, `nan`) and `(` (big numbers), kept as their text
+    case number(String)
+}
+
+/// Why talking to the server failed. `message` is meant to follow `kvsh: ` on one line.
+public struct RESPClientError: Error, Sendable, CustomStringConvertible {
+    public enum Kind: Sendable {
+        /// No connection could be made (refused, unknown host, timed out).
+        case cannotConnect
+        /// The connection broke, or the server closed it.
+        case connectionLost
+        /// The server sent bytes that are not RESP; the connection is no longer usable.
+        case protocolError
+    }
+
+    public let kind: Kind
+    /// `host:port` of the server.
+    public let endpoint: String
+    /// What happened, without the endpoint: `Connection refused`.
+    public let reason: String
+
+    public var message: String {
+        switch kind {
+        case .cannotConnect: return "cannot connect to \(endpoint): \(reason)"
+        case .connectionLost: return "connection to \(endpoint) lost: \(reason)"
+        case .protocolError: return "protocol error from \(endpoint): \(reason)"
+        }
+    }
+
+    public var description: String { message }
+}
+
+/// A small blocking client for the Redis protocol over TCP (RESP2), on plain POSIX sockets.
+///
+/// Commands can be pipelined: ``send(_:)`` only queues a command, ``readReply()`` sends whatever is queued and
+/// reads the next reply. While the client writes a long pipeline it also reads whatever replies have arrived, so a
+/// server that stops reading until its replies are read can never deadlock it. One thread uses a client.
+public final class RESPClient {
+    public let host: String
+    public let port: Int
+    /// `host:port`, or `[v6-address]:port`.
+    public let endpoint: String
+
+    private var fd: Int32
+    /// Encoded commands not yet written.
+    private var outgoing: [UInt8] = []
+    /// Bytes received; `position` is where the next reply starts.
+    private var incoming: [UInt8] = []
+    private var position = 0
+    private var scratch = [UInt8](repeating: 0, count: 256 << 10)
+    /// Set once the connection is unusable; every later call throws it.
+    private var broken: RESPClientError?
+
+    /// Queued commands are written once they reach this size, without waiting for a reply to be read.
+    static let writeThreshold = 64 << 10
+
+    /// Connects, trying every address `host` resolves to.
+    /// - Throws: ``RESPClientError`` of kind `cannotConnect`, whose message names `host:port` and the reason.
+    public init(host: String, port: Int, timeout: Duration = .seconds(5)) throws {
+        self.host = host
+        self.port = port
+        endpoint = Self.endpoint(host: host, port: port)
+        fd = -1
+        fd = try openConnection(timeout: timeout)
+    }
+
+    deinit {
+        if fd >= 0 { closeDescriptor(fd) }
+    }
+
+    /// `host:port`, with an IPv6 address in brackets.
+    public static func endpoint(host: String, port: Int) -> String {
+        host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)"
+    }
+
+    /// Closes the connection; later calls throw.
+    public func close() {
+        if fd >= 0 { closeDescriptor(fd) }
+        fd = -1
+        if broken == nil { broken = failure(.connectionLost, "the connection was closed") }
+    }
+
+    // MARK: Commands
+
+    /// Queues a command (a RESP array of bulk strings); it is written once enough are queued, or by the next
+    /// ``flush()`` or ``readReply()``.
+    public func send(_ arguments: [[UInt8]]) throws {
+        if let broken { throw broken }
+        Self.encode(arguments, into: &outgoing)
+        if outgoing.count >= Self.writeThreshold { try flush() }
+    }
+
+    /// Sends a command and reads its reply (after the replies of any commands queued before it).
+    public func call(_ arguments: [[UInt8]]) throws -> RESPReply {
+        try send(arguments)
+        return try readReply()
+    }
+
+    /// How many encoded bytes are queued and not yet written.
+    public var queuedBytes: Int { outgoing.count }
+
+    /// `*N\r\n` then `$len\r\nbytes\r\n` per argument.
+    static func encode(_ arguments: [[UInt8]], into buffer: inout [UInt8]) {
+        buffer.append(UInt8(ascii: "*"))
+        appendDecimal(arguments.count, to: &buffer)
+        buffer.append(contentsOf: [0x0D, 0x0A])
+        for argument in arguments {
+            buffer.append(UInt8(ascii: "$"))
+            appendDecimal(argument.count, to: &buffer)
+            buffer.append(contentsOf: [0x0D, 0x0A])
+            buffer.append(contentsOf: argument)
+            buffer.append(contentsOf: [0x0D, 0x0A])
+        }
+    }
+
+    private static func appendDecimal(_ number: Int, to buffer: inout [UInt8]) {
+        if number < 10 {
+            buffer.append(UInt8(ascii: "0") + UInt8(number))
+        } else {
+            buffer.append(contentsOf: String(number).utf8)
+        }
+    }
+
+    // MARK: Writing
+
+    /// Writes every queued command. While the socket cannot take more, reads what the server sends meanwhile.
+    public func flush() throws {
+        if let broken { throw broken }
+        var done = 0
+        defer {
+            if done > 0 { outgoing.removeFirst(done) }
+        }
+        while done < outgoing.count {
+            let written = outgoing.withUnsafeBytes { raw in
+                sendBytes(fd, raw.baseAddress! + done, raw.count - done, Int32(MSG_NOSIGNAL))
+            }
+            if written > 0 {
+                done += written
+                continue
+            }
+            if written < 0 && errno == EINTR { continue }
+            guard written < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) else {
+                throw fail(.connectionLost, String(cString: strerror(errno)))
+            }
+            var entry = pollfd(fd: fd, events: Int16(POLLOUT | POLLIN), revents: 0)
+            let ready = poll(&entry, 1, -1)
+            if ready < 0 {
+                if errno == EINTR { continue }
+                throw fail(.connectionLost, String(cString: strerror(errno)))
+            }
+            if entry.revents & Int16(POLLIN | POLLHUP | POLLERR) != 0 && entry.revents & Int16(POLLOUT) == 0 {
+                // The server is answering: take its replies off the socket so that it keeps reading ours.
+                try receive()
+            }
+        }
+    }
+
+    // MARK: Reading
+
+    /// Reads the next reply, first writing any queued commands.
+    /// - Throws: ``RESPClientError`` when the connection breaks or the server sends something that is not RESP.
+    ///   An error reply is not thrown: it is ``RESPReply/error(_:)``.
+    public func readReply() throws -> RESPReply {
+        if let broken { throw broken }
+        if !outgoing.isEmpty { try flush() }
+        let reply = try parseReply(depth: 0)
+        if position == incoming.count {
+            incoming.removeAll(keepingCapacity: true)
+            position = 0
+        }
+        return reply
+    }
+
+    private func parseReply(depth: Int) throws -> RESPReply {
+        guard depth < 512 else { throw fail(.protocolError, "replies nested too deep") }
+        let marker = try readByte()
+        switch marker {
+        case UInt8(ascii: "+"):
+            return .simpleString(String(decoding: try readLine(), as: UTF8.self))
+        case UInt8(ascii: "-"):
+            return .error(String(decoding: try readLine(), as: UTF8.self))
+        case UInt8(ascii: ":"):
+            return .integer(try readInteger())
+        case UInt8(ascii: "$"), UInt8(ascii: "="), UInt8(ascii: "!"):
+            let length = try readInteger()
+            if length < 0 { return .null }
+            var bytes = try readBytes(length)
+            guard try readBytes(2) == [0x0D, 0x0A] else { throw fail(.protocolError, "a bulk string does not end in CRLF") }
+            switch marker {
+            case UInt8(ascii: "!"):
+                return .error(String(decoding: bytes, as: UTF8.self))
+            case UInt8(ascii: "="):  // verbatim string: "txt:" then the text
+                if bytes.count >= 4 && bytes[3] == UInt8(ascii: ":") { bytes.removeFirst(4) }
+                return .bulkString(bytes)
+            default:
+                return .bulkString(bytes)
+            }
+        case UInt8(ascii: "*"), UInt8(ascii: "~"), UInt8(ascii: ">"):
+            let count = try readInteger()
+            if count < 0 { return .null }
+            var items: [RESPReply] = []
+            items.reserveCapacity(min(count, 1 << 16))
+            for _ in 0..<count { items.append(try parseReply(depth: depth + 1)) }
+            return .array(items)
+        case UInt8(ascii: "%"):
+            let count = try readInteger()
+            guard count >= 0, count <= Int.max / 2 else { throw fail(.protocolError, "invalid map length") }
+            var items: [RESPReply] = []
+            items.reserveCapacity(min(2 * count, 1 << 16))
+            for _ in 0..<(2 * count) { items.append(try parseReply(depth: depth + 1)) }
+            return .map(items)
+        case UInt8(ascii: "|"):  // attributes describe the reply that follows: skip them
+            let count = try readInteger()
+            guard count >= 0, count <= Int.max / 2 else { throw fail(.protocolError, "invalid attribute length") }
+            for _ in 0..<(2 * count) { _ = try parseReply(depth: depth + 1) }
+            return try parseReply(depth: depth)
+        case UInt8(ascii: "_"):
+            _ = try readLine()
+            return .null
+        case UInt8(ascii: "#"):
+            let line = try readLine()
+            guard line.count == 1, line[0] == UInt8(ascii: "t") || line[0] == UInt8(ascii: "f") else {
+                throw fail(.protocolError, "invalid boolean")
+            }
+            return .boolean(line[0] == UInt8(ascii: "t"))
+        case UInt8(ascii: ","), UInt8(ascii: "("):
+            return .number(String(decoding: try readLine(), as: UTF8.self))
+        default:
+            throw fail(.protocolError, "unexpected byte 0x\(String(marker, radix: 16)) at the start of a reply")
+        }
+    }
+
+    private func readByte() throws -> UInt8 {
+        while position >= incoming.count { try receive() }
+        defer { position += 1 }
+        return incoming[position]
+    }
+
+    /// The bytes up to the next CRLF (consumed, not returned).
+    private func readLine() throws -> ArraySlice<UInt8> {
+        var searched = position
+        while true {
+            if let newline = incoming[searched...].firstIndex(of: 0x0A) {
+                guard newline > position, incoming[newline - 1] == 0x0D else {
+                    throw fail(.protocolError, "a line does not end in CRLF")
+                }
+                let line = incoming[position..<(newline - 1)]
+                position = newline + 1
+                return line
+            }
+            let scanned = incoming.count - position  // receive() may move the unread bytes to the front
+            guard scanned <= 64 << 10 else { throw fail(.protocolError, "a header line is too long") }
+            try receive()
+            searched = position + scanned
+        }
+    }
+
+    private func readInteger() throws -> Int {
+        let line = try readLine()
+        var negative = false
+        var digits = line[...]
+        if digits.first == UInt8(ascii: "-") {
+            negative = true
+            digits = digits.dropFirst()
+        }
+        guard !digits.isEmpty, digits.count <= 19 else { throw fail(.protocolError, "invalid integer '\(String(decoding: line, as: UTF8.self))'") }
+        var value = 0
+        for digit in digits {
+            guard digit >= UInt8(ascii: "0") && digit <= UInt8(ascii: "9") else {
+                throw fail(.protocolError, "invalid integer '\(String(decoding: line, as: UTF8.self))'")
+            }
+            let (times10, overflow1) = value.multipliedReportingOverflow(by: 10)
+            let (sum, overflow2) = times10.subtractingReportingOverflow(Int(digit - UInt8(ascii: "0")))  // negative: reaches Int.min
+            guard !overflow1 && !overflow2 else { throw fail(.protocolError, "integer out of range") }
+            value = sum
+        }
+        if negative { return value }
+        guard value != Int.min else { throw fail(.protocolError, "integer out of range") }
+        return -value
+    }
+
+    private func readBytes(_ count: Int) throws -> [UInt8] {
+        guard count >= 0 else { throw fail(.protocolError, "invalid length") }
+        while incoming.count - position < count { try receive() }
+        defer { position += count }
+        return Array(incoming[position..<(position + count)])
+    }
+
+    /// Reads what has arrived (waiting for at least one byte) and appends it to `incoming`.
+    private func receive() throws {
+        if let broken { throw broken }
+        if position > 0 && position >= incoming.count / 2 {
+            incoming.removeFirst(position)
+            position = 0
+        }
+        while true {
+            let count = scratch.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
+            if count > 0 {
+                incoming.append(contentsOf: scratch[..<count])
+                return
+            }
+            if count == 0 { throw fail(.connectionLost, "the server closed the connection") }
+            switch errno {
+            case EINTR:
+                continue
+            case EAGAIN, EWOULDBLOCK:
+                var entry = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+                if poll(&entry, 1, -1) < 0 && errno != EINTR {
+                    throw fail(.connectionLost, String(cString: strerror(errno)))
+                }
+            default:
+                throw fail(.connectionLost, String(cString: strerror(errno)))
+            }
+        }
+    }
+
+    private func failure(_ kind: RESPClientError.Kind, _ reason: String) -> RESPClientError {
+        RESPClientError(kind: kind, endpoint: endpoint, reason: reason)
+    }
+
+    /// Marks the connection unusable and returns the error to throw.
+    private func fail(_ kind: RESPClientError.Kind, _ reason: String) -> RESPClientError {
+        let error = failure(kind, reason)
+        broken = error
+        if fd >= 0 { closeDescriptor(fd) }
+        fd = -1
+        return error
+    }
+
+    // MARK: Connecting
+
+    private func openConnection(timeout: Duration) throws -> Int32 {
+        var hints = addrinfo()
+        hints.ai_family = AF_UNSPEC
+        hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
+        hints.ai_protocol = Int32(IPPROTO_TCP)
+        var list: UnsafeMutablePointer<addrinfo>?
+        let resolved = getaddrinfo(host, String(port), &hints, &list)
+        guard resolved == 0, let first = list else {
+            let reason = resolved == EAI_SYSTEM ? String(cString: strerror(errno)) : String(cString: gai_strerror(resolved))
+            throw failure(.cannotConnect, reason)
+        }
+        defer { freeaddrinfo(list) }
+        let deadline = ContinuousClock.now + timeout
+        var lastError = "no address found"
+        var next: UnsafeMutablePointer<addrinfo>? = first
+        while let address = next {
+            next = address.pointee.ai_next
+            let socketFD = socket(address.pointee.ai_family, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue) | Int32(SOCK_NONBLOCK.rawValue),
+                                  address.pointee.ai_protocol)
+            guard socketFD >= 0 else {
+                lastError = String(cString: strerror(errno))
+                continue
+            }
+            if let error = Self.connect(socketFD, address.pointee.ai_addr, address.pointee.ai_addrlen, deadline: deadline, timeout: timeout) {
+                lastError = error
+                closeDescriptor(socketFD)
+                continue
+            }
+            var one: Int32 = 1
+            _ = setsockopt(socketFD, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
+            return socketFD
+        }
+        throw failure(.cannotConnect, lastError)
+    }
+
+    /// Connects a non-blocking socket by `deadline`; returns why not, or nil on success.
+    private static func connect(_ fd: Int32, _ address: UnsafeMutablePointer<sockaddr>?, _ length: socklen_t,
+                                deadline: ContinuousClock.Instant, timeout: Duration) -> String? {
+        if connectSocket(fd, address, length) == 0 { return nil }
+        guard errno == EINPROGRESS || errno == EINTR else { return String(cString: strerror(errno)) }
+        while true {
+            let left = deadline - ContinuousClock.now
+            guard left > .zero else { return "timed out after \(timeout)" }
+            let (seconds, attoseconds) = left.components
+            let milliseconds = Int32(clamping: seconds * 1000 + attoseconds / 1_000_000_000_000_000 + 1)
+            var entry = pollfd(fd: fd, events: Int16(POLLOUT), revents: 0)
+            let ready = poll(&entry, 1, milliseconds)
+            if ready < 0 {
+                if errno == EINTR { continue }
+                return String(cString: strerror(errno))
+            }
+            if ready == 0 { continue }
+            var error: Int32 = 0
+            var size = socklen_t(MemoryLayout<Int32>.size)
+            guard getsockopt(fd, SOL_SOCKET, SO_ERROR, &error, &size) == 0 else { return String(cString: strerror(errno)) }
+            return error == 0 ? nil : String(cString: strerror(error))
+        }
+    }
+}

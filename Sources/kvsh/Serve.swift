@@ -1,0 +1,88 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+import ArgumentParser
+import Dispatch
+import KVServer
+import KVStore
+import Logging
+
+struct ServeCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "serve",
+        abstract: "Serve a store over the Redis protocol (RESP2/RESP3) to redis-cli, redis-py and any Redis client.",
+        discussion: """
+            Listens on loopback unless --bind says otherwise. SIGTERM or SIGINT: stops accepting, finishes the \
+            requests in flight, fsyncs, releases the store's lock and exits 0.
+            """)
+
+    @Option(name: .customLong("data-dir"), help: ArgumentHelp("The store to serve (default: $KVSH_DATA_DIR, else ./kvsh-data).", valueName: "dir"))
+    var dataDirectory: String?
+
+    @Option(help: ArgumentHelp("Address to listen on; 0.0.0.0 for every interface.", valueName: "addr"))
+    var bind = "127.0.0.1"
+
+    @Option(help: ArgumentHelp("TCP port.", valueName: "n"))
+    var port = 7379
+
+    @Option(help: ArgumentHelp("When writes reach the disk: always, everysec or none (as for the shell).", valueName: "policy"))
+    var sync: KVStore.SyncPolicy = .always
+
+    @Option(help: ArgumentHelp("Most clients connected at once; more are refused with an error.", valueName: "n"))
+    var maxclients = 10_000
+
+    @Option(name: .customLong("compact-min-size"), help: ArgumentHelp("As for the shell.", valueName: "size"))
+    var compactMinimumSize = ByteSize(argument: "64M")!
+
+    @Option(name: .customLong("compact-ratio"), help: ArgumentHelp("As for the shell.", valueName: "ratio"))
+    var compactRatio: Double = 2
+
+    func validate() throws {
+        guard (0...65535).contains(port) else { throw ValidationError("--port must be between 0 and 65535") }
+        guard maxclients >= 1 else { throw ValidationError("--maxclients must be at least 1") }
+    }
+
+    func run() -> Int32 {
+        LoggingSystem.bootstrap(StreamLogHandler.standardError)
+        let logger = Logger(label: "kvsh.server")
+        return Subcommands.reportingErrors {
+            let options = KVStore.Options(syncPolicy: sync, compactionMinimumLogBytes: compactMinimumSize.bytes,
+                                          compactionRatio: compactRatio,
+                                          warningHandler: { logger.warning("\($0)") })
+            let store = try KVStore(directory: resolveDataDirectory(dataDirectory), options: options)
+            defer { store.close() }
+            if let tail = store.openReport.tornTail { logger.warning("\(tail)") }
+            let server: KVServer
+            do {
+                server = try KVServer(store: store, configuration: KVServer.Configuration(host: bind, port: port, maxClients: maxclients),
+                                      logger: logger)
+            } catch {
+                throw ServeError(message: "cannot listen on \(bind):\(port): \(error)")
+            }
+            let stopped = DispatchSemaphore(value: 0)
+            // One serial queue: a second signal during the shutdown finds it done.
+            let signalQueue = DispatchQueue(label: "kvsh.signals")
+            let signals = [SIGTERM, SIGINT].map { number in
+                signal(number, SIG_IGN)
+                let source = DispatchSource.makeSignalSource(signal: number, queue: signalQueue)
+                source.setEventHandler {
+                    guard !server.isShutDown else { return }
+                    server.shutdown()
+                    stopped.signal()
+                }
+                source.resume()
+                return source
+            }
+            stopped.wait()
+            signals.forEach { $0.cancel() }
+            return ExitStatus.success
+        }
+    }
+}
+
+struct ServeError: Error, CustomStringConvertible {
+    let message: String
+    var description: String { message }
+}

@@ -1,0 +1,244 @@
+// kvsh as a person uses it: the interactive shell in a pseudo-terminal, typed keys in, screen bytes out.
+//
+// Keys go out only once kvsh is waiting in the line editor (see `TerminalSession.waitUntilEditing`): a person
+// types after seeing the prompt, and so must the tests, or the terminal's cooked mode would handle the keys.
+
+import Foundation
+import Testing
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+
+private let prompt = "kvsh> "
+private let upArrow = "\u{1B}[A"
+private let ctrlC = "\u{03}"
+private let ctrlD = "\u{04}"
+
+@Suite("kvsh in a terminal", .timeLimit(.minutes(1)))
+struct TerminalTests {
+    /// Starts the interactive shell and waits until it is ready for typing.
+    private func startShell(_ sandbox: Sandbox, env: [String: String?] = [:]) throws -> TerminalSession {
+        let shell = try sandbox.terminal(env: env)
+        try shell.expect("kvsh 1.0", "no banner")
+        try awaitPrompt(shell, "no first prompt")
+        return shell
+    }
+
+    /// Waits for the prompt and for the line editor to be reading keys.
+    private func awaitPrompt(_ shell: TerminalSession, _ what: String = "no prompt") throws {
+        try shell.expect(prompt, what)
+        try shell.waitUntilEditing()
+    }
+
+    /// Types a line, then waits for `reply` and the next prompt.
+    private func enter(_ shell: TerminalSession, _ line: String, expecting reply: String) throws {
+        try shell.send(line + "\r")
+        try shell.expect(reply, "after typing \(line)")
+        try awaitPrompt(shell, "no prompt after \(line)")
+    }
+
+    /// Waits for the shell to end and checks that it exited 0, showing the terminal's last output if not.
+    private func expectCleanExit(_ shell: TerminalSession, _ what: String, sourceLocation: SourceLocation = #_sourceLocation) {
+        let ended = shell.waitForExit()
+        let status = ended.map { "\($0)" } ?? "still running after 10 s"
+        #expect(ended == .exited(0), "\(what): \(status); terminal output since the last match: \"\(escaped(shell.unmatchedOutput))\"",
+                sourceLocation: sourceLocation)
+    }
+
+    @Test("the shell shows a prompt; SET and GET work, human format, errors do not end it")
+    func promptAndCommands() throws {
+        let sandbox = try Sandbox()
+        let shell = try startShell(sandbox)
+        try enter(shell, "SET a 1", expecting: "\r\nOK\r\n")
+        try enter(shell, "GET a", expecting: "\r\n\"1\"\r\n")
+        try enter(shell, "GET missing", expecting: "\r\n(nil)\r\n")
+        try enter(shell, "EXISTS a missing", expecting: "\r\n(integer) 1\r\n")
+        try enter(shell, "FROB", expecting: "(error) ERR unknown command 'FROB'")
+        #expect(shell.isRunning, "an error ended the shell")
+        try enter(shell, "GET a", expecting: "\"1\"")
+        try shell.send(":quit\r")
+        expectCleanExit(shell, ":quit")
+    }
+
+    @Test("Up arrow recalls the previous line")
+    func upArrowRecallsTheLastLine() throws {
+        let sandbox = try Sandbox()
+        let shell = try startShell(sandbox)
+        try enter(shell, "SET a 1", expecting: "OK")
+        try enter(shell, "GET a", expecting: "\"1\"")
+        try shell.send(upArrow)
+        try shell.expect("GET a", "Up arrow did not show the previous line")
+        try shell.send("\r")
+        try shell.expect("\"1\"", "the recalled line did not run")
+    }
+
+    @Test("Tab completes command names: EXI to EXISTS, exi to exists, :he to :help")
+    func tabCompletesCommandNames() throws {
+        let sandbox = try Sandbox()
+        let shell = try startShell(sandbox)
+        try enter(shell, "SET a 1", expecting: "OK")
+
+        try shell.send("EXI\t")
+        try shell.expect("STS", "Tab did not complete EXI")
+        try enter(shell, "a", expecting: "(integer) 1")  // the completion ends with a blank: "EXISTS a"
+
+        try shell.send("exi\t")
+        try shell.expect("sts", "Tab did not complete exi in lower case")
+        try enter(shell, "a", expecting: "(integer) 1")
+
+        try shell.send(":he\t")
+        try shell.expect("lp", "Tab did not complete :he")
+        try shell.send("\r")
+        try shell.expect("Meta-commands:", ":help did not run after completion")
+    }
+
+    @Test("Ctrl-C drops a half-typed line and the shell stays")
+    func ctrlCDropsTheLine() throws {
+        let sandbox = try Sandbox()
+        let shell = try startShell(sandbox)
+        try shell.send("SET dropped 1")
+        try shell.expect("SET dropped 1")
+        try shell.waitUntilEditing()
+        try shell.send(ctrlC)
+        try awaitPrompt(shell, "no fresh prompt after Ctrl-C")
+        #expect(shell.isRunning, "Ctrl-C ended the shell")
+        try enter(shell, "EXISTS dropped", expecting: "(integer) 0")
+
+        try shell.send(ctrlC)  // on an empty line too
+        try awaitPrompt(shell)
+        #expect(shell.isRunning, "Ctrl-C on an empty line ended the shell")
+        try enter(shell, "SET kept 1", expecting: "OK")
+    }
+
+    @Test("UTF-8 input is stored and shown as typed")
+    func utf8Input() throws {
+        let sandbox = try Sandbox()
+        let shell = try startShell(sandbox)
+        try enter(shell, "SET u héllo→", expecting: "OK")
+        try enter(shell, "GET u", expecting: "\"héllo→\"")
+        try shell.send(ctrlD)
+        expectCleanExit(shell, "Ctrl-D")
+
+        let stored = try sandbox.kvsh(["GET", "u"])
+        #expect(stored.stdout == Array("héllo→\n".utf8), "stored bytes: \(escaped(stored.stdout)); \(stored.summary)")
+    }
+
+    @Test("Ctrl-D on a non-empty line does not leave; on an empty line it exits 0")
+    func ctrlDOnlyOnAnEmptyLine() throws {
+        let sandbox = try Sandbox()
+        let shell = try startShell(sandbox)
+        try shell.send("GET a")
+        try shell.expect("GET a")
+        try shell.waitUntilEditing()
+        try shell.send(ctrlD)
+        shell.read(for: .milliseconds(300))
+        #expect(shell.isRunning, "Ctrl-D with text on the line ended the shell")
+        try shell.send(ctrlC)
+        try awaitPrompt(shell)
+        try shell.send(ctrlD)
+        expectCleanExit(shell, "Ctrl-D on an empty line")
+    }
+
+    @Test("leaving exits 0 and puts the terminal settings back", arguments: [ctrlD, ":quit\r", ":exit\r"])
+    func leavingRestoresTheTerminal(keys: String) throws {
+        let sandbox = try Sandbox()
+        let shell = try startShell(sandbox)
+        #expect(shell.settingsBefore.isCanonicalWithEcho)
+        // While kvsh edits a line the terminal is in its raw mode, so the comparison below means something.
+        #expect(shell.currentSettings != shell.settingsBefore, "kvsh did not change the terminal settings at the prompt")
+        try enter(shell, "SET a 1", expecting: "OK")
+        try shell.send(keys)
+        expectCleanExit(shell, "leaving with \(escaped(Array(keys.utf8)))")
+        #expect(shell.currentSettings == shell.settingsBefore,
+                "before: \(shell.settingsBefore)\nafter:  \(shell.currentSettings)")
+    }
+
+    @Test("history is saved with mode 0600 and reloaded by the next session", arguments: [false, true])
+    func historyPersists(customFile: Bool) throws {
+        let sandbox = try Sandbox()
+        let file = customFile ? sandbox.path("custom-history") : sandbox.path(".kvsh_history")
+        let env: [String: String?] = customFile ? ["KVSH_HISTFILE": file] : [:]
+
+        let first = try startShell(sandbox, env: env)
+        try enter(first, "SET h 1", expecting: "OK")
+        try enter(first, "GET h", expecting: "\"1\"")
+        try first.send(ctrlD)
+        expectCleanExit(first, "Ctrl-D")
+
+        #expect(permissions(file) == 0o600, "history file mode: \(permissions(file).map { String($0, radix: 8) } ?? "missing")")
+        let saved = ((try? String(contentsOfFile: file, encoding: .utf8)) ?? "").replacingOccurrences(of: "\\040", with: " ")
+        #expect(saved.contains("SET h 1") && saved.contains("GET h"), "history file holds: \(saved)")
+        if customFile {
+            #expect(!exists(sandbox.path(".kvsh_history")), "~/.kvsh_history written despite KVSH_HISTFILE")
+        }
+
+        let second = try startShell(sandbox, env: env)
+        try second.send(upArrow)
+        try second.expect("GET h", "the next session did not recall the saved history")
+        try second.send("\r")
+        try second.expect("\"1\"")
+        try awaitPrompt(second)
+        try second.send(ctrlD)
+        expectCleanExit(second, "Ctrl-D")
+    }
+
+    @Test("Ctrl-\\ (SIGQUIT) at the prompt does not bring up Swift's crash reporter")
+    func ctrlBackslashAtThePrompt() throws {
+        let sandbox = try Sandbox()
+        let shell = try startShell(sandbox)
+        try shell.send("\u{1C}")
+        shell.read(for: .milliseconds(1500))
+        let shown = shell.unmatchedOutput.text
+        #expect(!shown.contains("crashed") && !shown.contains("💣") && !shown.contains("Press space to interact"),
+                "Ctrl-\\ showed: \(escaped(shell.unmatchedOutput, limit: 400))")
+        if !shell.isRunning {
+            #expect(shell.currentSettings == shell.settingsBefore, "the terminal was left in raw mode")
+        }
+    }
+
+    @Test("a one-shot command on a terminal prints the human format")
+    func oneShotOnATerminal() throws {
+        let sandbox = try Sandbox()
+        #expect(try sandbox.kvsh(["SET", "k", "v w"]).termination == .exited(0))
+        let shell = try sandbox.terminal(["GET", "k"])
+        #expect(shell.waitForExit() == .exited(0))
+        try shell.expect("\"v w\"\r\n", "GET on a terminal")
+        #expect(!shell.output.text.contains(prompt), "a one-shot command started the interactive shell")
+    }
+
+    @Test("Ctrl-D typed while a command still runs ends the shell once the command is done")
+    func ctrlDTypedAhead() throws {
+        let sandbox = try Sandbox()
+        let fifo = sandbox.path("slow-script")
+        #expect(mkfifo(fifo, 0o600) == 0)
+        let shell = try startShell(sandbox)
+        // `:source` of a FIFO keeps the command running until the test writes the script.
+        try shell.send(":source \(fifo)\r")
+        try shell.expect(":source \(fifo)\r\n")
+        let deadline = ContinuousClock.now + .seconds(10)
+        while !shell.currentSettings.isCanonicalWithEcho && ContinuousClock.now < deadline { shell.read(for: .milliseconds(2)) }
+        try shell.send(ctrlD)  // typed ahead, on an empty line
+
+        var writer: Int32 = -1
+        while writer < 0 && ContinuousClock.now < deadline {
+            writer = open(fifo, O_WRONLY | O_NONBLOCK | O_CLOEXEC)  // fails until kvsh has it open for reading
+            if writer < 0 { shell.read(for: .milliseconds(2)) }
+        }
+        try #require(writer >= 0, "kvsh did not open the FIFO")
+        _ = write(writer, "SET x 1\n", 8)
+        close(writer)
+        try shell.expect("OK", "the sourced script did not run")
+
+        withKnownIssue("""
+            libedit handles keys typed while a command runs in the terminal's cooked mode: Ctrl-D there is the \
+            EOF character, which is gone by the time the editor reads; the shell stays at the prompt
+            """) {
+            let ended = shell.waitForExit(timeout: .seconds(2))
+            let status = ended.map { "\($0)" } ?? "still running"
+            #expect(ended == .exited(0), "typed-ahead Ctrl-D: \(status); terminal: \(escaped(shell.unmatchedOutput))")
+        }
+    }
+}

@@ -1,0 +1,290 @@
+// RESPRequestDecoder on its own: requests in every framing and split at every byte, Redis's limits, and garbage.
+
+import NIOCore
+import Testing
+@testable import KVServer
+
+/// Feeds `chunks` one after the other into one decoder and buffer, as reads arrive, and collects every request.
+private func decode(_ chunks: [[UInt8]], decoder: inout RESPRequestDecoder) -> (requests: [RESPRequest], left: Int) {
+    var buffer = ByteBuffer()
+    var requests: [RESPRequest] = []
+    for chunk in chunks {
+        buffer.writeBytes(chunk)
+        while let request = decoder.next(&buffer) { requests.append(request) }
+    }
+    return (requests, buffer.readableBytes)
+}
+
+private func decode(_ chunks: [[UInt8]]) -> [RESPRequest] {
+    var decoder = RESPRequestDecoder()
+    return decode(chunks, decoder: &decoder).requests
+}
+
+private func decode(_ text: String) -> [RESPRequest] { decode([Array(text.utf8)]) }
+
+private func command(_ arguments: String...) -> RESPRequest { .command(arguments.map { Array($0.utf8) }) }
+
+/// Splits `bytes` into chunks of random sizes (1 to `maximum` bytes).
+private func randomChunks(_ bytes: [UInt8], seed: UInt64, maximum: Int) -> [[UInt8]] {
+    var generator = SplitMix64(seed: seed)
+    var chunks: [[UInt8]] = []
+    var offset = 0
+    while offset < bytes.count {
+        let size = min(bytes.count - offset, Int.random(in: 1...maximum, using: &generator))
+        chunks.append(Array(bytes[offset..<(offset + size)]))
+        offset += size
+    }
+    return chunks
+}
+
+/// What the decoder holds: the total capacity, in bytes, of every array reachable from its stored properties.
+/// Reflection reaches the private state, so this sees a reservation the decoder made for what a client merely
+/// announced.
+private func reservedBytes(_ value: Any) -> Int {
+    if let arrays = value as? [[UInt8]] {
+        return arrays.capacity * MemoryLayout<[UInt8]>.stride + arrays.reduce(0) { $0 + $1.capacity }
+    }
+    if let bytes = value as? [UInt8] { return bytes.capacity }
+    if let buffer = value as? ByteBuffer { return buffer.capacity }
+    return Mirror(reflecting: value).children.reduce(0) { $0 + reservedBytes($1.value) }
+}
+
+/// Bytes that are not RESP and the protocol error they must give (nil: any message); named escaped in test output.
+struct Garbage: Sendable, CustomTestStringConvertible {
+    let input: String
+    let message: String?
+    init(_ pair: (String, String?)) { (input, message) = pair }
+    var testDescription: String { "\"\(escaped(Array(input.utf8)))\"" }
+}
+
+@Suite("RESP request decoder")
+struct RESPDecoderTests {
+    // MARK: Framing
+
+    @Test("a multibulk request, binary-safe")
+    func multibulk() {
+        #expect(decode("*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$5\r\nhello\r\n") == [command("SET", "k", "hello")])
+        // Bulk strings may hold CR, LF, `*`, `$` and NUL: only the announced length counts.
+        let value: [UInt8] = [0x0D, 0x0A, 0x2A, 0x24, 0x00, 0xFF, 0x0A]
+        #expect(decode([encodeCommand([Array("SET".utf8), Array("k".utf8), value])]) == [.command([Array("SET".utf8), Array("k".utf8), value])])
+        // Empty bulk strings are arguments like any other.
+        #expect(decode("*3\r\n$3\r\nSET\r\n$0\r\n\r\n$0\r\n\r\n") == [command("SET", "", "")])
+        // The command name keeps its case: the command table matches it case-insensitively.
+        #expect(decode("*1\r\n$4\r\nping\r\n") == [command("ping")])
+    }
+
+    @Test("inline commands, as telnet sends them, with the shell's quoting")
+    func inline() {
+        #expect(decode("PING\r\n") == [command("PING")])
+        #expect(decode("PING\n") == [command("PING")])
+        #expect(decode("SET k \"hello world\"\r\n") == [command("SET", "k", "hello world")])
+        #expect(decode("  ECHO   'a b'   \r\n") == [command("ECHO", "a b")])
+        #expect(decode("SET k \"tab\\there\\x41\\n\"\r\n") == [command("SET", "k", "tab\there\u{41}\n")])
+        #expect(decode("SET k 'it\\'s'\r\n") == [command("SET", "k", "it's")])
+        #expect(decode("SET k \"\"\r\n") == [command("SET", "k", "")])
+        // Blank lines are no command.
+        #expect(decode("\r\n\n   \r\nPING\r\n") == [command("PING")])
+        // A line without its newline yet is incomplete.
+        #expect(decode("PING").isEmpty)
+    }
+
+    @Test("*0 and *-1 are no command, and what follows is decoded")
+    func emptyArray() {
+        #expect(decode("*0\r\n").isEmpty)
+        #expect(decode("*0\r\n*1\r\n$4\r\nPING\r\n") == [command("PING")])
+        #expect(decode("*-1\r\n*1\r\n$4\r\nPING\r\n") == [command("PING")])
+    }
+
+    /// Every kind of request in one stream.
+    private static let pipeline: (bytes: [UInt8], requests: [RESPRequest]) = {
+        var bytes: [UInt8] = []
+        var requests: [RESPRequest] = []
+        func add(_ arguments: [[UInt8]]) {
+            bytes += encodeCommand(arguments)
+            requests.append(.command(arguments))
+        }
+        func addInline(_ line: String, _ arguments: [String]) {
+            bytes += Array(line.utf8)
+            requests.append(.command(arguments.map { Array($0.utf8) }))
+        }
+        add([Array("PING".utf8)])
+        addInline("SET a \"b c\"\r\n", ["SET", "a", "b c"])
+        add([Array("SET".utf8), Array("bin".utf8), [0x0D, 0x0A, 0x0D, 0x0A, 0x00, 0x2A, 0x33]])
+        bytes += Array("*0\r\n".utf8)
+        addInline("ECHO 'x\\'y'\n", ["ECHO", "x'y"])
+        bytes += Array("\r\n".utf8)
+        add([Array("MSET".utf8), [], Array(repeating: 0x41, count: 300), Array("k".utf8), []])
+        var generator = SplitMix64(seed: 7)
+        for index in 0..<40 {
+            let value = (0..<Int.random(in: 0...40, using: &generator)).map { _ in UInt8.random(in: 0...255, using: &generator) }
+            add([Array("SET".utf8), Array("key:\(index)".utf8), value])
+            if index % 5 == 0 { addInline("GET key:\(index)\r\n", ["GET", "key:\(index)"]) }
+        }
+        add([Array("QUIT".utf8)])
+        return (bytes, requests)
+    }()
+
+    @Test("a pipeline decodes the same whole, byte by byte, and in random chunks")
+    func pipelineSplitAnywhere() {
+        let (bytes, expected) = Self.pipeline
+        var whole = RESPRequestDecoder()
+        let all = decode([bytes], decoder: &whole)
+        #expect(all.requests == expected)
+        #expect(all.left == 0)
+
+        var byByte = RESPRequestDecoder()
+        let single = decode(bytes.map { [$0] }, decoder: &byByte)
+        #expect(single.requests == expected, "fed byte by byte")
+        #expect(single.left == 0)
+
+        for seed in UInt64(1)...30 {
+            var decoder = RESPRequestDecoder()
+            let chunked = decode(randomChunks(bytes, seed: seed, maximum: seed % 2 == 0 ? 7 : 300), decoder: &decoder)
+            #expect(chunked.requests == expected, "random chunks, seed \(seed)")
+            #expect(chunked.left == 0, "random chunks, seed \(seed)")
+        }
+    }
+
+    @Test("every split point of a request: incomplete before its last byte, complete with it")
+    func everySplitPoint() {
+        let bytes = encodeCommand("SET", "key", "value with\r\nnewline")
+        for cut in 1..<bytes.count {
+            var decoder = RESPRequestDecoder()
+            var buffer = ByteBuffer(bytes: bytes[..<cut])
+            #expect(decoder.next(&buffer) == nil, "cut at \(cut)")
+            buffer.writeBytes(bytes[cut...])
+            #expect(decoder.next(&buffer) == command("SET", "key", "value with\r\nnewline"), "cut at \(cut)")
+            #expect(buffer.readableBytes == 0)
+        }
+    }
+
+    // MARK: Limits
+
+    @Test("a bulk string longer than the limit is refused")
+    func bulkLimit() {
+        var decoder = RESPRequestDecoder()
+        decoder.maxBulkLength = 16
+        #expect(decode([Array("*2\r\n$3\r\nGET\r\n$16\r\n0123456789abcdef\r\n".utf8)], decoder: &decoder).requests
+                == [command("GET", "0123456789abcdef")])
+        var small = RESPRequestDecoder()
+        small.maxBulkLength = 16
+        #expect(decode([Array("*2\r\n$3\r\nGET\r\n$17\r\n".utf8)], decoder: &small).requests == [.protocolError("invalid bulk length")])
+        // Redis's default, proto-max-bulk-len: 512 MB.
+        #expect(decode("*1\r\n$\(512 << 20 + 1)\r\n") == [.protocolError("invalid bulk length")])
+    }
+
+    @Test("an array longer than the limit is refused")
+    func arrayLimit() {
+        #expect(decode("*\(1 << 20 + 1)\r\n") == [.protocolError("invalid multibulk length")])
+        var decoder = RESPRequestDecoder()
+        decoder.maxArrayLength = 3
+        #expect(decode([Array("*4\r\n".utf8)], decoder: &decoder).requests == [.protocolError("invalid multibulk length")])
+        var exact = RESPRequestDecoder()
+        exact.maxArrayLength = 3
+        #expect(decode([encodeCommand("SET", "k", "v")], decoder: &exact).requests == [command("SET", "k", "v")])
+    }
+
+    @Test("an announced element count reserves nothing")
+    func announcedCountDoesNotAllocate() {
+        let header = Array("*\(1 << 20)\r\n".utf8)
+        var decoder = RESPRequestDecoder()
+        var buffer = ByteBuffer(bytes: header)
+        let before = reservedBytes(decoder)
+        #expect(decoder.next(&buffer) == nil)
+        #expect(buffer.readableBytes == 0)
+        // A million arguments would be 8 MB of array; the decoder may keep a small start.
+        let held = reservedBytes(decoder) - before
+        #expect(held < 64 << 10, "the decoder holds \(held) bytes after only the header of a 1048576-element array")
+
+        // The C heap agrees: sixteen decoders that each reserved for a million arguments would hold 128 MB.
+        if let heapBefore = Memory.heapBytes() {
+            var decoders = [RESPRequestDecoder](repeating: RESPRequestDecoder(), count: 16)
+            for index in decoders.indices {
+                var buffer = ByteBuffer(bytes: header)
+                _ = decoders[index].next(&buffer)
+            }
+            let grown = (Memory.heapBytes() ?? 0) - heapBefore
+            #expect(grown < 64 << 20, "16 decoders holding a 1048576-element header grew the heap by \(grown) bytes")
+            withExtendedLifetime(decoders) {}
+        }
+
+        // The elements, when they do come, are decoded as usual.
+        var complete = RESPRequestDecoder()
+        #expect(decode([Array("*2\r\n".utf8), Array("$4\r\nECHO\r\n".utf8), Array("$1\r\nx\r\n".utf8)], decoder: &complete).requests
+                == [command("ECHO", "x")])
+    }
+
+    @Test("a bulk string announced at 500 MB with 10 bytes present waits, and reserves nothing")
+    func announcedBulkDoesNotAllocate() {
+        let announced = 500 << 20
+        var decoder = RESPRequestDecoder()
+        var buffer = ByteBuffer()
+        buffer.writeBytes(Array("*2\r\n$3\r\nSET\r\n$\(announced)\r\n".utf8))
+        buffer.writeBytes(Array(repeating: UInt8(ascii: "x"), count: 10))
+        let heapBefore = Memory.heapBytes()
+        #expect(decoder.next(&buffer) == nil)
+        #expect(decoder.next(&buffer) == nil)
+        let heapGrowth = Memory.heapBytes().map { $0 - (heapBefore ?? 0) }
+        #expect(buffer.capacity < 1 << 20, "the buffer was grown to \(buffer.capacity) bytes")
+        #expect(reservedBytes(decoder) < 64 << 10, "the decoder holds \(reservedBytes(decoder)) bytes")
+        if let heapGrowth {
+            #expect(heapGrowth < 100 << 20, "the heap grew by \(heapGrowth) bytes while decoding a 500 MB announcement")
+        }
+        // Nothing was consumed that a later read would need: the 10 bytes are still there.
+        #expect(buffer.readableBytes >= 10)
+    }
+
+    @Test("a header line or inline request longer than 64 KB is refused")
+    func lineLimits() {
+        #expect(decode([Array(repeating: UInt8(ascii: "a"), count: (64 << 10) + 1)]) == [.protocolError("too big inline request")])
+        #expect(decode([[UInt8(ascii: "*")] + Array(repeating: UInt8(ascii: "1"), count: 64 << 10)]) == [.protocolError("too big mbulk count string")])
+        #expect(decode([Array("*1\r\n$".utf8) + Array(repeating: UInt8(ascii: "1"), count: 64 << 10)]) == [.protocolError("too big bulk count string")])
+    }
+
+    // MARK: Garbage
+
+    @Test("garbage is a protocol error, and everything after it is ignored",
+          arguments: ([
+              ("*1\r\nGET\r\n", "expected '$', got 'G'"),
+              ("*2\r\n$3\r\nGET\r\n:1\r\n", "expected '$', got ':'"),
+              ("*x\r\n", "invalid multibulk length"),
+              ("*1x\r\n", "invalid multibulk length"),
+              ("*\r\n", "invalid multibulk length"),
+              ("*1\r\n$x\r\n", "invalid bulk length"),
+              ("*1\r\n$-5\r\n", "invalid bulk length"),
+              ("*1\r\n$-1\r\n", "invalid bulk length"),
+              ("*1\r\n$\r\n", "invalid bulk length"),
+              ("*1\r\n$3\r\nabcde\r\n", nil),
+              ("*1\r\n$3\r\nabc", nil),
+              ("SET k \"unclosed\r\n", "unbalanced quotes in request"),
+              ("SET k \"closed\"x\r\n", "unbalanced quotes in request"),
+          ] as [(String, String?)]).map(Garbage.init))
+    func garbage(_ garbage: Garbage) {
+        let (input, message) = (garbage.input, garbage.message)
+        // `*1\r\n$3\r\nabc` followed by the next request: the two bytes after the bulk string are not CRLF.
+        let bytes = Array(input.utf8) + encodeCommand("PING")
+        var decoder = RESPRequestDecoder()
+        let (requests, left) = decode([bytes], decoder: &decoder)
+        #expect(requests.count == 1, "\(requests)")
+        guard case .protocolError(let text)? = requests.first else {
+            Issue.record("want a protocol error for \"\(escaped(Array(input.utf8)))\", got \(requests)")
+            return
+        }
+        if let message { #expect(text == message) }
+        #expect(left == 0, "bytes after a protocol error must be consumed and ignored")
+        // Later reads are ignored too.
+        let later = decode([encodeCommand("PING"), Array("PING\r\n".utf8)], decoder: &decoder)
+        #expect(later.requests.isEmpty)
+        #expect(later.left == 0)
+    }
+
+    @Test("a protocol error after complete requests keeps those, in order")
+    func errorAfterRequests() {
+        let bytes = encodeCommand("SET", "a", "1") + Array("GET a\r\n".utf8) + Array("*1\r\n:1\r\n".utf8) + encodeCommand("GET", "a")
+        #expect(decode([bytes]) == [command("SET", "a", "1"), command("GET", "a"), .protocolError("expected '$', got ':'")])
+        for seed in UInt64(1)...10 {
+            #expect(decode(randomChunks(bytes, seed: seed, maximum: 5))
+                    == [command("SET", "a", "1"), command("GET", "a"), .protocolError("expected '$', got ':'")])
+        }
+    }
+}

@@ -1,0 +1,306 @@
+// An in-process KVServer on an ephemeral port, spoken to over plain sockets: the connection and server
+// commands, Redis's error wording, inline commands, protocol errors and the client limit.
+
+import Testing
+
+@Suite("Server commands")
+struct ServerCommandTests {
+    @Test("PING, ECHO, SELECT, AUTH")
+    func basics() throws {
+        try withServer { server in
+            let client = try server.connect()
+            #expect(try client.call("PING") == .simple("PONG"))
+            #expect(try client.call("ping", "hello") == .text("hello"))
+            #expect(try client.call("ECHO", "a b\r\nc") == .text("a b\r\nc"))
+            #expect(try client.call("ECHO", "") == .text(""))
+            #expect(try client.call("ECHO") == .error("ERR wrong number of arguments for 'echo' command"))
+            #expect(try client.call("PING", "a", "b") == .error("ERR wrong number of arguments for 'ping' command"))
+            #expect(try client.call("SELECT", "0") == .simple("OK"))
+            #expect(try client.call("SELECT", "1") == .error("ERR DB index is out of range"))
+            #expect(try client.call("AUTH", "secret") == .error(
+                "ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?"))
+            #expect(try client.call("AUTH", "default", "secret").isError)
+            // The connection is still usable after all those errors.
+            #expect(try client.call("PING") == .simple("PONG"))
+        }
+    }
+
+    @Test("HELLO 2 replies with a flat array, HELLO 3 with a map and switches the connection to RESP3")
+    func hello() throws {
+        try withServer { server in
+            let client = try server.connect()
+            let two = try client.call("HELLO", "2")
+            guard case .array(let fields) = two else {
+                Issue.record("HELLO 2 must reply with an array, got \(two)")
+                return
+            }
+            #expect(fields.count == 14, "\(two)")
+            #expect(two.field("server") == .text("kvsh"))
+            #expect(two.field("proto") == .integer(2))
+            #expect(two.field("mode") == .text("standalone"))
+            #expect(two.field("role") == .text("master"))
+            #expect(two.field("modules") == .array([]))
+            let id = try client.call("CLIENT", "ID")
+            #expect(two.field("id") == id)
+            #expect(try client.call("GET", "missing") == .nullBulk)
+
+            let three = try client.call("HELLO", "3")
+            guard case .map(let items) = three else {
+                Issue.record("HELLO 3 must reply with a map, got \(three)")
+                return
+            }
+            #expect(items.count == 14)
+            #expect(three.field("proto") == .integer(3))
+            #expect(three.field("server") == .text("kvsh"))
+            // RESP3 from now on: nil is `_`, CONFIG GET is a map.
+            #expect(try client.call("GET", "missing") == .null)
+            #expect(try client.call("CONFIG", "GET", "databases") == .map([.text("databases"), .text("1")]))
+            // HELLO without a version keeps the protocol; back to 2.
+            #expect(try client.call("HELLO").field("proto") == .integer(3))
+            #expect(try client.call("HELLO", "2").field("proto") == .integer(2))
+            #expect(try client.call("GET", "missing") == .nullBulk)
+
+            #expect(try client.call("HELLO", "4") == .error("NOPROTO unsupported protocol version"))
+            #expect(try client.call("HELLO", "x") == .error("ERR Protocol version is not an integer or out of range"))
+            // HELLO's options: AUTH is accepted (no passwords are configured), SETNAME names the connection.
+            #expect(try client.call("HELLO", "3", "AUTH", "default", "pw", "SETNAME", "app").field("proto") == .integer(3))
+            #expect(try client.call("CLIENT", "GETNAME") == .text("app"))
+            #expect(try client.call("HELLO", "3", "BOGUS").isError)
+        }
+    }
+
+    @Test("CLIENT SETNAME, GETNAME, ID, SETINFO, INFO")
+    func clientCommands() throws {
+        try withServer { server in
+            let first = try server.connect()
+            let second = try server.connect()
+            #expect(try first.call("CLIENT", "GETNAME") == .nullBulk)
+            #expect(try first.call("CLIENT", "SETNAME", "worker-1") == .simple("OK"))
+            #expect(try first.call("CLIENT", "GETNAME") == .text("worker-1"))
+            #expect(try first.call("CLIENT", "SETNAME", "has space") == .error("ERR Client names cannot contain spaces, newlines or special characters."))
+            #expect(try first.call("CLIENT", "GETNAME") == .text("worker-1"))
+            // An empty name clears it.
+            #expect(try first.call("CLIENT", "SETNAME", "") == .simple("OK"))
+            #expect(try first.call("CLIENT", "GETNAME") == .nullBulk)
+            // Names are per connection.
+            #expect(try second.call("CLIENT", "SETNAME", "other") == .simple("OK"))
+            #expect(try first.call("CLIENT", "GETNAME") == .nullBulk)
+
+            guard case .integer(let firstID) = try first.call("CLIENT", "ID"),
+                  case .integer(let secondID) = try second.call("CLIENT", "ID") else {
+                Issue.record("CLIENT ID must reply with an integer")
+                return
+            }
+            #expect(firstID != secondID)
+            #expect(try first.call("CLIENT", "ID") == .integer(firstID), "an ID is stable")
+
+            #expect(try first.call("CLIENT", "SETINFO", "LIB-NAME", "redis-py") == .simple("OK"))
+            #expect(try first.call("CLIENT", "SETINFO", "lib-ver", "5.0.0") == .simple("OK"))
+            #expect(try first.call("CLIENT", "SETINFO", "color", "red").isError)
+            let info = try first.call("CLIENT", "INFO").string ?? ""
+            #expect(info.contains("id=\(firstID) "), "\(info)")
+            #expect(info.contains("lib-name=redis-py"), "\(info)")
+            #expect(try first.call("CLIENT").isError)
+            #expect(try first.call("CLIENT", "NOSUCH").isError)
+        }
+    }
+
+    @Test("COMMAND COUNT, DOCS, INFO; CONFIG GET; INFO; DBSIZE")
+    func serverCommands() throws {
+        try withServer { server in
+            let client = try server.connect()
+            guard case .integer(let count) = try client.call("COMMAND", "COUNT") else {
+                Issue.record("COMMAND COUNT must reply with an integer")
+                return
+            }
+            #expect(count >= 15)
+            guard case .array(let all) = try client.call("COMMAND") else {
+                Issue.record("COMMAND must reply with an array")
+                return
+            }
+            #expect(all.count == count)
+
+            // DOCS: a map of name to a map of fields; flattened in RESP2 (redis-cli reads it for its hints).
+            let docs = try client.call("COMMAND", "DOCS", "get")
+            #expect(docs.field("get")?.field("summary") == .text("Get the value of key, or nil if it does not exist."), "\(docs)")
+            guard case .array(let everything) = try client.call("COMMAND", "DOCS") else {
+                Issue.record("COMMAND DOCS must reply with an array in RESP2")
+                return
+            }
+            #expect(everything.count >= 2 * 5)
+            #expect(try client.call("COMMAND", "INFO", "get", "nosuch") == .array([.array([.text("get")]), .nullBulk]))
+            #expect(try client.call("COMMAND", "BOGUS").isError)
+
+            #expect(try client.call("CONFIG", "GET", "maxclients") == .array([.text("maxclients"), .text("10000")]))
+            #expect(try client.call("CONFIG", "GET", "appendfsync") == .array([.text("appendfsync"), .text("always")]))
+            #expect(try client.call("CONFIG", "GET", "save", "appendonly") == .array([.text("appendonly"), .text("yes"), .text("save"), .text("")]))
+            // Asked for port 0, the server listens on an ephemeral port; either number is fair here.
+            let port = try client.call("CONFIG", "GET", "port")
+            #expect([Wire.array([.text("port"), .text("0")]), .array([.text("port"), .text("\(server.port)")])].contains(port), "\(port)")
+            #expect(try client.call("CONFIG", "GET", "nosuch") == .array([]))
+            guard case .array(let matched) = try client.call("CONFIG", "GET", "*") else {
+                Issue.record("CONFIG GET * must reply with an array")
+                return
+            }
+            #expect(matched.count >= 18)
+            #expect(try client.call("CONFIG", "SET", "maxclients", "5").isError)
+            #expect(try client.call("CONFIG", "GET") == .error("ERR wrong number of arguments for 'config|get' command"))
+
+            #expect(try client.call("DBSIZE") == .integer(0))
+            #expect(try client.call("SET", "a", "1") == .simple("OK"))
+            #expect(try client.call("SET", "b", "2") == .simple("OK"))
+            #expect(try client.call("DBSIZE") == .integer(2))
+            let info = try client.call("INFO").string ?? ""
+            for line in ["# Server", "redis_version:", "redis_mode:standalone", "# Clients", "connected_clients:1",
+                         "# Keyspace", "db0:keys=2,", "role:master", "aof_enabled:1"] {
+                #expect(info.contains(line), "INFO lacks \(line): \(info)")
+            }
+            #expect(info.contains("\r\n"), "INFO lines end in CRLF, as Redis's do")
+        }
+    }
+
+    @Test("QUIT replies +OK, then the server closes the connection")
+    func quit() throws {
+        try withServer { server in
+            let client = try server.connect()
+            #expect(try client.call("SET", "k", "v") == .simple("OK"))
+            // Commands pipelined after QUIT are not run.
+            try client.send(encodeCommand("QUIT") + encodeCommand("SET", "k", "changed"))
+            #expect(try client.readUntilClosed() == Array("+OK\r\n".utf8))
+            let other = try server.connect()
+            #expect(try other.call("GET", "k") == .text("v"))
+        }
+    }
+
+    @Test("unknown commands and wrong arities use Redis's exact wording")
+    func errorWording() throws {
+        try withServer { server in
+            let client = try server.connect()
+            #expect(try client.call("x") == .error("ERR unknown command 'x', with args beginning with: "))
+            #expect(try client.call("NOSUCH", "a", "b c") == .error("ERR unknown command 'NOSUCH', with args beginning with: 'a' 'b c' "))
+            #expect(try client.call("foo", "1", "2", "3", "4") == .error("ERR unknown command 'foo', with args beginning with: '1' '2' '3' "))
+            #expect(try client.call("GET") == .error("ERR wrong number of arguments for 'get' command"))
+            #expect(try client.call("get", "a", "b") == .error("ERR wrong number of arguments for 'get' command"))
+            #expect(try client.call("SET", "k") == .error("ERR wrong number of arguments for 'set' command"))
+            #expect(try client.call("DBSIZE", "x") == .error("ERR wrong number of arguments for 'dbsize' command"))
+            // Shell meta-commands are not server commands.
+            #expect(try client.call(":stats").isError)
+            #expect(try client.call("PING") == .simple("PONG"))
+        }
+    }
+
+    @Test("an arity error names the command as Redis does: DEL, not kvsh's DELETE")
+    func arityErrorNamesAlias() throws {
+        try withServer { server in
+            let client = try server.connect()
+            // Redis clients (and their users) know DEL; Redis says 'del' here.
+            #expect(try client.call("DEL") == .error("ERR wrong number of arguments for 'del' command"))
+            #expect(try client.call("del") == .error("ERR wrong number of arguments for 'del' command"))
+        }
+    }
+
+    @Test("inline commands, telnet style, with quotes")
+    func inlineCommands() throws {
+        try withServer { server in
+            let client = try server.connect()
+            try client.send("PING\r\n")
+            #expect(try client.reply() == .simple("PONG"))
+            try client.send("SET greeting \"hello world\"\r\nGET greeting\r\n")
+            #expect(try client.replies(2) == [.simple("OK"), .text("hello world")])
+            try client.send("ECHO 'a \\'quoted\\' b'\n")
+            #expect(try client.reply() == .text("a 'quoted' b"))
+            try client.send("set \"with\\nnewline\" \"\\x41\\x42\"\r\nget \"with\\nnewline\"\r\n")
+            #expect(try client.replies(2) == [.simple("OK"), .text("AB")])
+            // Blank lines are ignored; inline and multibulk mix on one connection.
+            try client.send(Array("\r\n\r\n".utf8) + encodeCommand("GET", "greeting") + Array("EXISTS greeting nope\r\n".utf8))
+            #expect(try client.replies(2) == [.text("hello world"), .integer(1)])
+        }
+    }
+
+    @Test("malformed RESP: -ERR Protocol error, that connection is closed, another keeps working")
+    func protocolError() throws {
+        try withServer { server in
+            let bad = try server.connect()
+            let good = try server.connect()
+            #expect(try good.call("SET", "k", "v") == .simple("OK"))
+            // A complete request before the garbage is answered; nothing after it runs.
+            try bad.send(encodeCommand("PING") + Array("*1\r\n:5\r\n".utf8) + encodeCommand("SET", "k", "changed"))
+            let bytes = try bad.readUntilClosed()
+            #expect(bytes.text == "+PONG\r\n-ERR Protocol error: expected '$', got ':'\r\n", "\(escaped(bytes))")
+            #expect(try good.call("GET", "k") == .text("v"))
+
+            for garbage in ["*x\r\n", "*1\r\n$-3\r\n", "SET k \"open\r\n", "*1\r\n$3\r\nabcdef\r\n"] {
+                let client = try server.connect()
+                try client.send(garbage)
+                let reply = try client.readUntilClosed()
+                #expect(reply.text.hasPrefix("-ERR Protocol error: "), "for \(escaped(Array(garbage.utf8))): \(escaped(reply))")
+                #expect(try good.call("PING") == .simple("PONG"))
+            }
+            #expect(try good.call("GET", "k") == .text("v"))
+        }
+    }
+
+    @Test("past maxclients a connection gets -ERR max number of clients reached and is closed")
+    func maxClients() throws {
+        try withServer(maxClients: 2) { server in
+            let first = try server.connect()
+            let second = try server.connect()
+            #expect(try first.call("PING") == .simple("PONG"))
+            #expect(try second.call("PING") == .simple("PONG"))
+            let third = try server.connect()
+            #expect(try third.readUntilClosed() == Array("-ERR max number of clients reached\r\n".utf8))
+            // The admitted clients are unaffected.
+            #expect(try first.call("SET", "k", "v") == .simple("OK"))
+            #expect(try second.call("GET", "k") == .text("v"))
+            let info = try first.call("INFO").string ?? ""
+            #expect(info.contains("rejected_connections:1"), "\(info)")
+
+            // Once a client leaves, its place is free again (the server notices the close asynchronously).
+            first.shutdownWriting()
+            _ = try first.readUntilClosed()
+            let deadline = ContinuousClock.now + .seconds(10)
+            var admitted = false
+            while !admitted && ContinuousClock.now < deadline {
+                let next = try server.connect()
+                try next.send(encodeCommand("PING"))
+                admitted = (try? next.reply()) == .simple("PONG")
+            }
+            #expect(admitted, "a connection was still refused 10 s after a client left")
+        }
+    }
+
+    @Test("data commands through the server")
+    func dataCommands() throws {
+        try withServer { server in
+            let client = try server.connect()
+            #expect(try client.call("SET", "k", "v1") == .simple("OK"))
+            #expect(try client.call("GET", "k") == .text("v1"))
+            #expect(try client.call("SET", "k", "v2", "GET") == .text("v1"))
+            #expect(try client.call("SET", "k", "v3", "NX") == .nullBulk)
+            #expect(try client.call("SET", "new", "x", "XX") == .nullBulk)
+            #expect(try client.call("SET", "k", "v", "EX", "10").isError)
+            #expect(try client.call("MSET", "a", "1", "b", "2") == .simple("OK"))
+            #expect(try client.call("MGET", "a", "nope", "b") == .array([.text("1"), .nullBulk, .text("2")]))
+            #expect(try client.call("INCR", "a") == .integer(2))
+            #expect(try client.call("INCRBY", "a", "10") == .integer(12))
+            #expect(try client.call("DECR", "a") == .integer(11))
+            #expect(try client.call("DECRBY", "a", "20") == .integer(-9))
+            #expect(try client.call("INCR", "k") == .error("ERR value is not an integer or out of range"))
+            #expect(try client.call("APPEND", "k", "++") == .integer(4))
+            #expect(try client.call("STRLEN", "k") == .integer(4))
+            #expect(try client.call("GETDEL", "k") == .text("v2++"))
+            #expect(try client.call("EXISTS", "k", "a", "a") == .integer(2))
+            #expect(try client.call("SETNX", "a", "z") == .integer(0))
+            #expect(try client.call("DEL", "a", "b", "nope") == .integer(2))
+            #expect(try client.call("KEYS", "*") == .array([]))
+            #expect(try client.call("DBSIZE") == .integer(0))
+        }
+    }
+}
+
+extension Wire {
+    var isError: Bool {
+        if case .error = self { return true }
+        return false
+    }
+}

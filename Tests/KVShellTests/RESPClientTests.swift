@@ -1,0 +1,310 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+import Foundation
+import Testing
+@testable import KVShell
+
+/// A one-connection server on a thread: accepts, then runs `script` with the connected socket.
+private final class FakeServer: @unchecked Sendable {
+    let port: Int
+    private let listener: Int32
+    private let finished = DispatchSemaphore(value: 0)
+
+    init(_ script: @escaping @Sendable (Int32) -> Void) throws {
+        let listener = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        try #require(listener >= 0)
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        address.sin_port = 0
+        let bound = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(listener, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        }
+        let listening = bound == 0 && listen(listener, 4) == 0
+        try #require(listening, "bind/listen failed: errno \(errno)")
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        _ = withUnsafeMutablePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(listener, $0, &length) }
+        }
+        self.listener = listener
+        port = Int(UInt16(bigEndian: address.sin_port))
+        let finished = self.finished
+        Thread.detachNewThread {
+            let connection = accept(listener, nil, nil)
+            if connection >= 0 {
+                script(connection)
+                close(connection)
+            }
+            finished.signal()
+        }
+    }
+
+    /// Waits for the script to end (up to 10 s) and stops listening.
+    func finish() {
+        _ = finished.wait(timeout: .now() + 10)
+        close(listener)
+    }
+
+    static func readExactly(_ fd: Int32, _ count: Int) -> [UInt8] {
+        var bytes = [UInt8](repeating: 0, count: count)
+        var done = 0
+        while done < count {
+            let n = bytes.withUnsafeMutableBytes { recv(fd, $0.baseAddress! + done, count - done, 0) }
+            if n <= 0 { break }
+            done += n
+        }
+        return Array(bytes[..<done])
+    }
+
+    static func writeAll(_ fd: Int32, _ bytes: [UInt8]) {
+        var done = 0
+        while done < bytes.count {
+            let n = bytes.withUnsafeBytes { send(fd, $0.baseAddress! + done, $0.count - done, Int32(MSG_NOSIGNAL)) }
+            if n <= 0 { return }
+            done += n
+        }
+    }
+}
+
+/// Bytes the fake server received, handed to the test thread.
+private final class Received: @unchecked Sendable {
+    private let lock = NSLock()
+    private var bytes: [UInt8] = []
+    func set(_ new: [UInt8]) { lock.withLock { bytes = new } }
+    func get() -> [UInt8] { lock.withLock { bytes } }
+}
+
+private func encoded(_ arguments: [String]) -> [UInt8] {
+    var buffer: [UInt8] = []
+    RESPClient.encode(arguments.map { Array($0.utf8) }, into: &buffer)
+    return buffer
+}
+
+@Suite("RESPClient")
+struct RESPClientTests {
+    @Test("commands go out as RESP arrays of bulk strings")
+    func encoding() {
+        var buffer: [UInt8] = []
+        RESPClient.encode([Array("SET".utf8), [0x00, 0x0D, 0x0A], []], into: &buffer)
+        #expect(buffer == Array("*3\r\n$3\r\nSET\r\n$3\r\n".utf8) + [0x00, 0x0D, 0x0A] + Array("\r\n$0\r\n\r\n".utf8))
+    }
+
+    @Test("every RESP2 and RESP3 reply type is parsed, also when it arrives a few bytes at a time")
+    func parsesReplies() throws {
+        let canned: [UInt8] = Array("""
+            +OK\r
+            +PONG\r
+            -ERR unknown command 'X'\r
+            :42\r
+            :-9223372036854775808\r
+            $5\r
+            hello\r
+            $0\r
+            \r
+            $-1\r
+            $5\r
+            a\r
+            b\u{0}\r
+            *-1\r
+            *0\r
+            *3\r
+            $1\r
+            a\r
+            :1\r
+            *2\r
+            $-1\r
+            +x\r
+            _\r
+            #t\r
+            ,1.5\r
+            (12345678901234567890\r
+            %1\r
+            $1\r
+            k\r
+            $1\r
+            v\r
+            ~2\r
+            :1\r
+            :2\r
+            =7\r
+            txt:abc\r
+            !5\r
+            ERR x\r
+            |1\r
+            +key\r
+            +value\r
+            :5\r
+
+            """.utf8)
+        let request = encoded(["SET", "k", "v\r\n"])
+        let received = Received()
+        let server = try FakeServer { fd in
+            received.set(FakeServer.readExactly(fd, request.count))
+            var offset = 0
+            while offset < canned.count {  // three bytes at a time, so replies are split everywhere
+                let end = min(offset + 3, canned.count)
+                FakeServer.writeAll(fd, Array(canned[offset..<end]))
+                offset = end
+                usleep(200)
+            }
+            usleep(100_000)
+        }
+        defer { server.finish() }
+        let client = try RESPClient(host: "127.0.0.1", port: server.port)
+        #expect(client.endpoint == "127.0.0.1:\(server.port)")
+        try client.send([Array("SET".utf8), Array("k".utf8), Array("v\r\n".utf8)])
+        let expected: [RESPReply] = [
+            .simpleString("OK"), .simpleString("PONG"), .error("ERR unknown command 'X'"), .integer(42), .integer(Int.min),
+            .bulkString(Array("hello".utf8)), .bulkString([]), .null, .bulkString(Array("a\r\nb\u{0}".utf8)), .null, .array([]),
+            .array([.bulkString([UInt8(ascii: "a")]), .integer(1), .array([.null, .simpleString("x")])]),
+            .null, .boolean(true), .number("1.5"), .number("12345678901234567890"),
+            .map([.bulkString([UInt8(ascii: "k")]), .bulkString([UInt8(ascii: "v")])]),
+            .array([.integer(1), .integer(2)]), .bulkString(Array("abc".utf8)), .error("ERR x"), .integer(5),
+        ]
+        for (index, want) in expected.enumerated() {
+            let got = try client.readReply()
+            #expect(got == want, "reply \(index)")
+        }
+        #expect(received.get() == request)
+    }
+
+    @Test("a long pipeline does not deadlock against a server that answers while the client still writes")
+    func pipelineWithLargeReplies() throws {
+        let value = [UInt8](repeating: UInt8(ascii: "v"), count: 64 << 10)
+        let commands = 200
+        let request = { (index: Int) -> [UInt8] in
+            var buffer: [UInt8] = []
+            RESPClient.encode([Array("SET".utf8), Array("key:\(index)".utf8), value], into: &buffer)
+            return buffer
+        }
+        let requestSizes = (0..<commands).map { request($0).count }
+        // The server reads one request at a time and answers it with a 64 KiB bulk string, blocking while the
+        // client does not read: a client that only wrote would fill both directions and hang.
+        let server = try FakeServer { fd in
+            var reply = Array("$\(value.count)\r\n".utf8) + value + Array("\r\n".utf8)
+            for index in 0..<commands {
+                guard FakeServer.readExactly(fd, requestSizes[index]).count == requestSizes[index] else { return }
+                reply[reply.count - 3] = UInt8(ascii: "0") + UInt8(index % 10)
+                FakeServer.writeAll(fd, reply)
+            }
+        }
+        defer { server.finish() }
+        let client = try RESPClient(host: "localhost", port: server.port)
+        for index in 0..<commands {
+            try client.send([Array("SET".utf8), Array("key:\(index)".utf8), value])
+        }
+        try client.flush()
+        for index in 0..<commands {
+            let reply = try client.readReply()
+            guard case .bulkString(let bytes) = reply else {
+                Issue.record("reply \(index) is \(reply)")
+                return
+            }
+            #expect(bytes.count == value.count && bytes.last == UInt8(ascii: "0") + UInt8(index % 10), "reply \(index)")
+        }
+    }
+
+    @Test("no server: cannotConnect, naming host:port and the reason")
+    func connectionRefused() throws {
+        // A port nobody listens on: bind one, note it, close it.
+        let port: Int
+        do {
+            let server = try FakeServer { _ in }
+            port = server.port
+            // Let the accept thread take a connection and end, so the port is free again.
+            let probe = try? RESPClient(host: "127.0.0.1", port: port)
+            probe?.close()
+            server.finish()
+        }
+        do {
+            _ = try RESPClient(host: "127.0.0.1", port: port, timeout: .seconds(2))
+            Issue.record("connected to a closed port")
+        } catch let error as RESPClientError {
+            #expect(error.kind == .cannotConnect)
+            #expect(error.message == "cannot connect to 127.0.0.1:\(port): Connection refused")
+        }
+        do {
+            _ = try RESPClient(host: "no-such-host.invalid", port: 7379, timeout: .seconds(2))
+            Issue.record("resolved no-such-host.invalid")
+        } catch let error as RESPClientError {
+            #expect(error.kind == .cannotConnect)
+            #expect(error.message.hasPrefix("cannot connect to no-such-host.invalid:7379: "))
+        }
+    }
+
+    @Test("a server that closes mid-reply: connectionLost, then every call fails")
+    func connectionLost() throws {
+        let server = try FakeServer { fd in
+            _ = FakeServer.readExactly(fd, encoded(["GET", "k"]).count)
+            FakeServer.writeAll(fd, Array("+OK\r\n$10\r\nabc".utf8))
+        }
+        defer { server.finish() }
+        let client = try RESPClient(host: "127.0.0.1", port: server.port)
+        #expect(try client.call([Array("GET".utf8), Array("k".utf8)]) == .simpleString("OK"))
+        do {
+            _ = try client.readReply()
+            Issue.record("read a reply that never arrived in full")
+        } catch let error as RESPClientError {
+            #expect(error.kind == .connectionLost)
+            #expect(error.message == "connection to 127.0.0.1:\(server.port) lost: the server closed the connection")
+        }
+        #expect(throws: RESPClientError.self) { try client.call([Array("PING".utf8)]) }
+    }
+
+    @Test("bytes that are not RESP are a protocol error")
+    func protocolError() throws {
+        let server = try FakeServer { fd in
+            _ = FakeServer.readExactly(fd, encoded(["PING"]).count)
+            FakeServer.writeAll(fd, Array("HTTP/1.1 400 Bad Request\r\n\r\n".utf8))
+            usleep(100_000)
+        }
+        defer { server.finish() }
+        let client = try RESPClient(host: "127.0.0.1", port: server.port)
+        do {
+            _ = try client.call([Array("PING".utf8)])
+            Issue.record("parsed HTTP as RESP")
+        } catch let error as RESPClientError {
+            #expect(error.kind == .protocolError)
+        }
+    }
+}
+
+@Suite("Session connected to a server: the shell's wording of server errors")
+struct RemoteErrorWordingTests {
+    private func shellMessage(_ serverText: String, _ line: [String]) -> String {
+        let arguments = line.map { Array($0.utf8) }
+        return Session.shellError(serverText, spec: CommandTable.lookup(arguments[0]), arguments: arguments).message
+    }
+
+    @Test("Redis's texts get the hints the embedded shell prints")
+    func hints() throws {
+        let set = try #require(CommandTable.lookup("SET"))
+        let scan = try #require(CommandTable.lookup("SCAN"))
+        let incrby = try #require(CommandTable.lookup("INCRBY"))
+        let mset = try #require(CommandTable.lookup("MSET"))
+        #expect(shellMessage("ERR syntax error", ["SET", "k", "v", "BOGUS"]) == CommandError.syntax(set).message)
+        #expect(shellMessage("ERR the EX option is not supported: keys do not expire in kvsh", ["set", "k", "v", "ex", "10"])
+                == CommandError.expiryNotSupported("EX").message)
+        #expect(shellMessage("ERR value is not an integer or out of range", ["SCAN", "0", "COUNT", "0"])
+                == "ERR value is not an integer or out of range (COUNT n takes an integer >= 1)")
+        #expect(shellMessage("ERR invalid cursor", ["SCAN", "x"]) == CommandError.invalidCursor.message)
+        _ = scan
+        #expect(shellMessage("ERR value is not an integer or out of range", ["RANGE", "a", "b", "LIMIT", "x"])
+                == "ERR value is not an integer or out of range (LIMIT n takes an integer >= 0)")
+        #expect(shellMessage("ERR value is not an integer or out of range", ["INCRBY", "k", "x"])
+                == CommandError.amountNotAnInteger(incrby).message)
+        #expect(shellMessage("ERR value is not an integer or out of range", ["INCRBY", "k", "5"])
+                == CommandError.valueNotAnInteger.message)
+        #expect(shellMessage("ERR value is not an integer or out of range", ["INCR", "k"]) == CommandError.valueNotAnInteger.message)
+        #expect(shellMessage("ERR wrong number of arguments for 'mset' command", ["MSET", "a", "1", "b"])
+                == CommandError.wrongArity(mset).message)
+        #expect(shellMessage("ERR unknown command 'SETT', with args beginning with: 'k' ", ["SETT", "k"])
+                == CommandError.unknownCommand("SETT", arguments: [Array("k".utf8)]).message)
+        // Texts the shell has no wording for print as the server sent them.
+        #expect(shellMessage("ERR max number of clients reached", ["GET", "k"]) == "ERR max number of clients reached")
+        #expect(shellMessage("WRONGTYPE whatever", ["PING"]) == "WRONGTYPE whatever")
+    }
+}
