@@ -19,11 +19,12 @@ public final class KVServer: Sendable {
         public var port: Int
         public var maxClients: Int
         public var maxBulkLength: Int
-        /// Event loops (threads); defaults to one per core.
+        /// Event loops (threads). Defaults to one fewer than the cores (at least one), leaving a core for the
+        /// fsync thread pool and, on a small machine, for clients on the same host.
         public var threads: Int
 
         public init(host: String = "127.0.0.1", port: Int = 7379, maxClients: Int = 10_000,
-                    maxBulkLength: Int = 512 << 20, threads: Int = System.coreCount) {
+                    maxBulkLength: Int = 512 << 20, threads: Int = max(1, System.coreCount - 1)) {
             self.host = host
             self.port = port
             self.maxClients = maxClients

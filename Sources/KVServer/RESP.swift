@@ -53,11 +53,11 @@ public enum RESPValue: Equatable, Sendable {
             buffer.writeStaticString("\r\n")
         case .integer(let number):
             buffer.writeStaticString(":")
-            buffer.writeString(String(number))
+            buffer.writeDecimal(number)
             buffer.writeStaticString("\r\n")
         case .bulkString(let bytes):
             buffer.writeStaticString("$")
-            buffer.writeString(String(bytes.count))
+            buffer.writeDecimal(bytes.count)
             buffer.writeStaticString("\r\n")
             buffer.writeBytes(bytes)
             buffer.writeStaticString("\r\n")
@@ -65,7 +65,7 @@ public enum RESPValue: Equatable, Sendable {
             if protocolVersion >= 3 { buffer.writeStaticString("_\r\n") } else { buffer.writeStaticString("$-1\r\n") }
         case .array(let items):
             buffer.writeStaticString("*")
-            buffer.writeString(String(items.count))
+            buffer.writeDecimal(items.count)
             buffer.writeStaticString("\r\n")
             for item in items { item.write(to: &buffer, protocolVersion: protocolVersion) }
         case .map(let pairs):
@@ -74,6 +74,32 @@ public enum RESPValue: Equatable, Sendable {
                 key.write(to: &buffer, protocolVersion: protocolVersion)
                 value.write(to: &buffer, protocolVersion: protocolVersion)
             }
+        }
+    }
+}
+
+extension ByteBuffer {
+    /// Writes `value` in decimal ASCII without building a String (lengths and integers in every reply).
+    @inline(__always)
+    mutating func writeDecimal(_ value: Int) {
+        if value >= 0 && value < 10 {
+            writeInteger(UInt8(ascii: "0") + UInt8(value))
+            return
+        }
+        var digits: (UInt64, UInt64, UInt64) = (0, 0, 0)  // 24 bytes: room for Int.min
+        withUnsafeMutableBytes(of: &digits) { scratch in
+            var magnitude = value.magnitude
+            var index = scratch.count
+            repeat {
+                index -= 1
+                scratch[index] = UInt8(ascii: "0") + UInt8(magnitude % 10)
+                magnitude /= 10
+            } while magnitude > 0
+            if value < 0 {
+                index -= 1
+                scratch[index] = UInt8(ascii: "-")
+            }
+            writeBytes(UnsafeRawBufferPointer(rebasing: scratch[index...]))
         }
     }
 }
@@ -99,15 +125,21 @@ public struct RESPRequestDecoder: ByteToMessageDecoder {
     /// Redis's limit on an inline request, and on the header lines of a multibulk one.
     public var maxInlineLength = 64 << 10
 
-    private enum State {
+    private enum Mode {
         case idle
-        /// Inside `*N`: `remaining` elements to go, and the length of the bulk string whose header was read.
-        case array(remaining: Int, arguments: [[UInt8]], bulkLength: Int?)
+        /// Inside `*N`: see `remaining`, `arguments` and `bulkLength`.
+        case array
         /// A protocol error was reported; everything after it is ignored until the connection closes.
         case failed
     }
 
-    private var state = State.idle
+    // Kept as separate properties rather than an enum with payloads, so that appending an argument mutates
+    // the array in place instead of copying it out of the enum and back.
+    private var mode = Mode.idle
+    private var remaining = 0
+    private var arguments: [[UInt8]] = []
+    /// The length of the bulk string whose `$` header has been read, if any.
+    private var bulkLength: Int?
 
     public init() {}
 
@@ -124,24 +156,27 @@ public struct RESPRequestDecoder: ByteToMessageDecoder {
     /// The next complete request in `buffer` (consuming its bytes), or nil if more bytes are needed.
     public mutating func next(_ buffer: inout ByteBuffer) -> RESPRequest? {
         while true {
-            switch state {
+            switch mode {
             case .failed:
                 buffer.moveReaderIndex(to: buffer.writerIndex)
                 return nil
             case .idle:
                 guard let first = buffer.getInteger(at: buffer.readerIndex, as: UInt8.self) else { return nil }
                 if first == UInt8(ascii: "*") {
-                    let line: Substring
-                    switch headerLine(&buffer) {
+                    let count: Int
+                    switch headerNumber(&buffer) {
                     case .incomplete: return nil
                     case .tooLong: return fail("too big mbulk count string")
-                    case .line(let text): line = text
+                    case .invalid: return fail("invalid multibulk length")
+                    case .number(let value): count = value
                     }
-                    guard let count = Int(line), count <= maxArrayLength else { return fail("invalid multibulk length") }
+                    guard count <= maxArrayLength else { return fail("invalid multibulk length") }
                     if count <= 0 { continue }  // `*0` and `*-1` are no command, as in Redis
-                    var arguments: [[UInt8]] = []
+                    mode = .array
+                    remaining = count
+                    arguments = []
                     arguments.reserveCapacity(min(count, 1024))
-                    state = .array(remaining: count, arguments: arguments, bulkLength: nil)
+                    bulkLength = nil
                 } else {
                     guard let newline = buffer.readableBytesView.firstIndex(of: UInt8(ascii: "\n")) else {
                         if buffer.readableBytes > maxInlineLength { return fail("too big inline request") }
@@ -149,18 +184,18 @@ public struct RESPRequestDecoder: ByteToMessageDecoder {
                     }
                     let length = newline - buffer.readerIndex
                     guard length <= maxInlineLength else { return fail("too big inline request") }
-                    let arguments: [[UInt8]]
+                    let inline: [[UInt8]]
                     do {
-                        arguments = try buffer.readableBytesView.prefix(length).withContiguousStorageIfAvailable {
+                        inline = try buffer.readableBytesView.prefix(length).withContiguousStorageIfAvailable {
                             try Tokenizer.split(UnsafeRawBufferPointer($0))
                         } ?? Tokenizer.split(Array(buffer.readableBytesView.prefix(length)))
                     } catch {
                         return fail("unbalanced quotes in request")
                     }
                     buffer.moveReaderIndex(forwardBy: length + 1)
-                    if !arguments.isEmpty { return .command(arguments) }
+                    if !inline.isEmpty { return .command(inline) }
                 }
-            case .array(var remaining, var arguments, let bulkLength):
+            case .array:
                 let length: Int
                 if let bulkLength {
                     length = bulkLength
@@ -169,49 +204,64 @@ public struct RESPRequestDecoder: ByteToMessageDecoder {
                     guard first == UInt8(ascii: "$") else {
                         return fail("expected '$', got '\(Character(Unicode.Scalar(first)))'")
                     }
-                    let line: Substring
-                    switch headerLine(&buffer) {
+                    switch headerNumber(&buffer) {
                     case .incomplete: return nil
                     case .tooLong: return fail("too big bulk count string")
-                    case .line(let text): line = text
+                    case .invalid: return fail("invalid bulk length")
+                    case .number(let value): length = value
                     }
-                    guard let parsed = Int(line), parsed >= 0, parsed <= maxBulkLength else { return fail("invalid bulk length") }
-                    length = parsed
-                    state = .array(remaining: remaining, arguments: arguments, bulkLength: length)
+                    guard length >= 0, length <= maxBulkLength else { return fail("invalid bulk length") }
+                    bulkLength = length
                 }
-                guard buffer.readableBytes >= length + 2 else { return nil }
-                guard let bytes = buffer.readBytes(length: length) else { return nil }
+                guard buffer.readableBytes >= length + 2, let bytes = buffer.readBytes(length: length) else { return nil }
                 guard buffer.readInteger(as: UInt16.self) == 0x0D0A else { return fail("expected CRLF after a bulk string") }
+                bulkLength = nil
                 arguments.append(bytes)
                 remaining -= 1
                 if remaining == 0 {
-                    state = .idle
+                    mode = .idle
+                    defer { arguments = [] }
                     return .command(arguments)
                 }
-                state = .array(remaining: remaining, arguments: arguments, bulkLength: nil)
             }
         }
     }
 
     private mutating func fail(_ message: String) -> RESPRequest {
-        state = .failed
+        mode = .failed
+        arguments = []
         return .protocolError(message)
     }
 
-    private enum HeaderLine {
-        case incomplete, tooLong
-        case line(Substring)
+    private enum HeaderNumber {
+        case incomplete, tooLong, invalid
+        case number(Int)
     }
 
-    /// Reads a header line (`*3` or `$5`, without its marker and CRLF) if all of it is there.
-    private func headerLine(_ buffer: inout ByteBuffer) -> HeaderLine {
-        guard let newline = buffer.readableBytesView.firstIndex(of: UInt8(ascii: "\n")) else {
-            return buffer.readableBytes > maxInlineLength ? .tooLong : .incomplete
+    /// Reads a header line (`*3` or `$5`) and parses its number from the bytes in place.
+    private func headerNumber(_ buffer: inout ByteBuffer) -> HeaderNumber {
+        let view = buffer.readableBytesView
+        guard let newline = view.firstIndex(of: UInt8(ascii: "\n")) else {
+            return view.count > maxInlineLength ? .tooLong : .incomplete
         }
-        let length = newline - buffer.readerIndex
-        guard length <= maxInlineLength, var line = buffer.readString(length: length) else { return .tooLong }
-        buffer.moveReaderIndex(forwardBy: 1)
-        if line.hasSuffix("\r") { line.removeLast() }
-        return .line(line.dropFirst())
+        guard newline - view.startIndex <= maxInlineLength else { return .tooLong }
+        var end = newline
+        if end > view.startIndex + 1 && view[end - 1] == UInt8(ascii: "\r") { end -= 1 }
+        var index = view.startIndex + 1  // after the marker
+        var negative = false
+        if index < end && view[index] == UInt8(ascii: "-") {
+            negative = true
+            index += 1
+        }
+        guard index < end, end - index <= 18 else { return .invalid }
+        var value = 0
+        while index < end {
+            let digit = view[index] &- UInt8(ascii: "0")
+            guard digit <= 9 else { return .invalid }
+            value = value * 10 + Int(digit)
+            index += 1
+        }
+        buffer.moveReaderIndex(forwardBy: newline - view.startIndex + 1)
+        return .number(negative ? -value : value)
     }
 }

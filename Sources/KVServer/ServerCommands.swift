@@ -26,6 +26,10 @@ enum CommandEffect {
 /// data commands of the shared command table.
 enum ServerCommands {
     static func run(_ arguments: [[UInt8]], client: inout ClientState, context: ServerContext) -> (RESPValue, CommandEffect) {
+        // Data commands first, looked up on the bytes: the common case allocates no name.
+        if let spec = CommandTable.lookup(arguments[0]), !spec.isMeta {
+            return data(spec, arguments, context: context)
+        }
         let name = String(decoding: arguments[0], as: UTF8.self).uppercased()
         let count = arguments.count - 1
         func arity(_ allowed: ClosedRange<Int>) -> RESPValue? {
@@ -62,16 +66,14 @@ enum ServerCommands {
         case "KVSH.STATS", "KVSH.REBUILD", "KVSH.COMPACT", "KVSH.BACKUP", "KVSH.CHECK":
             return maintenance(name, arguments, context: context)
         default:
-            return data(arguments, name: name, context: context)
+            return (.error(CommandError.unknownCommand(String(decoding: arguments[0], as: UTF8.self),
+                                                       arguments: arguments.dropFirst()).redisMessage), .none)
         }
     }
 
-    private static func data(_ arguments: [[UInt8]], name: String, context: ServerContext) -> (RESPValue, CommandEffect) {
+    private static func data(_ spec: CommandSpec, _ arguments: [[UInt8]], context: ServerContext) -> (RESPValue, CommandEffect) {
         do {
-            guard let outcome = try context.executor.execute(arguments) else {
-                return (.error(CommandError.unknownCommand(String(decoding: arguments[0], as: UTF8.self),
-                                                           arguments: arguments.dropFirst()).redisMessage), .none)
-            }
+            let outcome = try context.executor.execute(spec, arguments)
             return (RESPValue(outcome.reply), outcome.wrote ? .wrote : .none)
         } catch let error as CommandError {
             return (.error(error.redisMessage), .none)

@@ -33,6 +33,9 @@ struct ServeCommand: ParsableCommand {
     @Option(help: ArgumentHelp("Most clients connected at once; more are refused with an error.", valueName: "n"))
     var maxclients = 10_000
 
+    @Option(help: ArgumentHelp("Event-loop threads (default: one fewer than the cores, at least 1).", valueName: "n"))
+    var threads: Int?
+
     @Option(name: .customLong("compact-min-size"), help: ArgumentHelp("As for the shell.", valueName: "size"))
     var compactMinimumSize = ByteSize(argument: "64M")!
 
@@ -42,6 +45,7 @@ struct ServeCommand: ParsableCommand {
     func validate() throws {
         guard (0...65535).contains(port) else { throw ValidationError("--port must be between 0 and 65535") }
         guard maxclients >= 1 else { throw ValidationError("--maxclients must be at least 1") }
+        if let threads, threads < 1 { throw ValidationError("--threads must be at least 1") }
     }
 
     func run() -> Int32 {
@@ -56,8 +60,9 @@ struct ServeCommand: ParsableCommand {
             if let tail = store.openReport.tornTail { logger.warning("\(tail)") }
             let server: KVServer
             do {
-                server = try KVServer(store: store, configuration: KVServer.Configuration(host: bind, port: port, maxClients: maxclients),
-                                      logger: logger)
+                var configuration = KVServer.Configuration(host: bind, port: port, maxClients: maxclients)
+                if let threads { configuration.threads = threads }
+                server = try KVServer(store: store, configuration: configuration, logger: logger)
             } catch {
                 throw ServeError(message: "cannot listen on \(bind):\(port): \(error)")
             }
