@@ -26,10 +26,26 @@ public struct CommandError: Error, Sendable, CustomStringConvertible {
         message: "ERR unbalanced quotes (close every quote, and follow a closing quote with a blank or the end of the line)",
         redisMessage: "ERR Protocol error: unbalanced quotes in request")
 
-    public static func unknownCommand(_ name: String, arguments: ArraySlice<[UInt8]> = []) -> CommandError {
+    /// `text` with control characters escaped (`\x01`), so that a stray byte in a bad command cannot garble
+    /// the terminal the error is printed on.
+    static func printable(_ text: String) -> String {
+        var result = ""
+        for scalar in text.unicodeScalars {
+            if scalar.value < 0x20 || scalar.value == 0x7F {
+                let hex = String(scalar.value, radix: 16)
+                result += "\\x" + (hex.count == 1 ? "0" + hex : hex)
+            } else {
+                result.unicodeScalars.append(scalar)
+            }
+        }
+        return result
+    }
+
+    public static func unknownCommand(_ rawName: String, arguments: ArraySlice<[UInt8]> = []) -> CommandError {
+        let name = printable(rawName)
         let hint = CommandTable.suggestion(for: name).map { "did you mean '\($0)'? " } ?? ""
         let kind = name.hasPrefix(":") ? "meta-command" : "command"
-        let beginning = arguments.prefix(3).map { "'\(String(decoding: $0.prefix(128), as: UTF8.self))' " }.joined()
+        let beginning = arguments.prefix(3).map { "'\(printable(String(decoding: $0.prefix(128), as: UTF8.self)))' " }.joined()
         return CommandError(message: "ERR unknown \(kind) '\(name)' (\(hint)type :help for the list)",
                             redisMessage: "ERR unknown command '\(name)', with args beginning with: \(beginning)")
     }

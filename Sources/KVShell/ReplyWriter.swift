@@ -23,6 +23,9 @@ final class ReplyWriter: Sendable {
     /// letting replies pile up in memory.
     private let slots = DispatchSemaphore(value: 4)
     private let failedCommits = Atomic<Int>(0)
+    /// Set once replies could not be written (standard output closed, disk full): reported once, and the
+    /// exit status says so.
+    private let outputFailed = Atomic<Bool>(false)
 
     init(store: KVStore?, outputFD: Int32, errorFD: Int32) {
         self.store = store
@@ -30,8 +33,8 @@ final class ReplyWriter: Sendable {
         self.errorFD = errorFD
     }
 
-    /// Commits that failed; their replies were withheld.
-    var failures: Int { failedCommits.load(ordering: .acquiring) }
+    /// Commits that failed (their replies were withheld), plus one if replies could not be written.
+    var failures: Int { failedCommits.load(ordering: .acquiring) + (outputFailed.load(ordering: .acquiring) ? 1 : 0) }
 
     /// Queues `replies`; with `commit`, the store is committed before they are written.
     func send(_ replies: [UInt8], commit: Bool) {
@@ -47,7 +50,9 @@ final class ReplyWriter: Sendable {
                     return
                 }
             }
-            writeAll(outputFD, replies)
+            if let code = writeAll(outputFD, replies), !outputFailed.exchange(true, ordering: .acquiringAndReleasing) {
+                writeAll(errorFD, Array("kvsh: cannot write replies to standard output: \(String(cString: strerror(code)))\n".utf8))
+            }
         }
     }
 
@@ -57,18 +62,21 @@ final class ReplyWriter: Sendable {
     }
 }
 
-/// Writes all of `bytes` to `fd`. A closed pipe ends the process through SIGPIPE, as for any Unix filter.
-func writeAll(_ fd: Int32, _ bytes: [UInt8]) {
-    bytes.withUnsafeBytes { raw in
-        guard let base = raw.baseAddress else { return }
+/// Writes all of `bytes` to `fd`; returns the errno of a failed write, nil on success. A closed pipe ends the
+/// process through SIGPIPE, as for any Unix filter.
+@discardableResult
+func writeAll(_ fd: Int32, _ bytes: [UInt8]) -> Int32? {
+    bytes.withUnsafeBytes { raw -> Int32? in
+        guard let base = raw.baseAddress else { return nil }
         var done = 0
         while done < raw.count {
             let n = write(fd, base + done, raw.count - done)
             if n < 0 {
                 if errno == EINTR { continue }
-                return
+                return errno
             }
             done += n
         }
+        return nil
     }
 }

@@ -82,17 +82,22 @@ struct Options: ParsableCommand {
         "One command to run, such as: SET greeting \"hello world\"", valueName: "command"))
     var command: [String] = []
 
+    /// The one-shot command, without a leading `--` (which ends the options, as for any Unix tool).
+    var commandArguments: [String] {
+        command.first == "--" ? Array(command.dropFirst()) : command
+    }
+
     func validate() throws {
         // The command captures everything from its first word on (so `SET k -5` works); a first word that looks
         // like an option is one the parser did not know.
-        if let first = command.first, first.hasPrefix("-") {
+        if let first = commandArguments.first, first.hasPrefix("-"), command.first != "--" {
             switch first {
             case "-?", "--help", "-help": throw CleanExit.helpRequest(self)
             case "--version": throw CleanExit.message(Self.configuration.version)
             default: throw ValidationError("unknown option '\(first)'")
             }
         }
-        if file != nil && !command.isEmpty {
+        if file != nil && !commandArguments.isEmpty {
             throw ValidationError("give either --file or a command, not both")
         }
         if let directory = dataDirectory, directory.isEmpty {

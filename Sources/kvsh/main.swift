@@ -37,6 +37,17 @@ func parseOrExit<Command: ParsableCommand>(_ type: Command.Type, _ arguments: [S
     }
 }
 
+// A closed standard descriptor would be reused by the next open(2) (the log, say), and replies meant for it
+// would land there. Occupy 0 and 2 with /dev/null; a closed standard output is an error.
+for fd in [STDIN_FILENO, STDOUT_FILENO, STDERR_FILENO] where fcntl(fd, F_GETFD) == -1 && errno == EBADF {
+    let placeholder = open("/dev/null", fd == STDIN_FILENO ? O_RDONLY : O_WRONLY)
+    if fd == STDOUT_FILENO {
+        printError("standard output is closed; give kvsh somewhere to write its replies (> /dev/null to discard them)")
+        exit(ExitStatus.unusable)
+    }
+    _ = placeholder  // opened on the lowest free descriptor: `fd`
+}
+
 // Maintenance subcommands come first on the command line: `kvsh backup PATH`, `kvsh restore`, `kvsh check`.
 let arguments = Array(CommandLine.arguments.dropFirst())
 if let first = arguments.first, let subcommand = Subcommands.named(first) {
@@ -45,7 +56,7 @@ if let first = arguments.first, let subcommand = Subcommands.named(first) {
 
 let options = parseOrExit(Options.self, arguments)
 
-let interactive = options.command.isEmpty && options.file == nil && isatty(STDIN_FILENO) == 1 && isatty(STDOUT_FILENO) == 1
+let interactive = options.commandArguments.isEmpty && options.file == nil && isatty(STDIN_FILENO) == 1 && isatty(STDOUT_FILENO) == 1
 let format = options.format ?? (isatty(STDOUT_FILENO) == 1 ? .human : .raw)
 let store: KVStore?
 let session: Session
@@ -92,8 +103,8 @@ let backups = store.flatMap { store in
 session.bail = options.bail
 var status = ExitStatus.success
 
-if !options.command.isEmpty {
-    session.execute(arguments: options.command.map { Array($0.utf8) }, origin: .oneShot)
+if !options.commandArguments.isEmpty {
+    session.execute(arguments: options.commandArguments.map { Array($0.utf8) }, origin: .oneShot)
     session.flush()
 } else if interactive {
     runInteractive(session: session, banner: banner)

@@ -129,6 +129,36 @@ struct PipeTests {
         #expect(arity.termination == .exited(1) && arity.stderrText.contains("wrong number of arguments"), "\(arity.summary)")
     }
 
+    @Test("-- ends the options: what follows is the command, even where it looks like an option")
+    func doubleDashEndsOptions() throws {
+        let sandbox = try Sandbox()
+        let set = try sandbox.kvsh(["--", "SET", "k", "-5"])
+        #expect(set.termination == .exited(0) && set.stdout == Array("OK\n".utf8), "\(set.summary)")
+        let get = try sandbox.kvsh(["--", "GET", "k"])
+        #expect(get.stdout == Array("-5\n".utf8), "\(get.summary)")
+        let optionLike = try sandbox.kvsh(["--", "--format"])
+        #expect(optionLike.termination == .exited(1) && optionLike.stderrText.contains("unknown command '--format'"),
+                "\(optionLike.summary)")
+    }
+
+    @Test("a closed standard output is refused, and no reply lands in a store file")
+    func closedStandardOutput() throws {
+        let sandbox = try Sandbox()
+        _ = try sandbox.kvsh(["SET", "k", "v"])
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/bin/sh")
+        process.arguments = ["-c", "exec \"$0\" --data-dir \"$1\" GET k >&-", try KVSHBinary.path(), sandbox.dataDir]
+        let errors = Pipe()
+        process.standardError = errors
+        try process.run()
+        let message = String(decoding: errors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        process.waitUntilExit()
+        #expect(process.terminationStatus == 2, "stderr: \(message)")
+        #expect(message.contains("standard output is closed"), "stderr: \(message)")
+        let get = try sandbox.kvsh(["GET", "k"])
+        #expect(get.termination == .exited(0) && get.stdout == Array("v\n".utf8), "\(get.summary)")
+    }
+
     @Test("--file runs a script; comments, indented comments and blank lines are skipped")
     func scriptFile() throws {
         let sandbox = try Sandbox()
