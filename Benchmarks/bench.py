@@ -11,24 +11,32 @@ Measures, on N lines of ``SET key:NNNNNNN <100-byte value>``, in parts that
 4. ``range``: latency of ``RANGE start + LIMIT 100`` (kvsh, on N and N/10
    keys) and of the equivalent ``SELECT ... LIMIT 100`` (sqlite3),
 5. ``memory``: the memory-per-key and on-disk-size table (its RSS figures come
-   from the timed runs of the other parts).
+   from the timed runs of the other parts),
+6. ``server``: ``kvsh serve`` against redis-server under ``redis-benchmark -c 50``
+   (SET and GET, without pipelining and with ``-P 16``): kvsh ``--sync everysec``
+   vs redis ``appendfsync everysec``, and ``--sync always`` vs ``appendfsync
+   always`` (SET); plus one run of kvsh with ``--threads 1`` and ``--threads 2``.
+   A fresh server on a fresh data dir for every redis-benchmark invocation.
 
 Timings are wall-clock; every figure is the median over ``--runs`` runs, and
 the systems are interleaved within each round so that noise on a shared
 machine hits them alike. Without ``load``, the stores left in the work
 directory by an earlier run with the same ``--lines`` are reused (or loaded
-once, untimed). Standard library only.
+once, untimed). The ``server`` part needs neither the data set nor the stores.
+Standard library only.
 
 Usage:
     python3 Benchmarks/bench.py --kvsh .build/release/kvsh \
         [--lines 1000000] [--runs 5] [--work DIR] [--markdown OUT.md] \
-        [--only kvsh,redis,sqlite] [--parts load,startup,compact,range,memory]
+        [--only kvsh,redis,sqlite] [--parts load,startup,compact,range,memory,server] \
+        [--server-requests 1000000]
 """
 
 from __future__ import annotations
 
 import argparse
 import base64
+import csv
 import datetime
 import hashlib
 import json
@@ -51,9 +59,11 @@ from pathlib import Path
 from typing import Callable
 
 SYSTEMS = ("kvsh", "redis", "sqlite")
-PARTS = ("load", "startup", "compact", "range", "memory")
+PARTS = ("load", "startup", "compact", "range", "memory", "server")
 PART_SYSTEMS = {"load": SYSTEMS, "startup": SYSTEMS, "compact": ("kvsh", "redis"),
-                "range": ("kvsh", "sqlite"), "memory": SYSTEMS}  # who takes part in what
+                "range": ("kvsh", "sqlite"), "memory": SYSTEMS,
+                "server": ("kvsh", "redis")}  # who takes part in what
+STORE_PARTS = ("load", "startup", "compact", "range", "memory")  # need data set + stores
 VALUE_BYTES = 100
 DATA_FORMAT_VERSION = 1  # bump when the generated data changes shape
 
@@ -69,6 +79,18 @@ RANGE_LIMIT = 100
 RANGE_SEED = 20240601
 RANGE_CLOSE = 1.5  # N vs N/10 keys: per-query latencies within this factor are "close"
 KVSH_COMPACTED_LOG_MAX = 4096  # bytes; the log :compact starts holds only its header
+
+# Server part: redis-benchmark against `kvsh serve` and redis-server.
+SERVER_REQUESTS = 1_000_000  # redis-benchmark -n (--server-requests)
+SERVER_CLIENTS = 50  # redis-benchmark -c
+SERVER_PIPELINE = 16  # redis-benchmark -P of the pipelined rows
+SERVER_THREADS = (1, 2)  # kvsh serve --threads, tried once on the everysec rows
+SERVER_START_TIMEOUT = 30.0  # seconds until a fresh server must answer PING
+SERVER_STOP_TIMEOUT = 60.0  # seconds until a stopped server must have exited
+BENCH_KEY = "key:__rand_int__"  # redis-benchmark's key without -r: one key
+BENCH_VALUE_BYTES = 3  # redis-benchmark's default payload size (-d 3; random letters in 7.0)
+BENCH_CSV_HEADER = ["test", "rps", "avg_latency_ms", "min_latency_ms", "p50_latency_ms",
+                    "p95_latency_ms", "p99_latency_ms", "max_latency_ms"]  # redis-benchmark 7.0
 
 REDIS_AOF_DIR = "appendonlydir"  # redis 7 default `appenddirname`
 REDIS_START_TIMEOUT = 600.0  # seconds; generous for 1M keys on a noisy box
@@ -326,20 +348,20 @@ def parse_info(text: str) -> dict[str, str]:
 
 
 class RedisServer:
-    """A private redis-server (AOF on, everysec) in ``directory`` on a free port.
+    """A private redis-server (AOF on, everysec unless told) in ``directory`` on a free port.
 
     Use as a context manager: the normal path ends it with shutdown(); leaving
     the block any other way (an error) terminates the process.
     """
 
-    def __init__(self, directory: Path):
+    def __init__(self, directory: Path, appendfsync: str = "everysec"):
         self.port = free_port()
         self.log = directory / "redis.log"
         self.proc = spawn(
             ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
              "--dir", str(directory), "--logfile", str(self.log),
              "--daemonize", "no", "--appendonly", "yes",
-             "--appendfsync", "everysec", "--save", "",
+             "--appendfsync", appendfsync, "--save", "",
              "--aof-use-rdb-preamble", "yes"],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL)
@@ -444,6 +466,127 @@ def redis_aof_load_seconds(log: Path) -> float:
     return float(match.group(1))
 
 
+class KvshServer:
+    """A private `kvsh serve` on ``data_dir`` (created fresh by the caller) on a free port.
+
+    stderr (its swift-log output) goes to ``log``. Use as a context manager:
+    the normal path ends it with shutdown() (SIGTERM, exit 0 expected);
+    leaving the block any other way terminates the process.
+    """
+
+    def __init__(self, kvsh: str, data_dir: Path, log: Path, sync: str,
+                 threads: int | None = None):
+        self.port = free_port()
+        self.log = log
+        argv = [kvsh, "serve", "--data-dir", str(data_dir), "--port", str(self.port),
+                "--sync", sync]
+        if threads is not None:
+            argv += ["--threads", str(threads)]
+        with open(log, "wb") as errors:
+            self.proc = spawn(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                              stderr=errors)
+
+    def __enter__(self) -> "KvshServer":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        stop_child(self.proc)
+
+    def shutdown(self) -> int:
+        """SIGTERM; it must exit 0 (after fsyncing) in time. Returns peak RSS."""
+        self.proc.send_signal(signal.SIGTERM)
+        returncode, maxrss = reap(self.proc, timeout=SERVER_STOP_TIMEOUT)
+        if returncode != 0:
+            raise BenchError(f"kvsh serve exited with {returncode} after SIGTERM; log:\n"
+                             f"{self.log_tail()}")
+        return maxrss
+
+    def log_tail(self, lines: int = 15) -> str:
+        try:
+            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+
+def wait_for_ping(server: "KvshServer | RedisServer", what: str,
+                  timeout: float = SERVER_START_TIMEOUT) -> None:
+    """Poll (10 ms) until ``server`` accepts a connection and answers PING with PONG."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            conn = RespConnection(server.port, timeout=5)
+            try:
+                reply = conn.call("PING")
+            finally:
+                conn.close()
+            if reply == "PONG":
+                return
+            raise BenchError(f"{what} answered PING with {reply!r}")
+        except RedisError as err:
+            if not str(err).startswith("LOADING"):
+                raise BenchError(f"{what} answered PING with -{err}") from None
+        except OSError:  # refused, reset, closed, timed out: not up yet
+            pass
+        if server.proc.poll() is not None:
+            raise BenchError(f"{what} exited with {server.proc.returncode} before answering "
+                             f"PING; log:\n{server.log_tail()}")
+        if time.monotonic() > deadline:
+            raise BenchError(f"{what} did not answer PING within {timeout:g} s")
+        time.sleep(0.01)
+
+
+@dataclass(frozen=True)
+class ServerWorkload:
+    """One redis-benchmark invocation: which tests, with which pipelining, at which sync."""
+
+    sync: str  # kvsh --sync and redis --appendfsync: "everysec" or "always"
+    tests: tuple[str, ...]  # redis-benchmark -t, lower case
+    pipeline: int = 1  # redis-benchmark -P; 1 = no pipelining
+
+    def row(self, test: str) -> str:
+        """The row label of ``test`` ("SET", "GET -P 16", ...)."""
+        return test.upper() + (f" -P {self.pipeline}" if self.pipeline > 1 else "")
+
+
+SERVER_WORKLOADS = (ServerWorkload("everysec", ("set", "get")),
+                    ServerWorkload("everysec", ("set", "get"), SERVER_PIPELINE),
+                    ServerWorkload("always", ("set",)),
+                    ServerWorkload("always", ("set",), SERVER_PIPELINE))
+
+
+def redis_benchmark_argv(port: int, workload: ServerWorkload, requests: int) -> list[str]:
+    argv = ["redis-benchmark", "-h", "127.0.0.1", "-p", str(port),
+            "-t", ",".join(workload.tests), "-n", str(requests), "-c", str(SERVER_CLIENTS),
+            "--csv"]
+    if workload.pipeline > 1:
+        argv += ["-P", str(workload.pipeline)]
+    return argv
+
+
+def parse_benchmark_csv(text: str, tests: tuple[str, ...]) -> dict[str, dict[str, float]]:
+    """redis-benchmark --csv output as {"SET": {"rps": ..., "p99_latency_ms": ...}, ...}.
+
+    The header must be the one redis-benchmark 7.0 prints, and there must be
+    exactly one row per test asked for.
+    """
+    rows = list(csv.reader(line for line in text.splitlines() if line.strip()))
+    if not rows or rows[0] != BENCH_CSV_HEADER:
+        raise BenchError(f"redis-benchmark CSV header is {rows[0] if rows else None}, "
+                         f"expected {BENCH_CSV_HEADER}")
+    parsed = {}
+    for row in rows[1:]:
+        if len(row) != len(BENCH_CSV_HEADER):
+            raise BenchError(f"redis-benchmark CSV row {row} has {len(row)} fields")
+        try:
+            parsed[row[0]] = {k: float(v) for k, v in zip(BENCH_CSV_HEADER[1:], row[1:])}
+        except ValueError:
+            raise BenchError(f"redis-benchmark CSV row {row} is not numeric") from None
+    wanted = [t.upper() for t in tests]
+    if sorted(parsed) != sorted(wanted) or len(rows) - 1 != len(wanted):
+        raise BenchError(f"redis-benchmark printed rows for {list(parsed)}, expected {wanted}")
+    return parsed
+
+
 # --------------------------------------------------------------------------
 # Measurements
 # --------------------------------------------------------------------------
@@ -503,12 +646,13 @@ class RangeScripts:
 class Bench:
     """Runs the measurements for the selected systems in one work directory."""
 
-    def __init__(self, args: argparse.Namespace, data: DataSet):
+    def __init__(self, args: argparse.Namespace, data: DataSet | None):
         self.kvsh = str(Path(args.kvsh).resolve()) if args.kvsh else None
         self.runs = args.runs
         self.work = args.work
-        self.data = data
-        self.n = data.lines
+        self.data = data  # None when only the server part runs
+        self.n = args.lines
+        self.server_requests = args.server_requests
         self.results = Results()
         self.kvsh_compacted_ready = False  # set by prepare_kvsh_compacted()
 
@@ -907,10 +1051,102 @@ class Bench:
         if "sqlite" in systems:
             sizes["sqlite db file"] = self.sqlite_db.stat().st_size
 
+    # --- 6. server: redis-benchmark against kvsh serve and redis-server ------
+
+    def server_round(self, system: str, workload: ServerWorkload,
+                     threads: int | None = None) -> None:
+        """One redis-benchmark invocation against a fresh server on a fresh data dir.
+
+        Records rps and p99 per test as ``NAME.server.SYNC.ROW.rps`` / ``.p99``,
+        NAME being the system, or ``kvsh_tN`` for an explicit ``--threads N``.
+        """
+        name = system if threads is None else f"kvsh_t{threads}"
+        what = f"{name} ({workload.sync})"
+        base = fresh_dir(self.work / "server" / name)
+        os.sync()  # the previous run's dirty pages are not flushed on this run's time
+        if system == "kvsh":
+            server = KvshServer(self.kvsh, fresh_dir(base / "data"), base / "kvsh.log",
+                                workload.sync, threads)
+        else:
+            server = RedisServer(base, appendfsync=workload.sync)
+        with server:
+            wait_for_ping(server, what)
+            done = run_timed(redis_benchmark_argv(server.port, workload, self.server_requests),
+                             capture=True)
+            self._check_exit(f"redis-benchmark against {what}", done)
+            stderr = done.stderr.decode(errors="replace").strip()
+            if "error" in stderr.lower():
+                raise BenchError(f"redis-benchmark against {what} reported: {stderr[-2000:]}")
+            if stderr:
+                self.results.note("server", f"redis-benchmark said on stderr: {stderr[:300]}")
+            parsed = parse_benchmark_csv(done.stdout.decode(errors="replace"), workload.tests)
+            self._check_server_after_set(server.port, what)
+            server.shutdown()
+        self._note_server_housekeeping(system, base, what)
+        for test, figures in parsed.items():
+            key = f"{name}.server.{workload.sync}.{workload.row(test.lower())}"
+            self.results.add(f"{key}.rps", figures["rps"])
+            self.results.add(f"{key}.p99", figures["p99_latency_ms"])
+
+    def _check_server_after_set(self, port: int, what: str) -> None:
+        """After redis-benchmark's SET: DBSIZE ≥ 1 and its key holds a payload of its size."""
+        conn = RespConnection(port)
+        try:
+            dbsize = conn.call("DBSIZE")
+            value = conn.call("GET", BENCH_KEY)
+        finally:
+            conn.close()
+        if not isinstance(dbsize, int) or dbsize < 1:
+            raise BenchError(f"{what}: DBSIZE is {dbsize!r} after redis-benchmark's SET")
+        if value is None or len(value) != BENCH_VALUE_BYTES:
+            raise BenchError(f"{what}: GET {BENCH_KEY} is {value!r}, expected "
+                             f"{BENCH_VALUE_BYTES} bytes")
+
+    def _note_server_housekeeping(self, system: str, base: Path, what: str) -> None:
+        """Note background work that ran during a timed run (AOF rewrite, compaction)."""
+        if system == "redis":
+            if "Starting automatic rewriting of AOF" in (base / "redis.log").read_text():
+                self.results.note("server", f"redis ran an automatic AOF rewrite during a run "
+                                  f"({what}).")
+        elif any((base / "data").glob("*.image")):
+            self.results.note("server", f"kvsh wrote a checkpoint image (background compaction) "
+                              f"during a run ({what}).")
+
+    def run_server(self, systems: list[str]) -> None:
+        """``self.runs`` rounds; in each, the systems take turns on every workload.
+
+        Who goes first alternates from round to round. Then, once, kvsh with
+        each of SERVER_THREADS on the everysec workloads.
+        """
+        active = [s for s in systems if s in PART_SYSTEMS["server"]]
+        for round_no in range(1, self.runs + 1):
+            order = active if round_no % 2 else active[::-1]
+            for workload in SERVER_WORKLOADS:
+                for system in order:
+                    print(f"[server {round_no}/{self.runs}] {system} {workload.sync} "
+                          f"-t {','.join(workload.tests)} -P {workload.pipeline}",
+                          file=sys.stderr)
+                    self.server_round(system, workload)
+        if "kvsh" in active:
+            for workload in (w for w in SERVER_WORKLOADS if w.sync == "everysec"):
+                for threads in SERVER_THREADS:
+                    print(f"[server threads] kvsh --threads {threads} {workload.sync} "
+                          f"-P {workload.pipeline}", file=sys.stderr)
+                    self.server_round("kvsh", workload, threads)
+
     # --- driver ------------------------------------------------------------
 
     def run(self, systems: list[str], parts: list[str]) -> Results:
-        """Interleave the systems within each round: load, startup (+ compact), range phases."""
+        """Interleave the systems within each round: load, startup (+ compact), range,
+        then server phases."""
+        if any(p in STORE_PARTS for p in parts):
+            self.run_stores(systems, parts)
+        if "server" in parts:
+            self.run_server(systems)
+        return self.results
+
+    def run_stores(self, systems: list[str], parts: list[str]) -> None:
+        """The parts on the generated data set: load, startup (+ compact), range, memory."""
         if "load" in parts:
             for system in systems:
                 self.forget_store(system)
@@ -923,7 +1159,8 @@ class Bench:
             for system in systems:
                 self.stamp_store(system)
         else:
-            self.ensure_stores([s for s in systems if any(s in PART_SYSTEMS[p] for p in parts)])
+            self.ensure_stores([s for s in systems
+                                if any(s in PART_SYSTEMS[p] for p in parts if p in STORE_PARTS)])
         if "kvsh" in systems and ("compact" in parts or "range" in parts):
             self.prepare_kvsh_compacted()
         startup = "startup" in parts
@@ -942,7 +1179,6 @@ class Bench:
                                             "sqlite": [self.range_sqlite]})
         if "memory" in parts:
             self.record_sizes(systems)
-        return self.results
 
     def _rounds(self, phase: str, systems: list[str],
                 steps: dict[str, list[Callable[[], None]]]) -> None:
@@ -1176,6 +1412,118 @@ def build_tables(results: Results, n: int, runs: int, parts: list[str]) -> list[
     return tables
 
 
+def fmt_ms(value: float) -> str:
+    return f"{value:,.3f}"
+
+
+def server_goal(rps_ratio: float, p99_ratio: float | None) -> str:
+    """Status against the server goals: kvsh ops/s ≥ redis, and (if given) p99 ≤ redis."""
+    parts = ["ops/s " + ("met" if rps_ratio >= 1 else "NOT met")]
+    if p99_ratio is not None:
+        parts.append("p99 " + ("met" if p99_ratio <= 1 else "NOT met"))
+    return ", ".join(parts)
+
+
+def build_server_tables(results: Results, runs: int, requests: int) -> list[Table]:
+    """The server tables: everysec and always side by side, spreads, kvsh threads."""
+    get = results.get
+    tables = []
+    common = (f"`redis-benchmark -t set,get -n {requests:,} -c {SERVER_CLIENTS} --csv` "
+              f"(SET only for always), `-P {SERVER_PIPELINE}` on the pipelined rows; one key "
+              f"({BENCH_KEY}, {BENCH_VALUE_BYTES}-byte value), as redis-benchmark does without "
+              "-r. A fresh server "
+              "on a fresh data dir for every invocation; the systems take turns on each "
+              "workload, who goes first alternating by round. redis-benchmark runs on the same "
+              "machine (loopback) and shares its cores with the server.")
+    checks = ("Checked after every run: redis-benchmark exit 0, CSV header and rows as expected, "
+              f"DBSIZE ≥ 1 and GET {BENCH_KEY} gives {BENCH_VALUE_BYTES} bytes; kvsh exits 0 "
+              "on SIGTERM, "
+              "redis on SHUTDOWN NOSAVE (after fsyncing its AOF).")
+    spreads = []
+    for sync, title, kvsh_flags, redis_flags in (
+            ("everysec", "everysec", "kvsh serve --sync everysec",
+             "redis-server --appendonly yes --appendfsync everysec --save \"\""),
+            ("always", "always (every acknowledged write on disk)", "kvsh serve --sync always",
+             "redis-server --appendonly yes --appendfsync always --save \"\"")):
+        rows = []
+        for workload in (w for w in SERVER_WORKLOADS if w.sync == sync):
+            for test in workload.tests:
+                row = workload.row(test)
+                kvsh = (get(f"kvsh.server.{sync}.{row}.rps"), get(f"kvsh.server.{sync}.{row}.p99"))
+                redis = (get(f"redis.server.{sync}.{row}.rps"),
+                         get(f"redis.server.{sync}.{row}.p99"))
+                if not kvsh[0] and not redis[0]:
+                    continue
+                cells = [row]
+                cells += [f"{s.median:,.0f}" if s else "—" for s in (kvsh[0], redis[0])]
+                rps_ratio = kvsh[0].median / redis[0].median if kvsh[0] and redis[0] else None
+                cells.append(f"{rps_ratio:.2f}×" if rps_ratio else "—")
+                cells += [fmt_ms(s.median) if s else "—" for s in (kvsh[1], redis[1])]
+                p99_ratio = kvsh[1].median / redis[1].median if kvsh[1] and redis[1] else None
+                cells.append(f"{p99_ratio:.2f}×" if p99_ratio else "—")
+                if rps_ratio is None:
+                    cells.append("—")
+                elif sync == "always" and workload.pipeline > 1:
+                    cells.append("(extra row, no goal)")
+                else:
+                    cells.append(server_goal(rps_ratio, p99_ratio if sync == "everysec" else None))
+                rows.append(cells)
+                for system, (rps, p99) in (("kvsh", kvsh), ("redis", redis)):
+                    if rps:
+                        spreads.append([f"{sync} {row}", system,
+                                        "{:,.0f} – {:,.0f}".format(*rps.spread),
+                                        "{} – {}".format(*map(fmt_ms, p99.spread))])
+        if not rows:
+            continue
+        goal = ("goal: kvsh ≥ redis in ops/s on all four rows, p99 no worse"
+                if sync == "everysec" else "goal: kvsh ≥ redis in ops/s on SET")
+        tables.append(Table(
+            f"Server, sync {title}: redis-benchmark -c {SERVER_CLIENTS} -n {requests:,} "
+            f"(median of {runs} runs)",
+            ["test", "kvsh ops/s", "redis ops/s", "ops/s kvsh/redis", "kvsh p99 ms",
+             "redis p99 ms", "p99 kvsh/redis", "status"], rows,
+            [f"`{kvsh_flags}` (default --threads) vs `{redis_flags}`; {goal}.",
+             *([common, checks] if sync == "everysec" else [])]))
+    if spreads:
+        tables.append(Table(f"Server: spread over the {runs} runs",
+                            ["test", "system", "ops/s min – max", "p99 ms min – max"], spreads))
+
+    rows = []
+    for workload in (w for w in SERVER_WORKLOADS if w.sync == "everysec"):
+        for test in workload.tests:
+            row = workload.row(test)
+            samples = [(get(f"kvsh_t{t}.server.everysec.{row}.rps"),
+                        get(f"kvsh_t{t}.server.everysec.{row}.p99")) for t in SERVER_THREADS]
+            if not all(rps for rps, _ in samples):
+                continue
+            cells = [row]
+            cells += [f"{rps.median:,.0f}" for rps, _ in samples]
+            cells.append(f"{samples[1][0].median / samples[0][0].median:.2f}×")
+            cells += [fmt_ms(p99.median) for _, p99 in samples]
+            redis = get(f"redis.server.everysec.{row}.rps")
+            cells.append(f"{redis.median:,.0f}" if redis else "—")
+            rows.append(cells)
+    if rows:
+        t1, t2 = SERVER_THREADS
+        cores = os.cpu_count() or 1
+        tables.append(Table(
+            "kvsh event-loop threads: sync everysec, one run each",
+            ["test", f"--threads {t1} ops/s", f"--threads {t2} ops/s", f"{t2}/{t1}",
+             f"--threads {t1} p99 ms", f"--threads {t2} p99 ms", "redis ops/s (median above)"],
+            rows,
+            [f"Default --threads is max(1, cores − 1) = {max(1, cores - 1)} on this machine "
+             f"({cores} cores, shared with redis-benchmark). A single run per setting, taken "
+             "after the rounds above: indicative only."]))
+    if tables:
+        tables[-1].notes += results.notes.get("server", [])
+    return tables
+
+
+def load_average() -> str:
+    one, five, fifteen = os.getloadavg()
+    return f"{one:.2f}, {five:.2f}, {fifteen:.2f} (1, 5, 15 min)"
+
+
 def environment(args: argparse.Namespace, command: str) -> list[tuple[str, str]]:
     """Facts about the machine and tools, to print above the results."""
     cpu = "unknown"
@@ -1197,11 +1545,14 @@ def environment(args: argparse.Namespace, command: str) -> list[tuple[str, str]]
         ("redis-server", command_output(["redis-server", "--version"]) or "?"),
         ("sqlite3", command_output(["sqlite3", "--version"]) or "?"),
     ]
+    if "server" in args.parts:
+        facts.append(("redis-benchmark", command_output(["redis-benchmark", "--version"]) or "?"))
     if args.kvsh:
         version = command_output([args.kvsh, "--version"])
         if version:
             facts.append(("kvsh", version))
-    facts += [("disk (df -hT work dir)", df_line), ("command", command)]
+    facts += [("disk (df -hT work dir)", df_line), ("load average at start", load_average()),
+              ("command", command)]
     return facts
 
 
@@ -1236,6 +1587,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--parts", default=",".join(PARTS),
                         help="comma-separated subset of: " + ",".join(PARTS)
                         + " (without load, the stores of an earlier run are reused)")
+    parser.add_argument("--server-requests", type=int, default=SERVER_REQUESTS,
+                        help="redis-benchmark -n for the server part (default: %(default)s)")
     args = parser.parse_args(argv)
     args.systems = [s for s in SYSTEMS if s in args.only.split(",")]
     unknown = set(args.only.split(",")) - set(SYSTEMS)
@@ -1248,6 +1601,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     if not any(s in PART_SYSTEMS[p] for p in args.parts for s in args.systems):
         parser.error("nothing to measure: " + "; ".join(
             f"{p} runs for {','.join(PART_SYSTEMS[p])}" for p in args.parts))
+    if args.server_requests < 1:
+        parser.error("--server-requests must be ≥ 1")
     if args.lines < 1 or args.lines > 10_000_000 or args.runs < 1:
         parser.error("--lines must be in 1..10,000,000 (7-digit keys) and --runs ≥ 1")
     if "range" in args.parts and args.lines < RANGE_LIMIT:
@@ -1258,10 +1613,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         if not os.access(args.kvsh, os.X_OK):
             parser.error(f"{args.kvsh} is not an executable file")
     needed = {"redis": ["redis-server", "redis-cli"], "sqlite": ["sqlite3"]}
-    for system in args.systems:
-        for tool in needed.get(system, []):
-            if not shutil.which(tool):
-                parser.error(f"{tool} not found on PATH")
+    tools = [tool for system in args.systems for tool in needed.get(system, [])]
+    if "server" in args.parts:
+        tools.append("redis-benchmark")  # drives both servers
+    for tool in tools:
+        if not shutil.which(tool):
+            parser.error(f"{tool} not found on PATH")
     args.work = args.work.resolve()
     return args
 
@@ -1275,9 +1632,14 @@ def main(argv: list[str]) -> int:
     try:
         args.work.mkdir(parents=True, exist_ok=True)
         facts = environment(args, command)
-        data = prepare_data(args.work, args.lines)
+        print(f"load average at start: {dict(facts)['load average at start']}", file=sys.stderr)
+        data = (prepare_data(args.work, args.lines)
+                if any(p in STORE_PARTS for p in args.parts) else None)
         results = Bench(args, data).run(args.systems, args.parts)
+        facts.insert(len(facts) - 1, ("load average at end", load_average()))
         tables = build_tables(results, args.lines, args.runs, args.parts)
+        if "server" in args.parts:
+            tables += build_server_tables(results, args.runs, args.server_requests)
         print(render(facts, tables, markdown=False))
         if args.markdown:
             args.markdown.write_text(render(facts, tables, markdown=True))

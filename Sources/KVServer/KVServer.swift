@@ -97,6 +97,7 @@ public final class KVServer: Sendable {
             try? threadPool.syncShutdownGracefully()
             throw error
         }
+        context.port.store(serverChannel.localAddress?.port ?? configuration.port, ordering: .relaxed)
         logger.info("kvsh server listening", metadata: [
             "address": "\(serverChannel.localAddress.map { "\($0)" } ?? "?")",
             "data-dir": "\(store.directory)", "sync": "\(store.syncPolicy.rawValue)",

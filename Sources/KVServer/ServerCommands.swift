@@ -191,7 +191,7 @@ enum ServerCommands {
         }
         let settings: [(String, String)] = [
             ("appendonly", "yes"), ("appendfsync", appendfsync), ("save", ""), ("databases", "1"),
-            ("maxclients", String(configuration.maxClients)), ("port", String(configuration.port)),
+            ("maxclients", String(configuration.maxClients)), ("port", String(context.port.load(ordering: .relaxed))),
             ("bind", configuration.host), ("proto-max-bulk-len", String(configuration.maxBulkLength)),
             ("dir", context.store.directory),
         ]
@@ -208,7 +208,7 @@ enum ServerCommands {
             kvsh_version:\(KVServer.version)\r
             redis_version:7.0.0\r
             redis_mode:standalone\r
-            tcp_port:\(context.configuration.port)\r
+            tcp_port:\(context.port.load(ordering: .relaxed))\r
             uptime_in_seconds:\(uptime)\r
             \r
             # Clients\r

@@ -18,6 +18,8 @@ final class ServerContext: Sendable {
     let totalConnections = Atomic<Int>(0)
     let totalCommands = Atomic<Int>(0)
     let rejectedConnections = Atomic<Int>(0)
+    /// The port actually listened on (differs from the configuration's when that asked for 0).
+    let port = Atomic<Int>(0)
     private let nextClientID = Atomic<Int>(1)
 
     init(store: KVStore, configuration: KVServer.Configuration, logger: Logger, threadPool: NIOThreadPool) {

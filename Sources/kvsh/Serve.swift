@@ -11,15 +11,14 @@ import Logging
 
 struct ServeCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "serve",
+        commandName: "kvsh serve",
         abstract: "Serve a store over the Redis protocol (RESP2/RESP3) to redis-cli, redis-py and any Redis client.",
         discussion: """
             Listens on loopback unless --bind says otherwise. SIGTERM or SIGINT: stops accepting, finishes the \
             requests in flight, fsyncs, releases the store's lock and exits 0.
             """)
 
-    @Option(name: .customLong("data-dir"), help: ArgumentHelp("The store to serve (default: $KVSH_DATA_DIR, else ./kvsh-data).", valueName: "dir"))
-    var dataDirectory: String?
+    @OptionGroup var dataDirectory: DataDirectoryOption
 
     @Option(help: ArgumentHelp("Address to listen on; 0.0.0.0 for every interface.", valueName: "addr"))
     var bind = "127.0.0.1"
@@ -55,7 +54,7 @@ struct ServeCommand: ParsableCommand {
             let options = KVStore.Options(syncPolicy: sync, compactionMinimumLogBytes: compactMinimumSize.bytes,
                                           compactionRatio: compactRatio,
                                           warningHandler: { logger.warning("\($0)") })
-            let store = try KVStore(directory: resolveDataDirectory(dataDirectory), options: options)
+            let store = try KVStore(directory: dataDirectory.resolved, options: options)
             defer { store.close() }
             if let tail = store.openReport.tornTail { logger.warning("\(tail)") }
             let server: KVServer

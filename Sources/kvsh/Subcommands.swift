@@ -25,21 +25,29 @@ enum Subcommands {
     }
 }
 
+/// `--data-dir`, for every subcommand that works on a store.
+struct DataDirectoryOption: ParsableArguments {
+    @Option(name: .customLong("data-dir"), help: ArgumentHelp(
+        "The store's directory (default: $KVSH_DATA_DIR, else ./kvsh-data).", valueName: "dir"))
+    var path: String?
+
+    var resolved: String { resolveDataDirectory(path) }
+}
+
 struct BackupCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "backup",
+        commandName: "kvsh backup",
         abstract: "Write a consistent backup of a store to one checksummed file.",
         discussion: "The store must not be open in another process; inside a running shell use :backup PATH.")
 
-    @Option(name: .customLong("data-dir"), help: ArgumentHelp("The store to back up (default: $KVSH_DATA_DIR, else ./kvsh-data).", valueName: "dir"))
-    var dataDirectory: String?
+    @OptionGroup var dataDirectory: DataDirectoryOption
 
     @Argument(help: ArgumentHelp("Where to write the backup file.", valueName: "path"))
     var path: String
 
     func run() -> Int32 {
         Subcommands.reportingErrors {
-            let store = try KVStore(directory: resolveDataDirectory(dataDirectory), options: KVStore.Options(compactionRatio: 0))
+            let store = try KVStore(directory: dataDirectory.resolved, options: KVStore.Options(compactionRatio: 0))
             defer { store.close() }
             let summary = try store.backup(to: path)
             print(ShellText.describe(backup: summary, path: path), terminator: "")
@@ -50,22 +58,21 @@ struct BackupCommand: ParsableCommand {
 
 struct RestoreCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "restore",
+        commandName: "kvsh restore",
         abstract: "Create a store from a backup file.",
         discussion: "Checks the whole backup first. Refuses a data directory that is not empty unless --force is given.")
 
     @Argument(help: ArgumentHelp("The backup file.", valueName: "backup"))
     var backup: String
 
-    @Option(name: .customLong("data-dir"), help: ArgumentHelp("Where to create the store (default: $KVSH_DATA_DIR, else ./kvsh-data).", valueName: "dir"))
-    var dataDirectory: String?
+    @OptionGroup var dataDirectory: DataDirectoryOption
 
     @Flag(help: "Replace the store files in a data directory that is not empty.")
     var force = false
 
     func run() -> Int32 {
         Subcommands.reportingErrors {
-            let directory = resolveDataDirectory(dataDirectory)
+            let directory = dataDirectory.resolved
             let summary = try KVStore.restore(backup: backup, into: directory, force: force)
             print("restored \(summary.entries) keys (through sequence \(summary.sequence)) from \(backup) into \(directory)")
             return ExitStatus.success
@@ -75,12 +82,11 @@ struct RestoreCommand: ParsableCommand {
 
 struct CheckCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "check",
+        commandName: "kvsh check",
         abstract: "Verify every file of a store; optionally repair it.",
         discussion: "Exit status 0 when the store is clean, 1 when it is damaged, 2 when it cannot be checked.")
 
-    @Option(name: .customLong("data-dir"), help: ArgumentHelp("The store to check (default: $KVSH_DATA_DIR, else ./kvsh-data).", valueName: "dir"))
-    var dataDirectory: String?
+    @OptionGroup var dataDirectory: DataDirectoryOption
 
     @Flag(help: "Cut a torn log tail, keeping a copy of every changed file as *.broken.")
     var repair = false
@@ -94,7 +100,7 @@ struct CheckCommand: ParsableCommand {
 
     func run() -> Int32 {
         Subcommands.reportingErrors {
-            let directory = resolveDataDirectory(dataDirectory)
+            let directory = dataDirectory.resolved
             let lock = try DirectoryLock(directory: directory)
             defer { lock.release() }
             let report = repair ? try StoreChecker.repair(directory: directory, salvage: salvage)

@@ -31,7 +31,7 @@ func parseOrExit<Command: ParsableCommand>(_ type: Command.Type, _ arguments: [S
             print(type.fullMessage(for: error))
             exit(ExitStatus.success)
         }
-        let name = type.configuration.commandName.map { $0 == "kvsh" ? "kvsh" : "kvsh \($0)" } ?? "kvsh"
+        let name = type.configuration.commandName ?? "kvsh"  // "kvsh", or a subcommand's "kvsh check"
         printError("\(type.message(for: error)) (see \(name) --help)")
         exit(ExitStatus.unusable)
     }

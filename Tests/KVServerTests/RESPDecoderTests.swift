@@ -194,6 +194,11 @@ struct RESPDecoderTests {
         #expect(buffer.readableBytes == 0)
         // A million arguments would be 8 MB of array; the decoder may keep a small start.
         let held = reservedBytes(decoder) - before
+        // (The probe does see what the decoder holds: an argument that arrived shows.)
+        var control = RESPRequestDecoder()
+        var partial = ByteBuffer(bytes: Array("*2\r\n$3\r\nSET\r\n".utf8))
+        #expect(control.next(&partial) == nil)
+        #expect(reservedBytes(control) >= 3, "reflection no longer reaches the decoder's arguments")
         #expect(held < 64 << 10, "the decoder holds \(held) bytes after only the header of a 1048576-element array")
 
         // The C heap agrees: sixteen decoders that each reserved for a million arguments would hold 128 MB.
