@@ -16,7 +16,7 @@ struct DrainAndClose: Sendable {}
 /// `queued` (so what is held is bounded by what was read, not by what replies would amplify it to), and
 /// reading stops until the backlog clears.
 final class ConnectionHandler: ChannelInboundHandler {
-    typealias InboundIn = RESPRequest
+    typealias InboundIn = ByteBuffer
     typealias OutboundOut = ByteBuffer
 
     private let context: ServerContext
@@ -37,15 +37,20 @@ final class ConnectionHandler: ChannelInboundHandler {
     private var closeWhenFlushed = false
     private var draining = false
     private var reading = true
+    /// Decodes requests from the bytes read; what is left of an incomplete request waits in `partialInput`.
+    /// Decoding here rather than in a `ByteToMessageHandler` saves a pipeline hop per request.
+    private var decoder: RESPRequestDecoder
+    private var partialInput: ByteBuffer?
 
     /// Output beyond this is sent (or committed) without waiting for the end of the read.
     private static let flushThreshold = 64 << 10
     /// Replies held (waiting for a commit) beyond this make requests wait unrun.
     private static let backlogLimit = 256 << 10
 
-    init(context: ServerContext, committer: GroupCommitter) {
+    init(context: ServerContext, committer: GroupCommitter, decoder: RESPRequestDecoder) {
         self.context = context
         self.committer = committer
+        self.decoder = decoder
         client = ClientState(id: context.makeClientID())
         output = ByteBuffer()
     }
@@ -55,7 +60,23 @@ final class ConnectionHandler: ChannelInboundHandler {
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        switch unwrapInboundIn(data) {
+        var input = unwrapInboundIn(data)
+        if var partial = partialInput {
+            partial.writeBuffer(&input)
+            input = partial
+            partialInput = nil
+        }
+        while let request = decoder.next(&input) {
+            handle(request, context: context)
+        }
+        if input.readableBytes > 0 {
+            input.discardReadBytes()
+            partialInput = input
+        }
+    }
+
+    private func handle(_ request: RESPRequest, context: ChannelHandlerContext) {
+        switch request {
         case .command(let arguments):
             guard !closeWhenFlushed else { return }
             if queuedStart < queued.count || !canRunNow(context: context) {

@@ -86,8 +86,7 @@ public final class KVServer: Sendable {
                 var decoder = RESPRequestDecoder()
                 decoder.maxBulkLength = configuration.maxBulkLength
                 return channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(decoder))
-                    try channel.pipeline.syncOperations.addHandler(ConnectionHandler(context: context, committer: committer))
+                    try channel.pipeline.syncOperations.addHandler(ConnectionHandler(context: context, committer: committer, decoder: decoder))
                 }
             }
         do {

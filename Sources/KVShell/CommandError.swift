@@ -78,6 +78,10 @@ public struct CommandError: Error, Sendable, CustomStringConvertible {
     }
 
     /// INCR and friends on a value that is not a decimal integer within 64 bits.
+    /// SCAN's `COUNT n` and RANGE's `LIMIT n`, when n is not a fitting integer.
+    public static let scanCountNotAnInteger = notAnInteger("COUNT n takes an integer >= 1")
+    public static let rangeLimitNotAnInteger = notAnInteger("LIMIT n takes an integer >= 0")
+
     public static let valueNotAnInteger = notAnInteger("the value stored at the key is not a decimal integer within 64 bits")
 
     /// INCRBY's or DECRBY's amount is not an integer within 64 bits.

@@ -32,7 +32,7 @@ enum OrderedCommands {
                 pattern = GlobPattern(value)
             case Array("COUNT".utf8):
                 guard let number = parseInteger(value), number >= 1 else {
-                    throw CommandError.notAnInteger("COUNT n takes an integer >= 1")
+                    throw CommandError.scanCountNotAnInteger
                 }
                 count = number
             default:
@@ -69,7 +69,7 @@ enum OrderedCommands {
                 throw CommandError.syntax(spec)
             }
             guard let number = parseInteger(options[options.startIndex + 1]), number >= 0 else {
-                throw CommandError.notAnInteger("LIMIT n takes an integer >= 0")
+                throw CommandError.rangeLimitNotAnInteger
             }
             limit = number
         }

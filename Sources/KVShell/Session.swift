@@ -475,8 +475,8 @@ extension Session {
                                           .decrementOverflow, .valueTooLarge]
         // "value is not an integer or out of range" has a hint per command (OrderedCommands, StringCommands).
         switch spec.id {
-        case .scan: candidates.append(.notAnInteger("COUNT n takes an integer >= 1"))
-        case .range: candidates.append(.notAnInteger("LIMIT n takes an integer >= 0"))
+        case .scan: candidates.append(.scanCountNotAnInteger)
+        case .range: candidates.append(.rangeLimitNotAnInteger)
         case .incr, .decr: candidates.append(.valueNotAnInteger)
         case .incrby, .decrby:
             // The amount is checked before the stored value, as in Redis.
