@@ -55,7 +55,7 @@ public final class KVServer: Sendable {
         group = MultiThreadedEventLoopGroup(numberOfThreads: max(1, configuration.threads))
         var committers: [ObjectIdentifier: GroupCommitter] = [:]
         for loop in group.makeIterator() {
-            committers[ObjectIdentifier(loop)] = GroupCommitter(eventLoop: loop, store: store, threadPool: threadPool)
+            committers[ObjectIdentifier(loop)] = GroupCommitter(eventLoop: loop, store: store)
         }
         let committersByLoop = committers
         let connections = self.connections

@@ -76,11 +76,24 @@ public enum LogFormat {
         }
     }
 
+    /// The hottest encoder (every SET): fills the record in one reserved run of bytes instead of appending
+    /// field by field through `appendRecord`'s closure.
     static func appendSet(key: [UInt8], value: [UInt8], sequence: UInt64, to buffer: inout [UInt8]) {
-        appendRecord(type: .set, sequence: sequence, payloadLength: 4 + key.count + value.count, to: &buffer) {
-            appendLittleEndian(UInt32(key.count), to: &$0)
-            $0.append(contentsOf: key)
-            $0.append(contentsOf: value)
+        let payloadLength = 4 + key.count + value.count
+        let start = buffer.count
+        buffer.append(contentsOf: repeatElement(0, count: recordHeaderSize + payloadLength))
+        buffer.withUnsafeMutableBytes { bytes in
+            bytes.storeBytes(of: UInt32(payloadLength).littleEndian, toByteOffset: start + 4, as: UInt32.self)
+            bytes[start + 8] = RecordType.set.rawValue
+            bytes.storeBytes(of: sequence.littleEndian, toByteOffset: start + 9, as: UInt64.self)
+            bytes.storeBytes(of: UInt32(key.count).littleEndian, toByteOffset: start + recordHeaderSize, as: UInt32.self)
+            let keyStart = start + recordHeaderSize + 4
+            key.withUnsafeBytes { UnsafeMutableRawBufferPointer(rebasing: bytes[keyStart..<(keyStart + key.count)]).copyMemory(from: $0) }
+            value.withUnsafeBytes {
+                UnsafeMutableRawBufferPointer(rebasing: bytes[(keyStart + key.count)...]).copyMemory(from: $0)
+            }
+            let crc = CRC32C.checksum(UnsafeRawBufferPointer(rebasing: bytes[(start + 4)...]))
+            bytes.storeBytes(of: crc.littleEndian, toByteOffset: start, as: UInt32.self)
         }
     }
 
