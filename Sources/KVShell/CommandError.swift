@@ -17,6 +17,11 @@ public struct CommandError: Error, Sendable, CustomStringConvertible {
 
     public static func other(_ text: String) -> CommandError { CommandError(message: "ERR " + text) }
 
+    /// A state the code should never reach: reported as an error rather than a trap, so the shell goes on.
+    static func internalError(_ what: String) -> CommandError {
+        other("internal error: \(what); please report it")
+    }
+
     /// Redis's wording plus a hint in parentheses for the shell.
     static func redis(_ text: String, hint: String) -> CommandError {
         CommandError(message: "ERR \(text) (\(hint))", redisMessage: "ERR " + text)

@@ -160,8 +160,9 @@ public final class RESPClient {
             if done > 0 { outgoing.removeFirst(done) }
         }
         while done < outgoing.count {
-            let written = outgoing.withUnsafeBytes { raw in
-                sendBytes(fd, raw.baseAddress! + done, raw.count - done, Int32(MSG_NOSIGNAL))
+            let written = outgoing.withUnsafeBytes { raw -> Int in
+                guard let base = raw.baseAddress else { return 0 }
+                return sendBytes(fd, base + done, raw.count - done, Int32(MSG_NOSIGNAL))
             }
             if written > 0 {
                 done += written

@@ -201,7 +201,7 @@ public final class Session {
         }
         guard spec.arity.contains(arguments.count - 1) else { throw CommandError.wrongArity(spec) }
         guard spec.isMeta else {
-            guard let executor else { preconditionFailure("data commands of a connected session go to the server") }
+            guard let executor else { throw CommandError.internalError("data commands of a connected session go to the server") }
             let outcome = try executor.execute(spec, arguments)
             uncommitted = uncommitted || outcome.wrote
             return outcome.reply
@@ -218,7 +218,7 @@ public final class Session {
             return .text(text)
         case .rebuild, .compact, .backup, .check, .stats:
             if client != nil { return try runMetaOnServer(spec, arguments) }
-            guard let store else { preconditionFailure("a session has a store or a client") }
+            guard let store else { throw CommandError.internalError("a session has a store or a client") }
             return try runMaintenance(spec, arguments, on: store)
         case .source:
             try source(arguments[0])
@@ -266,7 +266,7 @@ public final class Session {
         case .stats:
             return .text(ShellText.describe(store.statistics))
         default:
-            preconditionFailure("\(spec.name) is not a maintenance meta-command")
+            throw CommandError.internalError("\(spec.name) is not a maintenance meta-command")
         }
     }
 
@@ -424,7 +424,7 @@ extension Session {
     /// `:stats`, `:rebuild [path]`, `:compact`, `:backup path` and `:check` as the server's `KVSH.*` commands, whose
     /// replies are the text the shell prints.
     fileprivate func runMetaOnServer(_ spec: CommandSpec, _ arguments: [String]) throws -> Reply {
-        guard let client else { preconditionFailure("not connected to a server") }
+        guard let client else { throw CommandError.internalError("not connected to a server") }
         let name: String
         switch spec.id {
         case .stats: name = "KVSH.STATS"
@@ -432,7 +432,7 @@ extension Session {
         case .compact: name = "KVSH.COMPACT"
         case .backup: name = "KVSH.BACKUP"
         case .check: name = "KVSH.CHECK"
-        default: preconditionFailure("\(spec.name) does not run on the server")
+        default: throw CommandError.internalError("\(spec.name) does not run on the server")
         }
         let text: String
         switch try client.call([Array(name.utf8)] + arguments.map { Array($0.utf8) }) {

@@ -82,7 +82,7 @@ enum StringCommands {
                 delta = -amount
             }
         default:
-            preconditionFailure("\(spec.name) is not an increment")
+            throw CommandError.internalError("\(spec.name) is not an increment")
         }
         var result = 0
         try store.update(arguments[1]) { current in
