@@ -1,3 +1,8 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
 import KVShell
 import NIOCore
 
@@ -240,28 +245,29 @@ public struct RESPRequestDecoder: ByteToMessageDecoder {
 
     /// Reads a header line (`*3` or `$5`) and parses its number from the bytes in place.
     private func headerNumber(_ buffer: inout ByteBuffer) -> HeaderNumber {
-        let view = buffer.readableBytesView
-        guard let newline = view.firstIndex(of: UInt8(ascii: "\n")) else {
-            return view.count > maxInlineLength ? .tooLong : .incomplete
+        let limit = maxInlineLength
+        let (result, consumed) = buffer.withUnsafeReadableBytes { bytes -> (HeaderNumber, Int) in
+            guard let base = bytes.baseAddress, let found = memchr(base, 0x0A, bytes.count) else {
+                return (bytes.count > limit ? .tooLong : .incomplete, 0)
+            }
+            let newline = base.distance(to: UnsafeRawPointer(found))
+            guard newline <= limit else { return (.tooLong, 0) }
+            var end = newline
+            if end > 1 && bytes[end - 1] == UInt8(ascii: "\r") { end -= 1 }
+            var index = 1  // after the marker
+            let negative = index < end && bytes[index] == UInt8(ascii: "-")
+            if negative { index += 1 }
+            guard index < end, end - index <= 18 else { return (.invalid, 0) }
+            var value = 0
+            while index < end {
+                let digit = bytes[index] &- UInt8(ascii: "0")
+                guard digit <= 9 else { return (.invalid, 0) }
+                value = value * 10 + Int(digit)
+                index += 1
+            }
+            return (.number(negative ? -value : value), newline + 1)
         }
-        guard newline - view.startIndex <= maxInlineLength else { return .tooLong }
-        var end = newline
-        if end > view.startIndex + 1 && view[end - 1] == UInt8(ascii: "\r") { end -= 1 }
-        var index = view.startIndex + 1  // after the marker
-        var negative = false
-        if index < end && view[index] == UInt8(ascii: "-") {
-            negative = true
-            index += 1
-        }
-        guard index < end, end - index <= 18 else { return .invalid }
-        var value = 0
-        while index < end {
-            let digit = view[index] &- UInt8(ascii: "0")
-            guard digit <= 9 else { return .invalid }
-            value = value * 10 + Int(digit)
-            index += 1
-        }
-        buffer.moveReaderIndex(forwardBy: newline - view.startIndex + 1)
-        return .number(negative ? -value : value)
+        buffer.moveReaderIndex(forwardBy: consumed)
+        return result
     }
 }

@@ -341,7 +341,8 @@ extension Session {
         pending.append(PendingCommand(origin: origin, spec: spec, arguments: arguments, bytes: bytes, started: started))
         pendingBytes += bytes
         // QUIT waits for its reply: the server closes the connection after it, so nothing may be sent behind it.
-        guard case .script = origin, !timing, !isQuit(spec, arguments) else { return receivePending() }
+        // With --bail nothing is pipelined either, so that no command after the first failure reaches the server.
+        guard case .script = origin, !timing, !bail, !isQuit(spec, arguments) else { return receivePending() }
         if pending.count - pendingHead >= Self.maxPipelinedCommands || pendingBytes >= Self.maxPipelinedBytes {
             receivePending(untilAtMost: Self.maxPipelinedCommands / 2, bytes: Self.maxPipelinedBytes / 2)
         }
