@@ -53,10 +53,13 @@ let package = Package(
             ]
         ),
 
-        .testTarget(name: "KVStoreTests", dependencies: ["KVStore"]),
-        .testTarget(name: "KVShellTests", dependencies: ["KVShell"]),
+        // Deterministic randomness and temporary directories, for every test target.
+        .target(name: "KVTestSupport", path: "Tests/KVTestSupport"),
+        .testTarget(name: "KVStoreTests", dependencies: ["KVStore", "KVTestSupport"]),
+        .testTarget(name: "KVShellTests", dependencies: ["KVShell", "KVTestSupport"]),
         .testTarget(name: "KVServerTests", dependencies: [
             "KVServer",
+            "KVTestSupport",
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
         ]),

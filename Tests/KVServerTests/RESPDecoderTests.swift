@@ -1,6 +1,7 @@
 // RESPRequestDecoder on its own: requests in every framing and split at every byte, Redis's limits, and garbage.
 
 import NIOCore
+import KVTestSupport
 import Testing
 @testable import KVServer
 

@@ -2,6 +2,7 @@
 
 import KVShell
 import NIOCore
+import KVTestSupport
 import Testing
 @testable import KVServer
 

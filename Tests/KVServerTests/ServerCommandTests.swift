@@ -1,6 +1,7 @@
 // An in-process KVServer on an ephemeral port, spoken to over plain sockets: the connection and server
 // commands, Redis's error wording, inline commands, protocol errors and the client limit.
 
+import KVTestSupport
 import Testing
 
 @Suite("Server commands")

@@ -9,6 +9,7 @@ import Musl
 import Foundation
 import KVStore
 import Synchronization
+import KVTestSupport
 import Testing
 
 /// What INFO says about the server's command counter.

@@ -5,6 +5,7 @@
 // fails the test instead of blocking the suite.
 
 #if canImport(Glibc)
+import KVTestSupport
 import Glibc
 #elseif canImport(Musl)
 import Musl
@@ -16,19 +17,6 @@ import Logging
 struct TestError: Error, CustomStringConvertible {
     let description: String
     init(_ description: String) { self.description = description }
-}
-
-/// A tiny deterministic generator (SplitMix64), so every random test replays the same way.
-struct SplitMix64: RandomNumberGenerator {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
 }
 
 extension Array where Element == UInt8 {
@@ -56,32 +44,7 @@ func escaped<C: Collection>(_ bytes: C, limit: Int = 400) -> String where C.Elem
 
 /// A fresh directory made by mkdtemp under /tmp.
 func makeTempDir() throws -> String {
-    var template = Array("/tmp/kvsh-server-XXXXXX".utf8CString)
-    let made = template.withUnsafeMutableBufferPointer { mkdtemp($0.baseAddress!) }
-    guard let made else { throw TestError("mkdtemp: \(String(cString: strerror(errno)))") }
-    return String(cString: made)
-}
-
-/// `rm -rf path`.
-func removeTree(_ path: String) {
-    var info = stat()
-    guard lstat(path, &info) == 0 else { return }
-    if (info.st_mode & S_IFMT) == S_IFDIR {
-        if let directory = opendir(path) {
-            var names: [String] = []
-            while let entry = readdir(directory) {
-                let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
-                    String(decoding: raw.prefix { $0 != 0 }, as: UTF8.self)
-                }
-                if name != "." && name != ".." { names.append(name) }
-            }
-            closedir(directory)
-            for name in names { removeTree(path + "/" + name) }
-        }
-        rmdir(path)
-    } else {
-        unlink(path)
-    }
+    try makeTempDirectory(prefix: "kvsh-server")
 }
 
 // MARK: - Memory probes

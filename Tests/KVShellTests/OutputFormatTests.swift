@@ -1,4 +1,5 @@
 import FoundationEssentials
+import KVTestSupport
 import Testing
 @testable import KVShell
 

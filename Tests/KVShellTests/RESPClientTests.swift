@@ -4,6 +4,7 @@ import Glibc
 import Musl
 #endif
 import Foundation
+import KVTestSupport
 import Testing
 @testable import KVShell
 

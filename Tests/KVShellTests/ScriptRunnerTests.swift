@@ -4,6 +4,7 @@ import Glibc
 import Musl
 #endif
 import Dispatch
+import KVTestSupport
 import Testing
 import KVStore
 @testable import KVShell

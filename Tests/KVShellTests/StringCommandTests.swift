@@ -1,5 +1,6 @@
 import Dispatch
 import Synchronization
+import KVTestSupport
 import Testing
 import KVStore
 @testable import KVShell

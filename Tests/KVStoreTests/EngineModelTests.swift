@@ -3,6 +3,7 @@ import Glibc
 #elseif canImport(Musl)
 import Musl
 #endif
+import KVTestSupport
 import Testing
 @testable import KVStore
 

@@ -3,71 +3,9 @@ import Glibc
 #elseif canImport(Musl)
 import Musl
 #endif
+import KVTestSupport
 import Testing
 @testable import KVStore
-
-/// A tiny deterministic generator (SplitMix64), so every random test replays the same way.
-struct SplitMix64: RandomNumberGenerator {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}
-
-extension RandomNumberGenerator {
-    mutating func bytes(_ count: Int) -> [UInt8] {
-        (0..<count).map { _ in UInt8.random(in: 0...255, using: &self) }
-    }
-    mutating func chance(_ p: Double) -> Bool { Double.random(in: 0..<1, using: &self) < p }
-}
-
-// MARK: Temporary directories
-
-/// Runs `body` with a fresh directory made by mkdtemp under /tmp and removes it (recursively) afterwards.
-func withTempDir<R>(_ body: (String) throws -> R) throws -> R {
-    var template = Array("/tmp/kvsh-unit-XXXXXX".utf8CString)
-    let made = template.withUnsafeMutableBufferPointer { mkdtemp($0.baseAddress!) }
-    let path = try #require(made.map { String(cString: $0) }, "mkdtemp failed")
-    defer { removeTree(path) }
-    return try body(path)
-}
-
-/// `withTempDir` for async bodies.
-func withTempDirAsync<R>(_ body: (String) async throws -> R) async throws -> R {
-    var template = Array("/tmp/kvsh-unit-XXXXXX".utf8CString)
-    let made = template.withUnsafeMutableBufferPointer { mkdtemp($0.baseAddress!) }
-    let path = try #require(made.map { String(cString: $0) }, "mkdtemp failed")
-    defer { removeTree(path) }
-    return try await body(path)
-}
-
-/// `rm -rf path`.
-func removeTree(_ path: String) {
-    var info = stat()
-    guard lstat(path, &info) == 0 else { return }
-    if (info.st_mode & S_IFMT) == S_IFDIR {
-        for name in listDirectory(path) { removeTree(path + "/" + name) }
-        rmdir(path)
-    } else {
-        unlink(path)
-    }
-}
-
-func listDirectory(_ path: String) -> [String] {
-    guard let dir = opendir(path) else { return [] }
-    defer { closedir(dir) }
-    var names: [String] = []
-    while let entry = readdir(dir) {
-        let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
-        if name != "." && name != ".." { names.append(name) }
-    }
-    return names.sorted()
-}
 
 func makeDirectory(_ path: String) throws {
     try #require(mkdir(path, 0o755) == 0, "mkdir \(path) failed: errno \(errno)")
@@ -131,7 +69,6 @@ func copyDirectory(_ source: String, to destination: String) throws {
 
 func logPath(_ directory: String) -> String { directory + "/000001.log" }
 
-func bytes(_ text: String) -> [UInt8] { Array(text.utf8) }
 
 /// The whole store, as (key, value) pairs in order.
 func contents(_ store: KVStore) -> [[UInt8]: [UInt8]] {

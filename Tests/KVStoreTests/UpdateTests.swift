@@ -5,6 +5,7 @@ import Musl
 #endif
 import Dispatch
 import Synchronization
+import KVTestSupport
 import Testing
 @testable import KVStore
 

@@ -1,0 +1,84 @@
+// What every test target needs: deterministic randomness and temporary directories. One copy, shared.
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+
+/// A tiny deterministic generator (SplitMix64), so every random test replays the same way.
+public struct SplitMix64: RandomNumberGenerator {
+    public var state: UInt64
+
+    public init(seed: UInt64) { state = seed }
+
+    public mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+}
+
+extension RandomNumberGenerator {
+    /// `count` random bytes.
+    public mutating func bytes(_ count: Int) -> [UInt8] {
+        (0..<count).map { _ in UInt8.random(in: 0...255, using: &self) }
+    }
+
+    /// True with probability `p`.
+    public mutating func chance(_ p: Double) -> Bool { Double.random(in: 0..<1, using: &self) < p }
+}
+
+/// The UTF-8 bytes of `text`.
+public func bytes(_ text: String) -> [UInt8] { Array(text.utf8) }
+
+public struct TestSupportError: Error, CustomStringConvertible {
+    public let description: String
+}
+
+/// A fresh directory made by mkdtemp under /tmp, named after `prefix`.
+public func makeTempDirectory(prefix: String = "kvsh-test") throws -> String {
+    var template = Array("/tmp/\(prefix)-XXXXXX".utf8CString)
+    let made = template.withUnsafeMutableBufferPointer { buffer in buffer.baseAddress.flatMap { mkdtemp($0) } }
+    guard let made else { throw TestSupportError(description: "mkdtemp: \(String(cString: strerror(errno)))") }
+    return String(cString: made)
+}
+
+/// Runs `body` with a fresh temporary directory and removes it (recursively) afterwards.
+public func withTempDir<R>(_ body: (String) throws -> R) throws -> R {
+    let path = try makeTempDirectory()
+    defer { removeTree(path) }
+    return try body(path)
+}
+
+/// `withTempDir` for async bodies.
+public func withTempDirAsync<R>(_ body: (String) async throws -> R) async throws -> R {
+    let path = try makeTempDirectory()
+    defer { removeTree(path) }
+    return try await body(path)
+}
+
+/// `rm -rf path`.
+public func removeTree(_ path: String) {
+    var info = stat()
+    guard lstat(path, &info) == 0 else { return }
+    if (info.st_mode & S_IFMT) == S_IFDIR {
+        for name in listDirectory(path) { removeTree(path + "/" + name) }
+        rmdir(path)
+    } else {
+        unlink(path)
+    }
+}
+
+/// The names in a directory, without `.` and `..`, sorted.
+public func listDirectory(_ path: String) -> [String] {
+    guard let dir = opendir(path) else { return [] }
+    defer { closedir(dir) }
+    var names: [String] = []
+    while let entry = readdir(dir) {
+        let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+        if name != "." && name != ".." { names.append(name) }
+    }
+    return names.sorted()
+}
