@@ -287,7 +287,7 @@ public final class KVStore: Sendable {
             try buffer.withUnsafeBytes { try POSIX.writeAll(file.fd, $0, path: file.path) }
             file.size += buffer.count
             if fsync {
-                try POSIX.fsync(file.fd, path: file.path)
+                try POSIX.fdatasync(file.fd, path: file.path)
                 file.fsyncs += 1
             }
         } catch {

@@ -42,6 +42,14 @@ enum POSIX {
         }
     }
 
+    /// fdatasync: the data and the metadata needed to read it back (an appended file's size), without the
+    /// timestamps fsync also writes. Enough for the log's group commits, which only append.
+    static func fdatasync(_ fd: Int32, path: String) throws {
+        while Glibc.fdatasync(fd) != 0 {
+            if errno != EINTR { throw StoreError.io(operation: "fdatasync", path: path, errno: errno) }
+        }
+    }
+
     /// fsyncs a directory, so that a file created (or renamed) in it survives a crash.
     static func fsyncDirectory(_ path: String) throws {
         let fd = try open(path, O_RDONLY | O_DIRECTORY)
