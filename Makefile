@@ -1,17 +1,22 @@
 # The two commands README promises, plus the benchmark and the acceptance suite.
 SWIFT ?= swift
 
-.PHONY: deps run test release bench accept
+.PHONY: deps test-deps run test release bench accept
 
+# What building and running kvsh needs (libedit's headers, pkg-config).
 deps:
-	@./.ci/install-deps
+	@./.ci/install-deps build
+
+# What the tests need besides: redis-cli, redis-benchmark and redis-py for the interoperability tests.
+test-deps:
+	@./.ci/install-deps test
 
 # Set up and start the interactive shell on the default data directory ($KVSH_DATA_DIR, else ./kvsh-data).
 run: release
 	./.build/release/kvsh
 
 # Set up and run the whole test suite (unit, engine, end-to-end through pipes and a pseudo-terminal).
-test: deps
+test: test-deps
 	$(SWIFT) build --build-tests
 	$(SWIFT) test --skip-build
 
