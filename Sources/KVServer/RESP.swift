@@ -120,9 +120,7 @@ public enum RESPRequest: Equatable, Sendable {
 /// Decodes RESP requests (multibulk arrays of bulk strings) and inline commands (a line of text split with the
 /// shell's quoting rules, as telnet sends), with Redis's limits. It never allocates what a client merely
 /// announces: arrays grow as their elements arrive, and a bulk string is copied once all of it is there.
-public struct RESPRequestDecoder: ByteToMessageDecoder {
-    public typealias InboundOut = RESPRequest
-
+public struct RESPRequestDecoder {
     /// Redis's `proto-max-bulk-len`.
     public var maxBulkLength = 512 << 20
     /// Redis's limit on the element count of one request.
@@ -147,16 +145,6 @@ public struct RESPRequestDecoder: ByteToMessageDecoder {
     private var bulkLength: Int?
 
     public init() {}
-
-    public mutating func decode(context: ChannelHandlerContext, buffer: inout ByteBuffer) throws -> DecodingState {
-        guard let request = next(&buffer) else { return .needMoreData }
-        context.fireChannelRead(wrapInboundOut(request))
-        return .continue
-    }
-
-    public mutating func decodeLast(context: ChannelHandlerContext, buffer: inout ByteBuffer, seenEOF: Bool) throws -> DecodingState {
-        try decode(context: context, buffer: &buffer)
-    }
 
     /// The next complete request in `buffer` (consuming its bytes), or nil if more bytes are needed.
     public mutating func next(_ buffer: inout ByteBuffer) -> RESPRequest? {

@@ -57,8 +57,6 @@ public final class Session {
     private var pending: [PendingCommand] = []
     private var pendingHead = 0
     private var pendingBytes = 0
-    /// With --bail, after a script's first error: replies to the commands sent after it are read, not printed.
-    private var discardingReplies = false
 
     /// Buffered replies beyond this are sent without waiting for the input to pause. Small enough that the
     /// log is written in the background while commands go on, large enough that fsyncs stay few.
@@ -360,7 +358,6 @@ extension Session {
                 pending.removeAll(keepingCapacity: true)
                 pendingHead = 0
                 pendingBytes = 0
-                discardingReplies = false
             } else if pendingHead > 0 {  // at most maxPipelinedCommands remain: cheap, and frees the arguments
                 pending.removeFirst(pendingHead)
                 pendingHead = 0
@@ -375,19 +372,16 @@ extension Session {
             do {
                 received = try client.readReply()
             } catch {
-                if !discardingReplies { report(error, origin: command.origin) }
+                report(error, origin: command.origin)
                 connectionLost = true
                 quitRequested = true
                 pendingHead = pending.count  // no reply to any of them will come
                 return false
             }
-            // With --bail the script stops at its first error. The commands sent after it have run on the server;
-            // their replies are read (the connection stays in step) but not printed, as if they had not been sent.
-            if discardingReplies { continue }
             if case .error(let text) = received {
                 succeeded = false
+                // With --bail nothing is pipelined (see send), so no command after this one has been sent.
                 report(Self.shellError(text, spec: command.spec, arguments: command.arguments), origin: command.origin)
-                if bail, case .script = command.origin { discardingReplies = true }
                 continue
             }
             format.append(reply(from: received, topLevel: true), to: &output)
