@@ -20,6 +20,7 @@ final class ConnectionHandler: ChannelInboundHandler {
     typealias OutboundOut = ByteBuffer
 
     private let context: ServerContext
+    private let store: KVStore
     private let committer: GroupCommitter
     private var client: ClientState
 
@@ -41,6 +42,10 @@ final class ConnectionHandler: ChannelInboundHandler {
     /// Decoding here rather than in a `ByteToMessageHandler` saves a pipeline hop per request.
     private var decoder: RESPRequestDecoder
     private var partialInput: ByteBuffer?
+    /// The channel's writability, tracked from its events rather than asked of the channel for every request.
+    private var channelWritable = true
+    /// Commands run but not yet added to the shared counter: one atomic add per read, not per command.
+    private var uncountedCommands = 0
 
     /// Output beyond this is sent (or committed) without waiting for the end of the read.
     private static let flushThreshold = 64 << 10
@@ -49,6 +54,7 @@ final class ConnectionHandler: ChannelInboundHandler {
 
     init(context: ServerContext, committer: GroupCommitter, decoder: RESPRequestDecoder) {
         self.context = context
+        store = context.store
         self.committer = committer
         self.decoder = decoder
         client = ClientState(id: context.makeClientID())
@@ -57,6 +63,7 @@ final class ConnectionHandler: ChannelInboundHandler {
 
     func handlerAdded(context: ChannelHandlerContext) {
         output = context.channel.allocator.buffer(capacity: 4096)
+        channelWritable = context.channel.isWritable
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -66,12 +73,27 @@ final class ConnectionHandler: ChannelInboundHandler {
             input = partial
             partialInput = nil
         }
-        while let request = decoder.next(&input) {
-            handle(request, context: context)
-        }
+        decoder.decode(&input, inPlace: { handle($0, context: context) }, decoded: { handle($0, context: context) })
         if input.readableBytes > 0 {
             input.discardReadBytes()
             partialInput = input
+        }
+    }
+
+    /// Runs a request in place in the read buffer, copying its arguments only when it must wait in `queued` or
+    /// takes the general path.
+    private func handle(_ request: BorrowedRequest, context: ChannelHandlerContext) {
+        guard !closeWhenFlushed else { return }  // after QUIT or a protocol error, input is dropped
+        if queuedStart < queued.count || !canRunNow() {
+            queued.append(request.copied())
+            return
+        }
+        if let wrote = ServerCommands.runInPlace(request, protocolVersion: client.protocolVersion, store: store, output: &output) {
+            uncountedCommands += 1
+            if wrote { outputNeedsCommit = true }
+            if output.readableBytes >= Self.flushThreshold { sendOutput(context: context) }
+        } else {
+            run(request.copied(), context: context)
         }
     }
 
@@ -79,7 +101,7 @@ final class ConnectionHandler: ChannelInboundHandler {
         switch request {
         case .command(let arguments):
             guard !closeWhenFlushed else { return }
-            if queuedStart < queued.count || !canRunNow(context: context) {
+            if queuedStart < queued.count || !canRunNow() {
                 queued.append(arguments)
                 return
             }
@@ -96,11 +118,13 @@ final class ConnectionHandler: ChannelInboundHandler {
     }
 
     func channelReadComplete(context: ChannelHandlerContext) {
+        countCommands()
         sendOutput(context: context)
         updateReading(context: context)
     }
 
     func channelWritabilityChanged(context: ChannelHandlerContext) {
+        channelWritable = context.channel.isWritable
         runQueued(context: context)
         context.fireChannelWritabilityChanged()
     }
@@ -126,7 +150,8 @@ final class ConnectionHandler: ChannelInboundHandler {
     // MARK: Running commands
 
     private func run(_ arguments: [[UInt8]], context: ChannelHandlerContext) {
-        self.context.totalCommands.wrappingAdd(1, ordering: .relaxed)
+        uncountedCommands += 1
+        countCommands()  // before the command: INFO counts every command before it
         let (reply, effect) = ServerCommands.run(arguments, client: &client, context: self.context)
         switch effect {
         case .none:
@@ -166,9 +191,15 @@ final class ConnectionHandler: ChannelInboundHandler {
         }
     }
 
+    private func countCommands() {
+        guard uncountedCommands > 0 else { return }
+        self.context.totalCommands.wrappingAdd(uncountedCommands, ordering: .relaxed)
+        uncountedCommands = 0
+    }
+
     /// Whether a request may run now rather than wait in `queued`.
-    private func canRunNow(context: ChannelHandlerContext) -> Bool {
-        !slowCommandRunning && context.channel.isWritable && output.readableBytes < Self.backlogLimit
+    private func canRunNow() -> Bool {
+        !slowCommandRunning && channelWritable && output.readableBytes < Self.backlogLimit
     }
 
     /// Runs queued requests while nothing holds them back, then sends the replies and resumes reading.
@@ -177,7 +208,7 @@ final class ConnectionHandler: ChannelInboundHandler {
         guard !drainingQueue else { return }
         drainingQueue = true
         defer { drainingQueue = false }
-        while queuedStart < queued.count, canRunNow(context: context), !closeWhenFlushed {
+        while queuedStart < queued.count, canRunNow(), !closeWhenFlushed {
             let arguments = queued[queuedStart]
             queuedStart += 1
             run(arguments, context: context)
@@ -241,7 +272,7 @@ final class ConnectionHandler: ChannelInboundHandler {
 
     /// Reads only while the client keeps up with its replies and no slow command or commit backlog is pending.
     private func updateReading(context: ChannelHandlerContext) {
-        let shouldRead = canRunNow(context: context) && queuedStart == queued.count && !draining
+        let shouldRead = canRunNow() && queuedStart == queued.count && !draining
         guard shouldRead != reading else { return }
         reading = shouldRead
         context.channel.setOption(ChannelOptions.autoRead, value: shouldRead).whenFailure { _ in }

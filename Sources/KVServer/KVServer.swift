@@ -84,7 +84,7 @@ public final class KVServer: Sendable {
                     return channel.close()
                 }
                 var decoder = RESPRequestDecoder()
-                decoder.maxBulkLength = configuration.maxBulkLength
+                decoder.limits.maxBulkLength = configuration.maxBulkLength
                 return channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.addHandler(ConnectionHandler(context: context, committer: committer, decoder: decoder))
                 }

@@ -61,11 +61,7 @@ public enum RESPValue: Equatable, Sendable {
             buffer.writeDecimal(number)
             buffer.writeStaticString("\r\n")
         case .bulkString(let bytes):
-            buffer.writeStaticString("$")
-            buffer.writeDecimal(bytes.count)
-            buffer.writeStaticString("\r\n")
-            buffer.writeBytes(bytes)
-            buffer.writeStaticString("\r\n")
+            bytes.withUnsafeBytes { Self.writeBulkString($0, to: &buffer) }
         case .null:
             if protocolVersion >= 3 { buffer.writeStaticString("_\r\n") } else { buffer.writeStaticString("$-1\r\n") }
         case .array(let items):
@@ -79,6 +75,36 @@ public enum RESPValue: Equatable, Sendable {
                 key.write(to: &buffer, protocolVersion: protocolVersion)
                 value.write(to: &buffer, protocolVersion: protocolVersion)
             }
+        }
+    }
+
+    /// Appends `bytes` as a bulk string (the same in RESP2 and RESP3).
+    @inline(__always)
+    /// Fills the whole encoding in one reserved run of bytes: each separate ByteBuffer write costs a capacity
+    /// check and an exclusivity check, and GET replies are written millions of times a second.
+    static func writeBulkString(_ bytes: UnsafeRawBufferPointer, to buffer: inout ByteBuffer) {
+        var digits = 1
+        var rest = bytes.count / 10
+        while rest > 0 {
+            digits += 1
+            rest /= 10
+        }
+        let total = 1 + digits + 2 + bytes.count + 2
+        buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: total) { out in
+            out[0] = UInt8(ascii: "$")
+            var length = bytes.count
+            for index in stride(from: digits, through: 1, by: -1) {
+                out[index] = UInt8(ascii: "0") + UInt8(length % 10)
+                length /= 10
+            }
+            out[digits + 1] = 0x0D
+            out[digits + 2] = 0x0A
+            if let base = bytes.baseAddress, let target = out.baseAddress {
+                (target + digits + 3).copyMemory(from: base, byteCount: bytes.count)
+            }
+            out[total - 2] = 0x0D
+            out[total - 1] = 0x0A
+            return total
         }
     }
 }
@@ -109,6 +135,25 @@ extension ByteBuffer {
     }
 }
 
+/// A request that arrived whole in one read, lent in place by ``RESPRequestDecoder/decode(_:inPlace:decoded:)``:
+/// valid only during the call it is passed to.
+public struct BorrowedRequest {
+    /// The request's bytes, from its `*` to the CRLF after its last argument.
+    public let bytes: UnsafeRawBufferPointer
+    /// Where each argument lies in `bytes`, the command name first.
+    public let arguments: UnsafeBufferPointer<Range<Int>>
+
+    /// The bytes of argument `index` (0 is the command name).
+    public subscript(index: Int) -> UnsafeRawBufferPointer {
+        UnsafeRawBufferPointer(rebasing: bytes[arguments[index]])
+    }
+
+    /// Copies of the arguments, for a request that is queued or runs on the general path.
+    public func copied() -> [[UInt8]] {
+        arguments.map { Array(bytes[$0]) }
+    }
+}
+
 /// What the decoder makes of the bytes a client sends.
 public enum RESPRequest: Equatable, Sendable {
     /// A command: its name and arguments.
@@ -121,12 +166,19 @@ public enum RESPRequest: Equatable, Sendable {
 /// shell's quoting rules, as telnet sends), with Redis's limits. It never allocates what a client merely
 /// announces: arrays grow as their elements arrive, and a bulk string is copied once all of it is there.
 public struct RESPRequestDecoder {
-    /// Redis's `proto-max-bulk-len`.
-    public var maxBulkLength = 512 << 20
-    /// Redis's limit on the element count of one request.
-    public var maxArrayLength = 1 << 20
-    /// Redis's limit on an inline request, and on the header lines of a multibulk one.
-    public var maxInlineLength = 64 << 10
+    /// The largest requests a client may send.
+    public struct Limits: Sendable {
+        /// Redis's `proto-max-bulk-len`.
+        public var maxBulkLength = 512 << 20
+        /// Redis's limit on the element count of one request.
+        public var maxArrayLength = 1 << 20
+        /// Redis's limit on an inline request, and on the header lines of a multibulk one.
+        public var maxInlineLength = 64 << 10
+
+        public init() {}
+    }
+
+    public var limits = Limits()
 
     private enum Mode {
         case idle
@@ -146,6 +198,77 @@ public struct RESPRequestDecoder {
 
     public init() {}
 
+    /// Argument ranges of the request lent in place; reused, so that lending allocates nothing.
+    private var lentArguments: [Range<Int>] = []
+
+    /// Decodes every request in `buffer`, consuming all of its bytes but those of a request still arriving.
+    ///
+    /// A request that lies whole in the buffer (the common case: one read brings a pipeline of them) is lent to
+    /// `inPlace` without copying or allocating anything; `decoded` gets the others, with their arguments copied:
+    /// requests that span reads, inline commands, and protocol errors (worded by ``next(_:)``). Requests reach
+    /// the two callbacks in the order they arrived.
+    public mutating func decode(_ buffer: inout ByteBuffer, inPlace: (BorrowedRequest) -> Void,
+                                decoded: (RESPRequest) -> Void) {
+        while buffer.readableBytes > 0 {
+            if mode == .idle {
+                let consumed = buffer.withUnsafeReadableBytes { bytes in
+                    var offset = 0
+                    while let length = Self.completeRequest(in: UnsafeRawBufferPointer(rebasing: bytes[offset...]),
+                                                            limits: limits, arguments: &lentArguments) {
+                        let request = UnsafeRawBufferPointer(rebasing: bytes[offset..<(offset + length)])
+                        lentArguments.withUnsafeBufferPointer { inPlace(BorrowedRequest(bytes: request, arguments: $0)) }
+                        offset += length
+                    }
+                    return offset
+                }
+                buffer.moveReaderIndex(forwardBy: consumed)
+            }
+            guard let request = next(&buffer) else { return }
+            decoded(request)
+        }
+    }
+
+    /// Finds the complete multibulk request at the start of `bytes`: fills `arguments` with each argument's
+    /// range in `bytes` and returns the request's length. Returns nil when `bytes` does not start with a
+    /// complete, well-formed request within the limits (an inline command, a request still arriving, a protocol
+    /// error, `*0`), which ``next(_:)`` then decodes or words the error for.
+    static func completeRequest(in bytes: UnsafeRawBufferPointer, limits: Limits, arguments: inout [Range<Int>]) -> Int? {
+        arguments.removeAll(keepingCapacity: true)
+        guard bytes.count >= 4, bytes[0] == UInt8(ascii: "*") else { return nil }
+        var offset = 0
+        guard let count = headerNumber(bytes, at: &offset), count > 0, count <= limits.maxArrayLength else { return nil }
+        for _ in 0..<count {
+            guard offset < bytes.count, bytes[offset] == UInt8(ascii: "$"),
+                  let length = headerNumber(bytes, at: &offset), length >= 0, length <= limits.maxBulkLength,
+                  bytes.count - offset >= length + 2,
+                  bytes[offset + length] == 0x0D, bytes[offset + length + 1] == 0x0A else { return nil }
+            arguments.append(offset..<(offset + length))
+            offset += length + 2
+        }
+        return offset
+    }
+
+    /// Parses the number of the CRLF-terminated header line (`*3`, `$5`) at `offset` and moves `offset` past
+    /// the line; nil unless the line is complete, ends in CRLF and holds 1 to 18 digits (maybe negative).
+    @inline(__always)
+    private static func headerNumber(_ bytes: UnsafeRawBufferPointer, at offset: inout Int) -> Int? {
+        var index = offset + 1  // after the marker
+        let negative = index < bytes.count && bytes[index] == UInt8(ascii: "-")
+        if negative { index += 1 }
+        let digitsStart = index
+        var value = 0
+        while index < bytes.count, index - digitsStart < 19 {
+            let digit = bytes[index] &- UInt8(ascii: "0")
+            guard digit <= 9 else { break }
+            value = value &* 10 &+ Int(digit)
+            index += 1
+        }
+        guard index > digitsStart, index - digitsStart <= 18, bytes.count - index >= 2,
+              bytes[index] == 0x0D, bytes[index + 1] == 0x0A else { return nil }
+        offset = index + 2
+        return negative ? -value : value
+    }
+
     /// The next complete request in `buffer` (consuming its bytes), or nil if more bytes are needed.
     public mutating func next(_ buffer: inout ByteBuffer) -> RESPRequest? {
         while true {
@@ -163,7 +286,7 @@ public struct RESPRequestDecoder {
                     case .invalid: return fail("invalid multibulk length")
                     case .number(let value): count = value
                     }
-                    guard count <= maxArrayLength else { return fail("invalid multibulk length") }
+                    guard count <= limits.maxArrayLength else { return fail("invalid multibulk length") }
                     if count <= 0 { continue }  // `*0` and `*-1` are no command, as in Redis
                     mode = .array
                     remaining = count
@@ -172,11 +295,11 @@ public struct RESPRequestDecoder {
                     bulkLength = nil
                 } else {
                     guard let newline = buffer.readableBytesView.firstIndex(of: UInt8(ascii: "\n")) else {
-                        if buffer.readableBytes > maxInlineLength { return fail("too big inline request") }
+                        if buffer.readableBytes > limits.maxInlineLength { return fail("too big inline request") }
                         return nil
                     }
                     let length = newline - buffer.readerIndex
-                    guard length <= maxInlineLength else { return fail("too big inline request") }
+                    guard length <= limits.maxInlineLength else { return fail("too big inline request") }
                     let inline: [[UInt8]]
                     do {
                         inline = try buffer.readableBytesView.prefix(length).withContiguousStorageIfAvailable {
@@ -203,7 +326,7 @@ public struct RESPRequestDecoder {
                     case .invalid: return fail("invalid bulk length")
                     case .number(let value): length = value
                     }
-                    guard length >= 0, length <= maxBulkLength else { return fail("invalid bulk length") }
+                    guard length >= 0, length <= limits.maxBulkLength else { return fail("invalid bulk length") }
                     bulkLength = length
                 }
                 guard buffer.readableBytes >= length + 2, let bytes = buffer.readBytes(length: length) else { return nil }
@@ -233,7 +356,7 @@ public struct RESPRequestDecoder {
 
     /// Reads a header line (`*3` or `$5`) and parses its number from the bytes in place.
     private func headerNumber(_ buffer: inout ByteBuffer) -> HeaderNumber {
-        let limit = maxInlineLength
+        let limit = limits.maxInlineLength
         let (result, consumed) = buffer.withUnsafeReadableBytes { bytes -> (HeaderNumber, Int) in
             guard let base = bytes.baseAddress, let found = memchr(base, 0x0A, bytes.count) else {
                 return (bytes.count > limit ? .tooLong : .incomplete, 0)

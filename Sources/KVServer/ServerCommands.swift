@@ -1,5 +1,6 @@
 import KVShell
 import KVStore
+import NIOCore
 
 /// Per-connection settings that commands change (HELLO, CLIENT SETNAME, ...).
 struct ClientState {
@@ -68,6 +69,41 @@ enum ServerCommands {
         default:
             return (.error(CommandError.unknownCommand(String(decoding: arguments[0], as: UTF8.self),
                                                        arguments: arguments.dropFirst()).redisMessage), .none)
+        }
+    }
+
+    /// Runs the two commands that dominate real traffic, `GET key` and plain `SET key value`, on the request's
+    /// bytes in place: the key and value go from the read buffer into the store, and a GET's value from the
+    /// index into `output`, with no copy or allocation in between. Returns whether the reply acknowledges a
+    /// write, or nil for any other request (and for a SET the store refuses, so that the shared command table
+    /// words the error), which then takes the general path.
+    static func runInPlace(_ request: BorrowedRequest, protocolVersion: Int, store: KVStore, output: inout ByteBuffer) -> Bool? {
+        guard request.arguments.count == 2 || request.arguments.count == 3 else { return nil }
+        let name = request[0]
+        guard name.count == 3 else { return nil }
+        // ASCII case folding: `byte | 0x20` equals a lowercase letter only for that letter and its capital.
+        guard name[1] | 0x20 == UInt8(ascii: "e"), name[2] | 0x20 == UInt8(ascii: "t") else { return nil }
+        let key = request[1]
+        switch name[0] | 0x20 {
+        case UInt8(ascii: "g") where request.arguments.count == 2:
+            store.withValue(for: key) { value in
+                if let value {
+                    RESPValue.writeBulkString(value, to: &output)
+                } else {
+                    RESPValue.null.write(to: &output, protocolVersion: protocolVersion)
+                }
+            }
+            return false
+        case UInt8(ascii: "s") where request.arguments.count == 3:
+            do {
+                try store.set(key, request[2])
+            } catch {
+                return nil
+            }
+            output.writeStaticString("+OK\r\n")
+            return true
+        default:
+            return nil
         }
     }
 

@@ -135,8 +135,7 @@ public final class KVStore: Sendable {
         backgroundSync = syncPolicy == .everysec ? RepeatingTimer(label: "kvsh.background-fsync") : nil
         // A failed fsync here marks the store failed; the next write or commit reports it.
         backgroundSync?.start(every: .seconds(1)) { [weak self] in
-            guard let self else { return }
-            try? self.flush(through: self.lastSequence, fsync: true)
+            try? self?.syncInBackground()
         }
     }
 
@@ -149,6 +148,16 @@ public final class KVStore: Sendable {
     /// The value stored under `key`, or nil.
     public func get(_ key: [UInt8]) -> [UInt8]? {
         state.withLock { $0.index.value(for: key) }
+    }
+
+    /// Calls `body` with the bytes of the value stored under `key` (nil if there is none), in place: for a reply
+    /// encoded straight from the index without copying the value into an array first. `body` runs outside the
+    /// store's lock; the entry it reads is immutable (a write replaces an entry, never changes one).
+    public func withValue<T>(for key: UnsafeRawBufferPointer, _ body: (UnsafeRawBufferPointer?) throws -> T) rethrows -> T {
+        let key = Unshared(key)
+        let found = state.withLock { Unshared($0.index.entry(for: key.value)) }
+        guard let entry = found.value else { return try body(nil) }
+        return try entry.withValueBytes(body)
     }
 
     /// How many of `keys` exist, counting a key named twice twice (as Redis's EXISTS does).
@@ -200,14 +209,22 @@ public final class KVStore: Sendable {
     /// - Returns: the write's sequence number in the log.
     @discardableResult
     public func set(_ key: [UInt8], _ value: [UInt8]) throws -> UInt64 {
+        try key.withUnsafeBytes { key in try value.withUnsafeBytes { value in try set(key, value) } }
+    }
+
+    /// Sets `key` to `value`, copying both from borrowed bytes (a server's read buffer) into the log and the
+    /// index: nothing is allocated for them beyond the index entry.
+    @discardableResult
+    public func set(_ key: UnsafeRawBufferPointer, _ value: UnsafeRawBufferPointer) throws -> UInt64 {
         guard key.count <= LogFormat.maxKeySize else { throw StoreError.tooLarge(what: "key", size: key.count, limit: LogFormat.maxKeySize) }
         guard value.count <= LogFormat.maxValueSize else { throw StoreError.tooLarge(what: "value", size: value.count, limit: LogFormat.maxValueSize) }
+        let (key, value) = (Unshared(key), Unshared(value))
         let (sequence, mustFlush) = try state.withLock { state in
             try state.checkWritable()
             let sequence = state.nextSequence
             state.nextSequence += 1
-            LogFormat.appendSet(key: key, value: value, sequence: sequence, to: &state.pending)
-            state.index.set(key, value)
+            LogFormat.appendSet(key: key.value, value: value.value, sequence: sequence, to: &state.pending)
+            state.index.set(key.value, value.value)
             return (sequence, state.pending.count >= Self.flushThreshold)
         }
         if mustFlush { try flush(through: sequence, fsync: false) }
@@ -264,20 +281,48 @@ public final class KVStore: Sendable {
     /// Group commit: whoever holds `log` writes everyone's pending records; those who waited for the lock
     /// find their records already written (and fsynced) and return at once.
     func flush(through sequence: UInt64, fsync: Bool) throws {
-        try log.withLock { file in
-            guard file.lock != nil else { throw StoreError.closed }
-            var buffer = file.spare
-            let target = try state.withLock { state -> UInt64? in
-                if let failure = state.failure { throw StoreError.writesDisabled(cause: failure) }
-                let done = fsync ? state.syncedThrough : state.writtenThrough
-                guard done < sequence else { return nil }
-                swap(&state.pending, &buffer)
-                return state.nextSequence - 1
-            }
-            guard let target else { return }
-            try write(&buffer, through: target, fsync: fsync, to: &file)
-            if isCompactionDue(file) { scheduleCompaction() }
+        try log.withLock { file in try flush(through: sequence, fsync: fsync, to: &file) }
+    }
+
+    /// ``flush(through:fsync:)`` with `log` already held.
+    private func flush(through sequence: UInt64, fsync: Bool, to file: inout LogFile) throws {
+        guard file.lock != nil else { throw StoreError.closed }
+        var buffer = file.spare
+        let target = try state.withLock { state -> UInt64? in
+            if let failure = state.failure { throw StoreError.writesDisabled(cause: failure) }
+            let done = fsync ? state.syncedThrough : state.writtenThrough
+            guard done < sequence else { return nil }
+            swap(&state.pending, &buffer)
+            return state.nextSequence - 1
         }
+        guard let target else { return }
+        try write(&buffer, through: target, fsync: fsync, to: &file)
+        if isCompactionDue(file) { scheduleCompaction() }
+    }
+
+    /// The `everysec` tick: writes what is pending, then fsyncs the log *without* holding `log`, so that commits
+    /// (the server's event loops) go on while the disk works, as Redis fsyncs on a background thread. Holding
+    /// the lock through an fsync of a second's writes stalled every client for its duration. The fsync goes to
+    /// a duplicate of the descriptor, which stays valid if a checkpoint or close switches files meanwhile.
+    func syncInBackground() throws {
+        let target = lastSequence
+        let duplicate = try log.withLock { file -> (fd: Int32, path: String)? in
+            try flush(through: target, fsync: false, to: &file)
+            guard state.withLock({ $0.syncedThrough < target }) else { return nil }
+            let fd = fcntl(file.fd, F_DUPFD_CLOEXEC, 0)
+            guard fd >= 0 else { throw StoreError.io(operation: "dup", path: file.path, errno: errno) }
+            return (fd, file.path)
+        }
+        guard let duplicate else { return }
+        defer { Glibc.close(duplicate.fd) }
+        do {
+            try POSIX.fdatasync(duplicate.fd, path: duplicate.path)
+        } catch {
+            state.withLock { $0.failure = "\(error)" }  // as in `write(_:through:fsync:to:)`: writes stop for good
+            throw error
+        }
+        state.withLock { $0.syncedThrough = max($0.syncedThrough, target) }
+        log.withLock { $0.fsyncs += 1 }
     }
 
     /// Writes `buffer` (records through `sequence`) to the active log file, fsyncs it if asked, and records
@@ -321,4 +366,11 @@ final class RepeatingTimer: @unchecked Sendable {
     func stop() {
         timer.cancel()
     }
+}
+
+/// Carries a value into or out of a lock's closure where the compiler cannot tell that it stays unshared: borrowed
+/// bytes read only while the call lasts, on the caller's thread, or an ``IndexEntry``, which is immutable.
+struct Unshared<Value>: @unchecked Sendable {
+    let value: Value
+    init(_ value: Value) { self.value = value }
 }

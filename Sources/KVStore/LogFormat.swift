@@ -79,6 +79,10 @@ public enum LogFormat {
     /// The hottest encoder (every SET): fills the record in one reserved run of bytes instead of appending
     /// field by field through `appendRecord`'s closure.
     static func appendSet(key: [UInt8], value: [UInt8], sequence: UInt64, to buffer: inout [UInt8]) {
+        key.withUnsafeBytes { key in value.withUnsafeBytes { value in appendSet(key: key, value: value, sequence: sequence, to: &buffer) } }
+    }
+
+    static func appendSet(key: UnsafeRawBufferPointer, value: UnsafeRawBufferPointer, sequence: UInt64, to buffer: inout [UInt8]) {
         let payloadLength = 4 + key.count + value.count
         let start = buffer.count
         buffer.append(contentsOf: repeatElement(0, count: recordHeaderSize + payloadLength))
@@ -88,10 +92,8 @@ public enum LogFormat {
             bytes.storeBytes(of: sequence.littleEndian, toByteOffset: start + 9, as: UInt64.self)
             bytes.storeBytes(of: UInt32(key.count).littleEndian, toByteOffset: start + recordHeaderSize, as: UInt32.self)
             let keyStart = start + recordHeaderSize + 4
-            key.withUnsafeBytes { UnsafeMutableRawBufferPointer(rebasing: bytes[keyStart..<(keyStart + key.count)]).copyMemory(from: $0) }
-            value.withUnsafeBytes {
-                UnsafeMutableRawBufferPointer(rebasing: bytes[(keyStart + key.count)...]).copyMemory(from: $0)
-            }
+            UnsafeMutableRawBufferPointer(rebasing: bytes[keyStart..<(keyStart + key.count)]).copyMemory(from: key)
+            UnsafeMutableRawBufferPointer(rebasing: bytes[(keyStart + key.count)...]).copyMemory(from: value)
             let crc = CRC32C.checksum(UnsafeRawBufferPointer(rebasing: bytes[(start + 4)...]))
             bytes.storeBytes(of: crc.littleEndian, toByteOffset: start, as: UInt32.self)
         }

@@ -5,15 +5,29 @@ import KVTestSupport
 import Testing
 @testable import KVServer
 
-/// Feeds `chunks` one after the other into one decoder and buffer, as reads arrive, and collects every request.
-private func decode(_ chunks: [[UInt8]], decoder: inout RESPRequestDecoder) -> (requests: [RESPRequest], left: Int) {
+/// Feeds `chunks` one after the other into one decoder and buffer, as reads arrive, and collects every request,
+/// through `decode(_:inPlace:decoded:)` as the server does (requests lent in place are copied here). Checks that
+/// `next(_:)` alone, from a copy of the same decoder, decodes the same requests and leaves the same bytes.
+private func decode(_ chunks: [[UInt8]], decoder: inout RESPRequestDecoder,
+                    sourceLocation: SourceLocation = #_sourceLocation) -> (requests: [RESPRequest], left: Int, lent: Int) {
+    var plain = decoder
+    var plainBuffer = ByteBuffer()
+    var plainRequests: [RESPRequest] = []
     var buffer = ByteBuffer()
     var requests: [RESPRequest] = []
+    var lent = 0
     for chunk in chunks {
         buffer.writeBytes(chunk)
-        while let request = decoder.next(&buffer) { requests.append(request) }
+        decoder.decode(&buffer, inPlace: { request in
+            lent += 1
+            requests.append(.command(request.copied()))
+        }, decoded: { requests.append($0) })
+        plainBuffer.writeBytes(chunk)
+        while let request = plain.next(&plainBuffer) { plainRequests.append(request) }
     }
-    return (requests, buffer.readableBytes)
+    #expect(requests == plainRequests, "in place and copied decoding disagree", sourceLocation: sourceLocation)
+    #expect(buffer.readableBytes == plainBuffer.readableBytes, sourceLocation: sourceLocation)
+    return (requests, buffer.readableBytes, lent)
 }
 
 private func decode(_ chunks: [[UInt8]]) -> [RESPRequest] {
@@ -87,6 +101,48 @@ struct RESPDecoderTests {
         #expect(decode("\r\n\n   \r\nPING\r\n") == [command("PING")])
         // A line without its newline yet is incomplete.
         #expect(decode("PING").isEmpty)
+    }
+
+    @Test("requests whole in one read are lent in place; split, inline and malformed ones are decoded")
+    func lentInPlace() {
+        let set = encodeCommand("SET", "key", "value\r\n")
+        var decoder = RESPRequestDecoder()
+        // Three whole requests in one read: all lent, none copied.
+        let whole = decode([set + set + encodeCommand("GET", "key")], decoder: &decoder)
+        #expect(whole.lent == 3 && whole.requests.count == 3 && whole.left == 0)
+        // A request split across reads is decoded by `next`; the whole one after it is lent again.
+        let split = decode([Array(set[..<10]), Array(set[10...]) + set], decoder: &decoder)
+        #expect(split.lent == 1 && split.requests.count == 2 && split.left == 0)
+        // Inline commands, `*0` and LF-only header lines are left to `next`.
+        let other = decode([Array("PING\r\n*0\r\n*1\n$4\nPING\r\n".utf8) + set], decoder: &decoder)
+        #expect(other.lent == 1 && other.requests == [command("PING"), command("PING"), command("SET", "key", "value\r\n")])
+        // A request past a limit is never lent: `next` words the error.
+        var limited = RESPRequestDecoder()
+        limited.limits.maxBulkLength = 4
+        let refused = decode([set], decoder: &limited)
+        #expect(refused.lent == 0 && refused.requests == [.protocolError("invalid bulk length")])
+    }
+
+    @Test("the in-place scan finds each argument's range and needs every byte up to the final CRLF")
+    func completeRequestRanges() {
+        let bytes = encodeCommand("SET", "k", "")
+        var ranges: [Range<Int>] = []
+        for cut in 0..<bytes.count {
+            let found = bytes[..<cut].withUnsafeBytes {
+                RESPRequestDecoder.completeRequest(in: $0, limits: .init(), arguments: &ranges)
+            }
+            #expect(found == nil, "cut at \(cut)")
+        }
+        let length = (bytes + Array("*1\r\n".utf8)).withUnsafeBytes {
+            RESPRequestDecoder.completeRequest(in: $0, limits: .init(), arguments: &ranges)
+        }
+        #expect(length == bytes.count)
+        #expect(ranges.map { Array(bytes[$0]) } == [Array("SET".utf8), Array("k".utf8), []])
+        // A bulk string whose announced length is not followed by CRLF is not a request.
+        let wrongLength = Array("*1\r\n$3\r\nPINGx\r\n".utf8).withUnsafeBytes {
+            RESPRequestDecoder.completeRequest(in: $0, limits: .init(), arguments: &ranges)
+        }
+        #expect(wrongLength == nil)
     }
 
     @Test("*0 and *-1 are no command, and what follows is decoded")
@@ -164,11 +220,11 @@ struct RESPDecoderTests {
     @Test("a bulk string longer than the limit is refused")
     func bulkLimit() {
         var decoder = RESPRequestDecoder()
-        decoder.maxBulkLength = 16
+        decoder.limits.maxBulkLength = 16
         #expect(decode([Array("*2\r\n$3\r\nGET\r\n$16\r\n0123456789abcdef\r\n".utf8)], decoder: &decoder).requests
                 == [command("GET", "0123456789abcdef")])
         var small = RESPRequestDecoder()
-        small.maxBulkLength = 16
+        small.limits.maxBulkLength = 16
         #expect(decode([Array("*2\r\n$3\r\nGET\r\n$17\r\n".utf8)], decoder: &small).requests == [.protocolError("invalid bulk length")])
         // Redis's default, proto-max-bulk-len: 512 MB.
         #expect(decode("*1\r\n$\(512 << 20 + 1)\r\n") == [.protocolError("invalid bulk length")])
@@ -178,10 +234,10 @@ struct RESPDecoderTests {
     func arrayLimit() {
         #expect(decode("*\(1 << 20 + 1)\r\n") == [.protocolError("invalid multibulk length")])
         var decoder = RESPRequestDecoder()
-        decoder.maxArrayLength = 3
+        decoder.limits.maxArrayLength = 3
         #expect(decode([Array("*4\r\n".utf8)], decoder: &decoder).requests == [.protocolError("invalid multibulk length")])
         var exact = RESPRequestDecoder()
-        exact.maxArrayLength = 3
+        exact.limits.maxArrayLength = 3
         #expect(decode([encodeCommand("SET", "k", "v")], decoder: &exact).requests == [command("SET", "k", "v")])
     }
 
@@ -270,7 +326,7 @@ struct RESPDecoderTests {
         // `*1\r\n$3\r\nabc` followed by the next request: the two bytes after the bulk string are not CRLF.
         let bytes = Array(input.utf8) + encodeCommand("PING")
         var decoder = RESPRequestDecoder()
-        let (requests, left) = decode([bytes], decoder: &decoder)
+        let (requests, left, _) = decode([bytes], decoder: &decoder)
         #expect(requests.count == 1, "\(requests)")
         guard case .protocolError(let text)? = requests.first else {
             Issue.record("want a protocol error for \"\(escaped(Array(input.utf8)))\", got \(requests)")

@@ -200,6 +200,38 @@ struct ServerCommandTests {
         }
     }
 
+    @Test("GET and SET, run in place from the read buffer: any letter case, binary values, RESP2 and RESP3 nil")
+    func inPlaceGetAndSet() throws {
+        try withServer { server in
+            let client = try server.connect()
+            let binary: [UInt8] = [0x0D, 0x0A, 0x00, 0xFF, 0x24, 0x2A]
+            // One write holding several whole requests: the server lends each in place.
+            try client.send(encodeCommand([Array("set".utf8), Array("bin".utf8), binary])
+                            + encodeCommand("GeT", "bin") + encodeCommand("gET", "missing") + encodeCommand("sEt", "k", "")
+                            + encodeCommand("GET", "k"))
+            #expect(try client.replies(5) == [.simple("OK"), .bulk(binary), .nullBulk, .simple("OK"), .text("")])
+            // Three-letter names that are not GET or SET, and other arities, take the general path.
+            #expect(try client.call("GET") == .error("ERR wrong number of arguments for 'get' command"))
+            #expect(try client.call("get", "a", "b") == .error("ERR wrong number of arguments for 'get' command"))
+            #expect(try client.call("SET", "k") == .error("ERR wrong number of arguments for 'set' command"))
+            #expect(try client.call("SET", "k", "v", "NX") == .nullBulk)
+            #expect(try client.call("DEL", "k") == .integer(1))
+            #expect(try client.call("GEX", "k").isError)
+            #expect(try client.call("HELLO", "3").field("proto") == .integer(3))
+            #expect(try client.call("GET", "missing") == .null)
+            // A request split across writes is decoded whole by the general decoder, and answered the same.
+            let split = encodeCommand("SET", "split", "across reads")
+            try client.send(Array(split[..<11]))
+            try client.send(Array(split[11...]) + encodeCommand("GET", "split"))
+            #expect(try client.replies(2) == [.simple("OK"), .text("across reads")])
+            // Each in-place command counts in INFO, like any other.
+            let before = try commandsProcessed(client)
+            try client.send(encodeCommand("GET", "split") + encodeCommand("SET", "x", "1"))
+            _ = try client.replies(2)
+            #expect(try commandsProcessed(client) == before + 3)  // the two, and the INFO before them
+        }
+    }
+
     @Test("inline commands, telnet style, with quotes")
     func inlineCommands() throws {
         try withServer { server in

@@ -13,7 +13,7 @@ import KVTestSupport
 import Testing
 
 /// What INFO says about the server's command counter.
-private func commandsProcessed(_ client: RESPClient) throws -> Int {
+func commandsProcessed(_ client: RESPClient) throws -> Int {
     let info = try client.call("INFO").string ?? ""
     for line in info.split(whereSeparator: \.isNewline) where line.hasPrefix("total_commands_processed:") {
         if let number = Int(line.dropFirst("total_commands_processed:".count)) { return number }

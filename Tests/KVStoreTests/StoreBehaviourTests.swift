@@ -175,6 +175,58 @@ struct DeleteAndSequenceTests {
     }
 }
 
+@Suite("Borrowed bytes and background fsync")
+struct BorrowedBytesTests {
+    @Test("set from borrowed bytes and withValue read the same store as the array API, and survive a reopen")
+    func borrowed() throws {
+        try withTempDir { root in
+            do {
+                let store = try KVStore(directory: root)
+                let request = bytes("SETkey\r\nvalue")  // key and value lie inside a larger buffer, as in a read
+                try request.withUnsafeBytes { raw in
+                    _ = try store.set(UnsafeRawBufferPointer(rebasing: raw[3..<8]), UnsafeRawBufferPointer(rebasing: raw[8...]))
+                }
+                #expect(store.get(bytes("key\r\n")) == bytes("value"))
+                try store.set(bytes("empty"), [])
+                bytes("key\r\n").withUnsafeBytes { key in
+                    #expect(store.withValue(for: key) { $0.map(Array.init) } == bytes("value"))
+                }
+                bytes("empty").withUnsafeBytes { key in
+                    #expect(store.withValue(for: key) { $0.map(Array.init) } == [])
+                }
+                bytes("missing").withUnsafeBytes { key in
+                    #expect(store.withValue(for: key) { $0 == nil })
+                }
+                try store.commit()
+                store.close()
+            }
+            let reopened = try KVStore(directory: root)
+            defer { reopened.close() }
+            #expect(reopened.get(bytes("key\r\n")) == bytes("value"))
+            #expect(reopened.get(bytes("empty")) == [])
+        }
+    }
+
+    @Test("the everysec tick writes and fsyncs what is pending, and counts the fsync")
+    func backgroundSync() throws {
+        try withTempDir { root in
+            let store = try KVStore(directory: root, syncPolicy: .everysec)
+            defer { store.close() }
+            for index in 0..<100 { try store.set(bytes("k\(index)"), bytes("v\(index)")) }
+            let before = store.statistics
+            #expect(before.syncedSequence < before.lastSequence)
+            try store.syncInBackground()
+            let after = store.statistics
+            #expect(after.syncedSequence == after.lastSequence)
+            #expect(after.fsyncs > before.fsyncs)
+            #expect(after.logBytes == fileSize(after.logFile))
+            // Nothing new: no second fsync.
+            try store.syncInBackground()
+            #expect(store.statistics.fsyncs == after.fsyncs)
+        }
+    }
+}
+
 @Suite("Rebuild and import")
 struct RebuildAndImportTests {
     @Test("rebuild() keeps the contents and reports the log's keys, records and bytes")
