@@ -29,6 +29,9 @@ final class ConnectionHandler: ChannelInboundHandler {
     private var outputNeedsCommit = false
     /// Replies handed to the committer and not yet released.
     private var waitingForCommit = false
+    private var awaitingCommit = ByteBuffer()
+    /// The buffer of the replies last sent, reused for later ones once written (see `takeOutput`).
+    private var spare = ByteBuffer()
     /// Requests read but not yet run, oldest first from `queuedStart`: they run once the client takes its
     /// replies and no slow command runs.
     private var queued: [[[UInt8]]] = []
@@ -62,7 +65,8 @@ final class ConnectionHandler: ChannelInboundHandler {
     }
 
     func handlerAdded(context: ChannelHandlerContext) {
-        output = context.channel.allocator.buffer(capacity: 4096)
+        output = context.channel.allocator.buffer(capacity: 1024)
+        spare = context.channel.allocator.buffer(capacity: 1024)
         channelWritable = context.channel.isWritable
     }
 
@@ -230,20 +234,13 @@ final class ConnectionHandler: ChannelInboundHandler {
         if outputNeedsCommit {
             waitingForCommit = true
             outputNeedsCommit = false
-            let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
-            let replies = output
-            output = context.channel.allocator.buffer(capacity: 4096)
-            committer.enqueue { result in
-                let (handler, context) = bound.value
-                handler.commitFinished(result, replies: replies, context: context)
-            }
+            awaitingCommit = takeOutput()
+            committer.enqueue(self, context: context)
             return
         }
         if output.readableBytes > 0 {
             // Take the replies out first: writing can call back into this handler (writability changes).
-            let replies = output
-            output = context.channel.allocator.buffer(capacity: 4096)
-            context.writeAndFlush(wrapOutboundOut(replies), promise: nil)
+            context.writeAndFlush(wrapOutboundOut(takeOutput()), promise: nil)
         }
         if closeWhenFlushed && !slowCommandRunning {
             context.flush()  // replies written by commitFinished go out before the close
@@ -251,12 +248,23 @@ final class ConnectionHandler: ChannelInboundHandler {
         }
     }
 
-    private func commitFinished(_ result: Result<Void, any Error>, replies: ByteBuffer, context: ChannelHandlerContext) {
+    /// Takes the collected replies out of `output`, leaving it empty. `output` then reuses the buffer of an earlier
+    /// batch (`spare`) when the socket has let go of it, so that a batch of replies usually allocates nothing.
+    private func takeOutput() -> ByteBuffer {
+        let replies = output
+        swap(&output, &spare)  // `spare` now shares the storage of `replies`, for a later batch
+        output.clear()  // allocates fresh storage only if the socket still holds this one
+        return replies
+    }
+
+    /// Called by the committer once the writes the replies in `awaitingCommit` acknowledge are durable (or not).
+    func commitFinished(_ result: Result<Void, any Error>, context: ChannelHandlerContext) {
         waitingForCommit = false
+        let replies = awaitingCommit
+        awaitingCommit = ByteBuffer()
         switch result {
         case .success:
-            context.write(wrapOutboundOut(replies), promise: nil)
-            context.flush()
+            context.writeAndFlush(wrapOutboundOut(replies), promise: nil)
             runQueued(context: context)
         case .failure(let error):
             // The replies would acknowledge writes that are not durable: withhold them and end the connection.

@@ -15,7 +15,9 @@ import NIOCore
 final class GroupCommitter: @unchecked Sendable {
     private let eventLoop: any EventLoop
     private let store: KVStore
-    private var waiting: [(Result<Void, any Error>) -> Void] = []
+    /// The connections waiting, each with its pipeline context: references rather than closures, so that a
+    /// connection's turn in a commit allocates nothing.
+    private var waiting: [(handler: ConnectionHandler, context: ChannelHandlerContext)] = []
     private var scheduled = false
 
     init(eventLoop: any EventLoop, store: KVStore) {
@@ -23,10 +25,11 @@ final class GroupCommitter: @unchecked Sendable {
         self.store = store
     }
 
-    /// Calls `done` on the event loop once every write made so far is durable (or the commit failed).
-    func enqueue(_ done: @escaping (Result<Void, any Error>) -> Void) {
+    /// Calls `handler.commitFinished` on the event loop once every write made so far is durable (or the commit
+    /// failed).
+    func enqueue(_ handler: ConnectionHandler, context: ChannelHandlerContext) {
         eventLoop.assertInEventLoop()
-        waiting.append(done)
+        waiting.append((handler, context))
         guard !scheduled else { return }
         scheduled = true
         let bound = NIOLoopBound(self, eventLoop: eventLoop)
@@ -35,9 +38,14 @@ final class GroupCommitter: @unchecked Sendable {
 
     private func commit() {
         scheduled = false
-        let batch = waiting
-        waiting = []
+        var batch: [(handler: ConnectionHandler, context: ChannelHandlerContext)] = []
+        swap(&batch, &waiting)
         let result = Result { try store.commit() }
-        for done in batch { done(result) }
+        for (handler, context) in batch { handler.commitFinished(result, context: context) }
+        // Hand the emptied array back, keeping its capacity, unless a reply already queued a new batch.
+        if waiting.isEmpty {
+            batch.removeAll(keepingCapacity: true)
+            waiting = batch
+        }
     }
 }
