@@ -117,6 +117,7 @@ class ChildResult:
     maxrss_bytes: int
     stdout: bytes = b""
     stderr: bytes = b""
+    cpu_seconds: float = 0.0  # user + system time of the child
 
 
 def spawn(argv: list[str], **popen_kwargs) -> subprocess.Popen:
@@ -126,8 +127,8 @@ def spawn(argv: list[str], **popen_kwargs) -> subprocess.Popen:
     return proc
 
 
-def reap(proc: subprocess.Popen, timeout: float | None = None) -> tuple[int, int]:
-    """Wait for ``proc`` with wait4; return (returncode, ru_maxrss in bytes).
+def reap(proc: subprocess.Popen, timeout: float | None = None) -> tuple[int, int, float]:
+    """Wait for ``proc`` with wait4; return (returncode, ru_maxrss in bytes, user + system seconds).
 
     With a timeout, polls and raises BenchError when it expires (the child is
     left registered, so kill_leftovers() still ends it).
@@ -142,7 +143,7 @@ def reap(proc: subprocess.Popen, timeout: float | None = None) -> tuple[int, int
         time.sleep(0.005)
     proc.returncode = os.waitstatus_to_exitcode(status)
     _live_children.discard(proc)
-    return proc.returncode, usage.ru_maxrss * 1024  # Linux reports KiB
+    return proc.returncode, usage.ru_maxrss * 1024, usage.ru_utime + usage.ru_stime  # Linux reports KiB
 
 
 def run_timed(argv: list[str], stdin_path: Path | None = None,
@@ -165,10 +166,10 @@ def run_timed(argv: list[str], stdin_path: Path | None = None,
         if capture:
             with proc.stdout:
                 out = proc.stdout.read()
-        returncode, maxrss = reap(proc)
+        returncode, maxrss, cpu = reap(proc)
         seconds = time.perf_counter() - start
         errors.seek(0)
-        return ChildResult(seconds, returncode, maxrss, out, errors.read())
+        return ChildResult(seconds, returncode, maxrss, out, errors.read(), cpu)
 
 
 def harness_peak_rss() -> int:
@@ -434,7 +435,7 @@ class RedisServer:
             self.call("SHUTDOWN", "NOSAVE")
         except ConnectionError:
             pass  # a successful SHUTDOWN closes the connection without a reply
-        returncode, maxrss = reap(self.proc, timeout=120)
+        returncode, maxrss, _ = reap(self.proc, timeout=120)
         if returncode != 0:
             raise BenchError(f"redis-server exited with {returncode}; log:\n{self.log_tail()}")
         if "Calling fsync() on the AOF file" not in self.log.read_text():
@@ -495,7 +496,7 @@ class KvshServer:
     def shutdown(self) -> int:
         """SIGTERM; it must exit 0 (after fsyncing) in time. Returns peak RSS."""
         self.proc.send_signal(signal.SIGTERM)
-        returncode, maxrss = reap(self.proc, timeout=SERVER_STOP_TIMEOUT)
+        returncode, maxrss, _ = reap(self.proc, timeout=SERVER_STOP_TIMEOUT)
         if returncode != 0:
             raise BenchError(f"kvsh serve exited with {returncode} after SIGTERM; log:\n"
                              f"{self.log_tail()}")
@@ -1087,6 +1088,8 @@ class Bench:
             key = f"{name}.server.{workload.sync}.{workload.row(test.lower())}"
             self.results.add(f"{key}.rps", figures["rps"])
             self.results.add(f"{key}.p99", figures["p99_latency_ms"])
+            # How busy the single-threaded client was: near 100% of a core, it, not the server, sets the pace.
+            self.results.add(f"{key}.client_cpu", done.cpu_seconds / done.seconds)
 
     def _check_server_after_set(self, port: int, what: str) -> None:
         """After redis-benchmark's SET: DBSIZE ≥ 1 and its key holds a payload of its size."""
@@ -1470,9 +1473,11 @@ def build_server_tables(results: Results, runs: int, requests: int) -> list[Tabl
                 rows.append(cells)
                 for system, (rps, p99) in (("kvsh", kvsh), ("redis", redis)):
                     if rps:
+                        cpu = get(f"{system}.server.{sync}.{row}.client_cpu")
                         spreads.append([f"{sync} {row}", system,
                                         "{:,.0f} – {:,.0f}".format(*rps.spread),
-                                        "{} – {}".format(*map(fmt_ms, p99.spread))])
+                                        "{} – {}".format(*map(fmt_ms, p99.spread)),
+                                        f"{cpu.median:.0%}" if cpu else "—"])
         if not rows:
             continue
         goal = ("goal: kvsh ≥ redis in ops/s on all four rows, p99 no worse"
@@ -1486,7 +1491,11 @@ def build_server_tables(results: Results, runs: int, requests: int) -> list[Tabl
              *([common, checks] if sync == "everysec" else [])]))
     if spreads:
         tables.append(Table(f"Server: spread over the {runs} runs",
-                            ["test", "system", "ops/s min – max", "p99 ms min – max"], spreads))
+                            ["test", "system", "ops/s min – max", "p99 ms min – max", "redis-benchmark CPU"],
+                            spreads,
+                            ["redis-benchmark CPU: the client's own user + system time over its wall time "
+                             "(median; one invocation runs SET and GET, so both rows show the same). Near 100% "
+                             "the single-threaded client is saturated and sets the pace for either server."]))
 
     rows = []
     for workload in (w for w in SERVER_WORKLOADS if w.sync == "everysec"):
