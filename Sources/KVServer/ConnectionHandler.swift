@@ -29,6 +29,7 @@ final class ConnectionHandler: ChannelInboundHandler {
     private var outputNeedsCommit = false
     /// Replies handed to the committer and not yet released.
     private var waitingForCommit = false
+    /// Those replies, kept here until the committer calls ``commitFinished(_:context:)``.
     private var awaitingCommit = ByteBuffer()
     /// The buffer of the replies last sent, reused for later ones once written (see `takeOutput`).
     private var spare = ByteBuffer()

@@ -76,12 +76,12 @@ public enum LogFormat {
         }
     }
 
-    /// The hottest encoder (every SET): fills the record in one reserved run of bytes instead of appending
-    /// field by field through `appendRecord`'s closure.
     static func appendSet(key: [UInt8], value: [UInt8], sequence: UInt64, to buffer: inout [UInt8]) {
         key.withUnsafeBytes { key in value.withUnsafeBytes { value in appendSet(key: key, value: value, sequence: sequence, to: &buffer) } }
     }
 
+    /// The hottest encoder (every SET): fills the record in one reserved run of bytes instead of appending
+    /// field by field through `appendRecord`'s closure.
     static func appendSet(key: UnsafeRawBufferPointer, value: UnsafeRawBufferPointer, sequence: UInt64, to buffer: inout [UInt8]) {
         let payloadLength = 4 + key.count + value.count
         let start = buffer.count
