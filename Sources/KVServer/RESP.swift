@@ -249,23 +249,30 @@ public struct RESPRequestDecoder {
     }
 
     /// Parses the number of the CRLF-terminated header line (`*3`, `$5`) at `offset` and moves `offset` past
-    /// the line; nil unless the line is complete, ends in CRLF and holds 1 to 18 digits (maybe negative).
+    /// the line; nil unless the line is complete, ends in CRLF and holds what ``decimal(_:from:to:)`` accepts.
     @inline(__always)
     private static func headerNumber(_ bytes: UnsafeRawBufferPointer, at offset: inout Int) -> Int? {
-        var index = offset + 1  // after the marker
-        let negative = index < bytes.count && bytes[index] == UInt8(ascii: "-")
+        var end = offset + 1  // after the marker
+        while end < bytes.count, end - offset <= 20, bytes[end] != 0x0D { end += 1 }
+        guard bytes.count - end >= 2, bytes[end + 1] == 0x0A, let value = decimal(bytes, from: offset + 1, to: end) else { return nil }
+        offset = end + 2
+        return value
+    }
+
+    /// The number written in `bytes[start..<end]`: an optional `-` and 1 to 18 decimal digits, nothing else.
+    @inline(__always)
+    private static func decimal(_ bytes: UnsafeRawBufferPointer, from start: Int, to end: Int) -> Int? {
+        var index = start
+        let negative = index < end && bytes[index] == UInt8(ascii: "-")
         if negative { index += 1 }
-        let digitsStart = index
+        guard index < end, end - index <= 18 else { return nil }
         var value = 0
-        while index < bytes.count, index - digitsStart < 19 {
+        while index < end {
             let digit = bytes[index] &- UInt8(ascii: "0")
-            guard digit <= 9 else { break }
-            value = value &* 10 &+ Int(digit)
+            guard digit <= 9 else { return nil }
+            value = value * 10 + Int(digit)
             index += 1
         }
-        guard index > digitsStart, index - digitsStart <= 18, bytes.count - index >= 2,
-              bytes[index] == 0x0D, bytes[index + 1] == 0x0A else { return nil }
-        offset = index + 2
         return negative ? -value : value
     }
 
@@ -365,18 +372,8 @@ public struct RESPRequestDecoder {
             guard newline <= limit else { return (.tooLong, 0) }
             var end = newline
             if end > 1 && bytes[end - 1] == UInt8(ascii: "\r") { end -= 1 }
-            var index = 1  // after the marker
-            let negative = index < end && bytes[index] == UInt8(ascii: "-")
-            if negative { index += 1 }
-            guard index < end, end - index <= 18 else { return (.invalid, 0) }
-            var value = 0
-            while index < end {
-                let digit = bytes[index] &- UInt8(ascii: "0")
-                guard digit <= 9 else { return (.invalid, 0) }
-                value = value * 10 + Int(digit)
-                index += 1
-            }
-            return (.number(negative ? -value : value), newline + 1)
+            guard let value = Self.decimal(bytes, from: 1, to: end) else { return (.invalid, 0) }  // after the marker
+            return (.number(value), newline + 1)
         }
         buffer.moveReaderIndex(forwardBy: consumed)
         return result
