@@ -107,11 +107,12 @@ private func setNonBlocking(_ fd: Int32) {
     _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK)
 }
 
-/// posix_spawn with default signal dispositions and an empty signal mask in the child, as a shell would.
-private func spawn(arguments: [String], environment: [String], directory: String?, newSession: Bool,
-                   fileActions configure: (inout posix_spawn_file_actions_t) -> Void) throws -> pid_t {
+/// posix_spawn of kvsh (or of `executable`) with default signal dispositions and an empty signal mask in the
+/// child, as a shell would.
+func spawn(executable: String? = nil, arguments: [String], environment: [String], directory: String?, newSession: Bool,
+           fileActions configure: (inout posix_spawn_file_actions_t) -> Void) throws -> pid_t {
     _ = ignoreSIGPIPE
-    let executable = try KVSHBinary.path()
+    let executable = try executable ?? KVSHBinary.path()
     var actions = posix_spawn_file_actions_t()
     posix_spawn_file_actions_init(&actions)
     defer { posix_spawn_file_actions_destroy(&actions) }
@@ -145,7 +146,7 @@ private func spawn(arguments: [String], environment: [String], directory: String
 }
 
 /// Reaps `pid` if it has exited by `deadline`.
-private func reap(_ pid: pid_t, by deadline: ContinuousClock.Instant) -> Termination? {
+func reap(_ pid: pid_t, by deadline: ContinuousClock.Instant) -> Termination? {
     while true {
         var status: Int32 = 0
         let result = waitpid(pid, &status, WNOHANG)

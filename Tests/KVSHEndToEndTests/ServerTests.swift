@@ -215,49 +215,24 @@ enum ExternalTool {
                     timeout: Duration = .seconds(60)) throws -> RunResult {
         let stamp = UInt64.random(in: 0...UInt64.max)
         let outPath = sandbox.path("tool-\(stamp).out"), errPath = sandbox.path("tool-\(stamp).err")
-        var actions = posix_spawn_file_actions_t()
-        posix_spawn_file_actions_init(&actions)
-        defer { posix_spawn_file_actions_destroy(&actions) }
-        posix_spawn_file_actions_addopen(&actions, 0, stdinFile ?? "/dev/null", O_RDONLY, 0)
-        posix_spawn_file_actions_addopen(&actions, 1, outPath, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
-        posix_spawn_file_actions_addopen(&actions, 2, errPath, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
-        var attributes = posix_spawnattr_t()
-        posix_spawnattr_init(&attributes)
-        defer { posix_spawnattr_destroy(&attributes) }
-        var defaults = sigset_t()
-        sigemptyset(&defaults)
-        for signal in [SIGPIPE, SIGINT, SIGTERM] { sigaddset(&defaults, signal) }
-        posix_spawnattr_setsigdefault(&attributes, &defaults)
-        var mask = sigset_t()
-        sigemptyset(&mask)
-        posix_spawnattr_setsigmask(&attributes, &mask)
-        posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK))
-        let argv = ([executable] + arguments).map { strdup($0) } + [nil]
-        let envp = sandbox.environment().map { strdup($0) } + [nil]
-        defer {
-            argv.forEach { free($0) }
-            envp.forEach { free($0) }
+        func contents(_ path: String) -> [UInt8] { (try? Data(contentsOf: URL(fileURLWithPath: path))).map { [UInt8]($0) } ?? [] }
+        let pid = try spawn(executable: executable, arguments: arguments, environment: sandbox.environment(),
+                            directory: nil, newSession: false) {
+            posix_spawn_file_actions_addopen(&$0, 0, stdinFile ?? "/dev/null", O_RDONLY, 0)
+            posix_spawn_file_actions_addopen(&$0, 1, outPath, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
+            posix_spawn_file_actions_addopen(&$0, 2, errPath, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
         }
-        var pid: pid_t = 0
-        let error = posix_spawn(&pid, executable, &actions, &attributes, argv, envp)
-        guard error == 0 else { throw HarnessError("posix_spawn \(executable): \(String(cString: strerror(error)))") }
-        let deadline = ContinuousClock.now + timeout
-        var status: Int32 = 0
-        while waitpid(pid, &status, WNOHANG) != pid {
-            if ContinuousClock.now >= deadline {
-                kill(pid, SIGKILL)
-                _ = waitpid(pid, &status, 0)
-                let output = (try? Data(contentsOf: URL(fileURLWithPath: outPath))).map { [UInt8]($0) } ?? []
-                throw HarnessError("\(executable) \(arguments.joined(separator: " ")) did not finish within \(timeout); "
-                                   + "stdout: \"\(escaped(output))\"")
-            }
-            usleep(5_000)
+        guard let termination = reap(pid, by: ContinuousClock.now + timeout) else {
+            kill(pid, SIGKILL)
+            var status: Int32 = 0
+            _ = waitpid(pid, &status, 0)
+            throw HarnessError("\(executable) \(arguments.joined(separator: " ")) did not finish within \(timeout); "
+                               + "stdout: \"\(escaped(contents(outPath)))\"")
         }
-        let output = (try? Data(contentsOf: URL(fileURLWithPath: outPath))).map { [UInt8]($0) } ?? []
-        let errors = (try? Data(contentsOf: URL(fileURLWithPath: errPath))).map { [UInt8]($0) } ?? []
+        let output = contents(outPath), errors = contents(errPath)
         unlink(outPath)
         unlink(errPath)
-        return RunResult(termination: Termination(waitStatus: status), stdout: output, stderr: errors)
+        return RunResult(termination: termination, stdout: output, stderr: errors)
     }
 }
 
