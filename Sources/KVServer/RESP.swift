@@ -213,10 +213,12 @@ public struct RESPRequestDecoder {
             if mode == .idle {
                 let consumed = buffer.withUnsafeReadableBytes { bytes in
                     var offset = 0
-                    while let length = Self.completeRequest(in: UnsafeRawBufferPointer(rebasing: bytes[offset...]),
-                                                            limits: limits, arguments: &lentArguments) {
+                    while let (length, argumentCount) = Self.completeRequest(in: UnsafeRawBufferPointer(rebasing: bytes[offset...]),
+                                                                             limits: limits, arguments: &lentArguments) {
                         let request = UnsafeRawBufferPointer(rebasing: bytes[offset..<(offset + length)])
-                        lentArguments.withUnsafeBufferPointer { inPlace(BorrowedRequest(bytes: request, arguments: $0)) }
+                        lentArguments.withUnsafeBufferPointer {
+                            inPlace(BorrowedRequest(bytes: request, arguments: UnsafeBufferPointer(rebasing: $0[..<argumentCount])))
+                        }
                         offset += length
                     }
                     return offset
@@ -228,24 +230,27 @@ public struct RESPRequestDecoder {
         }
     }
 
-    /// Finds the complete multibulk request at the start of `bytes`: fills `arguments` with each argument's
-    /// range in `bytes` and returns the request's length. Returns nil when `bytes` does not start with a
-    /// complete, well-formed request within the limits (an inline command, a request still arriving, a protocol
-    /// error, `*0`), which ``next(_:)`` then decodes or words the error for.
-    static func completeRequest(in bytes: UnsafeRawBufferPointer, limits: Limits, arguments: inout [Range<Int>]) -> Int? {
-        arguments.removeAll(keepingCapacity: true)
+    /// Finds the complete multibulk request at the start of `bytes`: puts each argument's range in `bytes` at the
+    /// front of `arguments` and returns the request's length and how many arguments it has. What lies beyond those
+    /// in `arguments` is left over from earlier requests: overwriting rather than emptying the array first saves a
+    /// call per request. Returns nil when `bytes` does not start with a complete, well-formed request within the
+    /// limits (an inline command, a request still arriving, a protocol error, `*0`), which ``next(_:)`` then
+    /// decodes or words the error for.
+    static func completeRequest(in bytes: UnsafeRawBufferPointer, limits: Limits,
+                                arguments: inout [Range<Int>]) -> (length: Int, argumentCount: Int)? {
         guard bytes.count >= 4, bytes[0] == UInt8(ascii: "*") else { return nil }
         var offset = 0
         guard let count = headerNumber(bytes, at: &offset), count > 0, count <= limits.maxArrayLength else { return nil }
-        for _ in 0..<count {
+        for index in 0..<count {
             guard offset < bytes.count, bytes[offset] == UInt8(ascii: "$"),
                   let length = headerNumber(bytes, at: &offset), length >= 0, length <= limits.maxBulkLength,
                   bytes.count - offset >= length + 2,
                   bytes[offset + length] == 0x0D, bytes[offset + length + 1] == 0x0A else { return nil }
-            arguments.append(offset..<(offset + length))
+            let range = offset..<(offset + length)
+            if index < arguments.count { arguments[index] = range } else { arguments.append(range) }
             offset += length + 2
         }
-        return offset
+        return (offset, count)
     }
 
     /// Parses the number of the CRLF-terminated header line (`*3`, `$5`) at `offset` and moves `offset` past

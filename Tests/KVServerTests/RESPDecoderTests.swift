@@ -133,11 +133,16 @@ struct RESPDecoderTests {
             }
             #expect(found == nil, "cut at \(cut)")
         }
-        let length = (bytes + Array("*1\r\n".utf8)).withUnsafeBytes {
+        let found = (bytes + Array("*1\r\n".utf8)).withUnsafeBytes {
             RESPRequestDecoder.completeRequest(in: $0, limits: .init(), arguments: &ranges)
         }
-        #expect(length == bytes.count)
-        #expect(ranges.map { Array(bytes[$0]) } == [Array("SET".utf8), Array("k".utf8), []])
+        #expect(found?.length == bytes.count && found?.argumentCount == 3)
+        #expect(ranges.prefix(3).map { Array(bytes[$0]) } == [Array("SET".utf8), Array("k".utf8), []])
+        // Ranges left over from a longer request stay behind the count and are not part of the next one.
+        let get = encodeCommand("GET", "key")
+        let shorter = get.withUnsafeBytes { RESPRequestDecoder.completeRequest(in: $0, limits: .init(), arguments: &ranges) }
+        #expect(shorter?.length == get.count && shorter?.argumentCount == 2)
+        #expect(ranges.prefix(2).map { Array(get[$0]) } == [Array("GET".utf8), Array("key".utf8)])
         // A bulk string whose announced length is not followed by CRLF is not a request.
         let wrongLength = Array("*1\r\n$3\r\nPINGx\r\n".utf8).withUnsafeBytes {
             RESPRequestDecoder.completeRequest(in: $0, limits: .init(), arguments: &ranges)
