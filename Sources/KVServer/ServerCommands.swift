@@ -33,7 +33,7 @@ enum ServerCommands {
         }
         let name = String(decoding: arguments[0], as: UTF8.self).uppercased()
         let count = arguments.count - 1
-        func arity(_ allowed: ClosedRange<Int>) -> RESPValue? {
+        func arity(_ allowed: some RangeExpression<Int>) -> RESPValue? {
             allowed.contains(count) ? nil : .error("ERR wrong number of arguments for '\(name.lowercased())' command")
         }
         func text(_ index: Int) -> String { String(decoding: arguments[index], as: UTF8.self) }
@@ -49,11 +49,21 @@ enum ServerCommands {
             return (.simpleString("OK"), .close)
         case "SELECT":
             if let error = arity(1...1) { return (error, .none) }
-            return (text(1) == "0" ? .simpleString("OK") : .error("ERR DB index is out of range"), .none)
+            guard let index = Int(text(1)) else { return (.error("ERR value is not an integer or out of range"), .none) }
+            return (index == 0 ? .simpleString("OK") : .error("ERR DB index is out of range"), .none)
         case "AUTH":
-            if let error = arity(1...2) { return (error, .none) }
-            return (.error("ERR AUTH <password> called without any password configured for the default user. "
-                           + "Are you sure your configuration is correct?"), .none)
+            // As Redis answers while the default user has no password: the one-argument form is refused with a
+            // hint, the two-argument form succeeds for `default` (any password) and fails for anyone else.
+            if let error = arity(1...) { return (error, .none) }
+            switch count {
+            case 1:
+                return (.error("ERR AUTH <password> called without any password configured for the default user. "
+                               + "Are you sure your configuration is correct?"), .none)
+            case 2:
+                return (authenticate(user: arguments[1]) ?? .simpleString("OK"), .none)
+            default:
+                return (.error("ERR syntax error"), .none)
+            }
         case "HELLO":
             return (hello(arguments, client: &client), .none)
         case "CLIENT":
@@ -118,27 +128,39 @@ enum ServerCommands {
         }
     }
 
+    /// HELLO [protover [AUTH username password] [SETNAME name]]: checks everything first and changes the
+    /// connection only if all of it is valid, as Redis does.
     private static func hello(_ arguments: [[UInt8]], client: inout ClientState) -> RESPValue {
         var index = 1
+        var version: Int?
         if arguments.count > 1 {
-            guard let version = Int(String(decoding: arguments[1], as: UTF8.self)) else {
+            guard let requested = Int(String(decoding: arguments[1], as: UTF8.self)) else {
                 return .error("ERR Protocol version is not an integer or out of range")
             }
-            guard version == 2 || version == 3 else { return .error("NOPROTO unsupported protocol version") }
-            client.protocolVersion = version
+            guard requested == 2 || requested == 3 else { return .error("NOPROTO unsupported protocol version") }
+            version = requested
             index = 2
         }
+        var user: [UInt8]?
+        var name: [UInt8]?
         while index < arguments.count {
             let option = String(decoding: arguments[index], as: UTF8.self).uppercased()
             if option == "AUTH", index + 2 < arguments.count {
-                index += 3  // no passwords are configured: any credentials are accepted, as Redis does for `nopass`
+                user = arguments[index + 1]
+                index += 3
             } else if option == "SETNAME", index + 1 < arguments.count {
-                client.name = arguments[index + 1]
+                name = arguments[index + 1]
                 index += 2
             } else {
-                return .error("ERR Syntax error in HELLO option '\(option.lowercased())'")
+                return .error("ERR Syntax error in HELLO option '\(String(decoding: arguments[index], as: UTF8.self))'")
             }
         }
+        if let user, let refusal = authenticate(user: user) { return refusal }
+        if let name {
+            if let refusal = validateClientName(name) { return refusal }
+            client.name = name.isEmpty ? nil : name
+        }
+        if let version { client.protocolVersion = version }
         return .map([
             (.bulk("server"), .bulk("kvsh")),
             (.bulk("version"), .bulk(KVServer.version)),
@@ -155,9 +177,7 @@ enum ServerCommands {
         let sub = String(decoding: arguments[1], as: UTF8.self).uppercased()
         switch (sub, arguments.count) {
         case ("SETNAME", 3):
-            guard !arguments[2].contains(where: { $0 <= 0x20 || $0 >= 0x7F }) else {
-                return .error("ERR Client names cannot contain spaces, newlines or special characters.")
-            }
+            if let refusal = validateClientName(arguments[2]) { return refusal }
             client.name = arguments[2].isEmpty ? nil : arguments[2]
             return .simpleString("OK")
         case ("GETNAME", 2):
@@ -178,6 +198,18 @@ enum ServerCommands {
         default:
             return .error("ERR unknown subcommand or wrong number of arguments for '\(sub.lowercased())'. Try CLIENT HELP.")
         }
+    }
+
+    /// Redis's refusal of a client name with spaces, newlines or other characters outside printable ASCII.
+    private static func validateClientName(_ name: [UInt8]) -> RESPValue? {
+        name.contains(where: { $0 <= 0x20 || $0 >= 0x7F })
+            ? .error("ERR Client names cannot contain spaces, newlines or special characters.") : nil
+    }
+
+    /// Until authentication lands, the only user is Redis's passwordless `default`, which any password opens;
+    /// any other user name gets Redis's refusal (which, as there, does not say whether the user exists).
+    private static func authenticate(user: [UInt8]) -> RESPValue? {
+        user == Array("default".utf8) ? nil : .error("WRONGPASS invalid username-password pair or user is disabled.")
     }
 
     /// Names clients may ask COMMAND about: the server's own and the shared data commands.

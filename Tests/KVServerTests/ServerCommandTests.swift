@@ -18,9 +18,14 @@ struct ServerCommandTests {
             #expect(try client.call("PING", "a", "b") == .error("ERR wrong number of arguments for 'ping' command"))
             #expect(try client.call("SELECT", "0") == .simple("OK"))
             #expect(try client.call("SELECT", "1") == .error("ERR DB index is out of range"))
+            #expect(try client.call("SELECT", "x") == .error("ERR value is not an integer or out of range"))
+            // AUTH answers as Redis does while the default user has no password.
             #expect(try client.call("AUTH", "secret") == .error(
                 "ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?"))
-            #expect(try client.call("AUTH", "default", "secret").isError)
+            #expect(try client.call("AUTH", "default", "secret") == .simple("OK"))
+            #expect(try client.call("AUTH", "alice", "secret") == .error("WRONGPASS invalid username-password pair or user is disabled."))
+            #expect(try client.call("AUTH", "default", "secret", "extra") == .error("ERR syntax error"))
+            #expect(try client.call("AUTH") == .error("ERR wrong number of arguments for 'auth' command"))
             // The connection is still usable after all those errors.
             #expect(try client.call("PING") == .simple("PONG"))
         }
@@ -63,10 +68,17 @@ struct ServerCommandTests {
 
             #expect(try client.call("HELLO", "4") == .error("NOPROTO unsupported protocol version"))
             #expect(try client.call("HELLO", "x") == .error("ERR Protocol version is not an integer or out of range"))
-            // HELLO's options: AUTH is accepted (no passwords are configured), SETNAME names the connection.
+            // HELLO's options: AUTH as the AUTH command (no passwords are configured), SETNAME names the connection.
             #expect(try client.call("HELLO", "3", "AUTH", "default", "pw", "SETNAME", "app").field("proto") == .integer(3))
             #expect(try client.call("CLIENT", "GETNAME") == .text("app"))
-            #expect(try client.call("HELLO", "3", "BOGUS").isError)
+            // A HELLO that fails changes nothing: not the protocol, not the name.
+            #expect(try client.call("HELLO", "2", "AUTH", "alice", "pw", "SETNAME", "other")
+                    == .error("WRONGPASS invalid username-password pair or user is disabled."))
+            #expect(try client.call("HELLO", "2", "SETNAME", "has space")
+                    == .error("ERR Client names cannot contain spaces, newlines or special characters."))
+            #expect(try client.call("HELLO", "2", "BOGUS") == .error("ERR Syntax error in HELLO option 'BOGUS'"))
+            #expect(try client.call("GET", "missing") == .null)
+            #expect(try client.call("CLIENT", "GETNAME") == .text("app"))
         }
     }
 
