@@ -66,6 +66,14 @@ enum ServerCommands {
             }
         case "HELLO":
             return (hello(arguments, client: &client), .none)
+        case "TYPE":
+            // For tools that walk the keyspace (redis-cli --bigkeys, GUIs): every value is a string.
+            if let error = arity(1...1) { return (error, .none) }
+            return (.simpleString(context.store.countExisting([arguments[1]]) > 0 ? "string" : "none"), .none)
+        case "TTL", "PTTL":
+            // Keys never expire: -1 for a key that exists, -2 for one that does not, as Redis answers.
+            if let error = arity(1...1) { return (error, .none) }
+            return (.integer(context.store.countExisting([arguments[1]]) > 0 ? -1 : -2), .none)
         case "CLIENT":
             return (clientCommand(arguments, client: &client, context: context), .none)
         case "COMMAND":
@@ -214,6 +222,7 @@ enum ServerCommands {
 
     /// Names clients may ask COMMAND about: the server's own and the shared data commands.
     private static let builtinNames = ["PING", "ECHO", "QUIT", "SELECT", "AUTH", "HELLO", "CLIENT", "COMMAND", "CONFIG", "INFO",
+                                       "TYPE", "TTL", "PTTL",
                                        "KVSH.STATS", "KVSH.REBUILD", "KVSH.COMPACT", "KVSH.BACKUP", "KVSH.CHECK"]
     private static var allNames: [String] {
         builtinNames + CommandTable.dataCommands.flatMap { [$0.name] + $0.aliases }

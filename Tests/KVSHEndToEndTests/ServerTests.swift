@@ -456,6 +456,12 @@ struct RedisClientInteropTests {
         #expect(dbsize.stdout.text == "1\n", "\(dbsize.summary)")
         let unknown = try cliRun("NOSUCH", "x")
         #expect(unknown.stdout.text.contains("ERR unknown command 'NOSUCH'"), "\(unknown.summary)")
+        // Walking the keyspace: --scan (SCAN) and --bigkeys (SCAN, TYPE, STRLEN).
+        let scan = try cliRun("--scan", "--pattern", "k*")
+        #expect(scan.termination == .exited(0) && scan.stdout.text == "k\n", "\(scan.summary)")
+        let bigKeys = try cliRun("--bigkeys")
+        #expect(bigKeys.termination == .exited(0), "\(bigKeys.summary)")
+        #expect(bigKeys.stdout.text.contains("Biggest string found") && bigKeys.stdout.text.contains("has 11 bytes"), "\(bigKeys.summary)")
         // RESP3 (redis-cli -3 sends HELLO 3 first).
         let three = try cliRun("-3", "GET", "k")
         #expect(three.termination == .exited(0) && three.stdout.text == "hello world\n", "\(three.summary)")

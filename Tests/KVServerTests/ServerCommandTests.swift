@@ -118,6 +118,26 @@ struct ServerCommandTests {
         }
     }
 
+    @Test("TYPE, TTL and PTTL answer for keys that never expire, as Redis does for keys without a TTL")
+    func typeAndTTL() throws {
+        try withServer { server in
+            let client = try server.connect()
+            #expect(try client.call("SET", "k", "v") == .simple("OK"))
+            #expect(try client.call("TYPE", "k") == .simple("string"))
+            #expect(try client.call("TYPE", "missing") == .simple("none"))
+            #expect(try client.call("TTL", "k") == .integer(-1))
+            #expect(try client.call("PTTL", "k") == .integer(-1))
+            #expect(try client.call("TTL", "missing") == .integer(-2))
+            #expect(try client.call("pttl", "missing") == .integer(-2))
+            #expect(try client.call("DEL", "k") == .integer(1))
+            #expect(try client.call("TYPE", "k") == .simple("none"))
+            #expect(try client.call("TTL", "k") == .integer(-2))
+            #expect(try client.call("TYPE") == .error("ERR wrong number of arguments for 'type' command"))
+            #expect(try client.call("TTL", "a", "b") == .error("ERR wrong number of arguments for 'ttl' command"))
+            #expect(try client.call("COMMAND", "INFO", "type", "pttl") == .array([.array([.text("type")]), .array([.text("pttl")])]))
+        }
+    }
+
     @Test("COMMAND COUNT, DOCS, INFO; CONFIG GET; INFO; DBSIZE")
     func serverCommands() throws {
         try withServer { server in
