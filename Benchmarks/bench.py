@@ -15,8 +15,12 @@ Measures, on N lines of ``SET key:NNNNNNN <100-byte value>``, in parts that
 6. ``server``: ``kvsh serve`` against redis-server under ``redis-benchmark -c 50``
    (SET and GET, without pipelining and with ``-P 16``): kvsh ``--sync everysec``
    vs redis ``appendfsync everysec``, and ``--sync always`` vs ``appendfsync
-   always`` (SET); plus one run of kvsh with ``--threads 1`` and ``--threads 2``.
-   A fresh server on a fresh data dir for every redis-benchmark invocation.
+   always`` (SET); an extra everysec SET/GET row with a two-threaded client
+   (``redis-benchmark --threads 2``), where the client no longer sets the pace;
+   plus one run of kvsh with ``--threads 1`` and ``--threads 2``. A fresh
+   server on a fresh data dir for every redis-benchmark invocation. Beside
+   ops/s and p99, every invocation records the server's and the client's CPU
+   time per request and how often the server's threads went to sleep.
 
 Timings are wall-clock; every figure is the median over ``--runs`` runs, and
 the systems are interleaved within each round so that noise on a shared
@@ -543,16 +547,27 @@ class ServerWorkload:
     sync: str  # kvsh --sync and redis --appendfsync: "everysec" or "always"
     tests: tuple[str, ...]  # redis-benchmark -t, lower case
     pipeline: int = 1  # redis-benchmark -P; 1 = no pipelining
+    client_threads: int = 1  # redis-benchmark --threads; 1 = its default single thread
 
     def row(self, test: str) -> str:
-        """The row label of ``test`` ("SET", "GET -P 16", ...)."""
-        return test.upper() + (f" -P {self.pipeline}" if self.pipeline > 1 else "")
+        """The row label of ``test`` ("SET", "GET -P 16", "SET, client --threads 2", ...)."""
+        return (test.upper() + (f" -P {self.pipeline}" if self.pipeline > 1 else "")
+                + (f", client --threads {self.client_threads}" if self.client_threads > 1 else ""))
+
+    @property
+    def has_goal(self) -> bool:
+        """Whether the issue sets a goal for this workload (the rest are extra rows)."""
+        return self.client_threads == 1 and (self.sync == "everysec" or self.pipeline == 1)
 
 
 SERVER_WORKLOADS = (ServerWorkload("everysec", ("set", "get")),
                     ServerWorkload("everysec", ("set", "get"), SERVER_PIPELINE),
+                    ServerWorkload("everysec", ("set", "get"), client_threads=2),
                     ServerWorkload("always", ("set",)),
                     ServerWorkload("always", ("set",), SERVER_PIPELINE))
+
+# The workloads of the one-off kvsh --threads comparison: everysec, single-threaded client.
+SERVER_THREADS_WORKLOADS = tuple(w for w in SERVER_WORKLOADS if w.sync == "everysec" and w.client_threads == 1)
 
 
 def redis_benchmark_argv(port: int, workload: ServerWorkload, requests: int) -> list[str]:
@@ -561,7 +576,28 @@ def redis_benchmark_argv(port: int, workload: ServerWorkload, requests: int) -> 
             "--csv"]
     if workload.pipeline > 1:
         argv += ["-P", str(workload.pipeline)]
+    if workload.client_threads > 1:
+        argv += ["--threads", str(workload.client_threads)]
     return argv
+
+
+def process_counters(pid: int) -> tuple[float, int]:
+    """(user + system CPU seconds, voluntary context switches) of a running process, all threads.
+
+    A voluntary switch is a thread going to sleep (for a server's event loop: waiting in epoll_wait with
+    nothing to do), which a client then pays to wake.
+    """
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    cpu = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+    sleeps = 0
+    for status in Path(f"/proc/{pid}/task").glob("*/status"):
+        try:
+            for line in status.read_text().splitlines():
+                if line.startswith("voluntary_ctxt_switches:"):
+                    sleeps += int(line.split()[1])
+        except OSError:  # a thread that ended meanwhile
+            pass
+    return cpu, sleeps
 
 
 def parse_benchmark_csv(text: str, tests: tuple[str, ...]) -> dict[str, dict[str, float]]:
@@ -1072,8 +1108,10 @@ class Bench:
             server = RedisServer(base, appendfsync=workload.sync)
         with server:
             wait_for_ping(server, what)
+            cpu_before, sleeps_before = process_counters(server.proc.pid)
             done = run_timed(redis_benchmark_argv(server.port, workload, self.server_requests),
                              capture=True)
+            cpu_after, sleeps_after = process_counters(server.proc.pid)
             self._check_exit(f"redis-benchmark against {what}", done)
             stderr = done.stderr.decode(errors="replace").strip()
             if "error" in stderr.lower():
@@ -1088,8 +1126,13 @@ class Bench:
             key = f"{name}.server.{workload.sync}.{workload.row(test.lower())}"
             self.results.add(f"{key}.rps", figures["rps"])
             self.results.add(f"{key}.p99", figures["p99_latency_ms"])
-            # How busy the single-threaded client was: near 100% of a core, it, not the server, sets the pace.
+            # How busy the client was: near 100% of a core per thread, it, not the server, sets the pace.
             self.results.add(f"{key}.client_cpu", done.cpu_seconds / done.seconds)
+            # Costs per request over the whole invocation (SET and GET together when it runs both).
+            requests = self.server_requests * len(workload.tests)
+            self.results.add(f"{key}.server_us", (cpu_after - cpu_before) / requests * 1e6)
+            self.results.add(f"{key}.client_us", done.cpu_seconds / requests * 1e6)
+            self.results.add(f"{key}.server_sleeps", (sleeps_after - sleeps_before) / requests * 1000)
 
     def _check_server_after_set(self, port: int, what: str) -> None:
         """After redis-benchmark's SET: DBSIZE ≥ 1 and its key holds a payload of its size."""
@@ -1131,7 +1174,7 @@ class Bench:
                           file=sys.stderr)
                     self.server_round(system, workload)
         if "kvsh" in active:
-            for workload in (w for w in SERVER_WORKLOADS if w.sync == "everysec"):
+            for workload in SERVER_THREADS_WORKLOADS:
                 for threads in SERVER_THREADS:
                     print(f"[server threads] kvsh --threads {threads} {workload.sync} "
                           f"-P {workload.pipeline}", file=sys.stderr)
@@ -1466,21 +1509,24 @@ def build_server_tables(results: Results, runs: int, requests: int) -> list[Tabl
                 cells.append(f"{p99_ratio:.2f}×" if p99_ratio else "—")
                 if rps_ratio is None:
                     cells.append("—")
-                elif sync == "always" and workload.pipeline > 1:
+                elif not workload.has_goal:
                     cells.append("(extra row, no goal)")
                 else:
                     cells.append(server_goal(rps_ratio, p99_ratio if sync == "everysec" else None))
                 rows.append(cells)
                 for system, (rps, p99) in (("kvsh", kvsh), ("redis", redis)):
                     if rps:
-                        cpu = get(f"{system}.server.{sync}.{row}.client_cpu")
+                        def median(metric: str, form: str) -> str:
+                            samples = get(f"{system}.server.{sync}.{row}.{metric}")
+                            return format(samples.median, form) if samples else "—"
                         spreads.append([f"{sync} {row}", system,
                                         "{:,.0f} – {:,.0f}".format(*rps.spread),
                                         "{} – {}".format(*map(fmt_ms, p99.spread)),
-                                        f"{cpu.median:.0%}" if cpu else "—"])
+                                        median("client_cpu", ".0%"), median("client_us", ".2f"),
+                                        median("server_us", ".2f"), median("server_sleeps", ".1f")])
         if not rows:
             continue
-        goal = ("goal: kvsh ≥ redis in ops/s on all four rows, p99 no worse"
+        goal = ("goal: kvsh ≥ redis in ops/s on the four rows without `--threads`, p99 no worse"
                 if sync == "everysec" else "goal: kvsh ≥ redis in ops/s on SET")
         tables.append(Table(
             f"Server, sync {title}: redis-benchmark -c {SERVER_CLIENTS} -n {requests:,} "
@@ -1490,15 +1536,21 @@ def build_server_tables(results: Results, runs: int, requests: int) -> list[Tabl
             [f"`{kvsh_flags}` (default --threads) vs `{redis_flags}`; {goal}.",
              *([common, checks] if sync == "everysec" else [])]))
     if spreads:
-        tables.append(Table(f"Server: spread over the {runs} runs",
-                            ["test", "system", "ops/s min – max", "p99 ms min – max", "redis-benchmark CPU"],
+        tables.append(Table(f"Server: spread over the {runs} runs, and what each request cost",
+                            ["test", "system", "ops/s min – max", "p99 ms min – max", "client CPU",
+                             "client µs/req", "server µs/req", "server sleeps /1k req"],
                             spreads,
-                            ["redis-benchmark CPU: the client's own user + system time over its wall time "
-                             "(median; one invocation runs SET and GET, so both rows show the same). Near 100% "
-                             "the single-threaded client is saturated and sets the pace for either server."]))
+                            ["Medians over the runs; one invocation runs SET and GET, so both rows show the same "
+                             "per-invocation figures. client CPU: redis-benchmark's user + system time over its "
+                             "wall time; near 100% per thread the client is saturated and sets the pace for "
+                             "either server. client µs/req and server µs/req: user + system CPU time per request "
+                             "(the server's from /proc/PID/stat, all threads; 10 ms clock ticks). server sleeps: "
+                             "voluntary context switches of the server's threads per 1,000 requests, mostly an "
+                             "event loop finding nothing to do and blocking in epoll_wait; each one a client "
+                             "then pays for when its next write has to wake the server."]))
 
     rows = []
-    for workload in (w for w in SERVER_WORKLOADS if w.sync == "everysec"):
+    for workload in SERVER_THREADS_WORKLOADS:
         for test in workload.tests:
             row = workload.row(test)
             samples = [(get(f"kvsh_t{t}.server.everysec.{row}.rps"),
