@@ -4,6 +4,18 @@ import ArgumentParser
 struct ByteSize: ExpressibleByArgument, Sendable {
     let bytes: Int
 
+    init(bytes: Int) {
+        self.bytes = bytes
+    }
+
+    /// The size as one would type it (`64M`), for `--help`'s defaults.
+    var defaultValueDescription: String {
+        for (suffix, shift) in [("G", 30), ("M", 20), ("K", 10)] where bytes != 0 && bytes % (1 << shift) == 0 {
+            return "\(bytes >> shift)\(suffix)"
+        }
+        return String(bytes)
+    }
+
     init?(argument: String) {
         let text = argument.uppercased()
         let digits = text.prefix { $0.isNumber }

@@ -36,7 +36,7 @@ struct ServeCommand: ParsableCommand {
     var threads: Int?
 
     @Option(name: .customLong("compact-min-size"), help: ArgumentHelp("As for the shell.", valueName: "size"))
-    var compactMinimumSize = ByteSize(argument: "64M")!
+    var compactMinimumSize = ByteSize(bytes: 64 << 20)
 
     @Option(name: .customLong("compact-ratio"), help: ArgumentHelp("As for the shell.", valueName: "ratio"))
     var compactRatio: Double = 2
@@ -65,6 +65,11 @@ struct ServeCommand: ParsableCommand {
             } catch {
                 throw ServeError(message: "cannot listen on \(bind):\(port): \(error)")
             }
+            if let address = server.localAddress?.ipAddress, !Self.isLoopback(address) {
+                // No authentication yet: Redis would refuse remote clients here (protected mode); kvsh was told to
+                // listen, so it does, but says what that means.
+                logger.warning("listening on \(address) without authentication: anyone who can reach port \(port) can read and change this store; bind to 127.0.0.1 or firewall the port")
+            }
             let stopped = DispatchSemaphore(value: 0)
             // One serial queue: a second signal during the shutdown finds it done.
             let signalQueue = DispatchQueue(label: "kvsh.signals")
@@ -83,6 +88,13 @@ struct ServeCommand: ParsableCommand {
             signals.forEach { $0.cancel() }
             return ExitStatus.success
         }
+    }
+}
+
+extension ServeCommand {
+    /// Whether `address` (as NIO prints it) only accepts connections from this machine.
+    static func isLoopback(_ address: String) -> Bool {
+        address.hasPrefix("127.") || address == "::1" || address.hasPrefix("::ffff:127.")
     }
 }
 

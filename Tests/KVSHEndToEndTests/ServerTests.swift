@@ -421,6 +421,20 @@ struct ServerTests {
         #expect(try client.call("PING") == .simple("PONG"))
         #expect(try server.stop() == .exited(0))
     }
+
+    @Test("listening beyond loopback, with no authentication yet, is warned about; loopback is not")
+    func warnsWhenExposed() throws {
+        let sandbox = try Sandbox()
+        let exposed = try ServerProcess(sandbox, extraArguments: ["--bind", "0.0.0.0"])
+        #expect(try RedisConnection(port: exposed.port).call("PING") == .simple("PONG"))
+        #expect(try exposed.stop() == .exited(0))
+        let warning = "listening on 0.0.0.0 without authentication: anyone who can reach port \(exposed.port) can read and change this store"
+        #expect(exposed.process.stderr.text.contains(warning), "stderr: \(exposed.process.stderr.text)")
+
+        let local = try ServerProcess(sandbox, dataDir: sandbox.path("local-data"))
+        #expect(try local.stop() == .exited(0))
+        #expect(!local.process.stderr.text.contains("without authentication"), "stderr: \(local.process.stderr.text)")
+    }
 }
 
 // MARK: - Real clients
