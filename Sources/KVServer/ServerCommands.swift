@@ -81,7 +81,7 @@ enum ServerCommands {
         case "CONFIG":
             return (configCommand(arguments, context: context), .none)
         case "INFO":
-            return (.bulk(info(context: context)), .none)
+            return (.bulk(info(arguments, context: context)), .none)
         case "KVSH.STATS", "KVSH.REBUILD", "KVSH.COMPACT", "KVSH.BACKUP", "KVSH.CHECK":
             return maintenance(name, arguments, context: context)
         default:
@@ -277,43 +277,51 @@ enum ServerCommands {
         return .map(matching.map { (.bulk($0.0), .bulk($0.1)) })
     }
 
-    private static func info(context: ServerContext) -> String {
-        let uptime = (ContinuousClock.now - context.startedAt).components.seconds
+    /// INFO [section ...]: Redis's layout (`# Section` headers, `field:value` lines, CRLF, a blank line between
+    /// sections). Named sections only, in any letter case; none, `all`, `everything` or `default` give them all, and
+    /// an unknown name contributes nothing, as in Redis.
+    private static func info(_ arguments: [[UInt8]], context: ServerContext) -> String {
         let stats = context.store.statistics
-        return """
-            # Server\r
-            kvsh_version:\(KVServer.version)\r
-            redis_version:7.0.0\r
-            redis_mode:standalone\r
-            tcp_port:\(context.port.load(ordering: .relaxed))\r
-            uptime_in_seconds:\(uptime)\r
-            \r
-            # Clients\r
-            connected_clients:\(context.connectedClients.load(ordering: .relaxed))\r
-            maxclients:\(context.configuration.maxClients)\r
-            \r
-            # Persistence\r
-            loading:0\r
-            aof_enabled:1\r
-            kvsh_sync:\(stats.syncPolicy.rawValue)\r
-            kvsh_log_bytes:\(stats.logBytes)\r
-            kvsh_image_bytes:\(stats.imageBytes)\r
-            kvsh_last_sequence:\(stats.lastSequence)\r
-            kvsh_durable_sequence:\(stats.syncedSequence)\r
-            \r
-            # Stats\r
-            total_connections_received:\(context.totalConnections.load(ordering: .relaxed))\r
-            total_commands_processed:\(context.totalCommands.load(ordering: .relaxed))\r
-            rejected_connections:\(context.rejectedConnections.load(ordering: .relaxed))\r
-            \r
-            # Replication\r
-            role:master\r
-            connected_slaves:0\r
-            \r
-            # Keyspace\r
-            db0:keys=\(stats.keys),expires=0,avg_ttl=0\r
-
-            """
+        let resident = ProcessMemory.residentBytes()
+        let sections: [(name: String, fields: [(String, String)])] = [
+            ("Server", [
+                ("kvsh_version", KVServer.version), ("redis_version", "7.0.0"), ("redis_mode", "standalone"),
+                ("tcp_port", String(context.port.load(ordering: .relaxed))),
+                ("uptime_in_seconds", String((ContinuousClock.now - context.startedAt).components.seconds)),
+            ]),
+            ("Clients", [
+                ("connected_clients", String(context.connectedClients.load(ordering: .relaxed))),
+                ("maxclients", String(context.configuration.maxClients)), ("blocked_clients", "0"),
+            ]),
+            // kvsh has no allocator statistics to report as Redis's used_memory: it reports its resident set for
+            // both, and the bytes of keys and values apart.
+            ("Memory", [
+                ("used_memory", String(resident)), ("used_memory_human", ProcessMemory.human(resident)),
+                ("used_memory_rss", String(resident)), ("used_memory_rss_human", ProcessMemory.human(resident)),
+                ("kvsh_payload_bytes", String(stats.payloadBytes)),
+                ("maxmemory", "0"), ("maxmemory_policy", "noeviction"),
+            ]),
+            ("Persistence", [
+                ("loading", "0"), ("aof_enabled", "1"), ("kvsh_sync", stats.syncPolicy.rawValue),
+                ("kvsh_log_bytes", String(stats.logBytes)), ("kvsh_image_bytes", String(stats.imageBytes)),
+                ("kvsh_last_sequence", String(stats.lastSequence)), ("kvsh_durable_sequence", String(stats.syncedSequence)),
+            ]),
+            ("Stats", [
+                ("total_connections_received", String(context.totalConnections.load(ordering: .relaxed))),
+                ("total_commands_processed", String(context.totalCommands.load(ordering: .relaxed))),
+                ("rejected_connections", String(context.rejectedConnections.load(ordering: .relaxed))),
+            ]),
+            ("Replication", [("role", "master"), ("connected_slaves", "0")]),
+            // As in Redis, an empty database has no line.
+            ("Keyspace", stats.keys > 0 ? [("db0", "keys=\(stats.keys),expires=0,avg_ttl=0")] : []),
+        ]
+        let wanted = Set(arguments.dropFirst().map { String(decoding: $0, as: UTF8.self).lowercased() })
+        let everything = wanted.isEmpty || !wanted.isDisjoint(with: ["all", "everything", "default"])
+        return sections.filter { everything || wanted.contains($0.name.lowercased()) }
+            .map { section in
+                "# \(section.name)\r\n" + section.fields.map { "\($0.0):\($0.1)\r\n" }.joined()
+            }
+            .joined(separator: "\r\n")
     }
 
     /// The shell's maintenance meta-commands, for `kvsh --connect` and for administrators: their text replies

@@ -189,6 +189,17 @@ struct ServerCommandTests {
                 #expect(info.contains(line), "INFO lacks \(line): \(info)")
             }
             #expect(info.contains("\r\n"), "INFO lines end in CRLF, as Redis's do")
+            // Sections by name, in any case; several at once; unknown ones give nothing.
+            let keyspace = try client.call("INFO", "keyspace").string ?? ""
+            #expect(keyspace == "# Keyspace\r\ndb0:keys=2,expires=0,avg_ttl=0\r\n", "\(keyspace)")
+            let two = try client.call("INFO", "CLIENTS", "memory").string ?? ""
+            #expect(two.hasPrefix("# Clients\r\n") && two.contains("\r\n\r\n# Memory\r\n") && !two.contains("# Server"), "\(two)")
+            let memory = two.split(separator: "\r\n").first { $0.hasPrefix("used_memory_rss:") }.flatMap { Int($0.dropFirst(16)) } ?? 0
+            #expect(memory > 1 << 20, "a running server has more than 1 MiB resident: \(two)")
+            #expect(try client.call("INFO", "nosuch").string == "")
+            #expect(try client.call("INFO", "all").string?.contains("# Replication") == true)
+            #expect(try client.call("DEL", "a", "b") == .integer(2))
+            #expect(try client.call("INFO", "keyspace").string == "# Keyspace\r\n", "an empty database has no line, as in Redis")
         }
     }
 
