@@ -75,6 +75,13 @@ final class ConnectionHandler: ChannelInboundHandler {
         output = context.channel.allocator.buffer(capacity: 1024)
         spare = context.channel.allocator.buffer(capacity: 1024)
         channelWritable = context.channel.isWritable
+        client.address = ClientState.describe(context.channel.remoteAddress)
+        client.localAddress = ClientState.describe(context.channel.localAddress)
+        self.context.clients.update(client)
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        self.context.clients.remove(id: client.id)
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {

@@ -2,13 +2,33 @@ import KVShell
 import KVStore
 import NIOCore
 
-/// Per-connection settings that commands change (HELLO, CLIENT SETNAME, ...).
-struct ClientState {
+/// Per-connection settings that commands change (HELLO, CLIENT SETNAME, ...), and what CLIENT LIST shows of the
+/// connection. The connection owns it; the server's registry (``ServerContext/clients``) holds a copy, refreshed
+/// whenever a command changes it.
+struct ClientState: Sendable {
     let id: Int
+    /// The peer's and this end's addresses, as Redis prints them (`127.0.0.1:50312`, `[::1]:50312`).
+    var address = "?"
+    var localAddress = "?"
+    let connectedAt = ContinuousClock.now
     var protocolVersion = 2
     var name: [UInt8]?
     var libraryName: [UInt8]?
     var libraryVersion: [UInt8]?
+
+    /// This connection's line of CLIENT LIST and CLIENT INFO, in Redis's `field=value` layout.
+    var listLine: String {
+        func text(_ bytes: [UInt8]?) -> String { bytes.map { String(decoding: $0, as: UTF8.self) } ?? "" }
+        let age = (ContinuousClock.now - connectedAt).components.seconds
+        return "id=\(id) addr=\(address) laddr=\(localAddress) name=\(text(name)) age=\(age) db=0 resp=\(protocolVersion) "
+            + "lib-name=\(text(libraryName)) lib-ver=\(text(libraryVersion))\n"
+    }
+
+    /// `address` as Redis prints it: IPv6 in brackets.
+    static func describe(_ address: SocketAddress?) -> String {
+        guard let address, let ip = address.ipAddress, let port = address.port else { return "?" }
+        return ip.contains(":") ? "[\(ip)]:\(port)" : "\(ip):\(port)"
+    }
 }
 
 /// What a server command asks of its connection besides a reply.
@@ -65,6 +85,7 @@ enum ServerCommands {
                 return (.error("ERR syntax error"), .none)
             }
         case "HELLO":
+            defer { context.clients.update(client) }
             return (hello(arguments, client: &client), .none)
         case "TYPE":
             // For tools that walk the keyspace (redis-cli --bigkeys, GUIs): every value is a string.
@@ -75,6 +96,7 @@ enum ServerCommands {
             if let error = arity(1...1) { return (error, .none) }
             return (.integer(context.store.countExisting([arguments[1]]) > 0 ? -1 : -2), .none)
         case "CLIENT":
+            defer { context.clients.update(client) }
             return (clientCommand(arguments, client: &client, context: context), .none)
         case "COMMAND":
             return (commandCommand(arguments), .none)
@@ -199,10 +221,25 @@ enum ServerCommands {
             default: return .error("ERR Unrecognized option '\(String(decoding: arguments[2], as: UTF8.self))'")
             }
             return .simpleString("OK")
-        case ("INFO", 2), ("LIST", 2):
-            let name = client.name.map { String(decoding: $0, as: UTF8.self) } ?? ""
-            let library = client.libraryName.map { String(decoding: $0, as: UTF8.self) } ?? ""
-            return .bulk("id=\(client.id) name=\(name) db=0 resp=\(client.protocolVersion) lib-name=\(library)\n")
+        case ("INFO", 2):
+            return .bulk(client.listLine)
+        case ("LIST", _):
+            // CLIENT LIST [ID id ...]: every connection, or those named, oldest first.
+            var ids: Set<Int>?
+            if arguments.count > 2 {
+                guard String(decoding: arguments[2], as: UTF8.self).uppercased() == "ID", arguments.count > 3 else {
+                    return .error("ERR syntax error")
+                }
+                var wanted = Set<Int>()
+                for argument in arguments[3...] {
+                    guard let id = Int(String(decoding: argument, as: UTF8.self)), id > 0 else {
+                        return .error("ERR Invalid client ID")
+                    }
+                    wanted.insert(id)
+                }
+                ids = wanted
+            }
+            return .bulk(context.clients.all().filter { ids?.contains($0.id) ?? true }.map(\.listLine).joined())
         default:
             return .error("ERR unknown subcommand or wrong number of arguments for '\(sub.lowercased())'. Try CLIENT HELP.")
         }

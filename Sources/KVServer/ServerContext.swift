@@ -21,6 +21,8 @@ final class ServerContext: Sendable {
     /// The port actually listened on (differs from the configuration's when that asked for 0).
     let port = Atomic<Int>(0)
     private let nextClientID = Atomic<Int>(1)
+    /// Every open connection, for CLIENT LIST.
+    let clients = ClientRegistry()
 
     init(store: KVStore, configuration: KVServer.Configuration, logger: Logger, threadPool: NIOThreadPool) {
         self.store = store
@@ -32,5 +34,26 @@ final class ServerContext: Sendable {
 
     func makeClientID() -> Int {
         nextClientID.wrappingAdd(1, ordering: .relaxed).oldValue
+    }
+}
+
+/// The open connections' ``ClientState``s, by ID. A connection adds itself when it starts, refreshes its entry
+/// when a command changes its state (HELLO, CLIENT SETNAME, CLIENT SETINFO) and removes it when it closes: the
+/// hot path never touches the lock.
+final class ClientRegistry: Sendable {
+    private let states = Mutex<[Int: ClientState]>([:])
+
+    /// Adds or replaces `client`'s entry.
+    func update(_ client: ClientState) {
+        states.withLock { $0[client.id] = client }
+    }
+
+    func remove(id: Int) {
+        _ = states.withLock { $0.removeValue(forKey: id) }
+    }
+
+    /// Every entry, oldest connection first.
+    func all() -> [ClientState] {
+        states.withLock { $0.values.sorted { $0.id < $1.id } }
     }
 }

@@ -111,8 +111,31 @@ struct ServerCommandTests {
             #expect(try first.call("CLIENT", "SETINFO", "lib-ver", "5.0.0") == .simple("OK"))
             #expect(try first.call("CLIENT", "SETINFO", "color", "red").isError)
             let info = try first.call("CLIENT", "INFO").string ?? ""
-            #expect(info.contains("id=\(firstID) "), "\(info)")
-            #expect(info.contains("lib-name=redis-py"), "\(info)")
+            #expect(info.hasPrefix("id=\(firstID) addr=127.0.0.1:") && info.hasSuffix("\n"), "\(info)")
+            #expect(info.contains(" laddr=127.0.0.1:\(server.port) "), "\(info)")
+            #expect(info.contains(" lib-name=redis-py lib-ver=5.0.0"), "\(info)")
+
+            // CLIENT LIST: every connection, one line each, oldest first; ID narrows it.
+            let list = try second.call("CLIENT", "LIST").string ?? ""
+            let lines = list.split(separator: "\n").map(String.init)
+            #expect(lines.count == 2, "\(list)")
+            let firstLine = lines.first { $0.hasPrefix("id=\(firstID) ") } ?? ""
+            let secondLine = lines.first { $0.hasPrefix("id=\(secondID) ") } ?? ""
+            #expect(firstLine.contains(" name= ") && firstLine.contains(" lib-name=redis-py "), "\(list)")
+            #expect(secondLine.contains(" name=other ") && secondLine.contains(" lib-name= "), "\(list)")
+            #expect(lines.first?.hasPrefix("id=\(min(firstID, secondID)) ") == true, "oldest (lowest ID) first: \(list)")
+            #expect(try first.call("CLIENT", "LIST", "ID", "\(secondID)").string?.hasPrefix("id=\(secondID) ") == true)
+            #expect(try first.call("CLIENT", "LIST", "ID", "999999").string == "")
+            #expect(try first.call("CLIENT", "LIST", "ID", "x") == .error("ERR Invalid client ID"))
+            #expect(try first.call("CLIENT", "LIST", "BOGUS") == .error("ERR syntax error"))
+            // A connection that closes leaves the list (the server closes it on end of input).
+            second.shutdownWriting()
+            var remaining = ""
+            let deadline = ContinuousClock.now + .seconds(5)
+            repeat {
+                remaining = try first.call("CLIENT", "LIST").string ?? ""
+            } while remaining.contains("id=\(secondID) ") && ContinuousClock.now < deadline
+            #expect(!remaining.contains("id=\(secondID) ") && remaining.hasPrefix("id=\(firstID) "), "\(remaining)")
             #expect(try first.call("CLIENT").isError)
             #expect(try first.call("CLIENT", "NOSUCH").isError)
         }
