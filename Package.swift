@@ -61,6 +61,7 @@ let package = Package(
             "KVServer",
             "KVTestSupport",
             .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOEmbedded", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
         ]),
         .testTarget(name: "KVSHEndToEndTests", dependencies: ["kvsh"]),

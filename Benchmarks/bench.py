@@ -1170,8 +1170,8 @@ class Bench:
             for workload in SERVER_WORKLOADS:
                 for system in order:
                     print(f"[server {round_no}/{self.runs}] {system} {workload.sync} "
-                          f"-t {','.join(workload.tests)} -P {workload.pipeline}",
-                          file=sys.stderr)
+                          f"-t {','.join(workload.tests)} -P {workload.pipeline} "
+                          f"--threads {workload.client_threads}", file=sys.stderr)
                     self.server_round(system, workload)
         if "kvsh" in active:
             for workload in SERVER_THREADS_WORKLOADS:
@@ -1477,7 +1477,7 @@ def build_server_tables(results: Results, runs: int, requests: int) -> list[Tabl
     common = (f"`redis-benchmark -t set,get -n {requests:,} -c {SERVER_CLIENTS} --csv` "
               f"(SET only for always), `-P {SERVER_PIPELINE}` on the pipelined rows; one key "
               f"({BENCH_KEY}, {BENCH_VALUE_BYTES}-byte value), as redis-benchmark does without "
-              "-r. A fresh server "
+              "-r; `--threads 2` on the client-threads rows. A fresh server "
               "on a fresh data dir for every invocation; the systems take turns on each "
               "workload, who goes first alternating by round. redis-benchmark runs on the same "
               "machine (loopback) and shares its cores with the server.")

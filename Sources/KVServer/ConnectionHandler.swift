@@ -16,11 +16,15 @@ struct DrainAndClose: Sendable {}
 /// `queued` (so what is held is bounded by what was read, not by what replies would amplify it to), and
 /// reading stops until the backlog clears.
 ///
-/// The handler lives on its channel's event loop, and no access to one of its properties can overlap another
-/// access to the same property: the only handler code that runs during such an access is `handle`, called back
-/// by the decoder while `decoder` is being modified, and it never touches `decoder`. The stored properties
-/// therefore opt out of the runtime's exclusivity checks (`@exclusivity(unchecked)`): with a handful of them
-/// touched per request, the checks cost about as much as running a pipelined GET itself (measured with perf).
+/// The handler lives on its channel's event loop. Two kinds of handler code run while one of its properties is
+/// being accessed: `handle`, called back by the decoder while `decoder` is being modified, and whatever NIO calls
+/// synchronously from a write `handle` makes: `channelWritabilityChanged`, and, when the write fails, `channelRead`
+/// and `channelReadComplete` with what NIO drains from the socket before closing it. None of those touches
+/// `decoder` or `partialInput` (a `channelRead` that arrives during decoding returns at once, see `decoding`), and
+/// no other property is held across a call out of the handler. The properties touched per request therefore opt
+/// out of the runtime's exclusivity checks (`@exclusivity(unchecked)`): with a handful of them per request, the
+/// checks cost about as much as running a pipelined GET itself (measured with perf). `decoder` and `partialInput`,
+/// touched once per read, keep the checks, as a backstop.
 final class ConnectionHandler: ChannelInboundHandler {
     typealias InboundIn = ByteBuffer
     typealias OutboundOut = ByteBuffer
@@ -50,8 +54,10 @@ final class ConnectionHandler: ChannelInboundHandler {
     @exclusivity(unchecked) private var reading = true
     /// Decodes requests from the bytes read; what is left of an incomplete request waits in `partialInput`.
     /// Decoding here rather than in a `ByteToMessageHandler` saves a pipeline hop per request.
-    @exclusivity(unchecked) private var decoder: RESPRequestDecoder
-    @exclusivity(unchecked) private var partialInput: ByteBuffer?
+    private var decoder: RESPRequestDecoder
+    private var partialInput: ByteBuffer?
+    /// Whether `channelRead` is decoding: NIO can call it again from inside a write that a request made.
+    @exclusivity(unchecked) private var decoding = false
     /// The channel's writability, tracked from its events rather than asked of the channel for every request.
     @exclusivity(unchecked) private var channelWritable = true
     /// Commands run but not yet added to the shared counter: one atomic add per read, not per command.
@@ -77,7 +83,7 @@ final class ConnectionHandler: ChannelInboundHandler {
         channelWritable = context.channel.isWritable
         client.address = ClientState.describe(context.channel.remoteAddress)
         client.localAddress = ClientState.describe(context.channel.localAddress)
-        self.context.clients.update(client)
+        self.context.clients.add(client)
     }
 
     func handlerRemoved(context: ChannelHandlerContext) {
@@ -85,6 +91,12 @@ final class ConnectionHandler: ChannelInboundHandler {
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        // A write that fails inside `decode` (the client reset the connection) makes NIO drain the socket into
+        // this method before it closes the channel. Those bytes can get no reply: drop them rather than decode
+        // them in the middle of decoding.
+        guard !decoding else { return }
+        decoding = true
+        defer { decoding = false }
         var input = unwrapInboundIn(data)
         if var partial = partialInput {
             partial.writeBuffer(&input)

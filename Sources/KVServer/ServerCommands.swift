@@ -69,7 +69,9 @@ enum ServerCommands {
             return (.simpleString("OK"), .close)
         case "SELECT":
             if let error = arity(1...1) { return (error, .none) }
-            guard let index = Int(text(1)) else { return (.error("ERR value is not an integer or out of range"), .none) }
+            guard let index = RedisInteger.parse(arguments[1]), Int32(exactly: index) != nil else {
+                return (.error("ERR value is not an integer or out of range"), .none)
+            }
             return (index == 0 ? .simpleString("OK") : .error("ERR DB index is out of range"), .none)
         case "AUTH":
             // As Redis answers while the default user has no password: the one-argument form is refused with a
@@ -164,7 +166,7 @@ enum ServerCommands {
         var index = 1
         var version: Int?
         if arguments.count > 1 {
-            guard let requested = Int(String(decoding: arguments[1], as: UTF8.self)) else {
+            guard let requested = RedisInteger.parse(arguments[1]) else {
                 return .error("ERR Protocol version is not an integer or out of range")
             }
             guard requested == 2 || requested == 3 else { return .error("NOPROTO unsupported protocol version") }
@@ -224,22 +226,28 @@ enum ServerCommands {
         case ("INFO", 2):
             return .bulk(client.listLine)
         case ("LIST", _):
-            // CLIENT LIST [ID id ...]: every connection, or those named, oldest first.
-            var ids: Set<Int>?
-            if arguments.count > 2 {
-                guard String(decoding: arguments[2], as: UTF8.self).uppercased() == "ID", arguments.count > 3 else {
-                    return .error("ERR syntax error")
+            // As Redis 7.0: CLIENT LIST (every connection, oldest first), CLIENT LIST TYPE type (all of them are
+            // `normal`), CLIENT LIST ID id ... (those IDs, in the order given).
+            let option = arguments.count > 2 ? String(decoding: arguments[2], as: UTF8.self).uppercased() : nil
+            switch option {
+            case nil:
+                return .bulk(context.clients.all().map(\.listLine).joined())
+            case "TYPE" where arguments.count == 4:
+                switch String(decoding: arguments[3], as: UTF8.self).lowercased() {
+                case "normal": return .bulk(context.clients.all().map(\.listLine).joined())
+                case "master", "replica", "slave", "pubsub": return .bulk("")
+                default: return .error("ERR Unknown client type '\(String(decoding: arguments[3], as: UTF8.self))'")
                 }
-                var wanted = Set<Int>()
+            case "ID" where arguments.count > 3:
+                var ids: [Int] = []
                 for argument in arguments[3...] {
-                    guard let id = Int(String(decoding: argument, as: UTF8.self)), id > 0 else {
-                        return .error("ERR Invalid client ID")
-                    }
-                    wanted.insert(id)
+                    guard let id = RedisInteger.parse(argument) else { return .error("ERR Invalid client ID") }
+                    ids.append(id)
                 }
-                ids = wanted
+                return .bulk(context.clients.entries(ids).map(\.listLine).joined())
+            default:
+                return .error("ERR syntax error")
             }
-            return .bulk(context.clients.all().filter { ids?.contains($0.id) ?? true }.map(\.listLine).joined())
         default:
             return .error("ERR unknown subcommand or wrong number of arguments for '\(sub.lowercased())'. Try CLIENT HELP.")
         }

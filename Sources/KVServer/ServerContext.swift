@@ -43,9 +43,16 @@ final class ServerContext: Sendable {
 final class ClientRegistry: Sendable {
     private let states = Mutex<[Int: ClientState]>([:])
 
-    /// Adds or replaces `client`'s entry.
-    func update(_ client: ClientState) {
+    func add(_ client: ClientState) {
         states.withLock { $0[client.id] = client }
+    }
+
+    /// Replaces `client`'s entry if it still has one: commands queued behind a slow command or a commit can still
+    /// run after their connection closed and was removed, and must not bring it back.
+    func update(_ client: ClientState) {
+        states.withLock { states in
+            if states[client.id] != nil { states[client.id] = client }
+        }
     }
 
     func remove(id: Int) {
@@ -55,5 +62,10 @@ final class ClientRegistry: Sendable {
     /// Every entry, oldest connection first.
     func all() -> [ClientState] {
         states.withLock { $0.values.sorted { $0.id < $1.id } }
+    }
+
+    /// The entries of `ids`, in that order, skipping IDs of no open connection (as Redis's CLIENT LIST ID does).
+    func entries(_ ids: [Int]) -> [ClientState] {
+        states.withLock { states in ids.compactMap { states[$0] } }
     }
 }

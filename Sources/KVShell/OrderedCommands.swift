@@ -31,7 +31,7 @@ enum OrderedCommands {
             case Array("MATCH".utf8):
                 pattern = GlobPattern(value)
             case Array("COUNT".utf8):
-                guard let number = parseInteger(value), number >= 1 else {
+                guard let number = RedisInteger.parse(value), number >= 1 else {
                     throw CommandError.scanCountNotAnInteger
                 }
                 count = number
@@ -68,7 +68,7 @@ enum OrderedCommands {
             guard options.count == 2, asciiUppercased(options[options.startIndex]) == Array("LIMIT".utf8) else {
                 throw CommandError.syntax(spec)
             }
-            guard let number = parseInteger(options[options.startIndex + 1]), number >= 0 else {
+            guard let number = RedisInteger.parse(options[options.startIndex + 1]), number >= 0 else {
                 throw CommandError.rangeLimitNotAnInteger
             }
             limit = number
@@ -93,30 +93,6 @@ enum OrderedCommands {
 
     static func asciiUppercased(_ bytes: [UInt8]) -> [UInt8] {
         bytes.map(CommandTable.asciiUppercased)
-    }
-
-    /// A decimal integer as Redis's `string2ll` reads one: an optional `-`, no `+`, no blanks, no leading zeros,
-    /// within 64 bits.
-    static func parseInteger(_ bytes: [UInt8]) -> Int? {
-        guard !bytes.isEmpty else { return nil }
-        if bytes == [UInt8(ascii: "0")] { return 0 }
-        let negative = bytes[0] == UInt8(ascii: "-")
-        let digits = negative ? bytes.dropFirst() : bytes[...]
-        guard let first = digits.first, first >= UInt8(ascii: "1") && first <= UInt8(ascii: "9") else { return nil }
-        var magnitude: UInt64 = 0
-        for byte in digits {
-            guard byte >= UInt8(ascii: "0") && byte <= UInt8(ascii: "9") else { return nil }
-            let (times10, overflow1) = magnitude.multipliedReportingOverflow(by: 10)
-            let (sum, overflow2) = times10.addingReportingOverflow(UInt64(byte - UInt8(ascii: "0")))
-            guard !overflow1 && !overflow2 else { return nil }
-            magnitude = sum
-        }
-        if negative {
-            guard magnitude <= UInt64(Int64.max) + 1 else { return nil }
-            return magnitude == UInt64(Int64.max) + 1 ? Int(Int64.min) : -Int(magnitude)
-        }
-        guard magnitude <= UInt64(Int64.max) else { return nil }
-        return Int(magnitude)
     }
 }
 

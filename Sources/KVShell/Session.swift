@@ -475,7 +475,7 @@ extension Session {
         case .incr, .decr: candidates.append(.valueNotAnInteger)
         case .incrby, .decrby:
             // The amount is checked before the stored value, as in Redis.
-            let amountIsInteger = arguments.count > 2 && OrderedCommands.parseInteger(arguments[2]) != nil
+            let amountIsInteger = arguments.count > 2 && RedisInteger.parse(arguments[2]) != nil
             candidates.append(amountIsInteger ? .valueNotAnInteger : .amountNotAnInteger(spec))
         case .set:
             candidates += arguments.dropFirst(3).map {

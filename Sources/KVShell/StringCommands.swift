@@ -74,7 +74,7 @@ enum StringCommands {
         case .incr: delta = 1
         case .decr: delta = -1
         case .incrby, .decrby:
-            guard let amount = OrderedCommands.parseInteger(arguments[2]) else { throw CommandError.amountNotAnInteger(spec) }
+            guard let amount = RedisInteger.parse(arguments[2]) else { throw CommandError.amountNotAnInteger(spec) }
             if spec.id == .incrby {
                 delta = amount
             } else {
@@ -88,7 +88,7 @@ enum StringCommands {
         try store.update(arguments[1]) { current in
             var value = 0
             if let current {
-                guard let stored = OrderedCommands.parseInteger(current) else { throw CommandError.valueNotAnInteger }
+                guard let stored = RedisInteger.parse(current) else { throw CommandError.valueNotAnInteger }
                 value = stored
             }
             let (sum, overflow) = value.addingReportingOverflow(delta)

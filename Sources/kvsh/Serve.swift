@@ -57,6 +57,18 @@ struct ServeCommand: ParsableCommand {
             let store = try KVStore(directory: dataDirectory.resolved, options: options)
             defer { store.close() }
             if let tail = store.openReport.tornTail { logger.warning("\(tail)") }
+            // From here on SIGTERM and SIGINT ask for a clean stop. They are caught before the server starts, so
+            // that one arriving while it starts (a supervisor stopping it at once) is not lost; until now they kill
+            // the process, which keeps Ctrl-C responsive during a long replay (the store is safe either way).
+            let stopRequested = DispatchSemaphore(value: 0)
+            let signals = [SIGTERM, SIGINT].map { number in
+                signal(number, SIG_IGN)
+                let source = DispatchSource.makeSignalSource(signal: number, queue: .global())
+                source.setEventHandler { stopRequested.signal() }
+                source.resume()
+                return source
+            }
+            defer { signals.forEach { $0.cancel() } }
             let server: KVServer
             do {
                 var configuration = KVServer.Configuration(host: bind, port: port, maxClients: maxclients)
@@ -68,24 +80,10 @@ struct ServeCommand: ParsableCommand {
             if let address = server.localAddress?.ipAddress, !Self.isLoopback(address) {
                 // No authentication yet: Redis would refuse remote clients here (protected mode); kvsh was told to
                 // listen, so it does, but says what that means.
-                logger.warning("listening on \(address) without authentication: anyone who can reach port \(port) can read and change this store; bind to 127.0.0.1 or firewall the port")
+                logger.warning("listening on \(address) without authentication: anyone who can reach port \(server.localAddress?.port ?? port) can read and change this store; bind to 127.0.0.1 or firewall the port")
             }
-            let stopped = DispatchSemaphore(value: 0)
-            // One serial queue: a second signal during the shutdown finds it done.
-            let signalQueue = DispatchQueue(label: "kvsh.signals")
-            let signals = [SIGTERM, SIGINT].map { number in
-                signal(number, SIG_IGN)
-                let source = DispatchSource.makeSignalSource(signal: number, queue: signalQueue)
-                source.setEventHandler {
-                    guard !server.isShutDown else { return }
-                    server.shutdown()
-                    stopped.signal()
-                }
-                source.resume()
-                return source
-            }
-            stopped.wait()
-            signals.forEach { $0.cancel() }
+            stopRequested.wait()
+            server.shutdown()
             return ExitStatus.success
         }
     }

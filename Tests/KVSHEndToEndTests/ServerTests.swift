@@ -425,15 +425,25 @@ struct ServerTests {
     @Test("listening beyond loopback, with no authentication yet, is warned about; loopback is not")
     func warnsWhenExposed() throws {
         let sandbox = try Sandbox()
-        let exposed = try ServerProcess(sandbox, extraArguments: ["--bind", "0.0.0.0"])
-        #expect(try RedisConnection(port: exposed.port).call("PING") == .simple("PONG"))
-        #expect(try exposed.stop() == .exited(0))
-        let warning = "listening on 0.0.0.0 without authentication: anyone who can reach port \(exposed.port) can read and change this store"
-        #expect(exposed.process.stderr.text.contains(warning), "stderr: \(exposed.process.stderr.text)")
+        // Port 0: the kernel picks a free port, so no other test's server can race for it.
+        func serve(_ arguments: [String], until line: String) throws -> (found: Bool, stderr: String, ended: Termination) {
+            let process = try PipedProcess(arguments: ["serve", "--port", "0"] + arguments,
+                                           environment: sandbox.environment(), directory: sandbox.root)
+            let found = process.wait(timeout: .seconds(20)) { $0.stderr.text.contains(line) }
+            process.signal(SIGTERM)
+            let ended = try process.finish(timeout: .seconds(20))
+            return (found, process.stderr.text, ended)
+        }
+        let exposed = try serve(["--data-dir", sandbox.path("exposed-data"), "--bind", "0.0.0.0"], until: "without authentication")
+        #expect(exposed.found && exposed.ended == .exited(0), "\(exposed.ended); stderr: \(exposed.stderr)")
+        // The warning names the port actually listened on, not the 0 asked for.
+        let port = exposed.stderr.split(separator: "listening on 0.0.0.0 without authentication: anyone who can reach port ").dropFirst().first?
+            .prefix { $0.isNumber }
+        #expect(port.flatMap { Int($0) }.map { $0 > 0 } == true, "stderr: \(exposed.stderr)")
 
-        let local = try ServerProcess(sandbox, dataDir: sandbox.path("local-data"))
-        #expect(try local.stop() == .exited(0))
-        #expect(!local.process.stderr.text.contains("without authentication"), "stderr: \(local.process.stderr.text)")
+        let local = try serve(["--data-dir", sandbox.path("local-data")], until: "kvsh server listening")
+        #expect(local.found && local.ended == .exited(0), "\(local.ended); stderr: \(local.stderr)")
+        #expect(!local.stderr.contains("without authentication"), "stderr: \(local.stderr)")
     }
 }
 

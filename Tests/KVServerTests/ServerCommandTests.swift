@@ -18,7 +18,10 @@ struct ServerCommandTests {
             #expect(try client.call("PING", "a", "b") == .error("ERR wrong number of arguments for 'ping' command"))
             #expect(try client.call("SELECT", "0") == .simple("OK"))
             #expect(try client.call("SELECT", "1") == .error("ERR DB index is out of range"))
-            #expect(try client.call("SELECT", "x") == .error("ERR value is not an integer or out of range"))
+            for notAnInteger in ["x", "+0", "00", "4294967296"] {
+                #expect(try client.call("SELECT", notAnInteger) == .error("ERR value is not an integer or out of range"), "\(notAnInteger)")
+            }
+            #expect(try client.call("SELECT", "-1") == .error("ERR DB index is out of range"))
             // AUTH answers as Redis does while the default user has no password.
             #expect(try client.call("AUTH", "secret") == .error(
                 "ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?"))
@@ -124,10 +127,21 @@ struct ServerCommandTests {
             #expect(firstLine.contains(" name= ") && firstLine.contains(" lib-name=redis-py "), "\(list)")
             #expect(secondLine.contains(" name=other ") && secondLine.contains(" lib-name= "), "\(list)")
             #expect(lines.first?.hasPrefix("id=\(min(firstID, secondID)) ") == true, "oldest (lowest ID) first: \(list)")
-            #expect(try first.call("CLIENT", "LIST", "ID", "\(secondID)").string?.hasPrefix("id=\(secondID) ") == true)
+            // ID: those connections in the order given, repeats included, unknown IDs skipped.
+            let byID = try first.call("CLIENT", "LIST", "ID", "\(secondID)", "0", "\(firstID)", "\(secondID)", "-1").string ?? ""
+            #expect(byID.split(separator: "\n").map { $0.prefix { $0 != " " } } == ["id=\(secondID)", "id=\(firstID)", "id=\(secondID)"], "\(byID)")
             #expect(try first.call("CLIENT", "LIST", "ID", "999999").string == "")
             #expect(try first.call("CLIENT", "LIST", "ID", "x") == .error("ERR Invalid client ID"))
+            #expect(try first.call("CLIENT", "LIST", "ID") == .error("ERR syntax error"))
             #expect(try first.call("CLIENT", "LIST", "BOGUS") == .error("ERR syntax error"))
+            // TYPE: every connection is a normal one.
+            #expect(try first.call("CLIENT", "LIST", "TYPE", "normal").string == list)
+            #expect(try first.call("CLIENT", "LIST", "TYPE", "pubsub").string == "")
+            #expect(try first.call("CLIENT", "LIST", "TYPE", "odd") == .error("ERR Unknown client type 'odd'"))
+            // HELLO's changes show in the list too.
+            #expect(try second.call("HELLO", "3", "SETNAME", "three").field("proto") == .integer(3))
+            let afterHello = try first.call("CLIENT", "LIST", "ID", "\(secondID)").string ?? ""
+            #expect(afterHello.contains(" name=three ") && afterHello.contains(" resp=3 "), "\(afterHello)")
             // A connection that closes leaves the list (the server closes it on end of input).
             second.shutdownWriting()
             var remaining = ""

@@ -436,13 +436,13 @@ struct OrderedCommandTests {
         }
     }
 
-    @Test("parseInteger reads integers as Redis's string2ll does")
+    @Test("RedisInteger.parse reads integers as Redis's string2ll does")
     func integers() {
         let valid: [(String, Int)] = [("0", 0), ("1", 1), ("99", 99), ("-1", -1), ("-99", -99),
                                       ("9223372036854775807", .max), ("-9223372036854775808", .min)]
-        for (text, value) in valid { #expect(OrderedCommands.parseInteger(bytes(text)) == value, "\(text)") }
+        for (text, value) in valid { #expect(RedisInteger.parse(bytes(text)) == value, "\(text)") }
         for text in ["", "-", "+1", " 1", "1 ", "01", "-0", "00", "1.0", "1e3", "9223372036854775808", "-9223372036854775809", "0x10"] {
-            #expect(OrderedCommands.parseInteger(bytes(text)) == nil, "\(text)")
+            #expect(RedisInteger.parse(bytes(text)) == nil, "\(text)")
         }
     }
 
