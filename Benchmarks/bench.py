@@ -1170,8 +1170,9 @@ class Bench:
             for workload in SERVER_WORKLOADS:
                 for system in order:
                     print(f"[server {round_no}/{self.runs}] {system} {workload.sync} "
-                          f"-t {','.join(workload.tests)} -P {workload.pipeline} "
-                          f"--threads {workload.client_threads}", file=sys.stderr)
+                          f"-t {','.join(workload.tests)} -P {workload.pipeline}"
+                          + (f" --threads {workload.client_threads}" if workload.client_threads > 1 else ""),
+                          file=sys.stderr)
                     self.server_round(system, workload)
         if "kvsh" in active:
             for workload in SERVER_THREADS_WORKLOADS:

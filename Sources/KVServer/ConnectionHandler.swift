@@ -18,8 +18,9 @@ struct DrainAndClose: Sendable {}
 ///
 /// The handler lives on its channel's event loop. Two kinds of handler code run while one of its properties is
 /// being accessed: `handle`, called back by the decoder while `decoder` is being modified, and whatever NIO calls
-/// synchronously from a write `handle` makes: `channelWritabilityChanged`, and, when the write fails, `channelRead`
-/// and `channelReadComplete` with what NIO drains from the socket before closing it. None of those touches
+/// synchronously from a write `handle` makes: `channelWritabilityChanged`, and, when the write fails (any write
+/// error, such as a client that reset the connection), `channelRead` and `channelReadComplete` with what NIO drains
+/// from the socket, then `errorCaught` and `channelInactive` as it closes the channel. None of those touches
 /// `decoder` or `partialInput` (a `channelRead` that arrives during decoding returns at once, see `decoding`), and
 /// no other property is held across a call out of the handler. The properties touched per request therefore opt
 /// out of the runtime's exclusivity checks (`@exclusivity(unchecked)`): with a handful of them per request, the
@@ -91,9 +92,9 @@ final class ConnectionHandler: ChannelInboundHandler {
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        // A write that fails inside `decode` (the client reset the connection) makes NIO drain the socket into
-        // this method before it closes the channel. Those bytes can get no reply: drop them rather than decode
-        // them in the middle of decoding.
+        // A write that fails inside `decode` (the client reset the connection, say) makes NIO drain the socket
+        // into this method before it closes the channel. Those bytes can get no reply: drop them rather than
+        // decode them in the middle of decoding. (`channelInactive` then stops the rest of the read too.)
         guard !decoding else { return }
         decoding = true
         defer { decoding = false }
@@ -145,6 +146,16 @@ final class ConnectionHandler: ChannelInboundHandler {
             queuedStart = 0
             sendOutput(context: context)
         }
+    }
+
+    /// The connection is gone (the client closed it, a write failed, or the server closed it): no reply can reach
+    /// the client any more, so nothing more runs, neither the rest of a read being decoded nor what waits in
+    /// `queued`.
+    func channelInactive(context: ChannelHandlerContext) {
+        closeWhenFlushed = true
+        queued.removeAll()
+        queuedStart = 0
+        context.fireChannelInactive()
     }
 
     func channelReadComplete(context: ChannelHandlerContext) {

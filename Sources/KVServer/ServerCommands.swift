@@ -69,8 +69,11 @@ enum ServerCommands {
             return (.simpleString("OK"), .close)
         case "SELECT":
             if let error = arity(1...1) { return (error, .none) }
-            guard let index = RedisInteger.parse(arguments[1]), Int32(exactly: index) != nil else {
+            guard let index = RedisInteger.parse(arguments[1]) else {
                 return (.error("ERR value is not an integer or out of range"), .none)
+            }
+            guard Int32(exactly: index) != nil else {  // Redis's wording, to the letter
+                return (.error("ERR value is out of range, value must between -2147483648 and 2147483647"), .none)
             }
             return (index == 0 ? .simpleString("OK") : .error("ERR DB index is out of range"), .none)
         case "AUTH":

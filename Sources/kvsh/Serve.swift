@@ -58,17 +58,24 @@ struct ServeCommand: ParsableCommand {
             defer { store.close() }
             if let tail = store.openReport.tornTail { logger.warning("\(tail)") }
             // From here on SIGTERM and SIGINT ask for a clean stop. They are caught before the server starts, so
-            // that one arriving while it starts (a supervisor stopping it at once) is not lost; until now they kill
+            // that one arriving while it starts (a supervisor stopping it at once) is not lost; until then they kill
             // the process, which keeps Ctrl-C responsive during a long replay (the store is safe either way).
             let stopRequested = DispatchSemaphore(value: 0)
+            let registered = DispatchSemaphore(value: 0)
             let signals = [SIGTERM, SIGINT].map { number in
-                signal(number, SIG_IGN)
+                #if !os(Linux)
+                signal(number, SIG_IGN)  // kqueue reports signals the process ignores
+                #endif
+                // On Linux, libdispatch installs its own handler when the source is registered: until then the
+                // default action (end the process) applies, so no signal falls between the two and is lost.
                 let source = DispatchSource.makeSignalSource(signal: number, queue: .global())
                 source.setEventHandler { stopRequested.signal() }
+                source.setRegistrationHandler { registered.signal() }
                 source.resume()
                 return source
             }
             defer { signals.forEach { $0.cancel() } }
+            signals.forEach { _ in registered.wait() }
             let server: KVServer
             do {
                 var configuration = KVServer.Configuration(host: bind, port: port, maxClients: maxclients)
