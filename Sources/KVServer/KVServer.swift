@@ -39,9 +39,6 @@ public final class KVServer: Sendable {
     private let connections = OpenConnections()
     private let stopped = Atomic<Bool>(false)
 
-    /// Whether ``shutdown()`` has run.
-    public var isShutDown: Bool { stopped.load(ordering: .acquiring) }
-
     /// The address the server listens on (with the actual port when 0 was asked for).
     public var localAddress: SocketAddress? { serverChannel.localAddress }
 

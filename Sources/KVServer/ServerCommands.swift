@@ -56,7 +56,6 @@ enum ServerCommands {
         func arity(_ allowed: some RangeExpression<Int>) -> RESPValue? {
             allowed.contains(count) ? nil : .error("ERR wrong number of arguments for '\(name.lowercased())' command")
         }
-        func text(_ index: Int) -> String { String(decoding: arguments[index], as: UTF8.self) }
 
         switch name {
         case "PING":
