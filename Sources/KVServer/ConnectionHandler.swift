@@ -68,6 +68,8 @@ final class ConnectionHandler: ChannelInboundHandler {
     private static let flushThreshold = 64 << 10
     /// Replies held (waiting for a commit) beyond this make requests wait unrun.
     private static let backlogLimit = 256 << 10
+    /// Reply buffers larger than this are not kept for reuse.
+    private static let largestKeptBuffer = 1 << 20
 
     init(context: ServerContext, committer: GroupCommitter, decoder: RESPRequestDecoder) {
         self.context = context
@@ -100,9 +102,9 @@ final class ConnectionHandler: ChannelInboundHandler {
         defer { decoding = false }
         var input = unwrapInboundIn(data)
         if var partial = partialInput {
+            partialInput = nil  // first, so that `partial` is the only reference and grows in place, not copied
             partial.writeBuffer(&input)
             input = partial
-            partialInput = nil
         }
         decoder.decode(&input, inPlace: { handle($0, context: context) }, decoded: { handle($0, context: context) })
         if input.readableBytes > 0 {
@@ -291,6 +293,9 @@ final class ConnectionHandler: ChannelInboundHandler {
         let replies = output
         swap(&output, &spare)  // `spare` now shares the storage of `replies`, for a later batch
         output.clear()  // allocates fresh storage only if the socket still holds this one
+        // A connection that once sent a huge reply should not keep a buffer that size while idle.
+        if spare.capacity > Self.largestKeptBuffer { spare = ByteBuffer() }
+        if output.capacity > Self.largestKeptBuffer { output = ByteBuffer() }
         return replies
     }
 

@@ -117,8 +117,9 @@ public final class KVServer: Sendable {
         let deadline = group.next().scheduleTask(in: grace) { open.forEach { $0.close(promise: nil) } }
         try? everyClose.wait()
         deadline.cancel()
-        try? group.syncShutdownGracefully()
+        // The thread pool first: a maintenance command still running there completes on its connection's loop.
         try? context.threadPool.syncShutdownGracefully()
+        try? group.syncShutdownGracefully()
         context.logger.info("server stopped")
     }
 }

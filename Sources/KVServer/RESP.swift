@@ -50,12 +50,10 @@ public enum RESPValue: Equatable, Sendable {
         switch self {
         case .simpleString(let text):
             buffer.writeStaticString("+")
-            buffer.writeString(text)
-            buffer.writeStaticString("\r\n")
+            Self.writeLine(text, to: &buffer)
         case .error(let text):
             buffer.writeStaticString("-")
-            buffer.writeString(text)
-            buffer.writeStaticString("\r\n")
+            Self.writeLine(text, to: &buffer)
         case .integer(let number):
             buffer.writeStaticString(":")
             buffer.writeDecimal(number)
@@ -76,6 +74,18 @@ public enum RESPValue: Equatable, Sendable {
                 value.write(to: &buffer, protocolVersion: protocolVersion)
             }
         }
+    }
+
+    /// Writes a simple string's or an error's text and its CRLF. The text can echo what a client sent (an unknown
+    /// command's name, a path): a CR or LF in it would end the line early and let the rest pass for another reply,
+    /// so, as Redis does, each becomes a space.
+    static func writeLine(_ text: String, to buffer: inout ByteBuffer) {
+        if text.utf8.contains(where: { $0 == 0x0D || $0 == 0x0A }) {
+            buffer.writeBytes(text.utf8.map { $0 == 0x0D || $0 == 0x0A ? UInt8(ascii: " ") : $0 })
+        } else {
+            buffer.writeString(text)
+        }
+        buffer.writeStaticString("\r\n")
     }
 
     /// Appends `bytes` as a bulk string (the same in RESP2 and RESP3). Fills the whole encoding in one reserved

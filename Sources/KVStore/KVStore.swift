@@ -238,8 +238,14 @@ public final class KVStore: Sendable {
         let (removed, sequence, mustFlush) = try state.withLock { state -> (Int, UInt64, Bool) in
             try state.checkWritable()
             var present: [[UInt8]] = []
-            for key in keys where state.index.contains(key) && !present.contains(key) { present.append(key) }
+            var seen = Set<[UInt8]>()
+            for key in keys where state.index.contains(key) && seen.insert(key).inserted { present.append(key) }
             guard !present.isEmpty else { return (0, 0, false) }
+            // One record, so that the delete is applied whole or not at all: it must fit a record.
+            let length = LogFormat.deletePayloadLength(present)
+            guard length <= LogFormat.maxPayloadSize else {
+                throw StoreError.tooLarge(what: "multi-key delete record", size: length, limit: LogFormat.maxPayloadSize)
+            }
             let sequence = state.nextSequence
             state.nextSequence += 1
             LogFormat.appendDelete(keys: present, sequence: sequence, to: &state.pending)

@@ -99,8 +99,13 @@ public enum LogFormat {
         }
     }
 
+    /// The payload length of a DELETE record naming `keys`.
+    static func deletePayloadLength(_ keys: [[UInt8]]) -> Int {
+        keys.reduce(4) { $0 + 4 + $1.count }
+    }
+
     static func appendDelete(keys: [[UInt8]], sequence: UInt64, to buffer: inout [UInt8]) {
-        let length = keys.reduce(4) { $0 + 4 + $1.count }
+        let length = deletePayloadLength(keys)
         appendRecord(type: .delete, sequence: sequence, payloadLength: length, to: &buffer) {
             appendLittleEndian(UInt32(keys.count), to: &$0)
             for key in keys {

@@ -154,6 +154,9 @@ struct ServerCommandTests {
             #expect(!remaining.contains("id=\(secondID) ") && remaining.hasPrefix("id=\(firstID) "), "\(remaining)")
             #expect(try first.call("CLIENT").isError)
             #expect(try first.call("CLIENT", "NOSUCH").isError)
+            // Error text that echoes the client's bytes cannot break the reply stream: CR and LF become spaces.
+            #expect(try first.call("CLIENT", "x\r\n:1") == .error("ERR unknown subcommand or wrong number of arguments for 'x  :1'. Try CLIENT HELP."))
+            #expect(try first.call("PING") == .simple("PONG"), "the next reply is still the next command's")
         }
     }
 
