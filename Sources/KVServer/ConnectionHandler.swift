@@ -33,6 +33,7 @@ final class ConnectionHandler: ChannelInboundHandler {
     private let context: ServerContext
     private let store: KVStore
     private let committer: GroupCommitter
+    private let syncAlways: Bool
     @exclusivity(unchecked) private var client: ClientState
 
     /// Replies not yet handed on, and whether any of them acknowledges a write.
@@ -74,6 +75,7 @@ final class ConnectionHandler: ChannelInboundHandler {
     init(context: ServerContext, committer: GroupCommitter, decoder: RESPRequestDecoder) {
         self.context = context
         store = context.store
+        syncAlways = context.store.syncPolicy == .always
         self.committer = committer
         self.decoder = decoder
         client = ClientState(id: context.makeClientID())
@@ -270,6 +272,12 @@ final class ConnectionHandler: ChannelInboundHandler {
     /// writes, or (while earlier replies wait for a commit) keeps them queued behind those.
     private func sendOutput(context: ChannelHandlerContext) {
         guard !waitingForCommit else { return }
+        // With `--sync always`, replies that acknowledge nothing (a GET, say) may still show writes that other
+        // connections made and that are not on disk yet: those replies wait for the same commit, as Redis sends
+        // no reply before the fsync of its event-loop pass, so no client ever sees a value a crash could undo.
+        if !outputNeedsCommit, output.readableBytes > 0, syncAlways, store.hasUnsyncedWrites {
+            outputNeedsCommit = true
+        }
         if outputNeedsCommit {
             waitingForCommit = true
             outputNeedsCommit = false
@@ -310,8 +318,16 @@ final class ConnectionHandler: ChannelInboundHandler {
             runQueued(context: context)
         case .failure(let error):
             // The replies would acknowledge writes that are not durable: withhold them and end the connection.
+            // Nothing more is read, run or sent on it but the error (the store refuses writes from now on).
             self.context.logger.error("commit failed; closing the connection without acknowledging its writes",
                                       metadata: ["client": "\(client.id)", "error": "\(error)"])
+            closeWhenFlushed = true
+            draining = true
+            queued.removeAll()
+            queuedStart = 0
+            output.clear()
+            outputNeedsCommit = false
+            updateReading(context: context)
             var message = context.channel.allocator.buffer(capacity: 256)
             RESPValue.error("ERR write-ahead log failed, writes are not acknowledged: \(error)")
                 .write(to: &message, protocolVersion: client.protocolVersion)

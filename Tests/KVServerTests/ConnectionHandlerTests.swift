@@ -69,6 +69,50 @@ struct ConnectionHandlerTests {
         }
     }
 
+    @Test("with --sync always, a GET that sees another connection's write not yet on disk is answered after the fsync")
+    func readsWaitForDurability() throws {
+        try withTempDir { directory in
+            let store = try KVStore(directory: directory, syncPolicy: .always)
+            defer { store.close() }
+            let threadPool = NIOThreadPool(numberOfThreads: 1)
+            threadPool.start()
+            defer { try? threadPool.syncShutdownGracefully() }
+            let context = ServerContext(store: store, configuration: .init(), logger: Logger(label: "test"), threadPool: threadPool)
+            // Two connections on two loops, each with its loop's committer; a loop's commit runs when the loop runs.
+            func connection() throws -> EmbeddedChannel {
+                let channel = EmbeddedChannel()
+                try channel.pipeline.syncOperations.addHandler(ConnectionHandler(
+                    context: context, committer: GroupCommitter(eventLoop: channel.embeddedEventLoop, store: store),
+                    decoder: RESPRequestDecoder()))
+                return channel
+            }
+            let writer = try connection()
+            let reader = try connection()
+            func replies(_ channel: EmbeddedChannel) throws -> String {
+                var bytes: [UInt8] = []
+                while let buffer = try channel.readOutbound(as: ByteBuffer.self) { bytes += Array(buffer.readableBytesView) }
+                return String(decoding: bytes, as: UTF8.self)
+            }
+
+            try writer.writeInbound(ByteBuffer(bytes: encodeCommand("SET", "k", "v")))
+            #expect(try replies(writer) == "", "a SET is acknowledged only after its commit")
+            #expect(store.hasUnsyncedWrites)
+            try reader.writeInbound(ByteBuffer(bytes: encodeCommand("GET", "k") + encodeCommand("EXISTS", "k")))
+            #expect(try replies(reader) == "", "the GET saw a write that a crash could still undo")
+            reader.embeddedEventLoop.run()  // the reader's loop commits: the fsync covers the writer's SET too
+            #expect(!store.hasUnsyncedWrites)
+            #expect(try replies(reader) == "$1\r\nv\r\n:1\r\n")
+            writer.embeddedEventLoop.run()
+            #expect(try replies(writer) == "+OK\r\n")
+
+            // With nothing pending, a read goes out at once.
+            try reader.writeInbound(ByteBuffer(bytes: encodeCommand("GET", "k")))
+            #expect(try replies(reader) == "$1\r\nv\r\n")
+            _ = try? writer.finish()
+            _ = try? reader.finish()
+        }
+    }
+
     @Test("the client registry: a closed connection's late update (a command queued behind a slow one) does not bring it back")
     func registryIgnoresUpdatesAfterRemoval() {
         let registry = ClientRegistry()
