@@ -24,6 +24,11 @@ struct ClientState: Sendable {
             + "lib-name=\(text(libraryName)) lib-ver=\(text(libraryVersion))\n"
     }
 
+    /// Whether the connection comes from this machine (a loopback address).
+    var isLocal: Bool {
+        address.hasPrefix("127.") || address.hasPrefix("[::1]:") || address.hasPrefix("[::ffff:127.")
+    }
+
     /// `address` as Redis prints it: IPv6 in brackets.
     static func describe(_ address: SocketAddress?) -> String {
         guard let address, let ip = address.ipAddress, let port = address.port else { return "?" }
@@ -109,7 +114,7 @@ enum ServerCommands {
         case "INFO":
             return (.bulk(info(arguments, context: context)), .none)
         case "KVSH.STATS", "KVSH.REBUILD", "KVSH.COMPACT", "KVSH.BACKUP", "KVSH.CHECK":
-            return maintenance(name, arguments, context: context)
+            return maintenance(name, arguments, client: client, context: context)
         default:
             return (.error(CommandError.unknownCommand(String(decoding: arguments[0], as: UTF8.self),
                                                        arguments: arguments.dropFirst()).redisMessage), .none)
@@ -373,7 +378,8 @@ enum ServerCommands {
 
     /// The shell's maintenance meta-commands, for `kvsh --connect` and for administrators: their text replies
     /// are what the shell prints. They can take long, so they run on the thread pool.
-    private static func maintenance(_ name: String, _ arguments: [[UInt8]], context: ServerContext) -> (RESPValue, CommandEffect) {
+    private static func maintenance(_ name: String, _ arguments: [[UInt8]], client: ClientState,
+                                    context: ServerContext) -> (RESPValue, CommandEffect) {
         let store = context.store
         let path = arguments.count > 1 ? String(decoding: arguments[1], as: UTF8.self) : nil
         let allowed: ClosedRange<Int> = switch name {
@@ -383,6 +389,13 @@ enum ServerCommands {
         }
         guard allowed.contains(arguments.count - 1) else {
             return (.error("ERR wrong number of arguments for '\(name.lowercased())' command"), .none)
+        }
+        // A path names a file of the server's machine, written (BACKUP) or read (REBUILD) with the server's
+        // rights. With no authentication yet, only a client on that machine may name one, as Redis keeps its
+        // protected configs and DEBUG to local connections.
+        if path != nil, !client.isLocal {
+            return (.error("ERR \(name) with a path reads or writes the server's files and is accepted only from "
+                           + "the server's own machine (a loopback connection)"), .none)
         }
         return (.null, .slow {
             switch name {

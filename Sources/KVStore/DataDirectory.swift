@@ -37,6 +37,13 @@ enum DataDirectory {
         return slash == trimmed.startIndex ? "/" : String(trimmed[..<slash])
     }
 
+    /// `path` with symbolic links, `.` and `..` resolved (`realpath(3)`), or nil if it does not exist.
+    static func resolved(_ path: String) -> String? {
+        guard let resolved = realpath(path, nil) else { return nil }
+        defer { free(resolved) }
+        return String(cString: resolved)
+    }
+
     static func join(_ directory: String, _ name: String) -> String {
         directory.hasSuffix("/") ? directory + name : directory + "/" + name
     }

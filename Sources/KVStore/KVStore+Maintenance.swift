@@ -166,6 +166,10 @@ extension KVStore {
     /// Writes a consistent image of the store as it is now to `path` (one self-describing, checksummed file),
     /// while reads and writes go on. The file appears at `path` only once complete and durable.
     public func backup(to path: String) throws -> ImageSummary {
+        if let target = DataDirectory.resolved(DataDirectory.parentDirectory(of: path)),
+           target == DataDirectory.resolved(directory) {
+            throw StoreError.backupInsideStore(path: path, directory: directory)
+        }
         let (snapshot, sequence) = state.withLock { ($0.index, $0.nextSequence - 1) }
         return try ImageFile.write(snapshot, sequence: sequence, to: path)
     }

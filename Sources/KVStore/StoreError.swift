@@ -20,6 +20,8 @@ public enum StoreError: Error, Equatable, Sendable, CustomStringConvertible {
     case tooLarge(what: String, size: Int, limit: Int)
     /// A log given to `importLog` could not be parsed.
     case badImport(file: String, line: Int?, reason: String)
+    /// A backup was asked for inside the store's own data directory.
+    case backupInsideStore(path: String, directory: String)
 
     public var description: String {
         switch self {
@@ -45,6 +47,8 @@ public enum StoreError: Error, Equatable, Sendable, CustomStringConvertible {
         case .badImport(let file, let line, let reason):
             let place = line.map { "\(file): line \($0)" } ?? file
             return "\(place): \(reason); nothing was imported"
+        case .backupInsideStore(let path, let directory):
+            return "backup '\(path)' would be written inside the data directory '\(directory)', where it could replace the store's own files; choose a path outside it"
         }
     }
 }

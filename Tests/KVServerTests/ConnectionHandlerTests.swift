@@ -128,4 +128,16 @@ struct ConnectionHandlerTests {
         registry.update(client)
         #expect(registry.all().map(\.id) == [3])
     }
+
+    @Test("local connections (loopback, IPv4 or IPv6) are told apart from remote ones, for KVSH.BACKUP/REBUILD paths")
+    func localClients() {
+        func client(_ address: String) -> ClientState {
+            var state = ClientState(id: 1)
+            state.address = address
+            return state
+        }
+        #expect(client("127.0.0.1:5000").isLocal && client("[::1]:5000").isLocal && client("[::ffff:127.0.0.1]:5000").isLocal)
+        #expect(!client("10.0.0.7:5000").isLocal && !client("[fe80::1]:5000").isLocal && !client("?").isLocal)
+        #expect(!client("[::10]:5000").isLocal, "only ::1 itself")
+    }
 }

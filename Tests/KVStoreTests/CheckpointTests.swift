@@ -73,9 +73,9 @@ struct CheckpointTests {
                     let other = root + "/other-\(Int.random(in: 0..<1_000_000))"
                     try copyDirectory(dir, to: other)
                     let copy = try KVStore(directory: other)
-                    _ = try copy.backup(to: other + "/full.image")
+                    _ = try copy.backup(to: other + ".image")  // beside the copy: never inside a data directory
                     copy.close()
-                    let full = try readFile(other + "/full.image")
+                    let full = try readFile(other + ".image")
                     try writeFile(dir + "/000003.image.tmp", Array(full.prefix(full.count / 2)))
                 }))
             }
@@ -168,6 +168,22 @@ struct CheckpointTests {
             }
             #expect(file == image)
             #expect(offset >= LogFormat.fileHeaderSize && offset < content.count / 2)
+        }
+    }
+
+    @Test("a backup is refused inside the store's own data directory, however the path names it")
+    func backupNotIntoDataDirectory() throws {
+        try withTempDir { root in
+            let store = try KVStore(directory: root + "/data")
+            defer { store.close() }
+            try store.set(bytes("k"), bytes("v"))
+            for path in [root + "/data/000001.log", root + "/data/backup.kvbak", root + "/data/../data/x.kvbak"] {
+                #expect(throws: StoreError.backupInsideStore(path: path, directory: root + "/data")) {
+                    _ = try store.backup(to: path)
+                }
+            }
+            #expect(store.get(bytes("k")) == bytes("v"))
+            #expect(try store.backup(to: root + "/outside.kvbak").entries == 1)
         }
     }
 
