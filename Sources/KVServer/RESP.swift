@@ -184,6 +184,9 @@ public struct RESPRequestDecoder {
         public var maxArrayLength = 1 << 20
         /// Redis's limit on an inline request, and on the header lines of a multibulk one.
         public var maxInlineLength = 64 << 10
+        /// The most argument bytes one request may hold, as Redis's `client-query-buffer-limit` (1 GiB): a client
+        /// cannot make the server buffer more for it, however many bulk strings of the maximum length it announces.
+        public var maxRequestBytes = 1 << 30
 
         public init() {}
     }
@@ -203,6 +206,8 @@ public struct RESPRequestDecoder {
     private var mode = Mode.idle
     private var remaining = 0
     private var arguments: [[UInt8]] = []
+    /// The bytes of `arguments` and of the bulk string announced by `bulkLength`, against `maxRequestBytes`.
+    private var argumentBytes = 0
     /// The length of the bulk string whose `$` header has been read, if any.
     private var bulkLength: Int?
 
@@ -314,6 +319,7 @@ public struct RESPRequestDecoder {
                     remaining = count
                     arguments = []
                     arguments.reserveCapacity(min(count, 1024))
+                    argumentBytes = 0
                     bulkLength = nil
                 } else {
                     guard let newline = buffer.readableBytesView.firstIndex(of: UInt8(ascii: "\n")) else {
@@ -349,6 +355,10 @@ public struct RESPRequestDecoder {
                     case .number(let value): length = value
                     }
                     guard length >= 0, length <= limits.maxBulkLength else { return fail("invalid bulk length") }
+                    argumentBytes += length
+                    guard argumentBytes <= limits.maxRequestBytes else {
+                        return fail("request larger than the query buffer limit of \(limits.maxRequestBytes) bytes")
+                    }
                     bulkLength = length
                 }
                 guard buffer.readableBytes >= length + 2, let bytes = buffer.readBytes(length: length) else { return nil }

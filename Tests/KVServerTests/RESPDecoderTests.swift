@@ -123,6 +123,16 @@ struct RESPDecoderTests {
         #expect(refused.lent == 0 && refused.requests == [.protocolError("invalid bulk length")])
     }
 
+    @Test("a request whose bulk strings add up past the query buffer limit is refused at the header that passes it")
+    func requestLimit() {
+        var limited = RESPRequestDecoder()
+        limited.limits.maxRequestBytes = 10
+        // 3 + 5 bytes fit; announcing 3 more passes 10, before those bytes are sent.
+        #expect(decode([encodeCommand("SET", "abcde")], decoder: &limited).requests == [.command([bytes("SET"), bytes("abcde")])])
+        let refused = decode([Array("*3\r\n$3\r\nSET\r\n$5\r\nabcde\r\n$3\r\n".utf8)], decoder: &limited)
+        #expect(refused.requests == [.protocolError("request larger than the query buffer limit of 10 bytes")])
+    }
+
     @Test("the in-place scan finds each argument's range and needs every byte up to the final CRLF")
     func completeRequestRanges() {
         let bytes = encodeCommand("SET", "k", "")
