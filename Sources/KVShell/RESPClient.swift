@@ -79,6 +79,9 @@ public final class RESPClient {
     private var scratch = [UInt8](repeating: 0, count: 256 << 10)
     /// Set once the connection is unusable; every later call throws it.
     private var broken: RESPClientError?
+    /// Why writing failed, once it has: the server may still have sent replies (to the commands it did read, or
+    /// an error explaining why it closed), so reading goes on until they are used up, and then fails with this.
+    private var writeFailure: String?
 
     /// Queued commands are written once they reach this size, without waiting for a reply to be read.
     static let writeThreshold = 64 << 10
@@ -155,6 +158,10 @@ public final class RESPClient {
     /// Writes every queued command. While the socket cannot take more, reads what the server sends meanwhile.
     public func flush() throws {
         if let broken { throw broken }
+        guard writeFailure == nil else {
+            outgoing.removeAll()  // these commands cannot reach the server; reading reports that
+            return
+        }
         var done = 0
         defer {
             if done > 0 { outgoing.removeFirst(done) }
@@ -170,7 +177,11 @@ public final class RESPClient {
             }
             if written < 0 && errno == EINTR { continue }
             guard written < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) else {
-                throw fail(.connectionLost, String(cString: strerror(errno)))
+                // Keep what the server already sent: the replies to what it read come first.
+                writeFailure = String(cString: strerror(errno))
+                outgoing.removeAll()
+                done = 0
+                return
             }
             var entry = pollfd(fd: fd, events: Int16(POLLOUT | POLLIN), revents: 0)
             let ready = poll(&entry, 1, -1)
@@ -329,7 +340,7 @@ public final class RESPClient {
                 incoming.append(contentsOf: scratch[..<count])
                 return
             }
-            if count == 0 { throw fail(.connectionLost, "the server closed the connection") }
+            if count == 0 { throw fail(.connectionLost, writeFailure ?? "the server closed the connection") }
             switch errno {
             case EINTR:
                 continue
@@ -339,7 +350,7 @@ public final class RESPClient {
                     throw fail(.connectionLost, String(cString: strerror(errno)))
                 }
             default:
-                throw fail(.connectionLost, String(cString: strerror(errno)))
+                throw fail(.connectionLost, writeFailure ?? String(cString: strerror(errno)))
             }
         }
     }

@@ -255,6 +255,32 @@ struct RESPClientTests {
         #expect(throws: RESPClientError.self) { try client.call([Array("PING".utf8)]) }
     }
 
+    @Test("a server that answers, then closes while the client is still writing: its replies are read first")
+    func repliesBeforeBrokenPipe() throws {
+        let first = encoded(["SET", "k", "1"])
+        let server = try FakeServer { fd in
+            _ = FakeServer.readExactly(fd, first.count)
+            // The reply to what was read, and why the server gives up; then it closes with unread input (a reset).
+            FakeServer.writeAll(fd, Array("+OK\r\n-ERR write-ahead log failed, writes are not acknowledged\r\n".utf8))
+        }
+        defer { server.finish() }
+        let client = try RESPClient(host: "127.0.0.1", port: server.port)
+        try client.send([Array("SET".utf8), Array("k".utf8), Array("1".utf8)])
+        try client.flush()
+        // Keep writing a long pipeline until the closed connection refuses it.
+        let value = [UInt8](repeating: UInt8(ascii: "v"), count: 64 << 10)
+        for index in 0..<400 { try client.send([Array("SET".utf8), Array("k\(index)".utf8), value]) }
+        try client.flush()
+        #expect(try client.readReply() == .simpleString("OK"))
+        #expect(try client.readReply() == .error("ERR write-ahead log failed, writes are not acknowledged"))
+        do {
+            _ = try client.readReply()
+            Issue.record("a reply to a command the server never read")
+        } catch let error as RESPClientError {
+            #expect(error.kind == .connectionLost, "\(error.message)")
+        }
+    }
+
     @Test("bytes that are not RESP are a protocol error")
     func protocolError() throws {
         let server = try FakeServer { fd in
