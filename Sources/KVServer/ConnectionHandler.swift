@@ -60,6 +60,8 @@ final class ConnectionHandler: ChannelInboundHandler {
     private var partialInput: ByteBuffer?
     /// Whether `channelRead` is decoding: NIO can call it again from inside a write that a request made.
     @exclusivity(unchecked) private var decoding = false
+    /// Set when a commit failed: the connection gets that error and nothing else (see ``commitFinished(_:context:)``).
+    @exclusivity(unchecked) private var commitFailed = false
     /// The channel's writability, tracked from its events rather than asked of the channel for every request.
     @exclusivity(unchecked) private var channelWritable = true
     /// Commands run but not yet added to the shared counter: one atomic add per read, not per command.
@@ -69,7 +71,7 @@ final class ConnectionHandler: ChannelInboundHandler {
     private static let flushThreshold = 64 << 10
     /// Replies held (waiting for a commit) beyond this make requests wait unrun.
     private static let backlogLimit = 256 << 10
-    /// Reply buffers larger than this are not kept for reuse.
+    /// Reply and input buffers larger than this are not kept for reuse.
     private static let largestKeptBuffer = 1 << 20
 
     init(context: ServerContext, committer: GroupCommitter, decoder: RESPRequestDecoder) {
@@ -111,6 +113,12 @@ final class ConnectionHandler: ChannelInboundHandler {
         decoder.decode(&input, inPlace: { handle($0, context: context) }, decoded: { handle($0, context: context) })
         if input.readableBytes > 0 {
             input.discardReadBytes()
+            if input.capacity > Self.largestKeptBuffer && input.readableBytes <= Self.largestKeptBuffer / 2 {
+                // What is left after a large value is small: do not keep the large buffer for it.
+                var smaller = context.channel.allocator.buffer(capacity: input.readableBytes)
+                smaller.writeBuffer(&input)
+                input = smaller
+            }
             partialInput = input
         }
     }
@@ -209,6 +217,10 @@ final class ConnectionHandler: ChannelInboundHandler {
             closeWhenFlushed = true
             queued.removeAll()
             queuedStart = 0
+        case .drop:
+            closeWhenFlushed = true
+            queued.removeAll()
+            queuedStart = 0
         case .slow(let work):
             startSlowCommand(work, context: context)
             return
@@ -271,7 +283,7 @@ final class ConnectionHandler: ChannelInboundHandler {
     /// Hands the collected replies on: straight to the socket, or to the committer when they acknowledge
     /// writes, or (while earlier replies wait for a commit) keeps them queued behind those.
     private func sendOutput(context: ChannelHandlerContext) {
-        guard !waitingForCommit else { return }
+        guard !waitingForCommit, !commitFailed else { return }
         // With `--sync always`, replies that acknowledge nothing (a GET, say) may still show writes that other
         // connections made and that are not on disk yet: those replies wait for the same commit, as Redis sends
         // no reply before the fsync of its event-loop pass, so no client ever sees a value a crash could undo.
@@ -321,6 +333,7 @@ final class ConnectionHandler: ChannelInboundHandler {
             // Nothing more is read, run or sent on it but the error (the store refuses writes from now on).
             self.context.logger.error("commit failed; closing the connection without acknowledging its writes",
                                       metadata: ["client": "\(client.id)", "error": "\(error)"])
+            commitFailed = true
             closeWhenFlushed = true
             draining = true
             queued.removeAll()

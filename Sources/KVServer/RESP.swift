@@ -256,11 +256,14 @@ public struct RESPRequestDecoder {
         guard bytes.count >= 4, bytes[0] == UInt8(ascii: "*") else { return nil }
         var offset = 0
         guard let count = headerNumber(bytes, at: &offset), count > 0, count <= limits.maxArrayLength else { return nil }
+        var argumentBytes = 0
         for index in 0..<count {
             guard offset < bytes.count, bytes[offset] == UInt8(ascii: "$"),
                   let length = headerNumber(bytes, at: &offset), length >= 0, length <= limits.maxBulkLength,
                   bytes.count - offset >= length + 2,
                   bytes[offset + length] == 0x0D, bytes[offset + length + 1] == 0x0A else { return nil }
+            argumentBytes += length
+            guard argumentBytes <= limits.maxRequestBytes else { return nil }  // `next(_:)` words the error
             let range = offset..<(offset + length)
             if index < arguments.count { arguments[index] = range } else { arguments.append(range) }
             offset += length + 2

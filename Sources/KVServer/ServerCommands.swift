@@ -41,6 +41,8 @@ enum CommandEffect {
     case none
     /// Close the connection once the reply is written (QUIT).
     case close
+    /// Close the connection at once, replying nothing (an HTTP request sent to the server).
+    case drop
     /// The reply acknowledges a write: it waits for a commit.
     case wrote
     /// Run this on the thread pool (it may take long), then reply with its result.
@@ -63,6 +65,12 @@ enum ServerCommands {
         }
 
         switch name {
+        case "POST", "HOST:":
+            // An HTTP request, such as a web page can make a browser send to 127.0.0.1: its lines would run as
+            // inline commands (KVSH.BACKUP among them). Redis drops such connections; so does kvsh.
+            context.logger.warning("dropping a connection that sent an HTTP request (a cross-protocol attack from a web page?)",
+                                   metadata: ["client": "\(client.id)", "address": "\(client.address)"])
+            return (.null, .drop)
         case "PING":
             if let error = arity(0...1) { return (error, .none) }
             return (count == 0 ? .simpleString("PONG") : .bulkString(arguments[1]), .none)

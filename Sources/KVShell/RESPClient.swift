@@ -177,9 +177,7 @@ public final class RESPClient {
             }
             if written < 0 && errno == EINTR { continue }
             guard written < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) else {
-                // Keep what the server already sent: the replies to what it read come first.
-                writeFailure = String(cString: strerror(errno))
-                outgoing.removeAll()
+                stopWriting(String(cString: strerror(errno)))
                 done = 0
                 return
             }
@@ -190,10 +188,24 @@ public final class RESPClient {
                 throw fail(.connectionLost, String(cString: strerror(errno)))
             }
             if entry.revents & Int16(POLLIN | POLLHUP | POLLERR) != 0 && entry.revents & Int16(POLLOUT) == 0 {
-                // The server is answering: take its replies off the socket so that it keeps reading ours.
-                try receive()
+                // The server is answering: take its replies off the socket so that it keeps reading ours. If it
+                // has closed, stop writing; its replies are still read, in order, before the error.
+                if let ended = try receive(deferringEnd: true) {
+                    stopWriting(ended)
+                    done = 0
+                    return
+                }
             }
         }
+    }
+
+    /// Gives up writing after `reason`, keeping the connection open for reading: what the server already sent
+    /// (the replies to the commands it read, or an error saying why it closed) is still read before the error is
+    /// reported. Shutting down our side makes sure the server sees the end, whatever the failure was.
+    private func stopWriting(_ reason: String) {
+        writeFailure = reason
+        outgoing.removeAll()
+        _ = shutdown(fd, Int32(SHUT_WR))
     }
 
     // MARK: Reading
@@ -327,8 +339,11 @@ public final class RESPClient {
         return Array(incoming[position..<(position + count)])
     }
 
-    /// Reads what has arrived (waiting for at least one byte) and appends it to `incoming`.
-    private func receive() throws {
+    /// Reads what has arrived (waiting for at least one byte) and appends it to `incoming`. When the connection has
+    /// ended, throws, or with `deferringEnd` returns why instead (nil otherwise), so that the caller can first use
+    /// what is already in `incoming`.
+    @discardableResult
+    private func receive(deferringEnd: Bool = false) throws -> String? {
         if let broken { throw broken }
         if position > 0 && position >= incoming.count / 2 {
             incoming.removeFirst(position)
@@ -338,9 +353,13 @@ public final class RESPClient {
             let count = scratch.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
             if count > 0 {
                 incoming.append(contentsOf: scratch[..<count])
-                return
+                return nil
             }
-            if count == 0 { throw fail(.connectionLost, writeFailure ?? "the server closed the connection") }
+            if count == 0 {
+                let reason = writeFailure ?? "the server closed the connection"
+                if deferringEnd { return reason }
+                throw fail(.connectionLost, reason)
+            }
             switch errno {
             case EINTR:
                 continue
@@ -350,7 +369,9 @@ public final class RESPClient {
                     throw fail(.connectionLost, String(cString: strerror(errno)))
                 }
             default:
-                throw fail(.connectionLost, writeFailure ?? String(cString: strerror(errno)))
+                let reason = writeFailure ?? String(cString: strerror(errno))
+                if deferringEnd { return reason }
+                throw fail(.connectionLost, reason)
             }
         }
     }

@@ -23,7 +23,11 @@ enum ImageFile {
     /// fsync, rename over `path`, fsync the directory. A crash leaves either no file at `path` or a whole one.
     static func write(_ index: OrderedIndex, sequence: UInt64, to path: String) throws -> ImageSummary {
         let temporary = path + ".tmp"
-        let fd = try POSIX.open(temporary, O_WRONLY | O_CREAT | O_TRUNC)
+        // A fresh file, never one already there: a leftover temporary is removed first (unlink removes a symlink
+        // itself), and O_EXCL | O_NOFOLLOW refuse whatever appears meanwhile, so no link can aim the write at
+        // another file (the store's log, say).
+        unlink(temporary)
+        let fd = try POSIX.open(temporary, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW)
         var summary = ImageSummary(sequence: sequence, entries: 0, bytes: 0)
         do {
             defer { close(fd) }

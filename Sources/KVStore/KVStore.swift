@@ -284,8 +284,11 @@ public final class KVStore: Sendable {
 
     var lastSequence: UInt64 { state.withLock { $0.nextSequence - 1 } }
 
-    /// Whether some write made so far is not on stable storage yet (its commit has not fsynced it).
-    public var hasUnsyncedWrites: Bool { state.withLock { $0.syncedThrough < $0.nextSequence - 1 } }
+    /// Whether some write made so far is not on stable storage yet but a commit can still put it there. False once a
+    /// failed write or fsync has disabled writes: nothing will sync those writes any more, so nothing should wait.
+    public var hasUnsyncedWrites: Bool {
+        state.withLock { $0.failure == nil && $0.syncedThrough < $0.nextSequence - 1 }
+    }
 
     /// Group commit: whoever holds `log` writes everyone's pending records; those who waited for the lock
     /// find their records already written (and fsynced) and return at once.

@@ -1,7 +1,7 @@
 // ConnectionHandler on an EmbeddedChannel, for what the network cannot stage on demand: NIO calling back into the
 // handler from inside one of its own writes; and the registry behind CLIENT LIST.
 
-import KVStore
+@testable import KVStore
 import KVTestSupport
 import Logging
 import NIOCore
@@ -108,6 +108,16 @@ struct ConnectionHandlerTests {
             // With nothing pending, a read goes out at once.
             try reader.writeInbound(ByteBuffer(bytes: encodeCommand("GET", "k")))
             #expect(try replies(reader) == "$1\r\nv\r\n")
+
+            // Once a failed write has disabled writes, nothing will sync what is pending: reads go out at once
+            // rather than into commits that can only fail (which would close every connection).
+            try writer.writeInbound(ByteBuffer(bytes: encodeCommand("SET", "k", "w")))
+            store.state.withLock { $0.failure = "simulated fsync failure" }
+            #expect(!store.hasUnsyncedWrites)
+            try reader.writeInbound(ByteBuffer(bytes: encodeCommand("PING")))
+            #expect(try replies(reader) == "+PONG\r\n")
+            writer.embeddedEventLoop.run()  // the writer's commit fails: its SET is not acknowledged
+            #expect(try replies(writer).hasPrefix("-ERR write-ahead log failed"))
             _ = try? writer.finish()
             _ = try? reader.finish()
         }

@@ -258,6 +258,19 @@ struct ServerCommandTests {
         }
     }
 
+    @Test("an HTTP request (POST, Host:) is dropped without a reply, as Redis does, and runs nothing after it")
+    func httpRequestDropped() throws {
+        try withServer { server in
+            let client = try server.connect()
+            try client.send(Array("POST /x HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\nSET k v\r\nKVSH.STATS\r\n".utf8))
+            #expect(try client.readUntilClosed() == [])
+            let host = try server.connect()
+            try host.send(Array("Host: 127.0.0.1\r\nSET k v\r\n".utf8))
+            #expect(try host.readUntilClosed() == [])
+            #expect(try server.connect().call("EXISTS", "k") == .integer(0))
+        }
+    }
+
     @Test("unknown commands and wrong arities use Redis's exact wording")
     func errorWording() throws {
         try withServer { server in

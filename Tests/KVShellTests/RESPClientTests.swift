@@ -281,6 +281,28 @@ struct RESPClientTests {
         }
     }
 
+    @Test("a server that answers, then closes while the client waits to write more: its replies are still read")
+    func repliesBeforeCloseSeenWhileWriting() throws {
+        // The server reads nothing more after the first request, so the client's long pipeline fills the socket
+        // and the client waits to write; meanwhile the server's reply and its close arrive.
+        let first = encoded(["SET", "k", "1"])
+        let server = try FakeServer { fd in
+            _ = FakeServer.readExactly(fd, first.count)
+            FakeServer.writeAll(fd, Array("+OK\r\n-ERR shutting down\r\n".utf8))
+            shutdown(fd, Int32(SHUT_WR))
+            usleep(300_000)  // keep the socket open (unread input and all) while the client is blocked writing
+        }
+        defer { server.finish() }
+        let client = try RESPClient(host: "127.0.0.1", port: server.port)
+        try client.send([Array("SET".utf8), Array("k".utf8), Array("1".utf8)])
+        let value = [UInt8](repeating: UInt8(ascii: "v"), count: 64 << 10)
+        for index in 0..<400 { try client.send([Array("SET".utf8), Array("k\(index)".utf8), value]) }
+        try client.flush()
+        #expect(try client.readReply() == .simpleString("OK"))
+        #expect(try client.readReply() == .error("ERR shutting down"))
+        #expect(throws: RESPClientError.self) { _ = try client.readReply() }
+    }
+
     @Test("bytes that are not RESP are a protocol error")
     func protocolError() throws {
         let server = try FakeServer { fd in
