@@ -153,9 +153,7 @@ final class ConnectionHandler: ChannelInboundHandler {
             guard !closeWhenFlushed else { return }
             RESPValue.error("ERR Protocol error: \(message)").write(to: &output, protocolVersion: client.protocolVersion)
             self.context.logger.debug("protocol error, closing the connection", metadata: ["client": "\(client.id)", "error": "\(message)"])
-            closeWhenFlushed = true
-            queued.removeAll()
-            queuedStart = 0
+            stopRunningCommands()
             sendOutput(context: context)
         }
     }
@@ -164,9 +162,7 @@ final class ConnectionHandler: ChannelInboundHandler {
     /// the client any more, so nothing more runs, neither the rest of a read being decoded nor what waits in
     /// `queued`.
     func channelInactive(context: ChannelHandlerContext) {
-        closeWhenFlushed = true
-        queued.removeAll()
-        queuedStart = 0
+        stopRunningCommands()
         context.fireChannelInactive()
     }
 
@@ -185,9 +181,7 @@ final class ConnectionHandler: ChannelInboundHandler {
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
         if event is DrainAndClose {
             draining = true
-            closeWhenFlushed = true
-            queued.removeAll()
-            queuedStart = 0
+            stopRunningCommands()
             sendOutput(context: context)
             updateReading(context: context)
         } else {
@@ -214,13 +208,9 @@ final class ConnectionHandler: ChannelInboundHandler {
             outputNeedsCommit = true
         case .close:
             reply.write(to: &output, protocolVersion: client.protocolVersion)
-            closeWhenFlushed = true
-            queued.removeAll()
-            queuedStart = 0
+            stopRunningCommands()
         case .drop:
-            closeWhenFlushed = true
-            queued.removeAll()
-            queuedStart = 0
+            stopRunningCommands()
         case .slow(let work):
             startSlowCommand(work, context: context)
             return
@@ -246,6 +236,14 @@ final class ConnectionHandler: ChannelInboundHandler {
             handler.outputNeedsCommit = true  // maintenance may have written (an import)
             handler.runQueued(context: context)
         }
+    }
+
+    /// No request after this one runs: those queued are dropped, later input is ignored, and the connection
+    /// closes once the replies already made are out.
+    private func stopRunningCommands() {
+        closeWhenFlushed = true
+        queued.removeAll()
+        queuedStart = 0
     }
 
     private func countCommands() {
@@ -334,10 +332,8 @@ final class ConnectionHandler: ChannelInboundHandler {
             self.context.logger.error("commit failed; closing the connection without acknowledging its writes",
                                       metadata: ["client": "\(client.id)", "error": "\(error)"])
             commitFailed = true
-            closeWhenFlushed = true
             draining = true
-            queued.removeAll()
-            queuedStart = 0
+            stopRunningCommands()
             output.clear()
             outputNeedsCommit = false
             updateReading(context: context)

@@ -32,25 +32,37 @@ private final class FailingWrite: ChannelOutboundHandler {
     }
 }
 
+/// Runs `body` with a store in a fresh directory and the server context around it.
+private func withServerContext(syncPolicy: KVStore.SyncPolicy, _ body: (KVStore, ServerContext) throws -> Void) throws {
+    try withTempDir { directory in
+        let store = try KVStore(directory: directory, syncPolicy: syncPolicy)
+        defer { store.close() }
+        let threadPool = NIOThreadPool(numberOfThreads: 1)
+        threadPool.start()
+        defer { try? threadPool.syncShutdownGracefully() }
+        try body(store, ServerContext(store: store, configuration: .init(), logger: Logger(label: "test"), threadPool: threadPool))
+    }
+}
+
+/// A connection on its own EmbeddedChannel: `first` (if any), then a ConnectionHandler with its loop's committer.
+private func connection(_ context: ServerContext, after first: (any ChannelHandler)? = nil) throws -> EmbeddedChannel {
+    let channel = EmbeddedChannel()
+    if let first { try channel.pipeline.syncOperations.addHandler(first) }
+    try channel.pipeline.syncOperations.addHandler(ConnectionHandler(
+        context: context, committer: GroupCommitter(eventLoop: channel.embeddedEventLoop, store: context.store),
+        decoder: RESPRequestDecoder()))
+    return channel
+}
+
 @Suite("Connection handler")
 struct ConnectionHandlerTests {
     @Test("a write that fails mid-decode: NIO's drained input is not decoded inside the decoder, and nothing more runs")
     func writeFailsDuringDecode() throws {
-        try withTempDir { directory in
-            let store = try KVStore(directory: directory, syncPolicy: .none)
-            defer { store.close() }
+        try withServerContext(syncPolicy: .none) { store, context in
             let big = [UInt8](repeating: UInt8(ascii: "v"), count: 40 << 10)
             _ = try store.set(bytes("big"), big)
-            let threadPool = NIOThreadPool(numberOfThreads: 1)
-            threadPool.start()
-            defer { try? threadPool.syncShutdownGracefully() }
-            let context = ServerContext(store: store, configuration: .init(), logger: Logger(label: "test"), threadPool: threadPool)
-            let channel = EmbeddedChannel()
             let failing = FailingWrite()
-            try channel.pipeline.syncOperations.addHandler(failing)
-            try channel.pipeline.syncOperations.addHandler(ConnectionHandler(
-                context: context, committer: GroupCommitter(eventLoop: channel.embeddedEventLoop, store: store),
-                decoder: RESPRequestDecoder()))
+            let channel = try connection(context, after: failing)
             try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 7379)).wait()
 
             // One read: two GETs of a 40 KiB value pass the 64 KiB flush threshold, so the handler writes while it
@@ -71,23 +83,10 @@ struct ConnectionHandlerTests {
 
     @Test("with --sync always, a GET that sees another connection's write not yet on disk is answered after the fsync")
     func readsWaitForDurability() throws {
-        try withTempDir { directory in
-            let store = try KVStore(directory: directory, syncPolicy: .always)
-            defer { store.close() }
-            let threadPool = NIOThreadPool(numberOfThreads: 1)
-            threadPool.start()
-            defer { try? threadPool.syncShutdownGracefully() }
-            let context = ServerContext(store: store, configuration: .init(), logger: Logger(label: "test"), threadPool: threadPool)
+        try withServerContext(syncPolicy: .always) { store, context in
             // Two connections on two loops, each with its loop's committer; a loop's commit runs when the loop runs.
-            func connection() throws -> EmbeddedChannel {
-                let channel = EmbeddedChannel()
-                try channel.pipeline.syncOperations.addHandler(ConnectionHandler(
-                    context: context, committer: GroupCommitter(eventLoop: channel.embeddedEventLoop, store: store),
-                    decoder: RESPRequestDecoder()))
-                return channel
-            }
-            let writer = try connection()
-            let reader = try connection()
+            let writer = try connection(context)
+            let reader = try connection(context)
             func replies(_ channel: EmbeddedChannel) throws -> String {
                 var bytes: [UInt8] = []
                 while let buffer = try channel.readOutbound(as: ByteBuffer.self) { bytes += Array(buffer.readableBytesView) }

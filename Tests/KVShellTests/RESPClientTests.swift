@@ -255,6 +255,16 @@ struct RESPClientTests {
         #expect(throws: RESPClientError.self) { try client.call([Array("PING".utf8)]) }
     }
 
+    /// Sends `SET k 1`, then 400 SETs of 64 KiB values: far more than the sockets buffer, so the client is still
+    /// writing (or waiting to) when a server that read only the first request closes.
+    private func writeLongPipeline(_ client: RESPClient, flushingTheFirstAlone: Bool) throws {
+        try client.send([Array("SET".utf8), Array("k".utf8), Array("1".utf8)])
+        if flushingTheFirstAlone { try client.flush() }
+        let value = [UInt8](repeating: UInt8(ascii: "v"), count: 64 << 10)
+        for index in 0..<400 { try client.send([Array("SET".utf8), Array("k\(index)".utf8), value]) }
+        try client.flush()
+    }
+
     @Test("a server that answers, then closes while the client is still writing: its replies are read first")
     func repliesBeforeBrokenPipe() throws {
         let first = encoded(["SET", "k", "1"])
@@ -265,12 +275,8 @@ struct RESPClientTests {
         }
         defer { server.finish() }
         let client = try RESPClient(host: "127.0.0.1", port: server.port)
-        try client.send([Array("SET".utf8), Array("k".utf8), Array("1".utf8)])
-        try client.flush()
         // Keep writing a long pipeline until the closed connection refuses it.
-        let value = [UInt8](repeating: UInt8(ascii: "v"), count: 64 << 10)
-        for index in 0..<400 { try client.send([Array("SET".utf8), Array("k\(index)".utf8), value]) }
-        try client.flush()
+        try writeLongPipeline(client, flushingTheFirstAlone: true)
         #expect(try client.readReply() == .simpleString("OK"))
         #expect(try client.readReply() == .error("ERR write-ahead log failed, writes are not acknowledged"))
         do {
@@ -294,10 +300,7 @@ struct RESPClientTests {
         }
         defer { server.finish() }
         let client = try RESPClient(host: "127.0.0.1", port: server.port)
-        try client.send([Array("SET".utf8), Array("k".utf8), Array("1".utf8)])
-        let value = [UInt8](repeating: UInt8(ascii: "v"), count: 64 << 10)
-        for index in 0..<400 { try client.send([Array("SET".utf8), Array("k\(index)".utf8), value]) }
-        try client.flush()
+        try writeLongPipeline(client, flushingTheFirstAlone: false)
         #expect(try client.readReply() == .simpleString("OK"))
         #expect(try client.readReply() == .error("ERR shutting down"))
         #expect(throws: RESPClientError.self) { _ = try client.readReply() }
