@@ -22,6 +22,10 @@ public final class KVServer: Sendable {
         /// Event loops (threads). Defaults to one fewer than the cores (at least one), leaving a core for the
         /// fsync thread pool and, on a small machine, for clients on the same host.
         public var threads: Int
+        /// Which clients may name a file (`KVSH.BACKUP PATH`, `KVSH.REBUILD PATH`): nobody by default.
+        public var pathCommands: PathCommandPolicy = .no
+        /// Where `KVSH.BACKUP` without a path writes (and periodic backups go); nil refuses it.
+        public var backupDirectory: BackupDirectory?
 
         public init(host: String = "127.0.0.1", port: Int = 7379, maxClients: Int = 10_000,
                     maxBulkLength: Int = 512 << 20, threads: Int = max(1, System.coreCount - 1)) {
@@ -31,6 +35,16 @@ public final class KVServer: Sendable {
             self.maxBulkLength = maxBulkLength
             self.threads = threads
         }
+    }
+
+    /// Redis's `enable-debug-command` values, for the commands that read or write a file a client names.
+    public enum PathCommandPolicy: String, Sendable, CaseIterable {
+        /// No client may (the default).
+        case no
+        /// Only clients on a loopback connection.
+        case local
+        /// Every client: only where the network and the machine's users are all trusted.
+        case yes
     }
 
     private let context: ServerContext

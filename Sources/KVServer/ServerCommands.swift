@@ -330,7 +330,7 @@ enum ServerCommands {
             ("appendonly", "yes"), ("appendfsync", appendfsync), ("save", ""), ("databases", "1"),
             ("maxclients", String(configuration.maxClients)), ("port", String(context.port.load(ordering: .relaxed))),
             ("bind", configuration.host), ("proto-max-bulk-len", String(configuration.maxBulkLength)),
-            ("dir", context.store.directory),
+            ("dir", context.store.directory), ("enable-path-commands", configuration.pathCommands.rawValue),
         ]
         let patterns = arguments.dropFirst(2).map { GlobPattern(Array(String(decoding: $0, as: UTF8.self).lowercased().utf8)) }
         let matching = settings.filter { setting in patterns.contains { $0.matches(Array(setting.0.utf8)) } }
@@ -391,28 +391,36 @@ enum ServerCommands {
         let store = context.store
         let path = arguments.count > 1 ? String(decoding: arguments[1], as: UTF8.self) : nil
         let allowed: ClosedRange<Int> = switch name {
-        case "KVSH.BACKUP": 1...1
+        case "KVSH.BACKUP": 0...2
         case "KVSH.REBUILD": 0...1
         default: 0...0
         }
         guard allowed.contains(arguments.count - 1) else {
             return (.error("ERR wrong number of arguments for '\(name.lowercased())' command"), .none)
         }
-        // A path names a file of the server's machine, written (BACKUP) or read (REBUILD) with the server's
-        // rights. With no authentication yet, only a client on that machine may name one, as Redis keeps its
-        // protected configs and DEBUG to local connections.
-        if path != nil, !client.isLocal {
-            return (.error("ERR \(name) with a path reads or writes the server's files and is accepted only from "
-                           + "the server's own machine (a loopback connection)"), .none)
+        let replace = arguments.count > 2
+        if replace, String(decoding: arguments[2], as: UTF8.self).uppercased() != "FORCE" {
+            return (.error("ERR syntax error"), .none)
         }
+        if path != nil, let refusal = refusePath(name, client: client, policy: context.configuration.pathCommands) {
+            return (refusal, .none)
+        }
+        let backups = context.configuration.backupDirectory
+        let noBackupDirectory = RESPValue.error("ERR KVSH.BACKUP without a path writes into the server's backup directory, "
+                                                + "and none is set: restart kvsh serve with --backup-dir DIR")
+        if name == "KVSH.BACKUP", path == nil, backups == nil { return (noBackupDirectory, .none) }
         return (.null, .slow {
             switch name {
             case "KVSH.STATS": return .bulk(ShellText.describe(store.statistics))
             case "KVSH.COMPACT": return .bulk(ShellText.describe(try store.checkpoint()))
             case "KVSH.CHECK": return .bulk(try store.check().description)
             case "KVSH.BACKUP":
-                let summary = try store.backup(to: path ?? "")
-                return .bulk(ShellText.describe(backup: summary, path: path ?? ""))
+                if let path {
+                    return .bulk(ShellText.describe(backup: try store.backup(to: path, replace: replace), path: path))
+                }
+                guard let backups else { return noBackupDirectory }
+                let taken = try backups.takeBackup(of: store)
+                return .bulk(ShellText.describe(backup: taken.summary, path: taken.path))
             default:
                 if let path {
                     let summary = try LogImporter.importLog(at: path, into: store)
@@ -422,5 +430,21 @@ enum ServerCommands {
                 return .bulk(ShellText.describe(rebuild: try store.rebuild()))
             }
         })
+    }
+
+    /// A path names a file of the server's machine, written (BACKUP) or read (REBUILD) with the server's rights:
+    /// as Redis refuses DEBUG and its protected configs unless `enable-debug-command` says otherwise, no client
+    /// may name one unless `--enable-path-commands` allows it (`local`: loopback connections only). Loopback does
+    /// not separate the users of one machine, hence the default `no`.
+    static func refusePath(_ name: String, client: ClientState, policy: KVServer.PathCommandPolicy) -> RESPValue? {
+        switch policy {
+        case .yes: return nil
+        case .local where client.isLocal: return nil
+        case .no, .local:
+            let hint = name == "KVSH.BACKUP" ? " Without a path, KVSH.BACKUP writes into the server's --backup-dir." : ""
+            return .error("ERR \(name) with a path is not allowed. If the enable-path-commands option is set to \"local\", "
+                          + "you can run it from a local connection, otherwise you need to restart kvsh serve with "
+                          + "--enable-path-commands local (or yes).\(hint)")
+        }
     }
 }

@@ -118,9 +118,10 @@ public enum CommandTable {
                     summary: "Write an image of the live data and start a new log, deleting the old log; reports sizes before and after. "
                         + "Also runs by itself in the background when the log outgrows the data.",
                     example: ":compact"),
-        CommandSpec(id: .backup, name: ":backup", aliases: [], arguments: "path", arity: 1...1,
+        CommandSpec(id: .backup, name: ":backup", aliases: [], arguments: "path [--force]", arity: 0...2,
                     summary: "Write a consistent backup of the store to one checksummed file while it keeps serving "
-                        + "(restore it with: kvsh restore PATH --data-dir DIR).",
+                        + "(restore it with: kvsh restore PATH --data-dir DIR). An existing file is replaced only with --force. "
+                        + "Connected to a server, without a path: into the server's --backup-dir.",
                     example: ":backup /backups/kvsh-today.kvbak"),
         CommandSpec(id: .check, name: ":check", aliases: [], arguments: "", arity: 0...0,
                     summary: "Verify every file of the store (headers, checksums, sequence numbers, image and log coverage) and print a report.",

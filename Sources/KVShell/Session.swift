@@ -255,7 +255,11 @@ public final class Session {
             flush()
             return .text(ShellText.describe(try store.checkpoint()))
         case .backup:
-            return .text(ShellText.describe(backup: try store.backup(to: arguments[0]), path: arguments[0]))
+            let (path, replace) = try Self.backupArguments(spec, arguments)
+            guard let path else {
+                throw CommandError.other(":backup needs a path here (without one, a server started with --backup-dir writes into it)")
+            }
+            return .text(ShellText.describe(backup: try store.backup(to: path, replace: replace), path: path))
         case .check:
             flush()
             let report = try store.check()
@@ -268,11 +272,20 @@ public final class Session {
         }
     }
 
+    /// `:backup [path] [--force]`: the path (nil if none) and whether to replace an existing file.
+    static func backupArguments(_ spec: CommandSpec, _ arguments: [String]) throws -> (path: String?, replace: Bool) {
+        let replace = arguments.contains("--force")
+        let paths = arguments.filter { $0 != "--force" }
+        guard paths.count <= 1, arguments.count - paths.count <= 1 else { throw CommandError.syntax(spec) }
+        return (paths.first, replace)
+    }
+
     /// Runs a script file within this session (`:source`).
     public func source(_ path: String) throws {
         guard sourceDepth < Self.maxSourceDepth else {
             throw CommandError.other(":source nested more than \(Self.maxSourceDepth) deep (does a script source itself?)")
         }
+        try Paths.validate(path)
         let fd = open(path, O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else {
             throw CommandError.other("cannot open '\(path)': \(String(cString: strerror(errno)))")
@@ -429,8 +442,14 @@ extension Session {
         case .check: name = "KVSH.CHECK"
         default: throw CommandError.internalError("\(spec.name) does not run on the server")
         }
+        var sent = arguments
+        if spec.id == .backup {
+            // The shell's `--force` is the server's `FORCE`.
+            let (path, replace) = try Self.backupArguments(spec, arguments)
+            sent = (path.map { [$0] } ?? []) + (replace ? ["FORCE"] : [])
+        }
         let text: String
-        switch try client.call([Array(name.utf8)] + arguments.map { Array($0.utf8) }) {
+        switch try client.call([Array(name.utf8)] + sent.map { Array($0.utf8) }) {
         case .error(let message): throw CommandError(message: message)
         case .bulkString(let bytes): text = String(decoding: bytes, as: UTF8.self)
         case let other: throw CommandError.other("unexpected reply to \(name): \(other)")

@@ -4,56 +4,33 @@ import Glibc
 import Musl
 #endif
 
-/// Periodic backups: every `interval`, a backup of the store into `directory`, named by the time it was
-/// taken (`kvsh-backup-20261126T153000Z.kvbak`), keeping the newest `keep`. A failed backup is reported
-/// and tried again at the next period; it never touches the store's own files.
-public final class BackupScheduler: Sendable {
+/// A directory of backups named by the time each was taken (`kvsh-backup-20261126T153000Z.kvbak`), of which the
+/// newest `keep` are kept: where periodic backups go, and `KVSH.BACKUP` without a path.
+public struct BackupDirectory: Sendable {
     public static let filePrefix = "kvsh-backup-"
     public static let fileSuffix = ".kvbak"
 
-    private let store: KVStore
-    private let directory: String
-    private let keep: Int
-    private let report: @Sendable (String) -> Void
-    private let timer = RepeatingTimer(label: "kvsh.backups")
+    public let path: String
+    public let keep: Int
 
-    /// Starts taking backups; the first one after `interval`.
-    /// - Parameter report: told about each backup taken and each failure.
-    public init(store: KVStore, directory: String, interval: Duration, keep: Int, report: @escaping @Sendable (String) -> Void) {
-        self.store = store
-        self.directory = directory
+    public init(path: String, keep: Int) {
+        self.path = path
         self.keep = max(1, keep)
-        self.report = report
-        let (seconds, attoseconds) = interval.components
-        let milliseconds = max(1, Int(seconds) * 1000 + Int(attoseconds / 1_000_000_000_000_000))
-        timer.start(every: .milliseconds(milliseconds)) { [weak self] in
-            guard let self else { return }
-            do {
-                let (path, summary) = try self.backupNow()
-                self.report("backup \(path): \(summary.entries) keys through sequence \(summary.sequence), \(summary.bytes) bytes")
-            } catch {
-                self.report("backup into \(self.directory) failed (will try again next period): \(error)")
-            }
-        }
     }
 
-    public func stop() {
-        timer.stop()
-    }
-
-    /// Takes one backup now and applies the retention rule; returns the new file's path.
-    public func backupNow() throws -> (path: String, summary: ImageSummary) {
-        try DataDirectory.prepare(directory)
-        let path = try freshPath()
-        let summary = try store.backup(to: path)
+    /// Takes one backup of `store` now and applies the retention rule; returns the new file's path.
+    public func takeBackup(of store: KVStore) throws -> (path: String, summary: ImageSummary) {
+        try DataDirectory.prepare(path)
+        let file = try freshPath()
+        let summary = try store.backup(to: file)
         let backups = try existingBackups()
-        for old in backups.dropLast(keep) { unlink(DataDirectory.join(directory, old)) }
-        return (path, summary)
+        for old in backups.dropLast(keep) { unlink(DataDirectory.join(path, old)) }
+        return (file, summary)
     }
 
-    /// Backup file names in `directory`, oldest first (the names sort by time).
+    /// Backup file names in the directory, oldest first (the names sort by time).
     public func existingBackups() throws -> [String] {
-        try DataDirectory.names(in: directory)
+        try DataDirectory.names(in: path)
             .filter { $0.hasPrefix(Self.filePrefix) && $0.hasSuffix(Self.fileSuffix) }
             .sorted()
     }
@@ -76,6 +53,43 @@ public final class BackupScheduler: Sendable {
             name = Self.filePrefix + stamp + (counter < 10 ? "_0" : "_") + "\(counter)" + Self.fileSuffix
             counter += 1
         }
-        return DataDirectory.join(directory, name)
+        return DataDirectory.join(path, name)
+    }
+}
+
+/// Periodic backups: every `interval`, a backup of the store into a ``BackupDirectory``. A failed backup is
+/// reported and tried again at the next period; it never touches the store's own files.
+public final class BackupScheduler: Sendable {
+    private let store: KVStore
+    public let directory: BackupDirectory
+    private let report: @Sendable (String) -> Void
+    private let timer = RepeatingTimer(label: "kvsh.backups")
+
+    /// Starts taking backups; the first one after `interval`.
+    /// - Parameter report: told about each backup taken and each failure.
+    public init(store: KVStore, directory: BackupDirectory, interval: Duration, report: @escaping @Sendable (String) -> Void) {
+        self.store = store
+        self.directory = directory
+        self.report = report
+        let (seconds, attoseconds) = interval.components
+        let milliseconds = max(1, Int(seconds) * 1000 + Int(attoseconds / 1_000_000_000_000_000))
+        timer.start(every: .milliseconds(milliseconds)) { [weak self] in
+            guard let self else { return }
+            do {
+                let (path, summary) = try self.backupNow()
+                self.report("backup \(path): \(summary.entries) keys through sequence \(summary.sequence), \(summary.bytes) bytes")
+            } catch {
+                self.report("backup into \(self.directory.path) failed (will try again next period): \(error)")
+            }
+        }
+    }
+
+    public func stop() {
+        timer.stop()
+    }
+
+    /// Takes one backup now and applies the retention rule; returns the new file's path.
+    public func backupNow() throws -> (path: String, summary: ImageSummary) {
+        try directory.takeBackup(of: store)
     }
 }

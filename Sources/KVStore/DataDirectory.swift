@@ -12,7 +12,13 @@ enum DataDirectory {
     static let imageSuffix = ".image"
 
     /// Creates `path` (and missing parents) if needed; fails if it exists as something other than a directory.
+    /// The directory itself is created readable by its owner only (`0700`): it holds every value.
     static func prepare(_ path: String) throws {
+        try Paths.validate(path)
+        try prepare(path, mode: 0o700)
+    }
+
+    private static func prepare(_ path: String, mode: mode_t) throws {
         var info = stat()
         if stat(path, &info) == 0 {
             guard (info.st_mode & S_IFMT) == S_IFDIR else { throw StoreError.notADirectory(path: path) }
@@ -20,14 +26,31 @@ enum DataDirectory {
         }
         guard errno == ENOENT else { throw StoreError.io(operation: "stat", path: path, errno: errno) }
         let parent = parentDirectory(of: path)
-        if parent != path { try prepare(parent) }
-        if mkdir(path, 0o755) != 0 {
+        if parent != path { try prepare(parent, mode: 0o755) }
+        if mkdir(path, mode) != 0 {
             guard errno == EEXIST else { throw StoreError.io(operation: "create directory", path: path, errno: errno) }
             // Something appeared there: another process made the directory (fine), or it is a dangling symlink.
             guard stat(path, &info) == 0, (info.st_mode & S_IFMT) == S_IFDIR else { throw StoreError.notADirectory(path: path) }
             return
         }
         try POSIX.fsyncDirectory(parent)
+    }
+
+    /// Refuses a data directory that another user can write, as ssh refuses such key files: whoever can create
+    /// files in it can plant a link named like a store file (`LOCK`, the next log) and aim kvsh's writes at a
+    /// file of theirs choosing. Store files are also opened with `O_NOFOLLOW`, but a directory open to others
+    /// leaves other ways in (replacing a file between two opens). World-writable, or owned by someone other than
+    /// this user and root, is refused.
+    static func checkNotWritableByOthers(_ path: String) throws {
+        var info = stat()
+        guard stat(path, &info) == 0 else { throw StoreError.io(operation: "stat", path: path, errno: errno) }
+        if info.st_mode & S_IWOTH != 0 {
+            throw StoreError.unsafeDirectory(path: path, reason: "can be written by every user (mode \(String(info.st_mode & 0o7777, radix: 8)))")
+        }
+        let user = geteuid()
+        if info.st_uid != user && info.st_uid != 0 {
+            throw StoreError.unsafeDirectory(path: path, reason: "belongs to another user (uid \(info.st_uid), while kvsh runs as uid \(user))")
+        }
     }
 
     static func parentDirectory(of path: String) -> String {
@@ -119,26 +142,72 @@ enum DataDirectory {
 
 /// An exclusive `flock` on the data directory's LOCK file, held for as long as the store is open. The kernel
 /// drops it when the process dies, so a crash never leaves a stale lock behind. The file holds the holder's pid.
+///
+/// A store on a read-only file system, or in a directory this user may not write, can still be opened for
+/// reading: the lock is then shared (readers exclude a writer, not each other) and ``readOnlyReason`` says why.
 public struct DirectoryLock: Sendable {
+    /// The LOCK file's descriptor; -1 for a read-only store that has no LOCK file (nothing else writes it either).
     let fd: Int32
+    /// Why the store can only be read; nil when the lock is exclusive.
+    public let readOnlyReason: String?
 
-    /// Takes the lock of the data directory `directory`, which must exist.
+    /// Takes the lock of the data directory `directory`, which must exist and must not be writable by other users
+    /// (``StoreError/unsafeDirectory(path:reason:)``).
+    /// - Parameter allowReadOnly: when the directory cannot be written, take a shared lock instead of failing.
     /// - Throws: ``StoreError/locked(directory:holderPID:)`` when another process holds it.
-    public init(directory: String) throws {
+    public init(directory: String, allowReadOnly: Bool = false) throws {
+        (fd, readOnlyReason) = try Self.acquire(directory: directory, allowReadOnly: allowReadOnly)
+    }
+
+    private static func acquire(directory: String, allowReadOnly: Bool) throws -> (fd: Int32, readOnlyReason: String?) {
+        try Paths.validate(directory)
+        try DataDirectory.checkNotWritableByOthers(directory)
         let path = DataDirectory.join(directory, DataDirectory.lockFileName)
-        fd = try POSIX.open(path, O_RDWR | O_CREAT)
-        guard flock(fd, LOCK_EX | LOCK_NB) == 0 else {
-            let code = errno
-            defer { close(fd) }
-            guard code == EWOULDBLOCK else { throw StoreError.io(operation: "lock", path: path, errno: code) }
-            throw StoreError.locked(directory: directory, holderPID: Self.readPID(fd))
-        }
-        let pid = Array("\(getpid())\n".utf8)
-        try POSIX.truncate(fd, to: 0, path: path)
-        try pid.withUnsafeBytes { bytes in
-            guard pwrite(fd, bytes.baseAddress, bytes.count, 0) == bytes.count else {
-                throw StoreError.io(operation: "write", path: path, errno: errno)
+        var refusal: (operation: String, path: String, errno: Int32)
+        if access(directory, W_OK) != 0 {
+            refusal = ("write in", directory, errno)
+        } else {
+            do {
+                let fd = try POSIX.open(path, O_RDWR | O_CREAT | O_NOFOLLOW)
+                try lock(fd, exclusive: true, directory: directory, path: path)
+                try writePID(fd, path: path)
+                return (fd, nil)
+            } catch StoreError.io(let operation, let failedPath, let code) where [EROFS, EACCES, EPERM].contains(code) {
+                refusal = (operation, failedPath, code)
             }
+        }
+        guard allowReadOnly else { throw StoreError.io(operation: refusal.operation, path: refusal.path, errno: refusal.errno) }
+        let reason = "cannot \(refusal.operation) '\(refusal.path)': \(systemErrorMessage(refusal.errno))"
+        let fd: Int32
+        do {
+            fd = try POSIX.open(path, O_RDONLY | O_NOFOLLOW)
+        } catch StoreError.io(_, _, let code) where code == ENOENT {
+            return (-1, reason)  // never opened for writing here, and nobody can create the file now
+        }
+        try lock(fd, exclusive: false, directory: directory, path: path)
+        return (fd, reason)
+    }
+
+    private static func lock(_ fd: Int32, exclusive: Bool, directory: String, path: String) throws {
+        guard flock(fd, (exclusive ? LOCK_EX : LOCK_SH) | LOCK_NB) != 0 else { return }
+        let code = errno
+        defer { close(fd) }
+        guard code == EWOULDBLOCK else { throw StoreError.io(operation: "lock", path: path, errno: code) }
+        throw StoreError.locked(directory: directory, holderPID: readPID(fd))
+    }
+
+    private static func writePID(_ fd: Int32, path: String) throws {
+        let pid = Array("\(getpid())\n".utf8)
+        do {
+            try POSIX.truncate(fd, to: 0, path: path)
+            try pid.withUnsafeBytes { bytes in
+                guard pwrite(fd, bytes.baseAddress, bytes.count, 0) == bytes.count else {
+                    throw StoreError.io(operation: "write", path: path, errno: errno)
+                }
+            }
+        } catch {
+            close(fd)
+            throw error
         }
     }
 
@@ -149,8 +218,10 @@ public struct DirectoryLock: Sendable {
         return Int32(String(decoding: buffer[..<count], as: UTF8.self).trimmingTrailingNewline())
     }
 
+    public var isReadOnly: Bool { readOnlyReason != nil }
+
     public func release() {
-        close(fd)
+        if fd >= 0 { close(fd) }
     }
 }
 

@@ -19,15 +19,25 @@ enum ImageFile {
     /// is reported at the offset of its block.
     static let blockSize = 256 << 10
 
-    /// Writes `index` as an image covering writes through `sequence`, durably and atomically: to `path.tmp`,
-    /// fsync, rename over `path`, fsync the directory. A crash leaves either no file at `path` or a whole one.
-    static func write(_ index: OrderedIndex, sequence: UInt64, to path: String) throws -> ImageSummary {
-        let temporary = path + ".tmp"
-        // A fresh file, never one already there: a leftover temporary is removed first (unlink removes a symlink
-        // itself), and O_EXCL | O_NOFOLLOW refuse whatever appears meanwhile, so no link can aim the write at
-        // another file (the store's log, say).
-        unlink(temporary)
-        let fd = try POSIX.open(temporary, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW)
+    /// Writes `index` as an image covering writes through `sequence`, durably and atomically: to a temporary
+    /// file, fsync, move it to `path`, fsync the directory. A crash leaves either no file at `path` or a whole one.
+    /// - Parameter replace: replace whatever is at `path` (checkpoints, a restore, `--force`). Without it the
+    ///   temporary is linked to `path`, which fails if anything is there, so an existing file is never replaced,
+    ///   not even one that appears while the image is written.
+    static func write(_ index: OrderedIndex, sequence: UInt64, to path: String, replace: Bool = true) throws -> ImageSummary {
+        // A fresh file, never one already there: O_EXCL | O_NOFOLLOW refuse whatever is at the name, so no link
+        // can aim the write at another file (the store's log, say). A checkpoint's temporary has a fixed name,
+        // which opening the store removes after a crash; a leftover is removed first (unlink removes a symlink
+        // itself). Other temporaries get a name of their own, so that no file of someone else's is removed.
+        let temporary: String
+        let fd: Int32
+        if replace {
+            temporary = path + ".tmp"
+            unlink(temporary)
+            fd = try POSIX.open(temporary, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW)
+        } else {
+            (temporary, fd) = try createUniqueTemporary(beside: path)
+        }
         var summary = ImageSummary(sequence: sequence, entries: 0, bytes: 0)
         do {
             defer { close(fd) }
@@ -74,19 +84,43 @@ enum ImageFile {
             unlink(temporary)
             throw error
         }
-        guard rename(temporary, path) == 0 else {
-            let code = errno
-            unlink(temporary)
-            throw StoreError.io(operation: "rename", path: temporary, errno: code)
+        if replace {
+            guard rename(temporary, path) == 0 else {
+                let code = errno
+                unlink(temporary)
+                throw StoreError.io(operation: "rename", path: temporary, errno: code)
+            }
+        } else {
+            defer { unlink(temporary) }
+            guard link(temporary, path) == 0 else {
+                let code = errno
+                if code == EEXIST { throw StoreError.fileExists(path: path) }
+                throw StoreError.io(operation: "link", path: path, errno: code)
+            }
         }
         try POSIX.fsyncDirectory(DataDirectory.parentDirectory(of: path))
         return summary
     }
 
+    /// Creates `path.<random>.tmp`, a name nobody else uses, exclusively.
+    private static func createUniqueTemporary(beside path: String) throws -> (path: String, fd: Int32) {
+        var generator = SystemRandomNumberGenerator()
+        while true {
+            let candidate = path + "." + String(generator.next() as UInt64, radix: 36) + ".tmp"
+            do {
+                return (candidate, try POSIX.open(candidate, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW))
+            } catch StoreError.io(_, _, let code) where code == EEXIST {
+                continue
+            }
+        }
+    }
+
     /// Reads the image at `path` into `index`, verifying every block. Any damage is corruption: an image is
     /// never written in place, so unlike a log it has no torn tail.
-    static func read(_ path: String, into index: inout OrderedIndex) throws -> ImageSummary {
-        try MappedFile.withContents(of: path) { mapped in
+    /// - Parameter followSymlinks: follow a link at `path` (a backup the user names); a store's own image is
+    ///   opened with `O_NOFOLLOW`.
+    static func read(_ path: String, into index: inout OrderedIndex, followSymlinks: Bool = false) throws -> ImageSummary {
+        try MappedFile.withContents(of: path, followSymlinks: followSymlinks) { mapped in
             let file = mapped.bytes
             let sequence: UInt64
             switch LogReader.decodeHeader(file, magic: LogFormat.imageMagic) {

@@ -99,7 +99,7 @@ extension KVStore {
             let fd: Int32
             do {
                 try Self.createLogFile(path, firstSequence: sequence + 1, directory: directory)
-                fd = try POSIX.open(path, O_WRONLY | O_APPEND)
+                fd = try POSIX.open(path, O_WRONLY | O_APPEND | O_NOFOLLOW)
             } catch {
                 // Writes carry on in the old file: a new file left behind would disagree with it at open.
                 unlink(path)
@@ -165,21 +165,28 @@ extension KVStore {
 
     /// Writes a consistent image of the store as it is now to `path` (one self-describing, checksummed file),
     /// while reads and writes go on. The file appears at `path` only once complete and durable.
-    public func backup(to path: String) throws -> ImageSummary {
-        if let target = DataDirectory.resolved(DataDirectory.parentDirectory(of: path)),
-           target == DataDirectory.resolved(directory) {
-            throw StoreError.backupInsideStore(path: path, directory: directory)
+    ///
+    /// The path is resolved first (its directory's links, `.` and `..`), and a backup whose directory is the data
+    /// directory or lies inside it is refused, whatever spelling reaches it.
+    /// - Parameter replace: replace a file already at `path`; without it, an existing file is an error
+    ///   (``StoreError/fileExists(path:)``) and is left as it was.
+    public func backup(to path: String, replace: Bool = false) throws -> ImageSummary {
+        let target = try Paths.resolveNewFile(path)
+        guard let store = DataDirectory.resolved(directory) else {
+            throw StoreError.io(operation: "resolve", path: directory, errno: errno)
         }
+        if Paths.isWithin(target.directory, store) { throw StoreError.backupInsideStore(path: path, directory: directory) }
         let (snapshot, sequence) = state.withLock { ($0.index, $0.nextSequence - 1) }
-        return try ImageFile.write(snapshot, sequence: sequence, to: path)
+        return try ImageFile.write(snapshot, sequence: sequence, to: target.path, replace: replace)
     }
 
     /// Creates the store in `directory` from a backup made by ``backup(to:)``, after checking all of it.
     /// Refuses a directory that holds a store (or anything else) unless `force` is set; with `force`, the
     /// store files there are replaced and other files are left alone.
     public static func restore(backup path: String, into directory: String, force: Bool) throws -> ImageSummary {
+        try Paths.validate(path)
         var index = OrderedIndex()
-        let backup = try ImageFile.read(path, into: &index)
+        let backup = try ImageFile.read(path, into: &index, followSymlinks: true)
         try DataDirectory.prepare(directory)
         let lock = try DirectoryLock(directory: directory)
         defer { lock.release() }
@@ -226,7 +233,7 @@ extension KVStore {
                     }
                     file.size += buffer.count
                     var index = OrderedIndex()
-                    let replay = try Self.replay(directory: directory, into: &index)
+                    let replay = try Self.replay(directory: directory, into: &index, readOnly: readOnlyReason != nil)
                     guard replay.nextSequence == state.nextSequence else {
                         throw StoreError.corruption(file: replay.activePath, offset: replay.activeSize,
                                                     reason: "log ends at sequence \(replay.nextSequence - 1) but \(state.nextSequence - 1) writes were made")
@@ -265,10 +272,13 @@ extension KVStore {
     /// Loads the newest image of `directory` into `index` and replays the log files from its number on,
     /// cutting a torn tail off the last one; creates the first log file of a new store; deletes files a
     /// crash left behind that the image covers.
-    static func replay(directory: String, into index: inout OrderedIndex) throws -> Replay {
+    ///
+    /// With `readOnly`, changes nothing on disk: a torn tail is skipped rather than cut, covered files stay, and a
+    /// store without a log file replays as empty.
+    static func replay(directory: String, into index: inout OrderedIndex, readOnly: Bool = false) throws -> Replay {
         let clock = ContinuousClock()
         let start = clock.now
-        try DataDirectory.removeTemporaryFiles(in: directory)
+        if !readOnly { try DataDirectory.removeTemporaryFiles(in: directory) }
         var report = ReplayReport(keys: 0, imageFile: nil, imageBytes: 0, records: 0, logFiles: 0, logBytes: 0,
                                   tornTail: nil, duration: .zero)
         var nextSequence: UInt64 = 1
@@ -286,6 +296,12 @@ extension KVStore {
         files.removeAll { $0.number < firstLogNumber }
         if files.isEmpty {
             let path = DataDirectory.join(directory, DataDirectory.logFileName(firstLogNumber))
+            if readOnly {
+                report.keys = index.count
+                report.duration = clock.now - start
+                return Replay(report: report, activeNumber: firstLogNumber, activePath: path,
+                              activeSize: LogFormat.fileHeaderSize, nextSequence: nextSequence)
+            }
             try createLogFile(path, firstSequence: nextSequence, directory: directory)
             files = [(firstLogNumber, path)]
         }
@@ -298,12 +314,12 @@ extension KVStore {
             }
             if scan.validLength == 0 {
                 // Only the last file can get here: its header never made it to disk. Write it again.
-                try createLogFile(file.path, firstSequence: nextSequence, directory: directory)
+                if !readOnly { try createLogFile(file.path, firstSequence: nextSequence, directory: directory) }
                 scan.firstSequence = nextSequence
                 scan.nextSequence = nextSequence
                 scan.validLength = LogFormat.fileHeaderSize
-            } else if let tail = scan.tornTail {
-                let fd = try POSIX.open(file.path, O_WRONLY)
+            } else if let tail = scan.tornTail, !readOnly {
+                let fd = try POSIX.open(file.path, O_WRONLY | O_NOFOLLOW)
                 defer { Glibc.close(fd) }
                 try POSIX.truncate(fd, to: tail.offset, path: file.path)
                 try POSIX.fsync(fd, path: file.path)
@@ -320,7 +336,7 @@ extension KVStore {
             nextSequence = scan.nextSequence
             activeSize = scan.validLength
         }
-        if !covered.isEmpty {
+        if !covered.isEmpty && !readOnly {
             for path in covered { unlink(path) }
             try POSIX.fsyncDirectory(directory)
         }
@@ -333,7 +349,7 @@ extension KVStore {
 
     /// Creates (or overwrites) a log file holding just a header, durably: file fsync, then directory fsync.
     static func createLogFile(_ path: String, firstSequence: UInt64, directory: String) throws {
-        let fd = try POSIX.open(path, O_WRONLY | O_CREAT | O_TRUNC)
+        let fd = try POSIX.open(path, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW)
         defer { Glibc.close(fd) }
         try LogFormat.fileHeader(firstSequence: firstSequence).withUnsafeBytes { try POSIX.writeAll(fd, $0, path: path) }
         try POSIX.fsync(fd, path: path)

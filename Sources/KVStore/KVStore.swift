@@ -49,6 +49,9 @@ public final class KVStore: Sendable {
     public var syncPolicy: SyncPolicy { options.syncPolicy }
     /// What the replay at open found (records, bytes, a torn tail that was cut).
     public let openReport: ReplayReport
+    /// Why the store was opened read-only (a read-only file system, or a directory this user may not write);
+    /// nil when it can be written. A read-only store answers reads and refuses every write.
+    public let readOnlyReason: String?
 
     /// The index and the not-yet-written tail of the log. Held briefly by every read and write.
     let state: Mutex<State>
@@ -76,15 +79,19 @@ public final class KVStore: Sendable {
         var failure: String?
         /// Set by `close()`; from then on writes are refused.
         var closed = false
+        /// Set for a store opened read-only: every write is refused with it.
+        var readOnly: StoreError?
 
         /// Throws if writes are refused.
         func checkWritable() throws {
             if closed { throw StoreError.closed }
+            if let readOnly { throw readOnly }
             if let failure { throw StoreError.writesDisabled(cause: failure) }
         }
     }
 
     struct LogFile: ~Copyable {
+        /// The active log file, open for appending; -1 in a read-only store.
         var fd: Int32
         /// The active log file's number and path, and its size including records not yet written.
         var number: Int
@@ -112,27 +119,31 @@ public final class KVStore: Sendable {
     }
 
     /// Opens (creating if needed) the store in `directory`, takes its lock, loads its newest image and replays
-    /// the log after it.
+    /// the log after it. A directory that cannot be written (read-only file system, no permission) is opened
+    /// read-only (see ``readOnlyReason``); one that other users can write is refused.
     public init(directory: String, options: Options) throws {
         self.directory = directory
         self.options = options
         let syncPolicy = options.syncPolicy
         try DataDirectory.prepare(directory)
-        let lock = try DirectoryLock(directory: directory)
+        let lock = try DirectoryLock(directory: directory, allowReadOnly: true)
+        readOnlyReason = lock.readOnlyReason
         do {
             var index = OrderedIndex()
-            let replay = try Self.replay(directory: directory, into: &index)
-            let fd = try POSIX.open(replay.activePath, O_WRONLY | O_APPEND)
+            let replay = try Self.replay(directory: directory, into: &index, readOnly: lock.isReadOnly)
+            let fd = lock.isReadOnly ? -1 : try POSIX.open(replay.activePath, O_WRONLY | O_APPEND | O_NOFOLLOW)
             openReport = replay.report
-            state = Mutex(State(index: index, nextSequence: replay.nextSequence,
-                                writtenThrough: replay.nextSequence - 1, syncedThrough: replay.nextSequence - 1))
+            var initial = State(index: index, nextSequence: replay.nextSequence,
+                                writtenThrough: replay.nextSequence - 1, syncedThrough: replay.nextSequence - 1)
+            initial.readOnly = lock.readOnlyReason.map { StoreError.readOnly(directory: directory, reason: $0) }
+            state = Mutex(initial)
             log = Mutex(LogFile(fd: fd, number: replay.activeNumber, path: replay.activePath, size: replay.activeSize,
                                 imageBytes: replay.report.imageBytes, lock: lock))
         } catch {
             lock.release()
             throw error
         }
-        backgroundSync = syncPolicy == .everysec ? RepeatingTimer(label: "kvsh.background-fsync") : nil
+        backgroundSync = syncPolicy == .everysec && !lock.isReadOnly ? RepeatingTimer(label: "kvsh.background-fsync") : nil
         // A failed fsync here marks the store failed; the next write or commit reports it.
         backgroundSync?.start(every: .seconds(1)) { [weak self] in
             try? self?.syncInBackground()
@@ -140,7 +151,7 @@ public final class KVStore: Sendable {
     }
 
     deinit {
-        close()
+        try? close()
     }
 
     // MARK: Reads
@@ -267,19 +278,31 @@ public final class KVStore: Sendable {
 
     /// Writes and fsyncs everything, stops the background syncer and releases the directory lock.
     /// Calling it again does nothing.
-    public func close() {
+    ///
+    /// - Throws: the ``StoreError`` of the final write or fsync, or ``StoreError/writesDisabled(cause:)`` if an
+    ///   earlier one failed: writes made since the last successful commit may then not be on disk, and whoever
+    ///   closes the store must say so (the shell and the server exit with status 1). The lock is released anyway.
+    public func close() throws {
         backgroundSync?.stop()
         // Refuse new writes first, so none can slip in between the last flush and closing the file; then let a
         // running checkpoint finish (a new one will not start on a closed store).
         state.withLock { $0.closed = true }
         maintenance.withLock { _ in }
-        try? flush(through: lastSequence, fsync: true)
+        var failure: Error?
+        do {
+            try flush(through: lastSequence, fsync: true)  // throws writesDisabled after an earlier failure
+        } catch StoreError.closed {
+            return  // closed before: reported then
+        } catch {
+            failure = error
+        }
         log.withLock { file in
             guard let lock = file.lock else { return }
-            Glibc.close(file.fd)
+            if file.fd >= 0 { Glibc.close(file.fd) }
             lock.release()
             file.lock = nil
         }
+        if let failure { throw failure }
     }
 
     var lastSequence: UInt64 { state.withLock { $0.nextSequence - 1 } }

@@ -24,6 +24,7 @@ public enum LogImporter {
     }
 
     public static func importLog(at path: String, into store: KVStore) throws -> Summary {
+        try Paths.validate(path)
         let clock = ContinuousClock()
         let start = clock.now
         var (operations, summary) = try read(path)
@@ -56,7 +57,7 @@ public enum LogImporter {
         }
         var summary = Summary(source: path, format: "kvsh log")
         for (position, file) in files.enumerated() {
-            let scan = try LogReader.scan(path: file, tornTailAllowed: position == files.count - 1) { _, record in
+            let scan = try LogReader.scan(path: file, tornTailAllowed: position == files.count - 1, followSymlinks: true) { _, record in
                 operations.append(LogOperation(record))
                 switch record {
                 case .set: summary.sets += 1

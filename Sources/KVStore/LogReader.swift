@@ -38,9 +38,10 @@ public struct TornTail: Equatable, Sendable, CustomStringConvertible {
 enum LogReader {
     /// Calls `apply` for every good record of `path` in order and returns what the file holds.
     /// - Parameter tornTailAllowed: whether a damaged end may be reported as a torn tail instead of corruption.
-    static func scan(path: String, tornTailAllowed: Bool,
+    /// - Parameter followSymlinks: follow a link at `path`; only for logs outside a data directory (an import).
+    static func scan(path: String, tornTailAllowed: Bool, followSymlinks: Bool = false,
                      apply: (UInt64, LogRecordView) throws -> Void) throws -> LogFileScan {
-        try MappedFile.withContents(of: path) { mapped in
+        try MappedFile.withContents(of: path, followSymlinks: followSymlinks) { mapped in
             try scan(mapped, path: path, tornTailAllowed: tornTailAllowed, apply: apply)
         }
     }

@@ -14,7 +14,10 @@ func systemErrorMessage(_ code: Int32) -> String {
 /// Thin wrappers over the POSIX calls the store needs, turning failures into `StoreError.io`.
 /// They retry on EINTR, so a signal (Ctrl-C in the shell) never turns into a failed write.
 enum POSIX {
-    static func open(_ path: String, _ flags: Int32, mode: mode_t = 0o644) throws -> Int32 {
+    /// Opens `path`; a file it creates is readable and writable by its owner only (the store's logs, images and
+    /// backups hold every value).
+    static func open(_ path: String, _ flags: Int32, mode: mode_t = 0o600) throws -> Int32 {
+        try Paths.validate(path)
         while true {
             let fd = Glibc.open(path, flags | O_CLOEXEC, mode)
             if fd >= 0 { return fd }
@@ -95,8 +98,10 @@ final class MappedFile {
     private init(bytes: UnsafeRawBufferPointer) { self.bytes = bytes }
 
     /// Maps `path` and passes it to `body`; unmaps it afterwards. An empty file maps to an empty buffer.
-    static func withContents<T>(of path: String, _ body: (MappedFile) throws -> T) throws -> T {
-        let fd = try POSIX.open(path, O_RDONLY)
+    /// - Parameter followSymlinks: whether a symbolic link at `path` is followed. Not for the store's own files: a
+    ///   link planted in a data directory must not make kvsh read (or, at the next step, write) another file.
+    static func withContents<T>(of path: String, followSymlinks: Bool = false, _ body: (MappedFile) throws -> T) throws -> T {
+        let fd = try POSIX.open(path, O_RDONLY | (followSymlinks ? 0 : O_NOFOLLOW))
         defer { close(fd) }
         let size = try POSIX.size(fd, path: path)
         guard size > 0 else { return try body(MappedFile(bytes: UnsafeRawBufferPointer(start: nil, count: 0))) }

@@ -349,7 +349,7 @@ public enum StoreChecker {
             summary.actions.append("wrote the header of \(name) again (first sequence \(sequence)), dropping \(cut.bytes) bytes")
             summary.message = "wrote the torn header of \(name) again"
         } else {
-            let fd = try POSIX.open(cut.path, O_WRONLY)
+            let fd = try POSIX.open(cut.path, O_WRONLY | O_NOFOLLOW)
             defer { close(fd) }
             try POSIX.truncate(fd, to: cut.offset, path: cut.path)
             try POSIX.fsync(fd, path: cut.path)
@@ -406,14 +406,14 @@ public enum StoreChecker {
                 case let code: throw StoreError.io(operation: "link", path: candidate, errno: code)
                 }
             }
-            let target = Glibc.open(candidate, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)
+            let target = Glibc.open(candidate, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o600)
             if target < 0 {
                 if errno == EEXIST { continue }
                 throw StoreError.io(operation: "create", path: candidate, errno: errno)
             }
             do {
                 defer { close(target) }
-                let source = try POSIX.open(path, O_RDONLY)
+                let source = try POSIX.open(path, O_RDONLY | O_NOFOLLOW)
                 defer { close(source) }
                 var buffer = [UInt8](repeating: 0, count: 1 << 20)
                 var offset = 0

@@ -22,6 +22,14 @@ public enum StoreError: Error, Equatable, Sendable, CustomStringConvertible {
     case badImport(file: String, line: Int?, reason: String)
     /// A backup was asked for inside the store's own data directory.
     case backupInsideStore(path: String, directory: String)
+    /// A path given by a user, a client or a file cannot be used (a NUL byte, no file name, no such directory).
+    case invalidPath(path: String, reason: String)
+    /// A backup would replace a file that is already there.
+    case fileExists(path: String)
+    /// The data directory can be written by others, who could then plant links to other files in it.
+    case unsafeDirectory(path: String, reason: String)
+    /// The store was opened read-only (no write permission, or a read-only file system).
+    case readOnly(directory: String, reason: String)
 
     public var description: String {
         switch self {
@@ -48,7 +56,16 @@ public enum StoreError: Error, Equatable, Sendable, CustomStringConvertible {
             let place = line.map { "\(file): line \($0)" } ?? file
             return "\(place): \(reason); nothing was imported"
         case .backupInsideStore(let path, let directory):
-            return "backup '\(path)' would be written inside the data directory '\(directory)', where it could replace the store's own files; choose a path outside it"
+            return "backup '\(Paths.printable(path))' would be written inside the data directory '\(directory)', where it could replace the store's own files; choose a path outside it"
+        case .invalidPath(let path, let reason):
+            return "path '\(Paths.printable(path))' \(reason)"
+        case .fileExists(let path):
+            return "'\(Paths.printable(path))' already exists; choose another name, or pass --force to replace it"
+        case .unsafeDirectory(let path, let reason):
+            return "data directory '\(path)' \(reason): another user could plant links in it that make kvsh overwrite their targets; "
+                + "run chmod o-w '\(path)' (or use a directory of your own)"
+        case .readOnly(let directory, let reason):
+            return "the store in '\(directory)' is open read-only (\(reason)); writes are refused"
         }
     }
 }

@@ -103,6 +103,7 @@ struct Options: ParsableCommand {
         if let directory = dataDirectory, directory.isEmpty {
             throw ValidationError("--data-dir needs a directory path")
         }
+        for path in [dataDirectory, file, backupDirectory].compactMap({ $0 }) { try Paths.validate(path) }
         if (backupDirectory == nil) != (backupInterval == nil) {
             throw ValidationError("--backup-dir and --backup-every go together")
         }

@@ -41,10 +41,31 @@ struct ServeCommand: ParsableCommand {
     @Option(name: .customLong("compact-ratio"), help: ArgumentHelp("As for the shell.", valueName: "ratio"))
     var compactRatio: Double = 2
 
+    @Option(name: .customLong("enable-path-commands"), help: ArgumentHelp(
+        "Which clients may name a file of this machine (KVSH.BACKUP PATH, KVSH.REBUILD PATH): no (the default), "
+            + "local (loopback connections: every user of this machine) or yes (everyone who can connect).",
+        valueName: "no|local|yes"))
+    var pathCommands: KVServer.PathCommandPolicy = .no
+
+    @Option(name: .customLong("backup-dir"), help: ArgumentHelp(
+        "Where KVSH.BACKUP without a path writes (and --backup-every's backups go).", valueName: "dir"))
+    var backupDirectory: String?
+
+    @Option(name: .customLong("backup-every"), help: ArgumentHelp(
+        "Also take a backup into --backup-dir this often: 30s, 15m, 1h, 1d.", valueName: "interval"))
+    var backupInterval: Interval?
+
+    @Option(name: .customLong("backup-keep"), help: ArgumentHelp(
+        "How many backups to keep in --backup-dir (the newest).", valueName: "n"))
+    var backupKeep = 24
+
     func validate() throws {
         guard (0...65535).contains(port) else { throw ValidationError("--port must be between 0 and 65535") }
         guard maxclients >= 1 else { throw ValidationError("--maxclients must be at least 1") }
         if let threads, threads < 1 { throw ValidationError("--threads must be at least 1") }
+        if backupInterval != nil && backupDirectory == nil { throw ValidationError("--backup-every needs --backup-dir") }
+        if backupKeep < 1 { throw ValidationError("--backup-keep must be at least 1") }
+        if let backupDirectory { try Paths.validate(backupDirectory) }
     }
 
     func run() -> Int32 {
@@ -55,8 +76,10 @@ struct ServeCommand: ParsableCommand {
                                           compactionRatio: compactRatio,
                                           warningHandler: { logger.warning("\($0)") })
             let store = try KVStore(directory: dataDirectory.resolved, options: options)
-            defer { store.close() }
+            var closed = false
+            defer { if !closed { try? store.close() } }
             if let tail = store.openReport.tornTail { logger.warning("\(tail)") }
+            if let reason = store.readOnlyReason { logger.warning("opened read-only: \(reason); writes are refused") }
             // From here on SIGTERM and SIGINT ask for a clean stop. They are caught before the server starts, so
             // that one arriving while it starts (a supervisor stopping it at once) is not lost; until then they kill
             // the process, which keeps Ctrl-C responsive during a long replay (the store is safe either way).
@@ -76,10 +99,19 @@ struct ServeCommand: ParsableCommand {
             }
             defer { signals.forEach { $0.cancel() } }
             signals.forEach { _ in registered.wait() }
+            let backups = backupDirectory.map { BackupDirectory(path: $0, keep: backupKeep) }
+            let scheduler = backups.flatMap { backups in
+                backupInterval.map { interval in
+                    BackupScheduler(store: store, directory: backups, interval: interval.duration) { logger.info("\($0)") }
+                }
+            }
+            defer { scheduler?.stop() }
             let server: KVServer
             do {
                 var configuration = KVServer.Configuration(host: bind, port: port, maxClients: maxclients)
                 if let threads { configuration.threads = threads }
+                configuration.pathCommands = pathCommands
+                configuration.backupDirectory = backups
                 server = try KVServer(store: store, configuration: configuration, logger: logger)
             } catch {
                 throw ServeError(message: "cannot listen on \(bind):\(port): \(error)")
@@ -91,6 +123,15 @@ struct ServeCommand: ParsableCommand {
             }
             stopRequested.wait()
             server.shutdown()
+            scheduler?.stop()
+            closed = true
+            do {
+                try store.close()
+            } catch {
+                // The last writes may not be on disk: never report a clean stop then.
+                logger.error("closing the store failed: \(error)")
+                return ExitStatus.commandFailed
+            }
             return ExitStatus.success
         }
     }
@@ -102,6 +143,8 @@ extension ServeCommand {
         address.hasPrefix("127.") || address == "::1" || address.hasPrefix("::ffff:127.")
     }
 }
+
+extension KVServer.PathCommandPolicy: ExpressibleByArgument {}
 
 struct ServeError: Error, CustomStringConvertible {
     let message: String

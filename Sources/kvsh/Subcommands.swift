@@ -45,11 +45,15 @@ struct BackupCommand: ParsableCommand {
     @Argument(help: ArgumentHelp("Where to write the backup file.", valueName: "path"))
     var path: String
 
+    @Flag(help: "Replace a file already at PATH (without it, an existing file is never replaced).")
+    var force = false
+
     func run() -> Int32 {
         Subcommands.reportingErrors {
             let store = try KVStore(directory: dataDirectory.resolved, options: KVStore.Options(compactionRatio: 0))
-            defer { store.close() }
-            let summary = try store.backup(to: path)
+            defer { try? store.close() }
+            if let reason = store.readOnlyReason { printError("note: opened read-only (\(reason))") }
+            let summary = try store.backup(to: path, replace: force)
             print(ShellText.describe(backup: summary, path: path), terminator: "")
             return ExitStatus.success
         }
@@ -101,8 +105,9 @@ struct CheckCommand: ParsableCommand {
     func run() -> Int32 {
         Subcommands.reportingErrors {
             let directory = dataDirectory.resolved
-            let lock = try DirectoryLock(directory: directory)
+            let lock = try DirectoryLock(directory: directory, allowReadOnly: !repair)
             defer { lock.release() }
+            if let reason = lock.readOnlyReason { printError("note: checking read-only (\(reason))") }
             let report = repair ? try StoreChecker.repair(directory: directory, salvage: salvage)
                                 : try StoreChecker.check(directory: directory)
             print(report.description)

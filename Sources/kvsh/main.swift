@@ -85,6 +85,9 @@ if let server = options.server {
     if let tail = opened.openReport.tornTail {
         printError("warning: \(tail)")
     }
+    if let reason = opened.readOnlyReason {
+        printError("note: opened read-only (\(reason)); reads work, writes are refused")
+    }
     store = opened
     session = Session(store: opened, format: format)
     banner = "\(opened.count) keys in \(opened.directory)"
@@ -93,7 +96,8 @@ if let server = options.server {
 let backups = store.flatMap { store in
     options.backupDirectory.flatMap { directory in
         options.backupInterval.map { interval in
-            BackupScheduler(store: store, directory: directory, interval: interval.duration, keep: options.backupKeep ?? 24) { message in
+            BackupScheduler(store: store, directory: BackupDirectory(path: directory, keep: options.backupKeep ?? 24),
+                            interval: interval.duration) { message in
                 printError(message)
             }
         }
@@ -122,7 +126,13 @@ if !options.commandArguments.isEmpty {
 }
 
 backups?.stop()
-store?.close()
+do {
+    try store?.close()
+} catch {
+    // The final write or fsync failed (or an earlier one did): writes acknowledged since may not be on disk.
+    printError("closing the store failed: \(error)")
+    status = ExitStatus.commandFailed
+}
 session.client?.close()
 if !interactive && session.failedCommands > 0 { status = ExitStatus.commandFailed }
 if session.connectionLost { status = ExitStatus.commandFailed }

@@ -49,11 +49,11 @@ final class ServerProcess {
     let process: PipedProcess
     var address: String { "127.0.0.1:\(port)" }
 
-    init(_ sandbox: Sandbox, dataDir: String? = nil) throws {
+    init(_ sandbox: Sandbox, dataDir: String? = nil, options: [String] = []) throws {
         var lastFailure = ""
         for _ in 0..<3 {  // another test may take the free port before the server binds it
             let port = try freePort()
-            let process = try PipedProcess(arguments: ["serve", "--data-dir", dataDir ?? sandbox.path("server-data"), "--port", String(port)],
+            let process = try PipedProcess(arguments: ["serve", "--data-dir", dataDir ?? sandbox.path("server-data"), "--port", String(port)] + options,
                                            environment: sandbox.environment(), directory: sandbox.root)
             let deadline = ContinuousClock.now + .seconds(20)
             while ContinuousClock.now < deadline && process.isRunning && !accepting(port) {
@@ -244,7 +244,8 @@ struct ClientTests {
     @Test("the maintenance meta-commands run on the server and print what the shell prints")
     func maintenanceOverTheConnection() throws {
         let sandbox = try Sandbox()
-        let server = try ServerProcess(sandbox)
+        let backups = sandbox.path("backups")
+        let server = try ServerProcess(sandbox, options: ["--enable-path-commands", "local", "--backup-dir", backups])
         defer { _ = try? server.stop() }
         let setup = try sandbox.run(["--connect", server.address], input: Array("SET a 1\nSET b 2\nDEL b\n".utf8))
         #expect(setup.termination == .exited(0) && setup.stdoutLines == ["OK", "OK", "1"], "\(setup.summary)")
@@ -255,7 +256,7 @@ struct ClientTests {
         #expect(stats.stdout.text.contains("sync policy:     always") && stats.stdout.text.contains("last sequence:   3"), "\(stats.summary)")
 
         let backup = sandbox.path("copy.kvbak")
-        let script = ":check\n:compact\n:backup \(backup)\n:rebuild\n:stats\n:backup\n"
+        let script = ":check\n:compact\n:backup \(backup)\n:rebuild\n:stats\n:backup \(backup)\n:backup\n:backup a b\n"
         let result = try sandbox.run(["--connect", server.address, "--format", "json"], input: Array(script.utf8))
         #expect(result.termination == .exited(1), "\(result.summary)")
         let text = result.stdout.text
@@ -264,7 +265,12 @@ struct ClientTests {
         #expect(text.contains("\nbackup written to \(backup): 1 key through sequence 3"), "\(result.summary)")
         #expect(text.contains("\nrebuilt from the log: 1 key"), "\(result.summary)")
         #expect(exists(backup), "no backup file at \(backup)")
-        #expect(result.stderrLines == ["kvsh: line 6: ERR wrong number of arguments for ':backup' (usage: :backup path)"], "\(result.summary)")
+        // Without a path, into the server's --backup-dir; an existing file is not replaced without --force.
+        #expect(text.contains("\nbackup written to \(backups)/kvsh-backup-"), "\(result.summary)")
+        #expect(result.stderrLines == ["kvsh: line 6: ERR '\(backup)' already exists; choose another name, or pass --force to replace it",
+                                       "kvsh: line 8: ERR syntax error (usage: :backup path [--force])"], "\(result.summary)")
+        let forced = try sandbox.run(["--connect", server.address, ":backup", backup, "--force"])
+        #expect(forced.termination == .exited(0) && forced.stdout.text.hasPrefix("backup written to \(backup)"), "\(forced.summary)")
     }
 
     @Test("an interactive shell connected to a server says so and works")

@@ -208,11 +208,13 @@ final class PipedProcess {
     private var closeInputWhenWritten = false
 
     /// - Parameter mergeStderr: send stderr into the stdout pipe (as `2>&1` does), to check how the two interleave.
-    init(arguments: [String], environment: [String], directory: String?, mergeStderr: Bool = false) throws {
+    /// - Parameter executable: run this program instead of kvsh (`setpriv` to run kvsh as another user).
+    init(executable: String? = nil, arguments: [String], environment: [String], directory: String?, mergeStderr: Bool = false) throws {
         let input = try makePipe(), output = try makePipe(), errors = try makePipe()
         self.arguments = arguments
         do {
-            pid = try spawn(arguments: arguments, environment: environment, directory: directory, newSession: false) {
+            pid = try spawn(executable: executable, arguments: arguments, environment: environment, directory: directory,
+                            newSession: false) {
                 posix_spawn_file_actions_adddup2(&$0, input.read, 0)
                 posix_spawn_file_actions_adddup2(&$0, output.write, 1)
                 posix_spawn_file_actions_adddup2(&$0, mergeStderr ? output.write : errors.write, 2)
@@ -635,8 +637,20 @@ final class Sandbox {
     /// Runs kvsh with exactly `arguments` and `input` on stdin, to completion. Runs in the sandbox directory.
     func run(_ arguments: [String], input: [UInt8] = [], env: [String: String?] = [:], directory: String? = nil,
              mergeStderr: Bool = false, timeout: Duration = .seconds(20)) throws -> RunResult {
-        let process = try PipedProcess(arguments: arguments, environment: environment(env), directory: directory ?? root,
-                                       mergeStderr: mergeStderr)
+        try run(process: PipedProcess(arguments: arguments, environment: environment(env), directory: directory ?? root,
+                                      mergeStderr: mergeStderr), input: input, timeout: timeout)
+    }
+
+    /// Runs kvsh with `arguments` as the user `nobody` (uid and gid 65534, no supplementary groups), from `/`: a
+    /// second user of the machine, for the tests of what one user can do to another's store. Needs root.
+    func runAsNobody(_ arguments: [String], input: [UInt8] = [], timeout: Duration = .seconds(20)) throws -> RunResult {
+        let prefix = ["--reuid=65534", "--regid=65534", "--clear-groups", "--", try KVSHBinary.path()]
+        return try run(process: PipedProcess(executable: "/usr/bin/setpriv", arguments: prefix + arguments,
+                                             environment: environment(), directory: "/"),
+                       input: input, timeout: timeout)
+    }
+
+    private func run(process: PipedProcess, input: [UInt8], timeout: Duration) throws -> RunResult {
         process.send(input)
         process.closeInput()
         let termination = try process.finish(timeout: timeout)

@@ -36,7 +36,7 @@ private final class FailingWrite: ChannelOutboundHandler {
 private func withServerContext(syncPolicy: KVStore.SyncPolicy, _ body: (KVStore, ServerContext) throws -> Void) throws {
     try withTempDir { directory in
         let store = try KVStore(directory: directory, syncPolicy: syncPolicy)
-        defer { store.close() }
+        defer { try? store.close() }
         let threadPool = NIOThreadPool(numberOfThreads: 1)
         threadPool.start()
         defer { try? threadPool.syncShutdownGracefully() }

@@ -443,7 +443,7 @@ final class TestServer: @unchecked Sendable {
         guard !stopped else { return }
         stopped = true
         server.shutdown()
-        store.close()
+        try? store.close()
         removeTree(directory)
     }
 

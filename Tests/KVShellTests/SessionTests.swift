@@ -172,7 +172,7 @@ struct SessionTests {
             let log = try readWholeFile(h.directory + "/data/000001.log")
             try writeFile(copy + "/000001.log", log)
             let reopened = try KVStore(directory: copy)
-            defer { reopened.close() }
+            defer { try? reopened.close() }
             #expect(reopened.get(bytes("a")) == nil)
             #expect(reopened.get(bytes("b")) == bytes("2"))
         }

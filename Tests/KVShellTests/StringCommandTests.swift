@@ -9,7 +9,7 @@ import KVStore
 private func withExecutor<R>(_ body: (CommandExecutor) throws -> R) throws -> R {
     try withTempDir { directory in
         let store = try KVStore(directory: directory, syncPolicy: .none)
-        defer { store.close() }
+        defer { try? store.close() }
         return try body(CommandExecutor(store: store))
     }
 }
@@ -551,7 +551,7 @@ struct StringSessionTests {
                 harness.finish()
             }
             let store = try KVStore(directory: directory + "/data")
-            defer { store.close() }
+            defer { try? store.close() }
             #expect(store.values(for: [bytes("a"), bytes("b"), bytes("c"), bytes("d"), bytes("n")])
                 == [bytes("1x"), nil, bytes("3"), bytes("4"), bytes("1")])
         }

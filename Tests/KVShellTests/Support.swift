@@ -117,7 +117,7 @@ final class Harness {
 
     func finish() {
         session.flush()
-        store.close()
+        try? store.close()
         out.close()
         if err !== out { err.close() }
     }

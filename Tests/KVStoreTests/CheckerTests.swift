@@ -28,7 +28,7 @@ private struct SampleStore {
             offset += setRecordSize(key, value)
         }
         try store.commit()
-        store.close()
+        try store.close()
         logBytes = try readFile(logPath(directory))
         #expect(logBytes.count == offset)
     }
@@ -51,7 +51,7 @@ private func snapshot(_ directory: String) throws -> [String: [UInt8]] {
 private func expectOpens(_ directory: String, holding model: [[UInt8]: [UInt8]], nextSequence: UInt64? = nil,
                          sourceLocation: SourceLocation = #_sourceLocation) throws {
     let store = try KVStore(directory: directory, syncPolicy: .none)
-    defer { store.close() }
+    defer { try? store.close() }
     #expect(store.openReport.tornTail == nil, sourceLocation: sourceLocation)
     expectContents(store, equal: model, sourceLocation: sourceLocation)
     if let nextSequence {
@@ -83,7 +83,7 @@ struct CheckerTests {
                 let store = try KVStore(directory: directory, syncPolicy: .none)
                 #expect(try store.delete([bytes("key1"), bytes("key4")]) == 2)
                 try store.commit()
-                store.close()
+                try store.close()
             }
             let before = try snapshot(directory)
             let report = try StoreChecker.check(directory: directory)
@@ -122,7 +122,7 @@ struct CheckerTests {
                 #expect(try store.delete([bytes("key2")]) == 1)
                 #expect(try store.set(bytes("new"), bytes("n")) == 10)
                 try store.commit()
-                store.close()
+                try store.close()
             }
             model[bytes("key0")] = bytes("changed")
             model[bytes("key2")] = nil
@@ -327,7 +327,7 @@ struct CheckerTests {
                 let store = try KVStore(directory: directory, syncPolicy: .none)
                 #expect(store.openReport.tornTail?.offset == report.problem?.offset, "cut \(cut)")
                 #expect(store.count == report.keys)
-                store.close()
+                try store.close()
             }
         }
     }
@@ -372,7 +372,7 @@ struct CheckerTests {
         model[bytes("big4")] = bytes("rewritten after the checkpoint")
         model[bytes("small")] = bytes("s")
         try store.commit()
-        store.close()
+        try store.close()
         let image = try readFile(directory + "/000002.image")
         #expect(imageRecordOffsets(image).count == 4, "three blocks and the end record")
         return (model, image)
@@ -498,7 +498,7 @@ struct CheckerTests {
             do {
                 let store = try KVStore(directory: directory, syncPolicy: .none)
                 _ = try store.checkpoint()
-                store.close()
+                try store.close()
             }
             try writeFile(directory + "/000002.log", LogFormat.fileHeader(firstSequence: 9))
             let report = try StoreChecker.check(directory: directory)

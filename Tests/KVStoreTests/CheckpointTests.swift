@@ -37,9 +37,9 @@ struct CheckpointTests {
             #expect(listDirectory(root).sorted() == ["000003.image", "000003.log", "LOCK"])
             try store.set(bytes("after"), bytes("checkpoint"))
             model[bytes("after")] = bytes("checkpoint")
-            store.close()
+            try store.close()
             let reopened = try KVStore(directory: root)
-            defer { reopened.close() }
+            defer { try? reopened.close() }
             #expect(reopened.openReport.imageFile == root + "/000003.image")
             #expect(reopened.openReport.records == 1)
             expectContents(reopened, equal: model)
@@ -74,7 +74,7 @@ struct CheckpointTests {
                     try copyDirectory(dir, to: other)
                     let copy = try KVStore(directory: other)
                     _ = try copy.backup(to: other + ".image")  // beside the copy: never inside a data directory
-                    copy.close()
+                    try copy.close()
                     let full = try readFile(other + ".image")
                     try writeFile(dir + "/000003.image.tmp", Array(full.prefix(full.count / 2)))
                 }))
@@ -95,15 +95,15 @@ struct CheckpointTests {
                 // The store goes on: a write, a full checkpoint, a reopen.
                 try reopened.set(bytes("later"), bytes("write"))
                 _ = try reopened.checkpoint()
-                reopened.close()
+                try reopened.close()
                 let again = try KVStore(directory: copy)
                 var expected = model
                 expected[bytes("later")] = bytes("write")
                 expectContents(again, equal: expected, "reopened after a crash at \(step), \(name)")
                 #expect(!listDirectory(copy).contains { $0.hasSuffix(".tmp") })
-                again.close()
+                try again.close()
             }
-            store.close()
+            try store.close()
         }
     }
 
@@ -118,9 +118,9 @@ struct CheckpointTests {
             try store.commit()
             let checkpoint = try await report
             #expect(checkpoint.keys >= 20_000)
-            store.close()
+            try store.close()
             let reopened = try KVStore(directory: root)
-            defer { reopened.close() }
+            defer { try? reopened.close() }
             #expect(reopened.count == 22_000)
             #expect(reopened.get(bytes("w1999")) == bytes("x"))
         }
@@ -140,12 +140,12 @@ struct CheckpointTests {
                 }
                 try store.commit()
             }
-            store.close()  // waits for a running compaction
+            try store.close()  // waits for a running compaction
             let images = listDirectory(root).filter { $0.hasSuffix(".image") }
             #expect(images.count == 1, "files: \(listDirectory(root))")
             #expect(fileSize(root + "/" + (listDirectory(root).filter { $0.hasSuffix(".log") }.first ?? "")) < 2 * (64 << 10) + 4096)
             let reopened = try KVStore(directory: root)
-            defer { reopened.close() }
+            defer { try? reopened.close() }
             expectContents(reopened, equal: model)
         }
     }
@@ -156,7 +156,7 @@ struct CheckpointTests {
             let store = try KVStore(directory: root)
             for index in 0..<5_000 { try store.set(bytes("key\(index)"), bytes("value\(index)")) }
             _ = try store.checkpoint()
-            store.close()
+            try store.close()
             let image = root + "/000002.image"
             var content = try readFile(image)
             content[content.count / 2] ^= 0x40
@@ -175,7 +175,7 @@ struct CheckpointTests {
     func backupNotIntoDataDirectory() throws {
         try withTempDir { root in
             let store = try KVStore(directory: root + "/data")
-            defer { store.close() }
+            defer { try? store.close() }
             try store.set(bytes("k"), bytes("v"))
             for path in [root + "/data/000001.log", root + "/data/backup.kvbak", root + "/data/../data/x.kvbak"] {
                 #expect(throws: StoreError.backupInsideStore(path: path, directory: root + "/data")) {
@@ -201,24 +201,24 @@ struct CheckpointTests {
             }
             _ = try store.backup(to: root + "/during.kvbak")
             try await writer.value
-            store.close()
+            try store.close()
 
             _ = try KVStore.restore(backup: root + "/backup.kvbak", into: root + "/b", force: false)
             let restored = try KVStore(directory: root + "/b")
             expectContents(restored, equal: model)
             try restored.set(bytes("new"), bytes("write"))
-            restored.close()
+            try restored.close()
             #expect(throws: StoreError.notEmpty(directory: root + "/b")) {
                 _ = try KVStore.restore(backup: root + "/backup.kvbak", into: root + "/b", force: false)
             }
             _ = try KVStore.restore(backup: root + "/backup.kvbak", into: root + "/b", force: true)
             let forced = try KVStore(directory: root + "/b")
             expectContents(forced, equal: model)
-            forced.close()
+            try forced.close()
 
             _ = try KVStore.restore(backup: root + "/during.kvbak", into: root + "/c", force: false)
             let prefix = try KVStore(directory: root + "/c")
-            defer { prefix.close() }
+            defer { try? prefix.close() }
             // Writes c0, c1, ... happened in order: a consistent copy holds c0..<n for some n and nothing after.
             let written = (0..<5_000).filter { prefix.get(bytes("c\($0)")) != nil }
             #expect(written == Array(0..<written.count))
@@ -233,21 +233,21 @@ struct BackupSchedulerTests {
     func retention() throws {
         try withTempDir { root in
             let store = try KVStore(directory: root + "/data")
-            defer { store.close() }
-            let scheduler = BackupScheduler(store: store, directory: root + "/backups", interval: .seconds(3600), keep: 2) { _ in }
+            defer { try? store.close() }
+            let scheduler = BackupScheduler(store: store, directory: BackupDirectory(path: root + "/backups", keep: 2), interval: .seconds(3600)) { _ in }
             defer { scheduler.stop() }
             var taken: [String] = []
             for round in 0..<4 {
                 try store.set(bytes("round"), bytes("\(round)"))
                 taken.append(try scheduler.backupNow().path)
             }
-            let kept = try scheduler.existingBackups()
+            let kept = try scheduler.directory.existingBackups()
             #expect(kept.count == 2)
             #expect(kept.map { root + "/backups/" + $0 } == Array(taken.suffix(2)))
             #expect(kept.allSatisfy { $0.hasPrefix("kvsh-backup-") && $0.hasSuffix(".kvbak") })
             _ = try KVStore.restore(backup: taken[3], into: root + "/restored", force: false)
             let restored = try KVStore(directory: root + "/restored")
-            defer { restored.close() }
+            defer { try? restored.close() }
             #expect(restored.get(bytes("round")) == bytes("3"))
         }
     }
@@ -256,10 +256,10 @@ struct BackupSchedulerTests {
     func failureIsReported() throws {
         try withTempDir { root in
             let store = try KVStore(directory: root + "/data")
-            defer { store.close() }
+            defer { try? store.close() }
             try store.set(bytes("k"), bytes("v"))
             try writeFile(root + "/not-a-dir", [])
-            let scheduler = BackupScheduler(store: store, directory: root + "/not-a-dir", interval: .seconds(3600), keep: 1) { _ in }
+            let scheduler = BackupScheduler(store: store, directory: BackupDirectory(path: root + "/not-a-dir", keep: 1), interval: .seconds(3600)) { _ in }
             defer { scheduler.stop() }
             #expect(throws: StoreError.self) { _ = try scheduler.backupNow() }
             #expect(store.get(bytes("k")) == bytes("v"))

@@ -10,12 +10,12 @@ struct ClosedStoreTests {
         try withTempDir { root in
             let store = try KVStore(directory: root)
             try store.set(bytes("before"), bytes("1"))
-            store.close()
+            try store.close()
             #expect(throws: StoreError.closed) { try store.set(bytes("after"), bytes("2")) }
             #expect(throws: StoreError.closed) { try store.delete([bytes("before")]) }
             #expect(throws: StoreError.closed) { try store.commit() }
             let reopened = try KVStore(directory: root)
-            defer { reopened.close() }
+            defer { try? reopened.close() }
             #expect(reopened.get(bytes("before")) == bytes("1"))
             #expect(reopened.get(bytes("after")) == nil)
         }
@@ -36,7 +36,7 @@ struct EmbeddedRecordTests {
                 let store = try KVStore(directory: other)
                 try store.set(bytes("inner"), bytes("record"))
                 try store.set(bytes("inner2"), bytes("record2"))
-                store.close()
+                try store.close()
             }
             let embedded = try readFile(logPath(other))
             let directory = root + "/s"
@@ -47,14 +47,14 @@ struct EmbeddedRecordTests {
                 try store.commit()
                 prefixSize = store.statistics.logBytes
                 try store.set(bytes("backup"), embedded)
-                store.close()
+                try store.close()
             }
             let full = try readFile(logPath(directory))
             // Cut the last record after the embedded log's first record, before the end of the value.
             let cut = full.count - 10
             try writeFile(logPath(directory), Array(full[..<cut]))
             let store = try KVStore(directory: directory)
-            defer { store.close() }
+            defer { try? store.close() }
             #expect(store.openReport.tornTail?.offset == prefixSize)
             #expect(store.get(bytes("k")) == bytes("v"))
             #expect(store.get(bytes("backup")) == nil)

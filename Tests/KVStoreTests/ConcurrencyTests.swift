@@ -31,12 +31,12 @@ struct ConcurrencyTests {
                 }
                 try store.commit()
                 #expect(store.statistics.syncedSequence == UInt64(threads * perThread))
-                store.close()
+                try store.close()
             }
             #expect(failures.load(ordering: .relaxed) == 0)
             #expect(sequences.withLock { $0.sorted() } == Array(1...UInt64(threads * perThread)))
             let store = try KVStore(directory: root)
-            defer { store.close() }
+            defer { try? store.close() }
             #expect(store.count == threads * perThread)
             for thread in 0..<threads {
                 for i in 0..<perThread { #expect(store.get(bytes("t\(thread)-\(i)")) == bytes("v\(i)")) }
@@ -50,7 +50,7 @@ struct ConcurrencyTests {
     func concurrentDeletes() throws {
         try withTempDir { root in
             let store = try KVStore(directory: root)
-            defer { store.close() }
+            defer { try? store.close() }
             let keys = (0..<200).map { bytes("k\($0)") }
             for key in keys { try store.set(key, []) }
             let removed = Atomic<Int>(0)

@@ -56,7 +56,7 @@ struct EngineModelTests {
             var copies = 0
             var reopens = 0
             var store = try KVStore(directory: directory, syncPolicy: .always)
-            defer { store.close() }
+            defer { try? store.close() }
             #expect(store.openReport.records == 0)
             #expect(store.openReport.keys == 0)
 
@@ -102,7 +102,7 @@ struct EngineModelTests {
                     if store.syncPolicy == .always { #expect(store.statistics.syncedSequence == nextSequence - 1) }
                 case 90..<95:
                     // A clean restart, sometimes with another sync policy.
-                    store.close()
+                    try store.close()
                     reopens += 1
                     let policy = KVStore.SyncPolicy.allCases.randomElement(using: &rng)!
                     store = try KVStore(directory: directory, syncPolicy: policy)
@@ -122,13 +122,13 @@ struct EngineModelTests {
                     expectContents(reopened, equal: model, "crash copy at step \(step)")
                     // The copy goes on from the same sequence number.
                     #expect(try reopened.set(bytes("copy-only"), bytes("x")) == nextSequence)
-                    reopened.close()
+                    try reopened.close()
                     removeTree(copy)
                 }
                 #expect(store.count == model.count, "step \(step): count")
             }
             #expect(reopens > 5 && copies > 5, "the sequence must include restarts")
-            store.close()
+            try store.close()
             store = try KVStore(directory: directory)
             expectContents(store, equal: model, "final reopen")
             #expect(store.statistics.payloadBytes == model.reduce(0) { $0 + $1.key.count + $1.value.count })
@@ -154,10 +154,10 @@ struct EngineModelTests {
                 for (key, value) in model { try store.set(key, value) }
                 try store.commit()
                 for (key, value) in model { #expect(store.get(key) == value) }
-                store.close()
+                try store.close()
             }
             let store = try KVStore(directory: root + "/s")
-            defer { store.close() }
+            defer { try? store.close() }
             expectContents(store, equal: model)
             #expect(store.get([]) == bytes("empty key"))
             #expect(store.get(bytes("empty value")) == [])
@@ -170,7 +170,7 @@ struct EngineModelTests {
     func tooLarge() throws {
         try withTempDir { root in
             let store = try KVStore(directory: root)
-            defer { store.close() }
+            defer { try? store.close() }
             let hugeKey = [UInt8](repeating: 1, count: LogFormat.maxKeySize + 1)
             #expect(throws: StoreError.tooLarge(what: "key", size: LogFormat.maxKeySize + 1, limit: LogFormat.maxKeySize)) {
                 try store.set(hugeKey, [])
@@ -207,11 +207,11 @@ struct SyncPolicyTests {
                 #expect(stats.logBytes == fileSize(logPath(root)), "after commit every record is in the file")
                 if policy == .always { #expect(stats.syncedSequence == 201) }
                 expectContents(store, equal: model)
-                store.close()
-                store.close()  // a second close does nothing
+                try store.close()
+                try store.close()  // a second close does nothing
             }
             let store = try KVStore(directory: root, syncPolicy: policy)
-            defer { store.close() }
+            defer { try? store.close() }
             expectContents(store, equal: model)
             #expect(store.openReport.records == 201)
             #expect(try store.set(bytes("after"), []) == 202)
@@ -224,10 +224,10 @@ struct SyncPolicyTests {
             do {
                 let store = try KVStore(directory: root, syncPolicy: policy)
                 try store.set(bytes("uncommitted"), bytes("but closed"))
-                store.close()
+                try store.close()
             }
             let store = try KVStore(directory: root)
-            defer { store.close() }
+            defer { try? store.close() }
             #expect(store.get(bytes("uncommitted")) == bytes("but closed"))
         }
     }

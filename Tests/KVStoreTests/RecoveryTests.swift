@@ -53,7 +53,7 @@ struct WrittenLog {
             offset += size
         }
         try store.commit()
-        store.close()
+        try store.close()
         bytes = try readFile(logPath(directory))
         #expect(bytes.count == offset, "the log is the header plus the records, back to back")
     }
@@ -115,7 +115,7 @@ struct RecoveryTests {
                     #expect(fileSize(path) == prefix, "cut \(cut): the torn tail must be cut off the file")
                     // Sequence continuity: the lost record's sequence number is the next one handed out.
                     #expect(try store.set(bytes("after"), bytes("cut \(cut)")) == UInt64(n), "cut \(cut)")
-                    store.close()
+                    try store.close()
                 }
                 do {
                     let store = try KVStore(directory: directory, syncPolicy: .none)
@@ -125,7 +125,7 @@ struct RecoveryTests {
                     model[bytes("after")] = bytes("cut \(cut)")
                     expectContents(store, equal: model, "cut \(cut) reopened")
                     #expect(try store.set(bytes("again"), []) == UInt64(n + 1))
-                    store.close()
+                    try store.close()
                 }
                 removeTree(directory)
             }
@@ -153,7 +153,7 @@ struct RecoveryTests {
             let path = logPath(root + "/s")
             try appendFile(path, garbage)
             let store = try KVStore(directory: root + "/s")
-            defer { store.close() }
+            defer { try? store.close() }
             let tail = try #require(store.openReport.tornTail)
             #expect(tail.file == path)
             #expect(tail.offset == written.bytes.count)
@@ -222,7 +222,7 @@ struct RecoveryTests {
             damaged[written.offsets[n - 1] + LogFormat.recordHeaderSize + 2] ^= 0x01
             try writeFile(logPath(directory), damaged)
             let store = try KVStore(directory: directory)
-            defer { store.close() }
+            defer { try? store.close() }
             let tail = try #require(store.openReport.tornTail)
             #expect(tail.offset == written.offsets[n - 1])
             #expect(tail.droppedBytes == written.sizes[n - 1])
@@ -317,11 +317,11 @@ struct RecoveryTests {
                 #expect(store.count == 0)
                 #expect(fileSize(logPath(directory)) == LogFormat.fileHeaderSize)
                 #expect(try store.set(bytes("k"), bytes("v")) == 1)
-                store.close()
+                try store.close()
                 let reopened = try KVStore(directory: directory)
                 #expect(reopened.get(bytes("k")) == bytes("v"))
                 #expect(reopened.openReport.tornTail == nil)
-                reopened.close()
+                try reopened.close()
             }
         }
     }
@@ -330,7 +330,7 @@ struct RecoveryTests {
     func freshLogFile() throws {
         try withTempDir { root in
             let store = try KVStore(directory: root)
-            store.close()
+            try store.close()
             #expect(listDirectory(root) == ["000001.log", "LOCK"])
             let log = try readFile(logPath(root))
             #expect(log == LogFormat.fileHeader(firstSequence: 1))
@@ -370,7 +370,7 @@ struct MultipleLogFileTests {
         try store.set(bytes("a"), bytes("1"))
         try store.set(bytes("b"), bytes("2"))
         try store.delete([bytes("a")])
-        store.close()
+        try store.close()
         var second = LogFormat.fileHeader(firstSequence: secondStart)
         var model: [[UInt8]: [UInt8]] = [bytes("b"): bytes("2")]
         for (i, key) in secondKeys.enumerated() {
@@ -393,14 +393,14 @@ struct MultipleLogFileTests {
                 expectContents(store, equal: model)
                 #expect(try store.set(bytes("d"), bytes("new")) == 6)
                 #expect(store.statistics.logFile == root + "/000002.log")
-                store.close()
+                try store.close()
             }
             #expect(fileSize(logPath(root)) == firstSize, "the older file is not appended to")
             let log = try parseLogFile(root + "/000002.log")
             #expect(log.records.map(\.sequence) == [4, 5, 6])
             // A directory of several files imports as a whole.
             let target = try KVStore(directory: root + "/target")
-            defer { target.close() }
+            defer { try? target.close() }
             let summary = try LogImporter.importLog(at: root, into: target)
             #expect(summary.sets == 5)
             #expect(summary.deletes == 1)
@@ -443,7 +443,7 @@ struct MultipleLogFileTests {
             _ = try Self.make(root, secondStart: 4, secondKeys: [])
             try writeFile(root + "/000002.log", [])
             let store = try KVStore(directory: root)
-            defer { store.close() }
+            defer { try? store.close() }
             #expect(try readFile(root + "/000002.log") == LogFormat.fileHeader(firstSequence: 4))
             #expect(try store.set(bytes("x"), []) == 4)
         }
@@ -470,7 +470,7 @@ struct DocumentedFormatTests {
             let store = try KVStore(directory: root)
             try store.set(bytes("a"), bytes("b"))
             try store.set(bytes("k"), bytes("v"))
-            store.close()
+            try store.close()
             #expect(try readFile(logPath(root)) == expected)
             let log = try parseLogFile(logPath(root))
             #expect(log.records.map(\.operation) == [.set(key: bytes("a"), value: bytes("b")), .set(key: bytes("k"), value: bytes("v"))])
@@ -494,7 +494,7 @@ struct DocumentedFormatTests {
         try withTempDir { root in
             let store = try KVStore(directory: root)
             try store.multiSet([(bytes("a"), bytes("1")), (bytes("b"), bytes("2"))])
-            store.close()
+            try store.close()
             #expect(try readFile(logPath(root)) == expected)
             let log = try parseLogFile(logPath(root))
             #expect(log.records.map(\.operation) == [.multiSet(keys: [bytes("a"), bytes("b")], values: [bytes("1"), bytes("2")])])

@@ -22,9 +22,9 @@ struct DirectoryTests {
             try first.set(bytes("k2"), bytes("v2"))
             try first.commit()
             #expect(try readFile(root + "/LOCK") == bytes("\(getpid())\n"))
-            first.close()
+            try first.close()
             let second = try KVStore(directory: root)
-            defer { second.close() }
+            defer { try? second.close() }
             #expect(second.get(bytes("k")) == bytes("v"))
             #expect(second.get(bytes("k2")) == bytes("v2"))
             let message = StoreError.locked(directory: root, holderPID: 42).description
@@ -40,7 +40,7 @@ struct DirectoryTests {
                 try store.set(bytes("k"), bytes("v"))
             }
             let store = try KVStore(directory: root)
-            defer { store.close() }
+            defer { try? store.close() }
             #expect(store.get(bytes("k")) == bytes("v"))
         }
     }
@@ -75,12 +75,12 @@ struct DirectoryTests {
             do {
                 let store = try KVStore(directory: path)
                 try store.set(bytes("k"), bytes("v"))
-                store.close()
+                try store.close()
             }
             #expect(isDirectoryPath(path))
             #expect(fileExists(root + suffix.split(separator: "/").map { "/" + $0 }.joined() + "/000001.log"))
             let store = try KVStore(directory: path)
-            defer { store.close() }
+            defer { try? store.close() }
             #expect(store.get(bytes("k")) == bytes("v"))
         }
     }
@@ -120,7 +120,7 @@ struct DeleteAndSequenceTests {
                 #expect(try store.set(bytes("e"), bytes("5")) == 6)
                 try store.commit()
                 #expect(store.statistics.lastSequence == 6)
-                store.close()
+                try store.close()
             }
             let log = try parseLogFile(logPath(root))
             #expect(log.records.map(\.sequence) == [1, 2, 3, 4, 5, 6])
@@ -135,7 +135,7 @@ struct DeleteAndSequenceTests {
             #expect(log.firstSequence == 1)
             #expect(log.validLength == fileSize(logPath(root)))
             let store = try KVStore(directory: root)
-            defer { store.close() }
+            defer { try? store.close() }
             #expect(store.openReport.records == 6)
             #expect(store.openReport.keys == 1)
             expectContents(store, equal: [bytes("e"): bytes("5")])
@@ -146,7 +146,7 @@ struct DeleteAndSequenceTests {
     func countExisting() throws {
         try withTempDir { root in
             let store = try KVStore(directory: root)
-            defer { store.close() }
+            defer { try? store.close() }
             try store.set(bytes("a"), [])
             #expect(store.countExisting([bytes("a"), bytes("a"), bytes("b")]) == 2)
             #expect(store.countExisting([]) == 0)
@@ -167,7 +167,7 @@ struct DeleteAndSequenceTests {
                 #expect(try store.delete([bytes("k0")]) == 1)
                 expected += 1  // the delete took one
                 if round % 2 == 0 { try store.commit() }
-                store.close()
+                try store.close()
             }
             let log = try parseLogFile(logPath(root))
             #expect(log.records.map(\.sequence) == Array(1..<expected))
@@ -198,10 +198,10 @@ struct BorrowedBytesTests {
                     #expect(store.withValue(for: key) { $0 == nil })
                 }
                 try store.commit()
-                store.close()
+                try store.close()
             }
             let reopened = try KVStore(directory: root)
-            defer { reopened.close() }
+            defer { try? reopened.close() }
             #expect(reopened.get(bytes("key\r\n")) == bytes("value"))
             #expect(reopened.get(bytes("empty")) == [])
         }
@@ -212,7 +212,7 @@ struct BorrowedBytesTests {
         try withTempDir { root in
             // `.none` runs no timer of its own, so nothing but the calls below fsyncs; the tick is the same code.
             let store = try KVStore(directory: root, syncPolicy: .none)
-            defer { store.close() }
+            defer { try? store.close() }
             for index in 0..<100 { try store.set(bytes("k\(index)"), bytes("v\(index)")) }
             let before = store.statistics
             #expect(before.syncedSequence < before.lastSequence)
@@ -234,7 +234,7 @@ struct RebuildAndImportTests {
     func rebuild() throws {
         try withTempDir { root in
             let store = try KVStore(directory: root)
-            defer { store.close() }
+            defer { try? store.close() }
             var model: [[UInt8]: [UInt8]] = [:]
             for i in 0..<300 {
                 let key = bytes("key\(i % 120)")
@@ -289,7 +289,7 @@ struct RebuildAndImportTests {
                 sets += 1
             }
         }
-        store.close()
+        try store.close()
         return (model, sets, deletes)
     }
 
@@ -298,7 +298,7 @@ struct RebuildAndImportTests {
         try withTempDir { root in
             let (model, sets, deletes) = try Self.makeSourceStore(root + "/source")
             let store = try KVStore(directory: root + "/target")
-            defer { store.close() }
+            defer { try? store.close() }
             // Existing data: overwritten by the import, deleted by it, or left alone.
             try store.set(bytes("k1"), bytes("old"))
             try store.set(bytes("mine"), bytes("kept"))
@@ -321,9 +321,9 @@ struct RebuildAndImportTests {
             for (key, value) in model { #expect(expected[key] == value) }
             expectContents(store, equal: expected)
             try store.commit()
-            store.close()
+            try store.close()
             let reopened = try KVStore(directory: root + "/target")
-            defer { reopened.close() }
+            defer { try? reopened.close() }
             expectContents(reopened, equal: expected)
         }
     }
@@ -333,7 +333,7 @@ struct RebuildAndImportTests {
         try withTempDir { root in
             try makeDirectory(root + "/empty")
             let store = try KVStore(directory: root + "/target")
-            defer { store.close() }
+            defer { try? store.close() }
             let error = storeError { _ = try LogImporter.importLog(at: root + "/empty", into: store) }
             guard case .badImport(let file, let line, _)? = error else {
                 Issue.record("expected badImport, got \(String(describing: error))")
@@ -363,7 +363,7 @@ struct RebuildAndImportTests {
                 {"operation":"DELETE","key":"never-existed"}
                 """))
             let store = try KVStore(directory: root + "/target")
-            defer { store.close() }
+            defer { try? store.close() }
             try store.set(bytes("k2"), bytes("before"))
             let summary = try LogImporter.importLog(at: path, into: store)
             #expect(summary.format == "Go StorageEngine JSON lines")
@@ -393,7 +393,7 @@ struct RebuildAndImportTests {
             let path = root + "/go.log"
             try writeFile(path, bytes(text))
             let store = try KVStore(directory: root + "/target")
-            defer { store.close() }
+            defer { try? store.close() }
             try store.set(bytes("existing"), bytes("x"))
             let error = storeError { _ = try LogImporter.importLog(at: path, into: store) }
             guard case .badImport(let file, let reported, _)? = error else {
@@ -416,13 +416,13 @@ struct RebuildAndImportTests {
                 let store = try KVStore(directory: source)
                 try store.set(bytes("a"), bytes("1"))
                 try store.set(bytes("b"), bytes("2"))
-                store.close()
+                try store.close()
             }
             let full = try readFile(logPath(source))
             let copy = root + "/torn.log"
             try writeFile(copy, Array(full.dropLast(3)))
             let store = try KVStore(directory: root + "/target")
-            defer { store.close() }
+            defer { try? store.close() }
             let summary = try LogImporter.importLog(at: copy, into: store)
             #expect(summary.sets == 1)
             let tail = try #require(summary.tornTail)
@@ -439,13 +439,13 @@ struct RebuildAndImportTests {
             do {
                 let store = try KVStore(directory: source)
                 for i in 0..<3 { try store.set(bytes("k\(i)"), bytes("v\(i)")) }
-                store.close()
+                try store.close()
             }
             var log = try readFile(logPath(source))
             log[LogFormat.fileHeaderSize + LogFormat.recordHeaderSize + 1] ^= 1
             try writeFile(logPath(source), log)
             let store = try KVStore(directory: root + "/target")
-            defer { store.close() }
+            defer { try? store.close() }
             let error = storeError { _ = try LogImporter.importLog(at: logPath(source), into: store) }
             guard case .corruption(_, let offset, _)? = error else {
                 Issue.record("expected corruption, got \(String(describing: error))")

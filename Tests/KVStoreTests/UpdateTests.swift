@@ -68,7 +68,7 @@ struct UpdateTests {
                 #expect(seen == [nil, nil, bytes("one"), []])
                 #expect(try store.set(bytes("z"), []) == 5, "no sequence number was used by the updates that wrote nothing")
                 try store.commit()
-                store.close()
+                try store.close()
             }
             let log = try parseLogFile(logPath(root))
             #expect(log.records.map(\.sequence) == [1, 2, 3, 4, 5])
@@ -80,7 +80,7 @@ struct UpdateTests {
                 .set(key: bytes("z"), value: []),
             ])
             let store = try KVStore(directory: root)
-            defer { store.close() }
+            defer { try? store.close() }
             expectContents(store, equal: [[]: [], bytes("z"): []])
         }
     }
@@ -89,7 +89,7 @@ struct UpdateTests {
     func throwingTransform() throws {
         try withTempDir { root in
             let store = try KVStore(directory: root)
-            defer { store.close() }
+            defer { try? store.close() }
             try store.set(bytes("k"), bytes("v"))
             #expect(throws: Refused()) {
                 try store.update(bytes("k")) { _ in throw Refused() }
@@ -121,7 +121,7 @@ struct UpdateTests {
             #expect(valueError == .tooLarge(what: "value", size: LogFormat.maxValueSize + 1, limit: LogFormat.maxValueSize))
             #expect(store.get(bytes("k")) == nil)
             #expect(store.statistics.lastSequence == 0)
-            store.close()
+            try store.close()
             let closedError = storeError {
                 try store.update(bytes("k")) { _ in
                     calls.record()
@@ -156,12 +156,12 @@ struct UpdateTests {
                 #expect(failures.load(ordering: .relaxed) == 0)
                 #expect(store.get(bytes("counter")) == bytes(String(threads * perThread)))
                 try store.commit()
-                store.close()
+                try store.close()
             }
             let log = try parseLogFile(logPath(root))
             #expect(log.records.map(\.operation) == (1...(threads * perThread)).map { .set(key: bytes("counter"), value: bytes(String($0))) })
             let store = try KVStore(directory: root)
-            defer { store.close() }
+            defer { try? store.close() }
             #expect(store.get(bytes("counter")) == bytes(String(threads * perThread)))
         }
     }
@@ -170,7 +170,7 @@ struct UpdateTests {
     func multiGetAndLength() throws {
         try withTempDir { root in
             let store = try KVStore(directory: root)
-            defer { store.close() }
+            defer { try? store.close() }
             try store.set(bytes("a"), bytes("1"))
             try store.set(bytes("e"), [])
             #expect(store.values(for: [bytes("a"), bytes("b"), bytes("e"), bytes("a")]) == [bytes("1"), nil, [], bytes("1")])
@@ -208,7 +208,7 @@ struct MultiSetTests {
                 #expect(store.statistics.logBytes == LogFormat.fileHeaderSize + setRecordSize(bytes("old"), bytes("x"))
                     + setRecordSize(bytes("a"), bytes("overwritten")) + multiSetRecordSize(pairs.map { ($0.key, $0.value) })
                     + setRecordSize(bytes("next"), []))
-                store.close()
+                try store.close()
             }
             let log = try parseLogFile(logPath(root))
             #expect(log.records.map(\.sequence) == [1, 2, 3, 4])
@@ -217,7 +217,7 @@ struct MultiSetTests {
             var expected = model
             expected[bytes("next")] = []
             let store = try KVStore(directory: root)
-            defer { store.close() }
+            defer { try? store.close() }
             #expect(store.openReport.records == 4)
             expectContents(store, equal: expected)
             // And again after a rebuild, which replays the same log.
@@ -233,7 +233,7 @@ struct MultiSetTests {
             do {
                 let store = try KVStore(directory: root)
                 #expect(try store.multiSet([(bytes("k"), bytes("v"))]) == 1)
-                store.close()
+                try store.close()
             }
             #expect(try parseLogFile(logPath(root)).records.map(\.operation) == [.set(key: bytes("k"), value: bytes("v"))])
         }
@@ -243,7 +243,7 @@ struct MultiSetTests {
     func limits() throws {
         try withTempDir { root in
             let store = try KVStore(directory: root)
-            defer { store.close() }
+            defer { try? store.close() }
             let bigKey = [UInt8](repeating: 1, count: LogFormat.maxKeySize + 1)
             #expect(storeError { try store.multiSet([(bytes("a"), []), (bigKey, [])]) }
                 == .tooLarge(what: "key", size: bigKey.count, limit: LogFormat.maxKeySize))
@@ -290,7 +290,7 @@ struct MultiSetTests {
             do {
                 let store = try KVStore(directory: root)
                 try store.set(bytes("a"), bytes("1"))
-                store.close()
+                try store.close()
             }
             var record: [UInt8] = []
             LogFormat.appendRecord(type: .multiSet, sequence: 2, payloadLength: 4, to: &record) {
@@ -310,7 +310,7 @@ struct MultiSetTests {
                 let store = try KVStore(directory: root)
                 try store.multiSet([(bytes("a"), bytes("1")), (bytes("b"), bytes("2"))])
                 _ = try store.checkpoint()
-                store.close()
+                try store.close()
             }
             let image = root + "/000002.image"
             var contents = try readFile(image)
@@ -339,10 +339,10 @@ struct MultiSetTests {
                         #expect(seen[0] == seen[1] && seen[1] == seen[2], "a reader saw half of a multi-set")
                     }
                 }
-                store.close()
+                try store.close()
             }
             let store = try KVStore(directory: root)
-            defer { store.close() }
+            defer { try? store.close() }
             #expect(store.openReport.records == threads * rounds)
             let seen = store.values(for: [bytes("x"), bytes("y"), bytes("z")])
             #expect(seen[0] != nil && seen[0] == seen[1] && seen[1] == seen[2])
@@ -374,7 +374,7 @@ struct MultiSetCheckerTests {
         note(multiSetRecordSize(second))
         try store.set(bytes("g"), bytes("7"))
         note(setRecordSize(bytes("g"), bytes("7")))
-        store.close()
+        try store.close()
         let model: [[UInt8]: [UInt8]] = [
             bytes("a"): bytes("one"), bytes("b"): bytes("2"), bytes("c"): bytes("3"), bytes("d"): bytes("4"),
             bytes("e"): bytes("5"), bytes("f"): bytes("6"), bytes("g"): bytes("7"),
@@ -410,7 +410,7 @@ struct MultiSetCheckerTests {
             #expect(salvaged.repair?.lost == StoreChecker.Loss(records: 2, bytes: sizes[1] + sizes[2], imageEntries: 0))
             #expect(salvaged.isClean, "\(salvaged)")
             let store = try KVStore(directory: root)
-            defer { store.close() }
+            defer { try? store.close() }
             // The second multi-set (a, f) and the last SET are kept; nothing of the first multi-set is.
             expectContents(store, equal: [bytes("a"): bytes("one"), bytes("f"): bytes("6"), bytes("g"): bytes("7")])
         }
@@ -432,7 +432,7 @@ struct MultiSetCheckerTests {
             #expect(repaired.repair?.outcome == .cutTornTail)
             #expect(fileSize(logPath(root)) == offsets[3])
             let store = try KVStore(directory: root)
-            defer { store.close() }
+            defer { try? store.close() }
             expectContents(store, equal: [
                 bytes("a"): bytes("1"), bytes("b"): bytes("2"), bytes("c"): bytes("3"), bytes("d"): bytes("4"), bytes("e"): bytes("5"),
             ])
@@ -444,7 +444,7 @@ struct MultiSetCheckerTests {
         try withTempDir { root in
             let (_, _, model) = try Self.make(root + "/source")
             let store = try KVStore(directory: root + "/target")
-            defer { store.close() }
+            defer { try? store.close() }
             let summary = try LogImporter.importLog(at: logPath(root + "/source"), into: store)
             #expect(summary.sets == 8)
             #expect(summary.deletes == 0)

@@ -35,6 +35,8 @@ public func bytes(_ text: String) -> [UInt8] { Array(text.utf8) }
 
 public struct TestSupportError: Error, CustomStringConvertible {
     public let description: String
+
+    public init(description: String) { self.description = description }
 }
 
 /// A fresh directory made by mkdtemp under /tmp, named after `prefix`.
