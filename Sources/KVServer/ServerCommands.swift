@@ -343,7 +343,8 @@ enum ServerCommands {
             ("appendonly", "yes"), ("appendfsync", appendfsync), ("save", ""), ("databases", "1"),
             ("maxclients", String(configuration.maxClients)), ("port", String(context.port.load(ordering: .relaxed))),
             ("bind", configuration.host), ("proto-max-bulk-len", String(configuration.maxBulkLength)),
-            ("dir", context.store.directory),
+            ("dir", context.store.directory), ("timeout", String(configuration.idleTimeout)),
+            ("tcp-keepalive", String(configuration.tcpKeepAlive)),
         ]
         let patterns = arguments.dropFirst(2).map { GlobPattern(Array(String(decoding: $0, as: UTF8.self).lowercased().utf8)) }
         let matching = settings.filter { setting in patterns.contains { $0.matches(Array(setting.0.utf8)) } }

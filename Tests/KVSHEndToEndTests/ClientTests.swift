@@ -49,11 +49,11 @@ final class ServerProcess {
     let process: PipedProcess
     var address: String { "127.0.0.1:\(port)" }
 
-    init(_ sandbox: Sandbox, dataDir: String? = nil) throws {
+    init(_ sandbox: Sandbox, dataDir: String? = nil, arguments extra: [String] = []) throws {
         var lastFailure = ""
         for _ in 0..<3 {  // another test may take the free port before the server binds it
             let port = try freePort()
-            let process = try PipedProcess(arguments: ["serve", "--data-dir", dataDir ?? sandbox.path("server-data"), "--port", String(port)],
+            let process = try PipedProcess(arguments: ["serve", "--data-dir", dataDir ?? sandbox.path("server-data"), "--port", String(port)] + extra,
                                            environment: sandbox.environment(), directory: sandbox.root)
             let deadline = ContinuousClock.now + .seconds(20)
             while ContinuousClock.now < deadline && process.isRunning && !accepting(port) {
