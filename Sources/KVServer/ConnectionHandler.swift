@@ -67,6 +67,13 @@ final class ConnectionHandler: ChannelInboundHandler {
     /// Commands run but not yet added to the shared counter: one atomic add per read, not per command.
     @exclusivity(unchecked) private var uncountedCommands = 0
 
+    /// Redis's `timeout` (nil: off): the connection closes once it has been idle that long (see `checkIdle`).
+    private let idleTimeout: TimeAmount?
+    /// When the client last sent bytes or was handed replies (only kept with an idle timeout).
+    @exclusivity(unchecked) private var lastInteraction = NIODeadline.uptimeNanoseconds(0)
+    /// The next idle check, while one is scheduled.
+    private var idleCheck: Scheduled<Void>?
+
     /// Output beyond this is sent (or committed) without waiting for the end of the read.
     private static let flushThreshold = 64 << 10
     /// Replies held (waiting for a commit) beyond this make requests wait unrun.
@@ -82,6 +89,8 @@ final class ConnectionHandler: ChannelInboundHandler {
         self.decoder = decoder
         client = ClientState(id: context.makeClientID())
         output = ByteBuffer()
+        let timeout = context.configuration.idleTimeout
+        idleTimeout = timeout > 0 ? .seconds(Int64(timeout)) : nil
     }
 
     func handlerAdded(context: ChannelHandlerContext) {
@@ -91,10 +100,18 @@ final class ConnectionHandler: ChannelInboundHandler {
         client.address = ClientState.describe(context.channel.remoteAddress)
         client.localAddress = ClientState.describe(context.channel.localAddress)
         self.context.clients.add(client)
+        if context.channel.isActive { startIdleChecks(context: context) }
     }
 
     func handlerRemoved(context: ChannelHandlerContext) {
         self.context.clients.remove(id: client.id)
+        idleCheck?.cancel()
+        idleCheck = nil
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        startIdleChecks(context: context)
+        context.fireChannelActive()
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -104,6 +121,7 @@ final class ConnectionHandler: ChannelInboundHandler {
         guard !decoding else { return }
         decoding = true
         defer { decoding = false }
+        if idleTimeout != nil { lastInteraction = context.eventLoop.now }
         var input = unwrapInboundIn(data)
         if var partial = partialInput {
             partialInput = nil  // first, so that `partial` is the only reference and grows in place, not copied
@@ -163,6 +181,8 @@ final class ConnectionHandler: ChannelInboundHandler {
     /// `queued`.
     func channelInactive(context: ChannelHandlerContext) {
         stopRunningCommands()
+        idleCheck?.cancel()
+        idleCheck = nil
         context.fireChannelInactive()
     }
 
@@ -174,6 +194,7 @@ final class ConnectionHandler: ChannelInboundHandler {
 
     func channelWritabilityChanged(context: ChannelHandlerContext) {
         channelWritable = context.channel.isWritable
+        if idleTimeout != nil { lastInteraction = context.eventLoop.now }  // the client is taking its replies
         runQueued(context: context)
         context.fireChannelWritabilityChanged()
     }
@@ -192,6 +213,43 @@ final class ConnectionHandler: ChannelInboundHandler {
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
         self.context.logger.debug("connection error", metadata: ["client": "\(client.id)", "error": "\(error)"])
         context.close(promise: nil)
+    }
+
+    // MARK: Idle clients
+
+    /// With an idle timeout, starts the count when the connection becomes active, and schedules the first check.
+    private func startIdleChecks(context: ChannelHandlerContext) {
+        guard let idleTimeout, idleCheck == nil else { return }
+        lastInteraction = context.eventLoop.now
+        scheduleIdleCheck(at: lastInteraction + idleTimeout, context: context)
+    }
+
+    private func scheduleIdleCheck(at deadline: NIODeadline, context: ChannelHandlerContext) {
+        let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+        idleCheck = context.eventLoop.scheduleTask(deadline: deadline) {
+            let (handler, context) = bound.value
+            handler.checkIdle(context: context)
+        }
+    }
+
+    /// Closes the connection if the client has neither sent anything nor been handed a reply for the idle timeout,
+    /// as Redis's `clientsCronHandleTimeout`; otherwise checks again when it could next have been idle that long. A
+    /// client whose command is still running (a maintenance command on the thread pool, writes waiting for their
+    /// commit) is not idle, as Redis exempts blocked clients.
+    private func checkIdle(context: ChannelHandlerContext) {
+        idleCheck = nil
+        guard let idleTimeout, context.channel.isActive else { return }
+        let now = context.eventLoop.now
+        if slowCommandRunning || waitingForCommit {
+            scheduleIdleCheck(at: now + idleTimeout, context: context)
+        } else if now - lastInteraction >= idleTimeout {
+            self.context.logger.debug("closing idle client", metadata: ["client": "\(client.id)",
+                                                                        "timeout": "\(self.context.configuration.idleTimeout) s"])
+            stopRunningCommands()
+            context.close(promise: nil)
+        } else {
+            scheduleIdleCheck(at: lastInteraction + idleTimeout, context: context)
+        }
     }
 
     // MARK: Running commands
@@ -296,6 +354,7 @@ final class ConnectionHandler: ChannelInboundHandler {
             return
         }
         if output.readableBytes > 0 {
+            if idleTimeout != nil { lastInteraction = context.eventLoop.now }
             // Take the replies out first: writing can call back into this handler (writability changes).
             context.writeAndFlush(wrapOutboundOut(takeOutput()), promise: nil)
         }
@@ -324,6 +383,7 @@ final class ConnectionHandler: ChannelInboundHandler {
         awaitingCommit = ByteBuffer()
         switch result {
         case .success:
+            if idleTimeout != nil { lastInteraction = context.eventLoop.now }
             context.writeAndFlush(wrapOutboundOut(replies), promise: nil)
             runQueued(context: context)
         case .failure(let error):

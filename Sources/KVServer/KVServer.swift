@@ -1,3 +1,10 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#elseif canImport(Darwin)
+import Darwin
+#endif
 import KVShell
 import KVStore
 import Logging
@@ -13,6 +20,8 @@ import Synchronization
 /// store (fsync, lock release).
 public final class KVServer: Sendable {
     public static let version = "1.0.0"
+    /// The longest `tcpKeepAlive` the kernel accepts as the idle time before the first probe (Linux's limit).
+    public static let maxTCPKeepAlive = 32767
 
     public struct Configuration: Sendable {
         public var host: String
@@ -22,18 +31,29 @@ public final class KVServer: Sendable {
         /// Event loops (threads). Defaults to one fewer than the cores (at least one), leaving a core for the
         /// fsync thread pool and, on a small machine, for clients on the same host.
         public var threads: Int
+        /// Redis's `timeout`: a client that has neither sent a request nor been sent a reply for this many seconds is
+        /// closed. 0 (the default, as in Redis) never closes idle clients. A client whose command is still running
+        /// (a maintenance command, a write waiting for its commit) is not idle, as Redis exempts blocked clients.
+        public var idleTimeout: Int
+        /// Redis's `tcp-keepalive`: accepted sockets get SO_KEEPALIVE with the first probe after this many seconds of
+        /// silence, then one every third of that (at least 1 s), giving up after 3, as Redis's `anetKeepAlive`; so a
+        /// client whose machine or network vanished is closed and its slot freed. 0 turns it off; 300 by default.
+        public var tcpKeepAlive: Int
         /// Which clients may name a file (`KVSH.BACKUP PATH`, `KVSH.REBUILD PATH`): nobody by default.
         public var pathCommands: PathCommandPolicy = .no
         /// Where `KVSH.BACKUP` without a path writes (and periodic backups go); nil refuses it.
         public var backupDirectory: BackupDirectory?
 
         public init(host: String = "127.0.0.1", port: Int = 7379, maxClients: Int = 10_000,
-                    maxBulkLength: Int = 512 << 20, threads: Int = max(1, System.coreCount - 1)) {
+                    maxBulkLength: Int = 512 << 20, threads: Int = max(1, System.coreCount - 1),
+                    idleTimeout: Int = 0, tcpKeepAlive: Int = 300) {
             self.host = host
             self.port = port
             self.maxClients = maxClients
             self.maxBulkLength = maxBulkLength
             self.threads = threads
+            self.idleTimeout = idleTimeout
+            self.tcpKeepAlive = tcpKeepAlive
         }
     }
 
@@ -70,12 +90,16 @@ public final class KVServer: Sendable {
         }
         let committersByLoop = committers
         let connections = self.connections
-        let bootstrap = ServerBootstrap(group: group)
+        var bootstrap = ServerBootstrap(group: group)
             .serverChannelOption(ChannelOptions.backlog, value: 1024)
             .serverChannelOption(ChannelOptions.socketOption(.so_reuseaddr), value: 1)
             .childChannelOption(ChannelOptions.socketOption(.tcp_nodelay), value: 1)
             .childChannelOption(ChannelOptions.writeBufferWaterMark, value: ChannelOptions.Types.WriteBufferWaterMark(low: 64 << 10, high: 256 << 10))
             .childChannelOption(ChannelOptions.maxMessagesPerRead, value: 1)
+        for (option, value) in Self.keepAliveOptions(seconds: configuration.tcpKeepAlive) {
+            bootstrap = bootstrap.childChannelOption(option, value: value)
+        }
+        bootstrap = bootstrap
             .childChannelInitializer { channel in
                 context.totalConnections.wrappingAdd(1, ordering: .relaxed)
                 let clients = context.connectedClients.wrappingAdd(1, ordering: .relaxed).newValue
@@ -112,6 +136,32 @@ public final class KVServer: Sendable {
             "address": "\(serverChannel.localAddress.map { "\($0)" } ?? "?")",
             "data-dir": "\(store.directory)", "sync": "\(store.syncPolicy.rawValue)",
         ])
+    }
+
+    /// The socket options of Redis's `anetKeepAlive` for `tcp-keepalive` `seconds` (none for 0): SO_KEEPALIVE, the
+    /// first probe after `seconds` of silence, then one every third of that (at least 1 s), giving up after 3 unanswered
+    /// probes. So a client whose machine crashed or whose network vanished without a FIN is found dead and closed after
+    /// about `seconds` + 2 × `seconds` / 3, and its slot (and its entry in CLIENT LIST) is freed.
+    static func keepAliveOptions(seconds: Int) -> [(ChannelOptions.Types.SocketOption, Int)] {
+        guard seconds > 0 else { return [] }
+        let idle = min(seconds, maxTCPKeepAlive)
+        let tcp = NIOBSDSocket.OptionLevel.tcp
+        #if canImport(Darwin)
+        let idleOption = TCP_KEEPALIVE  // Darwin's name for TCP_KEEPIDLE
+        #else
+        let idleOption = TCP_KEEPIDLE
+        #endif
+        return [
+            (ChannelOptions.socketOption(.so_keepalive), 1),
+            (ChannelOptions.Types.SocketOption(level: tcp, name: NIOBSDSocket.Option(rawValue: idleOption)), idle),
+            (ChannelOptions.Types.SocketOption(level: tcp, name: NIOBSDSocket.Option(rawValue: TCP_KEEPINTVL)), max(1, idle / 3)),
+            (ChannelOptions.Types.SocketOption(level: tcp, name: NIOBSDSocket.Option(rawValue: TCP_KEEPCNT)), 3),
+        ]
+    }
+
+    /// The open client connections' channels (for tests: their socket options).
+    func clientChannels() -> [any Channel] {
+        connections.channels.withLock { Array($0.values) }
     }
 
     /// Blocks until ``shutdown()`` has finished.

@@ -232,11 +232,19 @@ enum ServerCommands {
         case ("ID", 2):
             return .integer(client.id)
         case ("SETINFO", 4):
-            switch String(decoding: arguments[2], as: UTF8.self).uppercased() {
-            case "LIB-NAME": client.libraryName = arguments[3]
-            case "LIB-VER": client.libraryVersion = arguments[3]
-            default: return .error("ERR Unrecognized option '\(String(decoding: arguments[2], as: UTF8.self))'")
+            let attribute = String(decoding: arguments[2], as: UTF8.self)
+            let value = arguments[3].isEmpty ? nil : arguments[3]  // an empty value clears the field, as in Redis
+            let isLibraryName: Bool
+            switch attribute.uppercased() {
+            case "LIB-NAME": isLibraryName = true
+            case "LIB-VER": isLibraryName = false
+            default: return .error("ERR Unrecognized option '\(attribute)'")
             }
+            // CLIENT LIST prints the value unquoted: a space or a newline in it would forge fields or whole entries.
+            guard isValidClientAttribute(arguments[3]) else {
+                return .error("ERR \(attribute) cannot contain spaces, newlines or special characters.")
+            }
+            if isLibraryName { client.libraryName = value } else { client.libraryVersion = value }
             return .simpleString("OK")
         case ("INFO", 2):
             return .bulk(client.listLine)
@@ -270,8 +278,13 @@ enum ServerCommands {
 
     /// Redis's refusal of a client name with spaces, newlines or other characters outside printable ASCII.
     private static func validateClientName(_ name: [UInt8]) -> RESPValue? {
-        name.contains(where: { $0 <= 0x20 || $0 >= 0x7F })
-            ? .error("ERR Client names cannot contain spaces, newlines or special characters.") : nil
+        isValidClientAttribute(name) ? nil : .error("ERR Client names cannot contain spaces, newlines or special characters.")
+    }
+
+    /// Redis's rule for what CLIENT LIST shows of a connection (its name, CLIENT SETINFO's lib-name and lib-ver):
+    /// only printable ASCII other than the space ('!' to '~'), so that the list splits on spaces and newlines.
+    static func isValidClientAttribute(_ value: [UInt8]) -> Bool {
+        value.allSatisfy { $0 >= UInt8(ascii: "!") && $0 <= UInt8(ascii: "~") }
     }
 
     /// Until authentication lands, the only user is Redis's passwordless `default`, which any password opens;
@@ -330,7 +343,8 @@ enum ServerCommands {
             ("appendonly", "yes"), ("appendfsync", appendfsync), ("save", ""), ("databases", "1"),
             ("maxclients", String(configuration.maxClients)), ("port", String(context.port.load(ordering: .relaxed))),
             ("bind", configuration.host), ("proto-max-bulk-len", String(configuration.maxBulkLength)),
-            ("dir", context.store.directory), ("enable-path-commands", configuration.pathCommands.rawValue),
+            ("dir", context.store.directory), ("timeout", String(configuration.idleTimeout)),
+            ("tcp-keepalive", String(configuration.tcpKeepAlive)), ("enable-path-commands", configuration.pathCommands.rawValue),
         ]
         let patterns = arguments.dropFirst(2).map { GlobPattern(Array(String(decoding: $0, as: UTF8.self).lowercased().utf8)) }
         let matching = settings.filter { setting in patterns.contains { $0.matches(Array(setting.0.utf8)) } }

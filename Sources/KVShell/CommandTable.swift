@@ -199,6 +199,63 @@ public enum CommandTable {
         return previous[b.count]
     }
 
+    // MARK: Secrets
+
+    /// Whether the command line `line` carries a secret (a password, a user's credentials) and must stay out of the
+    /// shell's history: see ``isSensitive(_:)``. The line is split as the shell splits it; a line whose quotes do not
+    /// balance (the shell refuses it, but it was typed) is judged on its blank-separated words, so a stray quote
+    /// cannot let a password through.
+    public static func isSensitive(line: String) -> Bool {
+        let bytes = Array(line.utf8)
+        if let arguments = try? Tokenizer.split(bytes) { return isSensitive(arguments) }
+        return isSensitive(bytes.split(whereSeparator: Tokenizer.isBlank).map { word in
+            Array(word.drop { $0 == UInt8(ascii: "\"") || $0 == UInt8(ascii: "'") })
+        })
+    }
+
+    /// Whether a command (its name first) carries a secret, by redis-cli's rule for what it keeps out of its history
+    /// file (`isSensitiveCommand` in redis-cli.c; this follows its current list, a superset of Redis 7.0's), matched
+    /// without regard to case: `AUTH`; `HELLO` with an `AUTH` option; `ACL SETUSER|DELUSER|GETUSER`; `CONFIG SET` of
+    /// one of ``secretConfigParameters``; `MIGRATE` with `AUTH` or `AUTH2` among its options (before `KEYS`);
+    /// `SENTINEL CONFIG SET sentinel-pass|sentinel-user` and `SENTINEL SET master auth-pass|auth-user`.
+    ///
+    /// This is the one place the rule lives: a command that later takes a secret belongs here.
+    public static func isSensitive(_ arguments: [[UInt8]]) -> Bool {
+        let words = arguments.map { String(decoding: $0, as: UTF8.self).uppercased() }
+        guard let name = words.first else { return false }
+        switch name {
+        case "AUTH":
+            return true
+        case "HELLO":
+            // HELLO [protover [AUTH username password] [SETNAME clientname]]: redis-cli only looks for AUTH where an
+            // option may stand; any AUTH after the name is enough here, which keeps out malformed lines too.
+            return words.dropFirst().contains("AUTH")
+        case "ACL":
+            return words.count > 1 && ["SETUSER", "DELUSER", "GETUSER"].contains(words[1])
+        case "CONFIG":
+            return words.count > 2 && words[1] == "SET" && words.dropFirst(2).contains { secretConfigParameters.contains($0) }
+        case "MIGRATE":
+            // MIGRATE host port key|"" destination-db timeout [COPY] [REPLACE] [AUTH password]
+            // [AUTH2 username password] [KEYS key ...]: the options start at the sixth argument; keys may be named AUTH.
+            for word in words.dropFirst(6) {
+                if word == "AUTH" || word == "AUTH2" { return true }
+                if word == "KEYS" { return false }
+            }
+            return false
+        case "SENTINEL":
+            guard words.count > 3 else { return false }
+            if words[1] == "CONFIG" && words[2] == "SET" { return ["SENTINEL-PASS", "SENTINEL-USER"].contains(words[3]) }
+            return words[1] == "SET" && ["AUTH-PASS", "AUTH-USER"].contains(words[3])
+        default:
+            return false
+        }
+    }
+
+    /// The configuration parameters whose `CONFIG SET` carries a secret (upper case), as redis-cli lists them.
+    public static let secretConfigParameters: Set<String> = [
+        "MASTERAUTH", "MASTERUSER", "REQUIREPASS", "TLS-KEY-FILE-PASS", "TLS-CLIENT-KEY-FILE-PASS",
+    ]
+
     /// Tab-completion candidates for the word being typed at the end of `line` (the text before the cursor).
     /// Completes command names in the first word; after `:help`, command names; after `:timing` and `:format`,
     /// their choices. Candidates follow the case the user is typing in.

@@ -86,6 +86,18 @@ public final class RESPClient {
     /// Queued commands are written once they reach this size, without waiting for a reply to be read.
     static let writeThreshold = 64 << 10
 
+    // What a server can make the client do is bounded, so that a hostile or broken server cannot crash it or make it
+    // allocate what it merely announces; beyond each bound the reply is a `protocolError` and the connection closes.
+    /// The deepest aggregates (arrays, maps, sets, pushes) and RESP3 attributes may nest: every one of them is a
+    /// level, an attribute as well, since the reply it describes follows it. The parser recurses once per level, so
+    /// this bounds its stack. Redis's replies nest a few levels (hiredis allows 7); 128 leaves room for scripts'.
+    public static let maxNesting = 128
+    /// The most elements one aggregate may announce, as hiredis (2^32 - 1); a map's keys and values both count.
+    /// Elements are stored as they arrive, never reserved for a count announced ahead of them.
+    public static let maxElements = (1 << 32) - 1
+    /// The longest bulk string, as Redis's `proto-max-bulk-len` (512 MiB).
+    public static let maxBulkLength = 512 << 20
+
     /// Connects, trying every address `host` resolves to.
     /// - Throws: ``RESPClientError`` of kind `cannotConnect`, whose message names `host:port` and the reason.
     public init(host: String, port: Int, timeout: Duration = .seconds(5)) throws {
@@ -225,7 +237,6 @@ public final class RESPClient {
     }
 
     private func parseReply(depth: Int) throws -> RESPReply {
-        guard depth < 512 else { throw fail(.protocolError, "replies nested too deep") }
         let marker = try readByte()
         switch marker {
         case UInt8(ascii: "+"):
@@ -236,7 +247,11 @@ public final class RESPClient {
             return .integer(try readInteger())
         case UInt8(ascii: "$"), UInt8(ascii: "="), UInt8(ascii: "!"):
             let length = try readInteger()
-            if length < 0 { return .null }
+            if length == -1 { return .null }
+            guard length >= 0 else { throw fail(.protocolError, "invalid bulk string length \(length)") }
+            guard length <= Self.maxBulkLength else {
+                throw fail(.protocolError, "bulk string of \(length) bytes exceeds the limit of \(Self.maxBulkLength) (512 MiB)")
+            }
             var bytes = try readBytes(length)
             guard try readBytes(2) == [0x0D, 0x0A] else { throw fail(.protocolError, "a bulk string does not end in CRLF") }
             switch marker {
@@ -250,23 +265,25 @@ public final class RESPClient {
             }
         case UInt8(ascii: "*"), UInt8(ascii: "~"), UInt8(ascii: ">"):
             let count = try readInteger()
-            if count < 0 { return .null }
+            if count == -1 { return .null }
+            try checkAggregate(elements: count, depth: depth)
             var items: [RESPReply] = []
             items.reserveCapacity(min(count, 1 << 16))
             for _ in 0..<count { items.append(try parseReply(depth: depth + 1)) }
             return .array(items)
         case UInt8(ascii: "%"):
             let count = try readInteger()
-            guard count >= 0, count <= Int.max / 2 else { throw fail(.protocolError, "invalid map length") }
+            try checkAggregate(elements: count, pairs: true, depth: depth)
             var items: [RESPReply] = []
             items.reserveCapacity(min(2 * count, 1 << 16))
             for _ in 0..<(2 * count) { items.append(try parseReply(depth: depth + 1)) }
             return .map(items)
         case UInt8(ascii: "|"):  // attributes describe the reply that follows: skip them
             let count = try readInteger()
-            guard count >= 0, count <= Int.max / 2 else { throw fail(.protocolError, "invalid attribute length") }
+            try checkAggregate(elements: count, pairs: true, depth: depth)
             for _ in 0..<(2 * count) { _ = try parseReply(depth: depth + 1) }
-            return try parseReply(depth: depth)
+            // The reply it describes is one level deeper: attribute after attribute cannot recurse without bound.
+            return try parseReply(depth: depth + 1)
         case UInt8(ascii: "_"):
             _ = try readLine()
             return .null
@@ -280,6 +297,24 @@ public final class RESPClient {
             return .number(String(decoding: try readLine(), as: UTF8.self))
         default:
             throw fail(.protocolError, "unexpected byte 0x\(String(marker, radix: 16)) at the start of a reply")
+        }
+    }
+
+    /// Throws the protocol error for an aggregate (or attribute) at `depth` announcing `elements` elements (pairs,
+    /// for a map or an attribute) beyond the limits: ``maxNesting``, ``maxElements``, or a negative count.
+    private func checkAggregate(elements count: Int, pairs: Bool = false, depth: Int) throws {
+        guard depth < Self.maxNesting else {
+            throw fail(.protocolError, "reply nested more than \(Self.maxNesting) levels")
+        }
+        guard count >= 0 else { throw fail(.protocolError, "invalid aggregate length \(count)") }
+        if pairs {
+            guard count <= Self.maxElements / 2 else {
+                throw fail(.protocolError, "map of \(count) pairs exceeds the limit of \(Self.maxElements / 2)")
+            }
+        } else {
+            guard count <= Self.maxElements else {
+                throw fail(.protocolError, "aggregate of \(count) elements exceeds the limit of \(Self.maxElements)")
+            }
         }
     }
 

@@ -26,7 +26,9 @@ func runInteractive(session: Session, banner: String) {
     while !session.quitRequested {
         switch editor.readLine(prompt: "kvsh> ") {
         case .line(let line):
-            editor.addToHistory(line)
+            // As redis-cli: a line with a password (AUTH, HELLO ... AUTH, ...) runs but is kept out of the history,
+            // in memory and in the file.
+            if !CommandTable.isSensitive(line: line) { editor.addToHistory(line) }
             Array(line.utf8).withUnsafeBytes { _ = session.execute(line: $0, origin: .interactive) }
             session.flush()
         case .interrupted:

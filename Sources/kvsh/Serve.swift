@@ -35,6 +35,14 @@ struct ServeCommand: ParsableCommand {
     @Option(help: ArgumentHelp("Event-loop threads (default: one fewer than the cores, at least 1).", valueName: "n"))
     var threads: Int?
 
+    @Option(help: ArgumentHelp("Close a client idle for this many seconds; 0 never does (Redis's timeout).", valueName: "seconds"))
+    var timeout = 0
+
+    @Option(name: .customLong("tcp-keepalive"),
+            help: ArgumentHelp("TCP keepalive on client sockets: first probe after this many idle seconds; 0 turns it off (Redis's tcp-keepalive).",
+                               valueName: "seconds"))
+    var tcpKeepAlive = 300
+
     @Option(name: .customLong("compact-min-size"), help: ArgumentHelp("As for the shell.", valueName: "size"))
     var compactMinimumSize = ByteSize(bytes: 64 << 20)
 
@@ -63,6 +71,14 @@ struct ServeCommand: ParsableCommand {
         guard (0...65535).contains(port) else { throw ValidationError("--port must be between 0 and 65535") }
         guard maxclients >= 1 else { throw ValidationError("--maxclients must be at least 1") }
         if let threads, threads < 1 { throw ValidationError("--threads must be at least 1") }
+        // Redis's range for `timeout` (0 to INT_MAX seconds); `tcp-keepalive` up to the largest idle time the kernel
+        // takes (Linux's TCP_KEEPIDLE limit), since a socket the option cannot be set on would be refused.
+        guard (0...Int(Int32.max)).contains(timeout) else {
+            throw ValidationError("--timeout must be a number of seconds from 0 (never close idle clients) to \(Int32.max)")
+        }
+        guard (0...KVServer.maxTCPKeepAlive).contains(tcpKeepAlive) else {
+            throw ValidationError("--tcp-keepalive must be a number of seconds from 0 (off) to \(KVServer.maxTCPKeepAlive)")
+        }
         if backupInterval != nil && backupDirectory == nil { throw ValidationError("--backup-every needs --backup-dir") }
         if backupKeep < 1 { throw ValidationError("--backup-keep must be at least 1") }
         if let backupDirectory { try Paths.validate(backupDirectory) }
@@ -108,7 +124,8 @@ struct ServeCommand: ParsableCommand {
             defer { scheduler?.stop() }
             let server: KVServer
             do {
-                var configuration = KVServer.Configuration(host: bind, port: port, maxClients: maxclients)
+                var configuration = KVServer.Configuration(host: bind, port: port, maxClients: maxclients,
+                                                           idleTimeout: timeout, tcpKeepAlive: tcpKeepAlive)
                 if let threads { configuration.threads = threads }
                 configuration.pathCommands = pathCommands
                 configuration.backupDirectory = backups

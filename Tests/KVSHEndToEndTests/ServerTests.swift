@@ -422,6 +422,23 @@ struct ServerTests {
         #expect(try server.stop() == .exited(0))
     }
 
+    @Test("--timeout closes idle clients and --tcp-keepalive sets the probes; CONFIG GET reports both; bad values are refused")
+    func timeoutAndKeepaliveFlags() throws {
+        let sandbox = try Sandbox()
+        let server = try ServerProcess(sandbox, options: ["--timeout", "1", "--tcp-keepalive", "60"])
+        let idle = try RedisConnection(port: server.port)
+        #expect(try idle.call("CONFIG", "GET", "timeout") == .array([.text("timeout"), .text("1")]))
+        #expect(try idle.call("CONFIG", "GET", "tcp-keepalive") == .array([.text("tcp-keepalive"), .text("60")]))
+        _ = try idle.waitForClose(timeout: .seconds(15))  // throws if the server keeps it open that long
+        #expect(try server.stop() == .exited(0))
+
+        for (flag, value) in [("--timeout", "-1"), ("--timeout", "x"), ("--tcp-keepalive", "-5"), ("--tcp-keepalive", "40000")] {
+            let refused = try sandbox.run(["serve", "--data-dir", sandbox.path("other"), "--port", "0", flag, value])
+            #expect(refused.termination == .exited(2), "\(flag) \(value): \(refused.summary)")
+            #expect(refused.stderrText.contains(flag), "\(flag) \(value): \(refused.summary)")
+        }
+    }
+
     @Test("listening beyond loopback, with no authentication yet, is warned about; loopback is not")
     func warnsWhenExposed() throws {
         let sandbox = try Sandbox()

@@ -185,6 +185,35 @@ struct TerminalTests {
         expectCleanExit(second, "Ctrl-D")
     }
 
+    @Test("lines with passwords run but are not written to the history file; other lines are")
+    func secretsStayOutOfHistory() throws {
+        let sandbox = try Sandbox()
+        let server = try ServerProcess(sandbox)
+        defer { _ = try? server.stop() }
+        let file = sandbox.path("history")
+        let shell = try TerminalSession(arguments: ["--connect", server.address],
+                                        environment: sandbox.environment(term: "xterm", ["KVSH_HISTFILE": file]), directory: sandbox.root)
+        try shell.expect("kvsh 1.0: connected to \(server.address)", "no banner")
+        try awaitPrompt(shell, "no first prompt")
+        try enter(shell, "SET before 1", expecting: "OK")
+        try enter(shell, "AUTH default hunter2", expecting: "\r\nOK\r\n")  // it runs: the server answers
+        try enter(shell, "hello 3 auth default swordfish", expecting: "proto")
+        try enter(shell, "GET before", expecting: "\"1\"")
+        // Up arrow skips the secret lines too: they are not in the session's history either.
+        try shell.send(upArrow + upArrow)
+        try shell.expect("SET before 1", "Up arrow did not go back past the secret lines")
+        try shell.waitUntilEditing()
+        try shell.send("\r")  // runs the recalled line again (no Ctrl-C: one that arrives among other keys can be lost)
+        try shell.expect("OK", "the recalled line did not run")
+        try awaitPrompt(shell)
+        try shell.send(ctrlD)
+        expectCleanExit(shell, "Ctrl-D")
+
+        let saved = ((try? String(contentsOfFile: file, encoding: .utf8)) ?? "").replacingOccurrences(of: "\\040", with: " ")
+        #expect(saved.contains("SET before 1") && saved.contains("GET before"), "history file holds: \(saved)")
+        #expect(!saved.contains("hunter2") && !saved.contains("swordfish"), "a password was saved: \(saved)")
+    }
+
     @Test("Ctrl-\\ (SIGQUIT) at the prompt does not bring up Swift's crash reporter")
     func ctrlBackslashAtThePrompt() throws {
         let sandbox = try Sandbox()

@@ -33,14 +33,16 @@ private final class FailingWrite: ChannelOutboundHandler {
 }
 
 /// Runs `body` with a store in a fresh directory and the server context around it.
-private func withServerContext(syncPolicy: KVStore.SyncPolicy, _ body: (KVStore, ServerContext) throws -> Void) throws {
+private func withServerContext(syncPolicy: KVStore.SyncPolicy, idleTimeout: Int = 0,
+                               _ body: (KVStore, ServerContext) throws -> Void) throws {
     try withTempDir { directory in
         let store = try KVStore(directory: directory, syncPolicy: syncPolicy)
         defer { try? store.close() }
         let threadPool = NIOThreadPool(numberOfThreads: 1)
         threadPool.start()
         defer { try? threadPool.syncShutdownGracefully() }
-        try body(store, ServerContext(store: store, configuration: .init(), logger: Logger(label: "test"), threadPool: threadPool))
+        let configuration = KVServer.Configuration(idleTimeout: idleTimeout)
+        try body(store, ServerContext(store: store, configuration: configuration, logger: Logger(label: "test"), threadPool: threadPool))
     }
 }
 
@@ -119,6 +121,34 @@ struct ConnectionHandlerTests {
             #expect(try replies(writer).hasPrefix("-ERR write-ahead log failed"))
             _ = try? writer.finish()
             _ = try? reader.finish()
+        }
+    }
+
+    @Test("the idle timeout, on virtual time: a client idle that long is closed; a request restarts the count")
+    func idleTimeout() throws {
+        try withServerContext(syncPolicy: .none, idleTimeout: 1) { _, context in
+            let channel = try connection(context)
+            try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 7379)).wait()
+            channel.embeddedEventLoop.advanceTime(by: .milliseconds(900))
+            #expect(channel.isActive, "closed before the timeout")
+            try channel.writeInbound(ByteBuffer(bytes: encodeCommand("PING")))
+            #expect(try channel.readOutbound(as: ByteBuffer.self).map { String(buffer: $0) } == "+PONG\r\n")
+            channel.embeddedEventLoop.advanceTime(by: .milliseconds(999))
+            #expect(channel.isActive, "the PING 999 ms ago restarted the count")
+            channel.embeddedEventLoop.advanceTime(by: .milliseconds(1))
+            #expect(!channel.isActive, "idle for the whole timeout since the PING, and still open")
+            _ = try? channel.finish()
+        }
+    }
+
+    @Test("with no idle timeout (0, the default) a client idle for a day stays")
+    func noIdleTimeout() throws {
+        try withServerContext(syncPolicy: .none) { _, context in
+            let channel = try connection(context)
+            try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 7379)).wait()
+            channel.embeddedEventLoop.advanceTime(by: .hours(24))
+            #expect(channel.isActive)
+            _ = try? channel.finish()
         }
     }
 

@@ -324,6 +324,14 @@ struct RESPDecoderTests {
           arguments: ([
               ("*1\r\nGET\r\n", "expected '$', got 'G'"),
               ("*2\r\n$3\r\nGET\r\n:1\r\n", "expected '$', got ':'"),
+              // Nothing nests in a request: an aggregate or a RESP3 attribute inside one is refused at its first byte,
+              // so no depth needs bounding (the element count is, by maxArrayLength).
+              (String(repeating: "*1\r\n", count: 1000), "expected '$', got '*'"),
+              ("*1\r\n%1\r\n$1\r\nk\r\n$1\r\nv\r\n", "expected '$', got '%'"),
+              ("*1\r\n|0\r\n$4\r\nPING\r\n", "expected '$', got '|'"),
+              ("*1\r\n~1\r\n", "expected '$', got '~'"),
+              ("*1\r\n>1\r\n", "expected '$', got '>'"),
+              ("*1048577\r\n", "invalid multibulk length"),
               ("*x\r\n", "invalid multibulk length"),
               ("*1x\r\n", "invalid multibulk length"),
               ("*\r\n", "invalid multibulk length"),

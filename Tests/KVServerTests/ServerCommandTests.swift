@@ -86,6 +86,32 @@ struct ServerCommandTests {
         }
     }
 
+    @Test("CLIENT SETINFO refuses spaces, newlines and special characters, as SETNAME does: no forged CLIENT LIST entries")
+    func clientSetinfoValidation() throws {
+        try withServer { server in
+            let client = try server.connect()
+            let id = try client.call("CLIENT", "ID")
+            // A value that would end the line and start a forged entry, one with a space (a forged field), a control
+            // character and a byte outside ASCII: each refused with Redis 7.2's text, naming the attribute as sent.
+            let forged = "x\nid=999 addr=10.0.0.1:1 laddr=? name=admin"
+            for (attribute, value) in [("lib-name", forged), ("LIB-NAME", "a b"), ("lib-ver", "1\t2"), ("lib-ver", "v\u{7F}"),
+                                       ("lib-name", "caf\u{E9}"), ("lib-ver", "1\r\n")] {
+                #expect(try client.call("CLIENT", "SETINFO", attribute, value)
+                        == .error("ERR \(attribute) cannot contain spaces, newlines or special characters."), "\(attribute) \(value)")
+            }
+            let list = try client.call("CLIENT", "LIST").string ?? ""
+            #expect(list.split(separator: "\n").count == 1, "\(list)")
+            #expect(!list.contains("id=999") && list.contains(" lib-name= lib-ver=\n"), "\(list)")
+            // Every printable character but the space is accepted; an empty value clears the field.
+            #expect(try client.call("CLIENT", "SETINFO", "lib-name", "redis-py(sentinel_v1)~!") == .simple("OK"))
+            #expect(try client.call("CLIENT", "SETINFO", "lib-ver", "1.2.3") == .simple("OK"))
+            #expect((try client.call("CLIENT", "INFO").string ?? "").contains(" lib-name=redis-py(sentinel_v1)~! lib-ver=1.2.3\n"))
+            #expect(try client.call("CLIENT", "SETINFO", "lib-name", "") == .simple("OK"))
+            #expect((try client.call("CLIENT", "INFO").string ?? "").contains(" lib-name= lib-ver=1.2.3\n"))
+            #expect(try client.call("CLIENT", "ID") == id)
+        }
+    }
+
     @Test("CLIENT SETNAME, GETNAME, ID, SETINFO, INFO")
     func clientCommands() throws {
         try withServer { server in

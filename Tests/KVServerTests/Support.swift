@@ -418,14 +418,15 @@ final class TestServer: @unchecked Sendable {
     let port: Int
     private var stopped = false
 
-    init(maxClients: Int = 10_000, syncPolicy: KVStore.SyncPolicy = .always, threads: Int = 2) throws {
+    init(maxClients: Int = 10_000, syncPolicy: KVStore.SyncPolicy = .always, threads: Int = 2,
+         configure: (inout KVServer.Configuration) -> Void = { _ in }) throws {
         directory = try makeTempDir()
         do {
             store = try KVStore(directory: directory + "/data", syncPolicy: syncPolicy)
             let logger = Logger(label: "kvsh.server.test", factory: { _ in SwiftLogNoOpLogHandler() })
-            server = try KVServer(store: store,
-                                  configuration: KVServer.Configuration(host: "127.0.0.1", port: 0, maxClients: maxClients, threads: threads),
-                                  logger: logger)
+            var configuration = KVServer.Configuration(host: "127.0.0.1", port: 0, maxClients: maxClients, threads: threads)
+            configure(&configuration)
+            server = try KVServer(store: store, configuration: configuration, logger: logger)
             guard let port = server.localAddress?.port, port > 0 else { throw TestError("the server has no local port") }
             self.port = port
         } catch {

@@ -19,6 +19,41 @@ struct CommandTableTests {
         #expect(CommandTable.lookup(Array(typed.utf8))?.name == expected)
     }
 
+    @Test("lines with secrets are kept out of the history file, as redis-cli keeps them out", arguments: [
+        "AUTH hunter2", "AUTH default hunter2", "auth default hunter2", "  Auth   default   hunter2  ", "AUTH",
+        "HELLO 3 AUTH default hunter2", "hello 3 auth u p", "HELLO 3 SETNAME app AUTH u p", "HELLO 2 auth u p SETNAME x",
+        "HELLO AUTH u p", "HELLO 3 AUTH u \"pass word\"",
+        "ACL SETUSER alice on >secret", "acl setuser alice", "ACL DELUSER alice", "ACL GETUSER alice",
+        "CONFIG SET requirepass s3cret", "config set MasterAuth s3cret", "CONFIG SET masteruser bob",
+        "CONFIG SET maxmemory 1gb requirepass s3cret", "CONFIG SET tls-key-file-pass x", "CONFIG SET tls-client-key-file-pass x",
+        "MIGRATE host 6379 key 0 5000 AUTH s3cret", "MIGRATE host 6379 \"\" 0 5000 COPY REPLACE AUTH2 user s3cret KEYS a b",
+        "migrate host 6379 key 0 5000 auth s3cret",
+        "SENTINEL CONFIG SET sentinel-pass s3cret", "SENTINEL SET mymaster auth-pass s3cret", "SENTINEL SET mymaster auth-user u",
+        // An unbalanced quote does not let the secret through: the line is judged on its blank-separated words.
+        "AUTH default \"hunter2", "HELLO 3 AUTH u 'p",
+    ])
+    func sensitiveLines(line: String) {
+        #expect(CommandTable.isSensitive(line: line), "\(line)")
+    }
+
+    @Test("ordinary lines are saved in history", arguments: [
+        "", "   ", "# AUTH in a comment is not a command", "SET a 1", "GET auth", "SET AUTH hunter2", "KEYS *",
+        "HELLO 3", "HELLO 3 SETNAME app", "HELLO", "ACL WHOAMI", "ACL LIST", "CONFIG SET maxmemory 1gb", "CONFIG GET requirepass",
+        "CONFIG GET *", "MIGRATE host 6379 key 0 5000", "MIGRATE host 6379 \"\" 0 5000 KEYS auth b", "SENTINEL CONFIG GET *",
+        ":help AUTH", ":format json",
+    ])
+    func ordinaryLines(line: String) {
+        #expect(!CommandTable.isSensitive(line: line), "\(line)")
+    }
+
+    @Test("the rule on arguments, as bytes")
+    func sensitiveArguments() {
+        #expect(CommandTable.isSensitive(["AUTH", "x"].map { Array($0.utf8) }))
+        #expect(CommandTable.isSensitive(["Config", "sEt", "REQUIREPASS", "x"].map { Array($0.utf8) }))
+        #expect(!CommandTable.isSensitive([]))
+        #expect(!CommandTable.isSensitive(["GET", "AUTH"].map { Array($0.utf8) }))
+    }
+
     @Test("names that are not commands", arguments: ["", "SE", "SETT", "SET ", " SET", "help", "quit", ":", ":he", "DELETEX", "sEt\u{0}", "ſet", "KEY", "SCANS", "DBSIZ", "RANGES", "LIMIT", "MATCH"])
     func notFound(typed: String) {
         #expect(CommandTable.lookup(typed) == nil, "\(typed.debugDescription)")

@@ -306,6 +306,85 @@ struct RESPClientTests {
         #expect(throws: RESPClientError.self) { _ = try client.readReply() }
     }
 
+    /// Connects to a fake server that reads one PING and answers with `reply` (then closes), and returns the error
+    /// the client reports for it.
+    private func errorFromReply(_ reply: [UInt8]) throws -> RESPClientError? {
+        let server = try FakeServer { fd in
+            _ = FakeServer.readExactly(fd, encoded(["PING"]).count)
+            FakeServer.writeAll(fd, reply)  // stops early once the client gives up and closes
+        }
+        defer { server.finish() }
+        let client = try RESPClient(host: "127.0.0.1", port: server.port)
+        do {
+            let reply = try client.call([Array("PING".utf8)])
+            Issue.record("accepted a hostile reply: \(String(describing: reply).prefix(200))")
+            return nil
+        } catch let error as RESPClientError {
+            #expect(throws: RESPClientError.self, "the connection is unusable afterwards") { try client.call([Array("PING".utf8)]) }
+            return error
+        }
+    }
+
+    private func repeated(_ text: String, _ times: Int) -> [UInt8] {
+        let unit = Array(text.utf8)
+        var bytes: [UInt8] = []
+        bytes.reserveCapacity(unit.count * times)
+        for _ in 0..<times { bytes.append(contentsOf: unit) }
+        return bytes
+    }
+
+    @Test("a hostile server's endless RESP3 attributes are a protocol error, not a stack overflow")
+    func endlessAttributes() throws {
+        let error = try #require(try errorFromReply(repeated("|0\r\n", 2_000_000) + Array("+OK\r\n".utf8)))
+        #expect(error.kind == .protocolError)
+        #expect(error.reason == "reply nested more than \(RESPClient.maxNesting) levels", "\(error.message)")
+        // Attributes inside an attribute's values count too.
+        let inner = try #require(try errorFromReply(repeated("|1\r\n+k\r\n", 200) + Array("+OK\r\n".utf8)))
+        #expect(inner.kind == .protocolError && inner.reason.hasPrefix("reply nested more than"), "\(inner.message)")
+    }
+
+    @Test("nesting beyond the limit is a protocol error for every aggregate type; at the limit it is parsed")
+    func nestingLimit() throws {
+        for opener in ["*1", "~1", ">1", "%1\r\n+k"] {
+            let error = try #require(try errorFromReply(repeated(opener + "\r\n", 2_000_000) + Array(":1\r\n".utf8)))
+            #expect(error.kind == .protocolError, "\(opener)")
+            #expect(error.reason == "reply nested more than \(RESPClient.maxNesting) levels", "\(opener): \(error.message)")
+        }
+        // Exactly `maxNesting` levels are fine (Redis's replies nest a few levels at most).
+        let deepest = repeated("*1\r\n", RESPClient.maxNesting) + Array(":7\r\n".utf8)
+        let server = try FakeServer { fd in
+            _ = FakeServer.readExactly(fd, encoded(["PING"]).count)
+            FakeServer.writeAll(fd, deepest)
+            _ = FakeServer.readExactly(fd, 1)  // until the client closes
+        }
+        defer { server.finish() }
+        let client = try RESPClient(host: "127.0.0.1", port: server.port)
+        var reply = try client.call([Array("PING".utf8)])
+        var levels = 0
+        while case .array(let items) = reply, items.count == 1 {
+            levels += 1
+            reply = items[0]
+        }
+        #expect(levels == RESPClient.maxNesting && reply == .integer(7))
+        client.close()
+    }
+
+    @Test("announced counts and lengths beyond the limits are protocol errors, and nothing is allocated for them")
+    func countAndLengthLimits() throws {
+        let tooMany = try #require(try errorFromReply(Array("*4294967296\r\n".utf8)))
+        #expect(tooMany.kind == .protocolError && tooMany.reason == "aggregate of 4294967296 elements exceeds the limit of 4294967295", "\(tooMany.message)")
+        let tooManyPairs = try #require(try errorFromReply(Array("%2147483648\r\n".utf8)))
+        #expect(tooManyPairs.kind == .protocolError, "\(tooManyPairs.message)")
+        let tooLong = try #require(try errorFromReply(Array("$536870913\r\n".utf8)))
+        #expect(tooLong.kind == .protocolError && tooLong.reason == "bulk string of 536870913 bytes exceeds the limit of 536870912 (512 MiB)", "\(tooLong.message)")
+        let verbatim = try #require(try errorFromReply(Array("=9223372036854775807\r\n".utf8)))
+        #expect(verbatim.kind == .protocolError, "\(verbatim.message)")
+        // A large count within the limit is not allocated up front: the server closing after the header is a lost
+        // connection, not a crash or a 2-billion-element allocation.
+        let announced = try #require(try errorFromReply(Array("*2147483647\r\n:1\r\n".utf8)))
+        #expect(announced.kind == .connectionLost, "\(announced.message)")
+    }
+
     @Test("bytes that are not RESP are a protocol error")
     func protocolError() throws {
         let server = try FakeServer { fd in
