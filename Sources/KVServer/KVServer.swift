@@ -11,6 +11,7 @@ import Logging
 import NIOCore
 import NIOPosix
 import Synchronization
+import Dispatch
 
 /// A Redis-protocol (RESP2, and RESP3 after `HELLO 3`) server in front of a store, on SwiftNIO.
 ///
@@ -171,9 +172,15 @@ public final class KVServer: Sendable {
 
     /// Stops accepting connections, lets every connection finish its current request and write its replies
     /// (writes acknowledged only once committed), waits up to `grace` for them to close, then stops the loops.
+    ///
+    /// Maintenance commands (KVSH.REBUILD PATH, KVSH.CHECK, KVSH.COMPACT, KVSH.BACKUP) still running when the
+    /// grace period ends are cancelled (``KVStore/cancelMaintenance()``): they stop at their next record or
+    /// block, leaving the store as it was, so the grace period holds however large their files are. A background
+    /// compaction still running then is cancelled too (it runs again after the next start).
     public func shutdown(grace: TimeAmount = .seconds(5)) {
         guard !stopped.exchange(true, ordering: .acquiringAndReleasing) else { return }
         context.logger.info("shutting down: no new connections; finishing requests in flight")
+        let graceEnds = DispatchTime.now() + .nanoseconds(Int(max(0, grace.nanoseconds)))
         try? serverChannel.close().wait()
         let open = connections.channels.withLock { Array($0.values) }
         for channel in open { channel.pipeline.fireUserInboundEventTriggered(DrainAndClose()) }
@@ -182,7 +189,15 @@ public final class KVServer: Sendable {
         try? everyClose.wait()
         deadline.cancel()
         // The thread pool first: a maintenance command still running there completes on its connection's loop.
-        try? context.threadPool.syncShutdownGracefully()
+        // It gets what is left of the grace period, then it is cancelled.
+        let poolStopped = DispatchSemaphore(value: 0)
+        context.threadPool.shutdownGracefully(queue: .global()) { _ in poolStopped.signal() }
+        if poolStopped.wait(timeout: graceEnds) == .timedOut {
+            context.logger.warning("maintenance still running at the end of the grace period: cancelling it (the store stays as it was)")
+            context.store.cancelMaintenance()
+            poolStopped.wait()
+        }
+        context.store.cancelMaintenance()  // a background compaction: the store's close would wait for it
         try? group.syncShutdownGracefully()
         context.logger.info("server stopped")
     }

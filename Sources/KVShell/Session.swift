@@ -285,10 +285,15 @@ public final class Session {
         guard sourceDepth < Self.maxSourceDepth else {
             throw CommandError.other(":source nested more than \(Self.maxSourceDepth) deep (does a script source itself?)")
         }
-        try Paths.validate(path)
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else {
-            throw CommandError.other("cannot open '\(path)': \(String(cString: strerror(errno)))")
+        // Regular files only: a FIFO or a device could block the session forever (a script on standard input,
+        // a pipe, is read by the caller through `ScriptRunner` directly, not by name).
+        let fd: Int32
+        do {
+            fd = try POSIX.openRegularFile(path)
+        } catch StoreError.io(_, _, let code) {
+            throw CommandError.other("cannot open '\(path)': \(String(cString: strerror(code)))")
+        } catch {
+            throw CommandError.other("\(error)")
         }
         defer { close(fd) }
         sourceDepth += 1

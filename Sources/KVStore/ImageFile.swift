@@ -47,6 +47,7 @@ enum ImageFile {
             var blockNumber: UInt64 = 0
 
             func emitBlock() throws {
+                try MaintenanceCancellation.current?.check()  // a shutdown stops a long write; the .tmp is removed below
                 blockNumber += 1
                 LogFormat.appendRecord(type: .imageEntries, sequence: blockNumber, payloadLength: 4 + block.count, to: &output) {
                     LogFormat.appendLittleEndian(blockEntries, to: &$0)
@@ -171,7 +172,7 @@ enum ImageFile {
                 }
                 offset = end
                 expectedBlock += 1
-                mapped.releasePages(before: offset)
+                try mapped.releasePages(before: offset)
             }
         }
     }

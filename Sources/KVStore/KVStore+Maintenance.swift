@@ -73,7 +73,7 @@ extension KVStore {
     /// Writes an image of the whole store and starts a new log file, then deletes the files the image makes
     /// unnecessary. Reads and writes go on meanwhile; commits wait only while the log file is switched.
     public func checkpoint() throws -> CheckpointReport {
-        try maintenance.withLock { _ in try checkpointLocked() }
+        try maintenance.withLock { _ in try cancellable { try checkpointLocked() } }
     }
 
     private func checkpointLocked() throws -> CheckpointReport {
@@ -153,7 +153,7 @@ extension KVStore {
             defer { self.compactionScheduled.store(false, ordering: .releasing) }
             do {
                 _ = try self.checkpoint()
-            } catch StoreError.closed {
+            } catch StoreError.closed, StoreError.cancelled {
                 return
             } catch {
                 self.options.warningHandler?("background compaction failed (the store is intact; it will be retried): \(error)")
@@ -177,7 +177,7 @@ extension KVStore {
         }
         if Paths.isWithin(target.directory, store) { throw StoreError.backupInsideStore(path: path, directory: directory) }
         let (snapshot, sequence) = state.withLock { ($0.index, $0.nextSequence - 1) }
-        return try ImageFile.write(snapshot, sequence: sequence, to: target.path, replace: replace)
+        return try cancellable { try ImageFile.write(snapshot, sequence: sequence, to: target.path, replace: replace) }
     }
 
     /// Creates the store in `directory` from a backup made by ``backup(to:)``, after checking all of it.
@@ -207,7 +207,7 @@ extension KVStore {
     public func check() throws -> StoreChecker.Report {
         try flush(through: lastSequence, fsync: false)
         return try maintenance.withLock { _ in
-            try log.withLock { _ in try StoreChecker.check(directory: directory) }
+            try log.withLock { _ in try cancellable { try StoreChecker.check(directory: directory) } }
         }
     }
 

@@ -66,6 +66,8 @@ public final class KVStore: Sendable {
     let compactionScheduled = Atomic<Bool>(false)
     /// Called after each step of a checkpoint; a test throws from it to stop a checkpoint there.
     let checkpointHook = Mutex<(@Sendable (CheckpointStep) throws -> Void)?>(nil)
+    /// Set by ``cancelMaintenance()``: long maintenance work stops at its next record or block.
+    let maintenanceCancellation = MaintenanceCancellation()
     private let backgroundSync: RepeatingTimer?
 
     struct State: ~Copyable {
@@ -306,6 +308,21 @@ public final class KVStore: Sendable {
     }
 
     var lastSequence: UInt64 { state.withLock { $0.nextSequence - 1 } }
+
+    /// Stops the maintenance work running on this store (an import, a check, a checkpoint, a backup) at its next
+    /// record or block, and refuses any started later, with ``StoreError/cancelled(operation:)``: for a process
+    /// that shuts down and must not wait for work of unbounded length. Each leaves the store as it was (an import
+    /// stopped while it applies its source reports how far it got). Reads and writes are not affected; it cannot be
+    /// undone.
+    public func cancelMaintenance() {
+        maintenanceCancellation.cancel()
+    }
+
+    /// Runs `body` as maintenance work that ``cancelMaintenance()`` stops.
+    func cancellable<T>(_ body: () throws -> T) throws -> T {
+        try maintenanceCancellation.check()
+        return try MaintenanceCancellation.$current.withValue(maintenanceCancellation) { try body() }
+    }
 
     /// Whether some write made so far is not on stable storage yet but a commit can still put it there. False once a
     /// failed write or fsync has disabled writes: nothing will sync those writes any more, so nothing should wait.

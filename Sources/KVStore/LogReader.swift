@@ -42,12 +42,20 @@ enum LogReader {
     static func scan(path: String, tornTailAllowed: Bool, followSymlinks: Bool = false,
                      apply: (UInt64, LogRecordView) throws -> Void) throws -> LogFileScan {
         try MappedFile.withContents(of: path, followSymlinks: followSymlinks) { mapped in
+            try scan(mapped, path: path, tornTailAllowed: tornTailAllowed) { _, sequence, record in try apply(sequence, record) }
+        }
+    }
+
+    /// ``scan(path:tornTailAllowed:apply:)`` on an open file, passing `apply` each record's offset too.
+    static func scan(fd: Int32, path: String, tornTailAllowed: Bool,
+                     apply: (_ offset: Int, _ sequence: UInt64, LogRecordView) throws -> Void) throws -> LogFileScan {
+        try MappedFile.withContents(of: fd, path: path) { mapped in
             try scan(mapped, path: path, tornTailAllowed: tornTailAllowed, apply: apply)
         }
     }
 
     private static func scan(_ mapped: MappedFile, path: String, tornTailAllowed: Bool,
-                             apply: (UInt64, LogRecordView) throws -> Void) throws -> LogFileScan {
+                             apply: (Int, UInt64, LogRecordView) throws -> Void) throws -> LogFileScan {
         let file = mapped.bytes
         let size = file.count
         guard size > 0 else {
@@ -82,7 +90,7 @@ enum LogReader {
                 guard let operation = LogRecordView.decode(type: type, payload: payload) else {
                     throw StoreError.corruption(file: path, offset: offset, reason: "record payload lengths do not add up")
                 }
-                try apply(sequence, operation)
+                try apply(offset, sequence, operation)
                 result.records += 1
                 result.nextSequence += 1
                 offset = end
@@ -97,7 +105,7 @@ enum LogReader {
                 result.tornTail = TornTail(file: path, offset: offset, droppedBytes: size - offset, reason: reason)
                 return result
             }
-            mapped.releasePages(before: offset)
+            try mapped.releasePages(before: offset)
         }
         return result
     }

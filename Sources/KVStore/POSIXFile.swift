@@ -5,6 +5,7 @@ import Musl
 #elseif canImport(Darwin)
 import Darwin
 #endif
+import Synchronization
 
 /// `strerror` text for an errno value.
 func systemErrorMessage(_ code: Int32) -> String {
@@ -13,7 +14,53 @@ func systemErrorMessage(_ code: Int32) -> String {
 
 /// Thin wrappers over the POSIX calls the store needs, turning failures into `StoreError.io`.
 /// They retry on EINTR, so a signal (Ctrl-C in the shell) never turns into a failed write.
-enum POSIX {
+public enum POSIX {
+    /// Opens `path` for reading (close-on-exec), refusing anything but a regular file: a FIFO or a character
+    /// device could block a read forever (or never end), a directory cannot be read as a file. Used for every
+    /// named file kvsh reads: scripts (`:source`, `--file`), imported logs, the store's own logs and images.
+    ///
+    /// `stat` first, so a device is never opened at all; then `open` with O_NONBLOCK (a FIFO without a writer
+    /// would block the open itself), `fstat` on the descriptor (the path may have been swapped in between), and
+    /// O_NONBLOCK cleared again for ordinary blocking reads.
+    /// - Throws: ``StoreError/notARegularFile(path:kind:)``, or ``StoreError/io(operation:path:errno:)``.
+    public static func openRegularFile(_ path: String, followSymlinks: Bool = true) throws -> Int32 {
+        var info = stat()
+        if stat(path, &info) == 0, (info.st_mode & S_IFMT) != S_IFREG {
+            throw StoreError.notARegularFile(path: path, kind: fileKind(info.st_mode))
+        }
+        let fd = try open(path, O_RDONLY | O_NONBLOCK | (followSymlinks ? 0 : O_NOFOLLOW))
+        guard fstat(fd, &info) == 0 else {
+            let code = errno
+            Glibc.close(fd)
+            throw StoreError.io(operation: "stat", path: path, errno: code)
+        }
+        guard (info.st_mode & S_IFMT) == S_IFREG else {
+            Glibc.close(fd)
+            throw StoreError.notARegularFile(path: path, kind: fileKind(info.st_mode))
+        }
+        let flags = fcntl(fd, F_GETFL)
+        guard flags >= 0, fcntl(fd, F_SETFL, flags & ~O_NONBLOCK) == 0 else {
+            let code = errno
+            Glibc.close(fd)
+            throw StoreError.io(operation: "fcntl", path: path, errno: code)
+        }
+        return fd
+    }
+
+    /// What a file of mode `mode` is, as an error message names it ("a FIFO", "a directory").
+    static func fileKind(_ mode: mode_t) -> String {
+        switch mode & S_IFMT {
+        case S_IFIFO: return "a FIFO"
+        case S_IFCHR: return "a character device"
+        case S_IFBLK: return "a block device"
+        case S_IFSOCK: return "a socket"
+        case S_IFDIR: return "a directory"
+        case S_IFLNK: return "a symbolic link"
+        case S_IFREG: return "a regular file"
+        default: return "not a file kvsh knows"
+        }
+    }
+
     /// Opens `path`; a file it creates is readable and writable by its owner only (the store's logs, images and
     /// backups hold every value).
     static func open(_ path: String, _ flags: Int32, mode: mode_t = 0o600) throws -> Int32 {
@@ -90,19 +137,33 @@ enum POSIX {
 }
 
 /// A file mapped read-only for sequential reading, for as long as a closure runs.
+///
+/// Readers hand back the pages behind them with ``releasePages(before:)``, so a file of any size is read with
+/// a bounded number of resident pages; that call also stops the reader with ``StoreError/cancelled(operation:)``
+/// once the maintenance work it serves has been cancelled (see ``MaintenanceCancellation``).
 final class MappedFile {
     let bytes: UnsafeRawBufferPointer
     private var released = 0
     private static let releaseStride = 8 << 20
+    private let cancellation: MaintenanceCancellation?
 
-    private init(bytes: UnsafeRawBufferPointer) { self.bytes = bytes }
+    private init(bytes: UnsafeRawBufferPointer) {
+        self.bytes = bytes
+        cancellation = MaintenanceCancellation.current
+    }
 
-    /// Maps `path` and passes it to `body`; unmaps it afterwards. An empty file maps to an empty buffer.
+    /// Maps `path` (a regular file only) and passes it to `body`; unmaps it afterwards. An empty file maps to an
+    /// empty buffer.
     /// - Parameter followSymlinks: whether a symbolic link at `path` is followed. Not for the store's own files: a
     ///   link planted in a data directory must not make kvsh read (or, at the next step, write) another file.
     static func withContents<T>(of path: String, followSymlinks: Bool = false, _ body: (MappedFile) throws -> T) throws -> T {
-        let fd = try POSIX.open(path, O_RDONLY | (followSymlinks ? 0 : O_NOFOLLOW))
+        let fd = try POSIX.openRegularFile(path, followSymlinks: followSymlinks)
         defer { close(fd) }
+        return try withContents(of: fd, path: path, body)
+    }
+
+    /// Maps the open file `fd` (named `path` in errors) and passes it to `body`; unmaps it afterwards.
+    static func withContents<T>(of fd: Int32, path: String, _ body: (MappedFile) throws -> T) throws -> T {
         let size = try POSIX.size(fd, path: path)
         guard size > 0 else { return try body(MappedFile(bytes: UnsafeRawBufferPointer(start: nil, count: 0))) }
         guard let mapping = mmap(nil, size, PROT_READ, MAP_PRIVATE, fd, 0), mapping != MAP_FAILED else {
@@ -115,10 +176,39 @@ final class MappedFile {
 
     /// Hands the pages before `offset` back to the kernel (they are re-read from the file if touched again),
     /// so reading a large file front to back does not keep all of it resident.
-    func releasePages(before offset: Int) {
+    /// - Throws: ``StoreError/cancelled(operation:)`` once the work reading it has been cancelled.
+    func releasePages(before offset: Int) throws {
+        if let cancellation { try cancellation.check() }
         let aligned = offset & ~(Self.releaseStride - 1)
         guard aligned - released >= Self.releaseStride, let base = bytes.baseAddress else { return }
         _ = madvise(UnsafeMutableRawPointer(mutating: base + released), aligned - released, MADV_DONTNEED)
         released = aligned
+    }
+}
+
+/// Stops long maintenance work (an import, a check, a checkpoint's or a backup's image) when the process shuts
+/// down, so that a server's grace period holds however large the files are.
+///
+/// The work checks ``check()`` between records or blocks and throws ``StoreError/cancelled(operation:)``, which
+/// leaves the store as it was: an image being written is a `.tmp` file, removed; an import still checking its
+/// source has written nothing. Code deep inside (`MappedFile`) finds the token of the work it serves in
+/// ``current``, bound with `$current.withValue` around that work.
+public final class MaintenanceCancellation: Sendable {
+    private let cancelled = Atomic<Bool>(false)
+    /// What is stopped, for the error.
+    let operation: String
+
+    init(operation: String = "the maintenance command") { self.operation = operation }
+
+    /// The work the calling thread runs on behalf of, if any.
+    @TaskLocal static var current: MaintenanceCancellation?
+
+    public var isCancelled: Bool { cancelled.load(ordering: .relaxed) }
+
+    public func cancel() { cancelled.store(true, ordering: .relaxed) }
+
+    /// Throws ``StoreError/cancelled(operation:)`` once cancelled.
+    func check() throws {
+        if cancelled.load(ordering: .relaxed) { throw StoreError.cancelled(operation: operation) }
     }
 }

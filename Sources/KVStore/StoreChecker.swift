@@ -651,7 +651,7 @@ public enum StoreChecker {
                         next = sequence + 1
                         resuming = false
                         offset = end
-                        mapped.releasePages(before: offset)
+                        try mapped.releasePages(before: offset)
                         continue
                     } else {
                         failure = "record payload lengths do not add up"
@@ -774,7 +774,7 @@ public enum StoreChecker {
                         expectedBlock = block + 1
                         resuming = false
                         offset = end
-                        mapped.releasePages(before: offset)
+                        try mapped.releasePages(before: offset)
                         continue
                     } else if type == .imageEnd, payload.count == 8 {
                         if block > expectedBlock && !resuming {

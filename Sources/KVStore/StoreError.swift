@@ -30,6 +30,16 @@ public enum StoreError: Error, Equatable, Sendable, CustomStringConvertible {
     case unsafeDirectory(path: String, reason: String)
     /// The store was opened read-only (no write permission, or a read-only file system).
     case readOnly(directory: String, reason: String)
+    /// A named file to read (a script, a log to import) is a FIFO, device, socket or directory. `kind` says which.
+    case notARegularFile(path: String, kind: String)
+    /// A record of a kvsh log given to `importLog` is valid but cannot be imported (a key above the limit).
+    case badImportRecord(file: String, offset: Int, reason: String)
+    /// An import checked its whole source, then stopped part way through applying it (`cause`): the store holds
+    /// the first `applied` of `total` operations.
+    case importIncomplete(file: String, applied: Int, total: Int, cause: String)
+    /// Maintenance work (`operation`: an import, a check, a checkpoint, a backup) was stopped because the process
+    /// is shutting down; it left the store as it was (an import: see ``importIncomplete(file:applied:total:cause:)``).
+    case cancelled(operation: String)
 
     public var description: String {
         switch self {
@@ -66,6 +76,15 @@ public enum StoreError: Error, Equatable, Sendable, CustomStringConvertible {
                 + "run chmod o-w '\(path)' (or use a directory of your own)"
         case .readOnly(let directory, let reason):
             return "the store in '\(directory)' is open read-only (\(reason)); writes are refused"
+        case .notARegularFile(let path, let kind):
+            return "'\(path)' is not a regular file (it is \(kind)); kvsh reads scripts and logs from regular files only"
+        case .badImportRecord(let file, let offset, let reason):
+            return "\(file): offset \(offset): \(reason); nothing was imported"
+        case .importIncomplete(let file, let applied, let total, let cause):
+            return "\(file): the import stopped after \(applied) of \(total) operations (\(cause)); the store keeps those \(applied); "
+                + "running the same import again completes it (it ends with the same contents as one full import)"
+        case .cancelled(let operation):
+            return "\(operation) was cancelled because kvsh is shutting down; it changed nothing"
         }
     }
 }

@@ -208,13 +208,13 @@ final class PipedProcess {
     private var closeInputWhenWritten = false
 
     /// - Parameter mergeStderr: send stderr into the stdout pipe (as `2>&1` does), to check how the two interleave.
-    /// - Parameter executable: run this program instead of kvsh (`setpriv` to run kvsh as another user).
+    /// - Parameter executable: run this program instead of kvsh (`setpriv` to run kvsh as another user, `/bin/sh`
+    ///   to set a limit first).
     init(executable: String? = nil, arguments: [String], environment: [String], directory: String?, mergeStderr: Bool = false) throws {
         let input = try makePipe(), output = try makePipe(), errors = try makePipe()
         self.arguments = arguments
         do {
-            pid = try spawn(executable: executable, arguments: arguments, environment: environment, directory: directory,
-                            newSession: false) {
+            pid = try spawn(executable: executable, arguments: arguments, environment: environment, directory: directory, newSession: false) {
                 posix_spawn_file_actions_adddup2(&$0, input.read, 0)
                 posix_spawn_file_actions_adddup2(&$0, output.write, 1)
                 posix_spawn_file_actions_adddup2(&$0, mergeStderr ? output.write : errors.write, 2)

@@ -447,8 +447,8 @@ struct RebuildAndImportTests {
             let store = try KVStore(directory: root + "/target")
             defer { try? store.close() }
             let error = storeError { _ = try LogImporter.importLog(at: logPath(source), into: store) }
-            guard case .corruption(_, let offset, _)? = error else {
-                Issue.record("expected corruption, got \(String(describing: error))")
+            guard case .badImportRecord(_, let offset, _)? = error else {
+                Issue.record("expected badImportRecord, got \(String(describing: error))")
                 return
             }
             #expect(offset == LogFormat.fileHeaderSize)
