@@ -191,7 +191,8 @@ public final class KVServer: Sendable {
         // The thread pool first: a maintenance command still running there completes on its connection's loop.
         // It gets what is left of the grace period, then it is cancelled.
         let poolStopped = DispatchSemaphore(value: 0)
-        context.threadPool.shutdownGracefully(queue: .global()) { _ in poolStopped.signal() }
+        // Called back on a queue of its own, not a global one: those may be busy (at most one thread per core).
+        context.threadPool.shutdownGracefully(queue: DispatchQueue(label: "kvsh.shutdown")) { _ in poolStopped.signal() }
         if poolStopped.wait(timeout: graceEnds) == .timedOut {
             context.logger.warning("maintenance still running at the end of the grace period: cancelling it (the store stays as it was)")
             context.store.cancelMaintenance()

