@@ -6,6 +6,8 @@ let package = Package(
     products: [
         .executable(name: "kvsh", targets: ["kvsh"]),
         .library(name: "KVStore", targets: ["KVStore"]),
+        .library(name: "RESP", targets: ["RESP"]),
+        .library(name: "KVCommands", targets: ["KVCommands"]),
         .library(name: "KVShell", targets: ["KVShell"]),
         .library(name: "KVServer", targets: ["KVServer"]),
     ],
@@ -28,13 +30,20 @@ let package = Package(
         .target(name: "CCRC32C"),
         // The storage engine: write-ahead log, recovery, ordered in-memory index. No terminals here.
         .target(name: "KVStore", dependencies: ["CCRC32C"]),
-        // Tokenizer, command table, reply formatting and the script runner, between engine and executable.
-        .target(name: "KVShell", dependencies: ["KVStore"]),
-        // The RESP2/RESP3 server on SwiftNIO: protocol, connections, group commit across connections.
+        // The Redis protocol, once: the value type and its encoder, the server's request decoders (in place and
+        // incremental), the reply parser clients use, the inline tokenizer, with every limit in one place.
+        .target(name: "RESP", dependencies: [.product(name: "NIOCore", package: "swift-nio")]),
+        // The command layer: the one command table (names, arity, usage, help) and the executor of the data and
+        // maintenance commands over a store, with structured errors worded for Redis clients and for people.
+        .target(name: "KVCommands", dependencies: ["KVStore", "RESP"]),
+        // The shell's presentation: output formats, the script runner, sessions on an embedded store or a server.
+        .target(name: "KVShell", dependencies: ["KVStore", "KVCommands", "RESP"]),
+        // The RESP2/RESP3 server on SwiftNIO: connections, server commands, group commit across connections.
         .target(
             name: "KVServer",
             dependencies: [
-                "KVShell",
+                "RESP",
+                "KVCommands",
                 "KVStore",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
@@ -46,6 +55,7 @@ let package = Package(
             name: "kvsh",
             dependencies: [
                 "KVShell",
+                "KVCommands",
                 "KVServer",
                 "LineEditor",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
@@ -56,14 +66,18 @@ let package = Package(
         // Deterministic randomness and temporary directories, for every test target.
         .target(name: "KVTestSupport", path: "Tests/KVTestSupport"),
         .testTarget(name: "KVStoreTests", dependencies: ["KVStore", "KVTestSupport"]),
-        .testTarget(name: "KVShellTests", dependencies: ["KVShell", "KVTestSupport"]),
+        .testTarget(name: "RESPTests", dependencies: ["RESP", "KVTestSupport", .product(name: "NIOCore", package: "swift-nio")]),
+        .testTarget(name: "KVCommandsTests", dependencies: ["KVCommands", "KVTestSupport"]),
+        .testTarget(name: "KVShellTests", dependencies: ["KVShell", "KVCommands", "RESP", "KVTestSupport"]),
         .testTarget(name: "KVServerTests", dependencies: [
             "KVServer",
+            "RESP",
+            "KVCommands",
             "KVTestSupport",
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOEmbedded", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
         ]),
-        .testTarget(name: "KVSHEndToEndTests", dependencies: ["kvsh"]),
+        .testTarget(name: "KVSHEndToEndTests", dependencies: ["kvsh", "RESP"]),
     ]
 )

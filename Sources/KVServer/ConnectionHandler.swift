@@ -1,4 +1,5 @@
-import KVShell
+import KVCommands
+import RESP
 import KVStore
 import Logging
 import NIOCore

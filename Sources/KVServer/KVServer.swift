@@ -5,7 +5,8 @@ import Musl
 #elseif canImport(Darwin)
 import Darwin
 #endif
-import KVShell
+import KVCommands
+import RESP
 import KVStore
 import Logging
 import NIOCore

@@ -1,4 +1,5 @@
-import KVShell
+import KVCommands
+import RESP
 import KVStore
 import NIOCore
 
@@ -167,7 +168,7 @@ enum ServerCommands {
     private static func data(_ spec: CommandSpec, _ arguments: [[UInt8]], context: ServerContext) -> (RESPValue, CommandEffect) {
         do {
             let outcome = try context.executor.execute(spec, arguments)
-            return (RESPValue(outcome.reply), outcome.wrote ? .wrote : .none)
+            return (outcome.reply, outcome.wrote ? .wrote : .none)
         } catch let error as CommandError {
             return (.error(error.redisMessage), .none)
         } catch {

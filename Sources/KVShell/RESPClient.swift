@@ -3,33 +3,12 @@ import Glibc
 #elseif canImport(Musl)
 import Musl
 #endif
+import RESP
 
 // The libc calls whose names the client's methods reuse.
 private func closeDescriptor(_ fd: Int32) { _ = close(fd) }
 private func sendBytes(_ fd: Int32, _ bytes: UnsafeRawPointer, _ count: Int, _ flags: Int32) -> Int { send(fd, bytes, count, flags) }
 private func connectSocket(_ fd: Int32, _ address: UnsafePointer<sockaddr>?, _ length: socklen_t) -> Int32 { connect(fd, address, length) }
-
-/// A reply from a Redis-protocol server. RESP2 types, and the RESP3 ones a server sends after `HELLO 3`.
-public enum RESPReply: Equatable, Sendable {
-    /// `+text`
-    case simpleString(String)
-    /// `-text` (and RESP3's bulk error, `!`)
-    case error(String)
-    /// `:n`
-    case integer(Int)
-    /// `$n` followed by n bytes
-    case bulkString([UInt8])
-    /// `$-1`, `*-1`, RESP3's `_`
-    case null
-    /// `*n` (RESP3's sets `~` and pushes `>` too)
-    case array([RESPReply])
-    /// RESP3 `%n`: n key-value pairs, flattened: key, value, key, value, ...
-    case map([RESPReply])
-    /// RESP3 `#t` / `#f`
-    case boolean(Bool)
-    /// RESP3 `,` (as sent: `1.5`, `inf`, `nan`) and `(` (big numbers), kept as their text
-    case number(String)
-}
 
 /// Why talking to the server failed. `message` is meant to follow `kvsh: ` on one line.
 public struct RESPClientError: Error, Sendable, CustomStringConvertible {
@@ -86,17 +65,9 @@ public final class RESPClient {
     /// Queued commands are written once they reach this size, without waiting for a reply to be read.
     static let writeThreshold = 64 << 10
 
-    // What a server can make the client do is bounded, so that a hostile or broken server cannot crash it or make it
-    // allocate what it merely announces; beyond each bound the reply is a `protocolError` and the connection closes.
-    /// The deepest aggregates (arrays, maps, sets, pushes) and RESP3 attributes may nest: every one of them is a
-    /// level, an attribute as well, since the reply it describes follows it. The parser recurses once per level, so
-    /// this bounds its stack. Redis's replies nest a few levels (hiredis allows 7); 128 leaves room for scripts'.
-    public static let maxNesting = 128
-    /// The most elements one aggregate may announce, as hiredis (2^32 - 1); a map's keys and values both count.
-    /// Elements are stored as they arrive, never reserved for a count announced ahead of them.
-    public static let maxElements = (1 << 32) - 1
-    /// The longest bulk string, as Redis's `proto-max-bulk-len` (512 MiB).
-    public static let maxBulkLength = 512 << 20
+    // What a server can make the client do is bounded by ``RESPReplyParser``'s limits (nesting, element counts,
+    // bulk lengths); beyond each the reply is a `protocolError` and the connection closes.
+    private let parser = RESPReplyParser()
 
     /// Connects, trying every address `host` resolves to.
     /// - Throws: ``RESPClientError`` of kind `cannotConnect`, whose message names `host:port` and the reason.
@@ -130,39 +101,14 @@ public final class RESPClient {
     /// ``flush()`` or ``readReply()``.
     public func send(_ arguments: [[UInt8]]) throws {
         if let broken { throw broken }
-        Self.encode(arguments, into: &outgoing)
+        RESPValue.appendCommand(arguments, to: &outgoing)
         if outgoing.count >= Self.writeThreshold { try flush() }
     }
 
     /// Sends a command and reads its reply (after the replies of any commands queued before it).
-    public func call(_ arguments: [[UInt8]]) throws -> RESPReply {
+    public func call(_ arguments: [[UInt8]]) throws -> RESPValue {
         try send(arguments)
         return try readReply()
-    }
-
-    /// How many encoded bytes are queued and not yet written.
-    public var queuedBytes: Int { outgoing.count }
-
-    /// `*N\r\n` then `$len\r\nbytes\r\n` per argument.
-    static func encode(_ arguments: [[UInt8]], into buffer: inout [UInt8]) {
-        buffer.append(UInt8(ascii: "*"))
-        appendDecimal(arguments.count, to: &buffer)
-        buffer.append(contentsOf: [0x0D, 0x0A])
-        for argument in arguments {
-            buffer.append(UInt8(ascii: "$"))
-            appendDecimal(argument.count, to: &buffer)
-            buffer.append(contentsOf: [0x0D, 0x0A])
-            buffer.append(contentsOf: argument)
-            buffer.append(contentsOf: [0x0D, 0x0A])
-        }
-    }
-
-    private static func appendDecimal(_ number: Int, to buffer: inout [UInt8]) {
-        if number < 10 {
-            buffer.append(UInt8(ascii: "0") + UInt8(number))
-        } else {
-            buffer.append(contentsOf: String(number).utf8)
-        }
     }
 
     // MARK: Writing
@@ -224,11 +170,17 @@ public final class RESPClient {
 
     /// Reads the next reply, first writing any queued commands.
     /// - Throws: ``RESPClientError`` when the connection breaks or the server sends something that is not RESP.
-    ///   An error reply is not thrown: it is ``RESPReply/error(_:)``.
-    public func readReply() throws -> RESPReply {
+    ///   An error reply is not thrown: it is ``RESPValue/error(_:)``.
+    public func readReply() throws -> RESPValue {
         if let broken { throw broken }
         if !outgoing.isEmpty { try flush() }
-        let reply = try parseReply(depth: 0)
+        var source = SocketSource(client: self)
+        let reply: RESPValue
+        do {
+            reply = try parser.parse(from: &source)
+        } catch RESPParseError.invalid(let reason) {
+            throw fail(.protocolError, reason)
+        }
         if position == incoming.count {
             incoming.removeAll(keepingCapacity: true)
             position = 0
@@ -236,86 +188,12 @@ public final class RESPClient {
         return reply
     }
 
-    private func parseReply(depth: Int) throws -> RESPReply {
-        let marker = try readByte()
-        switch marker {
-        case UInt8(ascii: "+"):
-            return .simpleString(String(decoding: try readLine(), as: UTF8.self))
-        case UInt8(ascii: "-"):
-            return .error(String(decoding: try readLine(), as: UTF8.self))
-        case UInt8(ascii: ":"):
-            return .integer(try readInteger())
-        case UInt8(ascii: "$"), UInt8(ascii: "="), UInt8(ascii: "!"):
-            let length = try readInteger()
-            if length == -1 { return .null }
-            guard length >= 0 else { throw fail(.protocolError, "invalid bulk string length \(length)") }
-            guard length <= Self.maxBulkLength else {
-                throw fail(.protocolError, "bulk string of \(length) bytes exceeds the limit of \(Self.maxBulkLength) (512 MiB)")
-            }
-            var bytes = try readBytes(length)
-            guard try readBytes(2) == [0x0D, 0x0A] else { throw fail(.protocolError, "a bulk string does not end in CRLF") }
-            switch marker {
-            case UInt8(ascii: "!"):
-                return .error(String(decoding: bytes, as: UTF8.self))
-            case UInt8(ascii: "="):  // verbatim string: "txt:" then the text
-                if bytes.count >= 4 && bytes[3] == UInt8(ascii: ":") { bytes.removeFirst(4) }
-                return .bulkString(bytes)
-            default:
-                return .bulkString(bytes)
-            }
-        case UInt8(ascii: "*"), UInt8(ascii: "~"), UInt8(ascii: ">"):
-            let count = try readInteger()
-            if count == -1 { return .null }
-            try checkAggregate(elements: count, depth: depth)
-            var items: [RESPReply] = []
-            items.reserveCapacity(min(count, 1 << 16))
-            for _ in 0..<count { items.append(try parseReply(depth: depth + 1)) }
-            return .array(items)
-        case UInt8(ascii: "%"):
-            let count = try readInteger()
-            try checkAggregate(elements: count, pairs: true, depth: depth)
-            var items: [RESPReply] = []
-            items.reserveCapacity(min(2 * count, 1 << 16))
-            for _ in 0..<(2 * count) { items.append(try parseReply(depth: depth + 1)) }
-            return .map(items)
-        case UInt8(ascii: "|"):  // attributes describe the reply that follows: skip them
-            let count = try readInteger()
-            try checkAggregate(elements: count, pairs: true, depth: depth)
-            for _ in 0..<(2 * count) { _ = try parseReply(depth: depth + 1) }
-            // The reply it describes is one level deeper: attribute after attribute cannot recurse without bound.
-            return try parseReply(depth: depth + 1)
-        case UInt8(ascii: "_"):
-            _ = try readLine()
-            return .null
-        case UInt8(ascii: "#"):
-            let line = try readLine()
-            guard line.count == 1, line[0] == UInt8(ascii: "t") || line[0] == UInt8(ascii: "f") else {
-                throw fail(.protocolError, "invalid boolean")
-            }
-            return .boolean(line[0] == UInt8(ascii: "t"))
-        case UInt8(ascii: ","), UInt8(ascii: "("):
-            return .number(String(decoding: try readLine(), as: UTF8.self))
-        default:
-            throw fail(.protocolError, "unexpected byte 0x\(String(marker, radix: 16)) at the start of a reply")
-        }
-    }
-
-    /// Throws the protocol error for an aggregate (or attribute) at `depth` announcing `elements` elements (pairs,
-    /// for a map or an attribute) beyond the limits: ``maxNesting``, ``maxElements``, or a negative count.
-    private func checkAggregate(elements count: Int, pairs: Bool = false, depth: Int) throws {
-        guard depth < Self.maxNesting else {
-            throw fail(.protocolError, "reply nested more than \(Self.maxNesting) levels")
-        }
-        guard count >= 0 else { throw fail(.protocolError, "invalid aggregate length \(count)") }
-        if pairs {
-            guard count <= Self.maxElements / 2 else {
-                throw fail(.protocolError, "map of \(count) pairs exceeds the limit of \(Self.maxElements / 2)")
-            }
-        } else {
-            guard count <= Self.maxElements else {
-                throw fail(.protocolError, "aggregate of \(count) elements exceeds the limit of \(Self.maxElements)")
-            }
-        }
+    /// The socket as the parser's byte source: reads wait for the server.
+    private struct SocketSource: RESPByteSource {
+        unowned let client: RESPClient
+        func readByte() throws -> UInt8 { try client.readByte() }
+        func readLine(limit: Int) throws -> ArraySlice<UInt8> { try client.readLine(limit: limit) }
+        func readBytes(_ count: Int) throws -> [UInt8] { try client.readBytes(count) }
     }
 
     private func readByte() throws -> UInt8 {
@@ -325,7 +203,7 @@ public final class RESPClient {
     }
 
     /// The bytes up to the next CRLF (consumed, not returned).
-    private func readLine() throws -> ArraySlice<UInt8> {
+    private func readLine(limit: Int) throws -> ArraySlice<UInt8> {
         var searched = position
         while true {
             if let newline = incoming[searched...].firstIndex(of: 0x0A) {
@@ -337,34 +215,10 @@ public final class RESPClient {
                 return line
             }
             let scanned = incoming.count - position  // receive() may move the unread bytes to the front
-            guard scanned <= 64 << 10 else { throw fail(.protocolError, "a header line is too long") }
+            guard scanned <= limit + 2 else { throw fail(.protocolError, "a line is longer than \(limit) bytes") }
             try receive()
             searched = position + scanned
         }
-    }
-
-    private func readInteger() throws -> Int {
-        let line = try readLine()
-        var negative = false
-        var digits = line[...]
-        if digits.first == UInt8(ascii: "-") {
-            negative = true
-            digits = digits.dropFirst()
-        }
-        guard !digits.isEmpty, digits.count <= 19 else { throw fail(.protocolError, "invalid integer '\(String(decoding: line, as: UTF8.self))'") }
-        var value = 0
-        for digit in digits {
-            guard digit >= UInt8(ascii: "0") && digit <= UInt8(ascii: "9") else {
-                throw fail(.protocolError, "invalid integer '\(String(decoding: line, as: UTF8.self))'")
-            }
-            let (times10, overflow1) = value.multipliedReportingOverflow(by: 10)
-            let (sum, overflow2) = times10.subtractingReportingOverflow(Int(digit - UInt8(ascii: "0")))  // negative: reaches Int.min
-            guard !overflow1 && !overflow2 else { throw fail(.protocolError, "integer out of range") }
-            value = sum
-        }
-        if negative { return value }
-        guard value != Int.min else { throw fail(.protocolError, "integer out of range") }
-        return -value
     }
 
     private func readBytes(_ count: Int) throws -> [UInt8] {

@@ -6,6 +6,8 @@ import Musl
 import Dispatch
 import KVStore
 import Synchronization
+import KVCommands
+import RESP
 
 /// Writes batches of replies on a background queue, each only after committing the store, so that no reply
 /// acknowledges a write before that write is durable. Without a store (a session connected to a server, which

@@ -3,6 +3,8 @@ import Glibc
 #elseif canImport(Musl)
 import Musl
 #endif
+import KVCommands
+import RESP
 
 /// Runs a script: lines from a file descriptor, each through a ``Session``.
 ///

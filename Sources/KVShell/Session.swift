@@ -4,6 +4,8 @@ import Glibc
 import Musl
 #endif
 import KVStore
+import KVCommands
+import RESP
 
 /// Runs commands against a store, or sends them to a kvsh server, and prints their replies: the part of the
 /// shell shared by the interactive loop, scripts and one-shot commands.
@@ -202,7 +204,7 @@ public final class Session {
             guard let executor else { throw CommandError.internalError("data commands of a connected session go to the server") }
             let outcome = try executor.execute(spec, arguments)
             uncommitted = uncommitted || outcome.wrote
-            return outcome.reply
+            return reply(from: outcome.reply, topLevel: true)
         }
         return try runMeta(spec, arguments.dropFirst().map { String(decoding: $0, as: UTF8.self) })
     }
@@ -308,15 +310,6 @@ public final class Session {
     }
 }
 
-/// "1.234 ms"
-func formatMilliseconds(_ duration: Duration) -> String {
-    let (seconds, attoseconds) = duration.components
-    let microseconds = seconds * 1_000_000 + attoseconds / 1_000_000_000_000
-    let whole = microseconds / 1000
-    let fraction = String(microseconds % 1000)
-    return "\(whole).\(String(repeating: "0", count: 3 - fraction.count))\(fraction) ms"
-}
-
 // MARK: - Connected to a server
 
 extension Session {
@@ -386,7 +379,7 @@ extension Session {
             let command = pending[pendingHead]
             pendingHead += 1
             pendingBytes -= command.bytes
-            let received: RESPReply
+            let received: RESPValue
             do {
                 received = try client.readReply()
             } catch {
@@ -466,7 +459,7 @@ extension Session {
 
     /// A server reply as the shell's reply. `+OK` is OK; other status replies (`PONG`) print as they are, as
     /// redis-cli prints them (as a string in JSON).
-    fileprivate func reply(from received: RESPReply, topLevel: Bool) -> Reply {
+    fileprivate func reply(from received: RESPValue, topLevel: Bool) -> Reply {
         switch received {
         case .simpleString("OK"): return .ok
         case .simpleString(let text): return topLevel && format == .json ? .value(Array(text.utf8)) : .text(text)
@@ -474,7 +467,8 @@ extension Session {
         case .integer(let number): return .integer(number)
         case .bulkString(let bytes): return .value(bytes)
         case .null: return .null
-        case .array(let items), .map(let items): return .array(items.map { reply(from: $0, topLevel: false) })
+        case .array(let items): return .array(items.map { reply(from: $0, topLevel: false) })
+        case .map(let pairs): return .array(pairs.flatMap { [reply(from: $0.0, topLevel: false), reply(from: $0.1, topLevel: false)] })
         case .boolean(let value): return .integer(value ? 1 : 0)
         case .number(let text): return .text(text)
         }

@@ -3,7 +3,9 @@ import Glibc
 #elseif canImport(Musl)
 import Musl
 #endif
+import KVCommands
 import KVShell
+import RESP
 import LineEditor
 
 /// The interactive shell: libedit line editing, persistent history and Tab completion over a session, on a store

@@ -1,5 +1,7 @@
 import ArgumentParser
+import KVCommands
 import KVShell
+import RESP
 import KVStore
 
 #if canImport(Glibc)

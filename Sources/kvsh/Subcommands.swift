@@ -1,5 +1,7 @@
 import ArgumentParser
+import KVCommands
 import KVShell
+import RESP
 import KVStore
 
 /// The maintenance subcommands, each a type with its options; `run` returns the exit status.

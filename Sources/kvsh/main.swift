@@ -6,7 +6,9 @@ import Glibc
 import Musl
 #endif
 import ArgumentParser
+import KVCommands
 import KVShell
+import RESP
 import KVStore
 
 /// Exit statuses: 0 every command succeeded, 1 some command failed (or the connection to the server was lost),

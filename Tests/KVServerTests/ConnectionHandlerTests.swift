@@ -9,6 +9,8 @@ import NIOEmbedded
 import NIOPosix
 import Testing
 @testable import KVServer
+@testable import KVCommands
+@testable import RESP
 
 /// Does what NIO does when a write to the socket fails (the client reset the connection): from inside the write,
 /// it drains the socket (`channelRead`, `channelReadComplete`) and then closes the channel.

@@ -9,6 +9,8 @@ import Musl
 import NIOCore
 import Testing
 @testable import KVServer
+@testable import KVCommands
+@testable import RESP
 
 @Suite("Dead and idle clients")
 struct IdleTimeoutTests {

@@ -3,6 +3,9 @@
 
 import KVTestSupport
 import Testing
+@testable import KVCommands
+@testable import RESP
+@testable import KVServer
 
 @Suite("Server commands")
 struct ServerCommandTests {
@@ -459,5 +462,19 @@ extension Wire {
     var isError: Bool {
         if case .error = self { return true }
         return false
+    }
+}
+
+@Suite("INFO's figures")
+struct ProcessMemoryTests {
+    @Test("INFO's _human byte counts read as Redis's: bytes below 1K, then two decimals and K, M, G")
+    func humanBytes() {
+        #expect(ProcessMemory.human(0) == "0B")
+        #expect(ProcessMemory.human(1023) == "1023B")
+        #expect(ProcessMemory.human(1024) == "1.00K")
+        #expect(ProcessMemory.human(939_968) == "917.94K")
+        #expect(ProcessMemory.human(7_094_272) == "6.77M")
+        #expect(ProcessMemory.human(3 << 30) == "3.00G")
+        #expect(ProcessMemory.human(1_100) == "1.07K")
     }
 }

@@ -11,6 +11,8 @@ import KVStore
 import Synchronization
 import KVTestSupport
 import Testing
+@testable import KVCommands
+@testable import RESP
 
 /// What INFO says about the server's command counter.
 func commandsProcessed(_ client: RESPClient) throws -> Int {

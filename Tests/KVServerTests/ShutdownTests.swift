@@ -10,6 +10,8 @@ import Synchronization
 import KVTestSupport
 import Testing
 @testable import KVStore
+@testable import KVCommands
+@testable import RESP
 
 @Suite("Shutdown with maintenance running")
 struct ShutdownTests {

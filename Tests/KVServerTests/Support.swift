@@ -13,6 +13,8 @@ import Musl
 import KVServer
 import KVStore
 import Logging
+@testable import KVCommands
+@testable import RESP
 
 struct TestError: Error, CustomStringConvertible {
     let description: String
@@ -45,36 +47,6 @@ func escaped<C: Collection>(_ bytes: C, limit: Int = 400) -> String where C.Elem
 /// A fresh directory made by mkdtemp under /tmp.
 func makeTempDir() throws -> String {
     try makeTempDirectory(prefix: "kvsh-server")
-}
-
-// MARK: - Memory probes
-
-enum Memory {
-    /// Bytes the C heap has handed out (allocated chunks plus mmapped blocks), from glibc's `mallinfo2`; nil
-    /// where it is missing. Counts reserved capacity that was never touched, which the RSS does not.
-    static func heapBytes() -> Int? {
-        #if arch(x86_64)
-        guard let address = mallinfo2Address, let symbol = UnsafeMutableRawPointer(bitPattern: address) else { return nil }
-        // x86-64 SysV returns a struct this large through a hidden pointer passed as the first argument (rdi).
-        typealias Function = @convention(c) (UnsafeMutableRawPointer) -> Void
-        var info = MallInfo2()
-        withUnsafeMutableBytes(of: &info) { unsafeBitCast(symbol, to: Function.self)($0.baseAddress!) }
-        return info.uordblks + info.hblkhd
-        #else
-        // Elsewhere (AArch64 passes that pointer in x8, which a call from Swift cannot set) there is no probe.
-        return nil
-        #endif
-    }
-
-    /// `struct mallinfo2`: ten `size_t` fields.
-    struct MallInfo2 {
-        var arena = 0, ordblks = 0, smblks = 0, hblks = 0, hblkhd = 0
-        var usmblks = 0, fsmblks = 0, uordblks = 0, fordblks = 0, keepcost = 0
-    }
-
-    private static let mallinfo2Address: Int? = {
-        dlsym(UnsafeMutableRawPointer(bitPattern: 0), "mallinfo2").map { Int(bitPattern: $0) }
-    }()
 }
 
 // MARK: - The wire format, as a client sees it

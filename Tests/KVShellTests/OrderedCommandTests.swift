@@ -4,6 +4,8 @@ import KVTestSupport
 import Testing
 import KVStore
 @testable import KVShell
+@testable import KVCommands
+@testable import RESP
 
 /// Shared between a test and its writer thread.
 final class WriterFlags: Sendable {

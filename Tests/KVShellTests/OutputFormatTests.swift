@@ -2,6 +2,8 @@ import FoundationEssentials
 import KVTestSupport
 import Testing
 @testable import KVShell
+@testable import KVCommands
+@testable import RESP
 
 @Suite("Output formats")
 struct OutputFormatTests {

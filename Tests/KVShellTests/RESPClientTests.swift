@@ -7,6 +7,8 @@ import Foundation
 import KVTestSupport
 import Testing
 @testable import KVShell
+@testable import KVCommands
+@testable import RESP
 
 /// A one-connection server on a thread: accepts, then runs `script` with the connected socket.
 private final class FakeServer: @unchecked Sendable {
@@ -80,7 +82,7 @@ private final class Received: @unchecked Sendable {
 
 private func encoded(_ arguments: [String]) -> [UInt8] {
     var buffer: [UInt8] = []
-    RESPClient.encode(arguments.map { Array($0.utf8) }, into: &buffer)
+    RESPValue.appendCommand(arguments.map { Array($0.utf8) }, to: &buffer)
     return buffer
 }
 
@@ -89,7 +91,7 @@ struct RESPClientTests {
     @Test("commands go out as RESP arrays of bulk strings")
     func encoding() {
         var buffer: [UInt8] = []
-        RESPClient.encode([Array("SET".utf8), [0x00, 0x0D, 0x0A], []], into: &buffer)
+        RESPValue.appendCommand([Array("SET".utf8), [0x00, 0x0D, 0x0A], []], to: &buffer)
         #expect(buffer == Array("*3\r\n$3\r\nSET\r\n$3\r\n".utf8) + [0x00, 0x0D, 0x0A] + Array("\r\n$0\r\n\r\n".utf8))
     }
 
@@ -157,12 +159,12 @@ struct RESPClientTests {
         let client = try RESPClient(host: "127.0.0.1", port: server.port)
         #expect(client.endpoint == "127.0.0.1:\(server.port)")
         try client.send([Array("SET".utf8), Array("k".utf8), Array("v\r\n".utf8)])
-        let expected: [RESPReply] = [
+        let expected: [RESPValue] = [
             .simpleString("OK"), .simpleString("PONG"), .error("ERR unknown command 'X'"), .integer(42), .integer(Int.min),
             .bulkString(Array("hello".utf8)), .bulkString([]), .null, .bulkString(Array("a\r\nb\u{0}".utf8)), .null, .array([]),
             .array([.bulkString([UInt8(ascii: "a")]), .integer(1), .array([.null, .simpleString("x")])]),
             .null, .boolean(true), .number("1.5"), .number("12345678901234567890"),
-            .map([.bulkString([UInt8(ascii: "k")]), .bulkString([UInt8(ascii: "v")])]),
+            .map([(.bulkString([UInt8(ascii: "k")]), .bulkString([UInt8(ascii: "v")]))]),
             .array([.integer(1), .integer(2)]), .bulkString(Array("abc".utf8)), .error("ERR x"), .integer(5),
         ]
         for (index, want) in expected.enumerated() {
@@ -178,7 +180,7 @@ struct RESPClientTests {
         let commands = 200
         let request = { (index: Int) -> [UInt8] in
             var buffer: [UInt8] = []
-            RESPClient.encode([Array("SET".utf8), Array("key:\(index)".utf8), value], into: &buffer)
+            RESPValue.appendCommand([Array("SET".utf8), Array("key:\(index)".utf8), value], to: &buffer)
             return buffer
         }
         let requestSizes = (0..<commands).map { request($0).count }
@@ -337,7 +339,7 @@ struct RESPClientTests {
     func endlessAttributes() throws {
         let error = try #require(try errorFromReply(repeated("|0\r\n", 2_000_000) + Array("+OK\r\n".utf8)))
         #expect(error.kind == .protocolError)
-        #expect(error.reason == "reply nested more than \(RESPClient.maxNesting) levels", "\(error.message)")
+        #expect(error.reason == "reply nested more than \(RESPReplyParser.maxNesting) levels", "\(error.message)")
         // Attributes inside an attribute's values count too.
         let inner = try #require(try errorFromReply(repeated("|1\r\n+k\r\n", 200) + Array("+OK\r\n".utf8)))
         #expect(inner.kind == .protocolError && inner.reason.hasPrefix("reply nested more than"), "\(inner.message)")
@@ -348,10 +350,10 @@ struct RESPClientTests {
         for opener in ["*1", "~1", ">1", "%1\r\n+k"] {
             let error = try #require(try errorFromReply(repeated(opener + "\r\n", 2_000_000) + Array(":1\r\n".utf8)))
             #expect(error.kind == .protocolError, "\(opener)")
-            #expect(error.reason == "reply nested more than \(RESPClient.maxNesting) levels", "\(opener): \(error.message)")
+            #expect(error.reason == "reply nested more than \(RESPReplyParser.maxNesting) levels", "\(opener): \(error.message)")
         }
         // Exactly `maxNesting` levels are fine (Redis's replies nest a few levels at most).
-        let deepest = repeated("*1\r\n", RESPClient.maxNesting) + Array(":7\r\n".utf8)
+        let deepest = repeated("*1\r\n", RESPReplyParser.maxNesting) + Array(":7\r\n".utf8)
         let server = try FakeServer { fd in
             _ = FakeServer.readExactly(fd, encoded(["PING"]).count)
             FakeServer.writeAll(fd, deepest)
@@ -365,7 +367,7 @@ struct RESPClientTests {
             levels += 1
             reply = items[0]
         }
-        #expect(levels == RESPClient.maxNesting && reply == .integer(7))
+        #expect(levels == RESPReplyParser.maxNesting && reply == .integer(7))
         client.close()
     }
 

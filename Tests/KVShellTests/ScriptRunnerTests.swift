@@ -8,6 +8,8 @@ import KVTestSupport
 import Testing
 import KVStore
 @testable import KVShell
+@testable import KVCommands
+@testable import RESP
 
 @Suite("Scripts")
 struct ScriptRunnerTests {

@@ -7,6 +7,8 @@ import KVTestSupport
 import Testing
 import KVStore
 @testable import KVShell
+@testable import KVCommands
+@testable import RESP
 
 @Suite("Session")
 struct SessionTests {

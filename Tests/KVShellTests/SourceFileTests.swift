@@ -8,6 +8,8 @@ import KVTestSupport
 import Testing
 import KVStore
 @testable import KVShell
+@testable import KVCommands
+@testable import RESP
 
 /// Lets a background thread run a harness command; the test thread only waits for it, then reads `result`.
 private final class Background: @unchecked Sendable {

@@ -4,6 +4,8 @@ import KVTestSupport
 import Testing
 import KVStore
 @testable import KVShell
+@testable import KVCommands
+@testable import RESP
 
 /// A store in a temporary directory and an executor on it, as the shell and the server use them.
 private func withExecutor<R>(_ body: (CommandExecutor) throws -> R) throws -> R {
@@ -28,7 +30,19 @@ private func run(_ executor: CommandExecutor, _ words: String..., sourceLocation
 /// The reply and whether the command wrote.
 private func result(_ executor: CommandExecutor, _ words: String..., sourceLocation: SourceLocation = #_sourceLocation) throws -> (Reply, Bool) {
     let outcome = try run(executor, words.map(bytes), sourceLocation: sourceLocation)
-    return (outcome.reply, outcome.wrote)
+    return (shellReply(outcome.reply), outcome.wrote)
+}
+
+/// The executor's reply as the shell's, to compare with the shell's reply values.
+private func shellReply(_ value: RESPValue) -> Reply {
+    switch value {
+    case .simpleString("OK"): return .ok
+    case .bulkString(let bytes): return .value(bytes)
+    case .null: return .null
+    case .integer(let number): return .integer(number)
+    case .array(let items): return .array(items.map(shellReply))
+    default: return .text("unexpected \(value)")
+    }
 }
 
 /// The error `words` fail with (nil, and an issue, if they succeed or fail with something else).

@@ -7,6 +7,8 @@ import KVTestSupport
 import Testing
 import KVStore
 @testable import KVShell
+@testable import KVCommands
+@testable import RESP
 
 func text(_ bytes: [UInt8]) -> String { String(decoding: bytes, as: UTF8.self) }
 

@@ -84,3 +84,33 @@ public func listDirectory(_ path: String) -> [String] {
     }
     return names.sorted()
 }
+
+// MARK: - Memory probes
+
+public enum Memory {
+    /// Bytes the C heap has handed out (allocated chunks plus mmapped blocks), from glibc's `mallinfo2`; nil
+    /// where it is missing. Counts reserved capacity that was never touched, which the RSS does not.
+    public static func heapBytes() -> Int? {
+        #if arch(x86_64)
+        guard let address = mallinfo2Address, let symbol = UnsafeMutableRawPointer(bitPattern: address) else { return nil }
+        // x86-64 SysV returns a struct this large through a hidden pointer passed as the first argument (rdi).
+        typealias Function = @convention(c) (UnsafeMutableRawPointer) -> Void
+        var info = MallInfo2()
+        withUnsafeMutableBytes(of: &info) { unsafeBitCast(symbol, to: Function.self)($0.baseAddress!) }
+        return info.uordblks + info.hblkhd
+        #else
+        // Elsewhere (AArch64 passes that pointer in x8, which a call from Swift cannot set) there is no probe.
+        return nil
+        #endif
+    }
+
+    /// `struct mallinfo2`: ten `size_t` fields.
+    struct MallInfo2 {
+        var arena = 0, ordblks = 0, smblks = 0, hblks = 0, hblkhd = 0
+        var usmblks = 0, fsmblks = 0, uordblks = 0, fordblks = 0, keepcost = 0
+    }
+
+    private static let mallinfo2Address: Int? = {
+        dlsym(UnsafeMutableRawPointer(bitPattern: 0), "mallinfo2").map { Int(bitPattern: $0) }
+    }()
+}

@@ -1,6 +1,6 @@
 import KVTestSupport
 import Testing
-@testable import KVShell
+@testable import RESP
 
 /// A byte-level port of redis-cli's `sdssplitargs` (sds.c), the reference for the quoting rules. Two deliberate
 /// differences, both documented by kvsh: NUL is an ordinary byte (lines are not C strings), and VT and FF

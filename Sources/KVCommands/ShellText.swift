@@ -46,3 +46,12 @@ public enum ShellText {
         "backup written to \(path): \(counted(summary.entries, "key")) through sequence \(summary.sequence), \(summary.bytes) bytes\n"
     }
 }
+
+/// "1.234 ms"
+public func formatMilliseconds(_ duration: Duration) -> String {
+    let (seconds, attoseconds) = duration.components
+    let microseconds = seconds * 1_000_000 + attoseconds / 1_000_000_000_000
+    let whole = microseconds / 1000
+    let fraction = String(microseconds % 1000)
+    return "\(whole).\(String(repeating: "0", count: 3 - fraction.count))\(fraction) ms"
+}

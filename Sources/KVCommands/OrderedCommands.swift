@@ -1,23 +1,24 @@
 import KVStore
+import RESP
 
 /// The ordered and range queries: KEYS, SCAN, RANGE, COUNT, DBSIZE. See `Docs/Commands.md`.
-enum OrderedCommands {
+public enum OrderedCommands {
     /// `KEYS pattern`: every matching key, in bytewise order. Only the part of the key space that can hold
     /// matches is looked at: [prefix, successor of prefix) when the pattern starts with literal bytes.
-    static func keys(_ store: KVStore, pattern: [UInt8]) -> Reply {
+    static func keys(_ store: KVStore, pattern: [UInt8]) -> RESPValue {
         let glob = GlobPattern(pattern)
         let (lower, upper) = glob.keyRange
         let found = glob.matchesEveryKeyWithPrefix
             ? store.keys(from: lower, to: upper).keys
             : store.keys(from: lower, to: upper, where: { glob.matches($0) }).keys
-        return .array(found.map(Reply.value))
+        return .array(found.map(RESPValue.bulkString))
     }
 
     static let defaultScanCount = 10
 
     /// `SCAN cursor [MATCH pattern] [COUNT n]`: up to `n` keys looked at from the cursor on, those that match,
     /// and the cursor to continue from (`0` when done).
-    static func scan(_ store: KVStore, spec: CommandSpec, arguments: ArraySlice<[UInt8]>) throws -> Reply {
+    static func scan(_ store: KVStore, spec: CommandSpec, arguments: ArraySlice<[UInt8]>) throws -> RESPValue {
         guard let first = arguments.first else { throw CommandError.wrongArity(spec) }
         guard let start = ScanCursor.decode(first) else { throw CommandError.invalidCursor }
         var pattern: GlobPattern?
@@ -56,11 +57,11 @@ enum OrderedCommands {
         } else {
             found = store.keys(from: lower, to: upper, examine: count)
         }
-        return .array([.value(ScanCursor.encode(found.next)), .array(found.keys.map(Reply.value))])
+        return .array([.bulkString(ScanCursor.encode(found.next)), .array(found.keys.map(RESPValue.bulkString))])
     }
 
     /// `RANGE start end [LIMIT n]`: the pairs with start ≤ key < end as two-element arrays.
-    static func range(_ store: KVStore, spec: CommandSpec, arguments: ArraySlice<[UInt8]>) throws -> Reply {
+    static func range(_ store: KVStore, spec: CommandSpec, arguments: ArraySlice<[UInt8]>) throws -> RESPValue {
         let (lower, upper) = bounds(arguments)
         var limit = Int.max
         let options = arguments.dropFirst(2)
@@ -74,11 +75,11 @@ enum OrderedCommands {
             limit = number
         }
         guard limit > 0 else { return .array([]) }
-        return .array(store.range(from: lower, to: upper, limit: limit).map { .array([.value($0.key), .value($0.value)]) })
+        return .array(store.range(from: lower, to: upper, limit: limit).map { .array([.bulkString($0.key), .bulkString($0.value)]) })
     }
 
     /// `COUNT start end`.
-    static func count(_ store: KVStore, arguments: ArraySlice<[UInt8]>) -> Reply {
+    static func count(_ store: KVStore, arguments: ArraySlice<[UInt8]>) -> RESPValue {
         let (lower, upper) = bounds(arguments)
         return .integer(store.count(from: lower, to: upper))
     }
@@ -91,7 +92,7 @@ enum OrderedCommands {
 
     // MARK: Parsing
 
-    static func asciiUppercased(_ bytes: [UInt8]) -> [UInt8] {
+    public static func asciiUppercased(_ bytes: [UInt8]) -> [UInt8] {
         bytes.map(CommandTable.asciiUppercased)
     }
 }

@@ -24,4 +24,33 @@ public enum RedisInteger {
         guard magnitude <= UInt64(Int64.max) else { return nil }
         return Int(magnitude)
     }
+
+    /// Appends `number` in decimal ASCII.
+    public static func append(_ number: Int, to bytes: inout [UInt8]) {
+        if number >= 0 && number < 10 {
+            bytes.append(UInt8(ascii: "0") + UInt8(number))
+        } else {
+            bytes.append(contentsOf: String(number).utf8)
+        }
+    }
+
+    /// A length or integer in a reply's header line, as servers write them: an optional `-` and 1 to 19 digits,
+    /// within 64 bits. (Leading zeros are accepted here: nothing depends on their absence, unlike arguments.)
+    public static func parseHeader(_ bytes: ArraySlice<UInt8>) -> Int? {
+        var digits = bytes
+        let negative = digits.first == UInt8(ascii: "-")
+        if negative { digits = digits.dropFirst() }
+        guard !digits.isEmpty, digits.count <= 19 else { return nil }
+        var value = 0
+        for digit in digits {
+            guard digit >= UInt8(ascii: "0") && digit <= UInt8(ascii: "9") else { return nil }
+            // Accumulated negatively, so that Int.min is reachable.
+            let (times10, overflow1) = value.multipliedReportingOverflow(by: 10)
+            let (sum, overflow2) = times10.subtractingReportingOverflow(Int(digit - UInt8(ascii: "0")))
+            guard !overflow1 && !overflow2 else { return nil }
+            value = sum
+        }
+        if negative { return value }
+        return value == Int.min ? nil : -value
+    }
 }

@@ -1,10 +1,9 @@
 // RESPValue's encoding for RESP2 and RESP3 clients, and how the shell's replies map onto it.
 
-import KVShell
 import NIOCore
 import KVTestSupport
 import Testing
-@testable import KVServer
+@testable import RESP
 
 private func encoded(_ value: RESPValue, _ protocolVersion: Int) -> String {
     var buffer = ByteBuffer()
@@ -67,33 +66,11 @@ struct RESPEncodingTests {
         #expect(encoded(value, 2) == "*2\r\n$3\r\nget\r\n*4\r\n$7\r\nsummary\r\n$7\r\nGet it.\r\n$5\r\ngroup\r\n$-1\r\n")
     }
 
-    @Test("the shell's replies as the server sends them")
-    func fromReply() {
-        #expect(RESPValue(Reply.ok) == .simpleString("OK"))
-        #expect(RESPValue(Reply.value(Array("v".utf8))) == bulk("v"))
-        #expect(RESPValue(Reply.null) == .null)
-        #expect(RESPValue(Reply.integer(7)) == .integer(7))
-        #expect(RESPValue(Reply.text("report")) == bulk("report"))
-        #expect(RESPValue(Reply.array([.value(Array("a".utf8)), .null, .array([.integer(1)])]))
-                == .array([bulk("a"), .null, .array([.integer(1)])]))
-    }
-
     @Test("RESPValue equality compares maps pairwise, in order")
     func mapEquality() {
         #expect(RESPValue.map([(bulk("a"), .integer(1))]) == .map([(bulk("a"), .integer(1))]))
         #expect(RESPValue.map([(bulk("a"), .integer(1))]) != .map([(bulk("a"), .integer(2))]))
         #expect(RESPValue.map([(bulk("a"), .integer(1)), (bulk("b"), .integer(2))]) != .map([(bulk("b"), .integer(2)), (bulk("a"), .integer(1))]))
         #expect(RESPValue.map([]) != .array([]))
-    }
-
-    @Test("INFO's _human byte counts read as Redis's: bytes below 1K, then two decimals and K, M, G")
-    func humanBytes() {
-        #expect(ProcessMemory.human(0) == "0B")
-        #expect(ProcessMemory.human(1023) == "1023B")
-        #expect(ProcessMemory.human(1024) == "1.00K")
-        #expect(ProcessMemory.human(939_968) == "917.94K")
-        #expect(ProcessMemory.human(7_094_272) == "6.77M")
-        #expect(ProcessMemory.human(3 << 30) == "3.00G")
-        #expect(ProcessMemory.human(1_100) == "1.07K")
     }
 }

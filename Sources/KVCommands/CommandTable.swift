@@ -1,3 +1,5 @@
+import RESP
+
 /// Every command the shell knows, with what help, completion, arity checks and suggestions need.
 /// The one place a command is described: parser, `:help`, Tab completion and the docs follow it.
 /// A class, so that handing one around on the hot path costs one retain, not one per field.

@@ -12,7 +12,7 @@ public enum Tokenizer {
     public struct UnbalancedQuotes: Error, Equatable, Sendable {}
 
     @inline(__always)
-    static func isBlank(_ byte: UInt8) -> Bool {
+    public static func isBlank(_ byte: UInt8) -> Bool {
         byte == 0x20 || (byte >= 0x09 && byte <= 0x0D)
     }
 
@@ -104,7 +104,7 @@ public enum Tokenizer {
     }
 
     @inline(__always)
-    static func hexValue(_ byte: UInt8) -> UInt8? {
+    public static func hexValue(_ byte: UInt8) -> UInt8? {
         switch byte {
         case UInt8(ascii: "0")...UInt8(ascii: "9"): return byte - UInt8(ascii: "0")
         case UInt8(ascii: "a")...UInt8(ascii: "f"): return byte - UInt8(ascii: "a") + 10

@@ -3,7 +3,7 @@
 import NIOCore
 import KVTestSupport
 import Testing
-@testable import KVServer
+@testable import RESP
 
 /// Feeds `chunks` one after the other into one decoder and buffer, as reads arrive, and collects every request,
 /// through `decode(_:inPlace:decoded:)` as the server does (requests lent in place are copied here). Checks that

@@ -1,6 +1,6 @@
 import KVTestSupport
 import Testing
-@testable import KVShell
+@testable import KVCommands
 
 @Suite("Command table")
 struct CommandTableTests {

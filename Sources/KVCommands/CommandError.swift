@@ -18,7 +18,7 @@ public struct CommandError: Error, Sendable, CustomStringConvertible {
     public static func other(_ text: String) -> CommandError { CommandError(message: "ERR " + text) }
 
     /// A state the code should never reach: reported as an error rather than a trap, so the shell goes on.
-    static func internalError(_ what: String) -> CommandError {
+    public static func internalError(_ what: String) -> CommandError {
         other("internal error: \(what); please report it")
     }
 

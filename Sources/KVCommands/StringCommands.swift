@@ -1,4 +1,5 @@
 import KVStore
+import RESP
 
 /// Redis's string commands beyond GET/SET/DEL: SET's options, MSET, MGET, SETNX, GETDEL, INCR, DECR, INCRBY,
 /// DECRBY, APPEND, STRLEN. Every read-modify-write runs through ``KVStore/update(_:_:)``, so it is atomic with
@@ -36,7 +37,7 @@ enum StringCommands {
             default: return .set(value)
             }
         }
-        let reply: Reply = replyWithOld ? previous.map(Reply.value) ?? .null : (sequence == nil ? .null : .ok)
+        let reply: RESPValue = replyWithOld ? previous.map(RESPValue.bulkString) ?? .null : (sequence == nil ? .null : .ok)
         return Outcome(reply: reply, wrote: sequence != nil)
     }
 
@@ -51,7 +52,7 @@ enum StringCommands {
     /// `MGET key [key ...]`: the values (nil for missing keys), read at one instant.
     static func mget(_ store: KVStore, arguments: [[UInt8]]) -> Outcome {
         let values = store.values(for: Array(arguments.dropFirst()))
-        return Outcome(reply: .array(values.map { $0.map(Reply.value) ?? .null }), wrote: false)
+        return Outcome(reply: .array(values.map { $0.map(RESPValue.bulkString) ?? .null }), wrote: false)
     }
 
     /// `SETNX key value`: 1 if set, 0 if the key existed.
@@ -64,7 +65,7 @@ enum StringCommands {
     /// `GETDEL key`: the value, deleted, or nil.
     static func getdel(_ store: KVStore, arguments: [[UInt8]]) throws -> Outcome {
         let (previous, sequence) = try store.update(arguments[1]) { _ in .delete }
-        return Outcome(reply: previous.map(Reply.value) ?? .null, wrote: sequence != nil)
+        return Outcome(reply: previous.map(RESPValue.bulkString) ?? .null, wrote: sequence != nil)
     }
 
     /// `INCR`, `DECR`, `INCRBY`, `DECRBY`. The amount is parsed before the key is looked at, as in Redis.

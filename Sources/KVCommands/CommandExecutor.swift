@@ -1,4 +1,5 @@
 import KVStore
+import RESP
 
 /// Runs the data commands of the command table against a store: the part the shell and the server share.
 /// Meta-commands (`:help`, ...) belong to the shell and protocol commands (`PING`, `HELLO`, ...) to the server.
@@ -11,7 +12,7 @@ public struct CommandExecutor: Sendable {
 
     /// What running a command produced.
     public struct Outcome: Sendable {
-        public var reply: Reply
+        public var reply: RESPValue
         /// Whether the command wrote to the store: its reply must wait for a commit.
         public var wrote: Bool
     }
@@ -29,7 +30,7 @@ public struct CommandExecutor: Sendable {
         case .set:
             return try StringCommands.set(store, spec: spec, arguments: arguments)
         case .get:
-            return Outcome(reply: store.get(arguments[1]).map(Reply.value) ?? .null, wrote: false)
+            return Outcome(reply: store.get(arguments[1]).map(RESPValue.bulkString) ?? .null, wrote: false)
         case .mset:
             return try StringCommands.mset(store, spec: spec, arguments: arguments)
         case .mget:
