@@ -1,4 +1,5 @@
 import KVStore
+import RESP
 
 /// A command that could not run. Two wordings: `message` for people (Redis's text plus what to do), and
 /// `redisMessage`, Redis's exact text, for the server, whose clients may match on it.
@@ -9,6 +10,9 @@ public struct CommandError: Error, Sendable, CustomStringConvertible {
     public let redisMessage: String
 
     public var description: String { message }
+
+    /// The error's code, as Redis clients match on it: the first word (`ERR`, `WRONGTYPE`, `NOPERM`, ...).
+    public var code: Substring { redisMessage.prefix { $0 != " " } }
 
     public init(message: String, redisMessage: String? = nil) {
         self.message = message
@@ -107,7 +111,48 @@ public struct CommandError: Error, Sendable, CustomStringConvertible {
     public static let valueTooLarge = redis("string exceeds maximum allowed size (proto-max-bulk-len)",
                                             hint: "a value holds at most \(LogFormat.maxValueSize) bytes")
 
+    /// A backup without a path where no backup directory is set.
+    public static let noBackupDirectory = CommandError(
+        message: "ERR KVSH.BACKUP without a path writes into the server's backup directory, and none is set: "
+            + "restart kvsh serve with --backup-dir DIR")
+
     public static func badArgument(_ spec: CommandSpec, _ argument: String) -> CommandError {
         other("invalid argument '\(argument)' for '\(spec.name)' (usage: \(spec.usage))")
+    }
+}
+
+extension CommandError {
+    /// An error reply a server sent for a command, as the error the command layer raised there: the server sends
+    /// each error's ``redisMessage`` (`CODE text`), so the error is the one among those the command can raise whose
+    /// Redis text is exactly this, and the shell then prints its ``message`` (with the hint) as for an embedded
+    /// store. A text none of them has (another server's error, a limit) is kept as it came.
+    public init(serverReply text: String, spec: CommandSpec?, arguments: [[UInt8]]) {
+        guard let spec else {
+            if text.hasPrefix("ERR unknown command ") {
+                self = .unknownCommand(String(decoding: arguments[0], as: UTF8.self), arguments: arguments.dropFirst())
+            } else {
+                self = CommandError(message: text)
+            }
+            return
+        }
+        var candidates: [CommandError] = [.wrongArity(spec), .syntax(spec), .invalidCursor, .incrementOverflow,
+                                          .decrementOverflow, .valueTooLarge]
+        // "value is not an integer or out of range" has a hint per command (OrderedCommands, StringCommands).
+        switch spec.id {
+        case .scan: candidates.append(.scanCountNotAnInteger)
+        case .range: candidates.append(.rangeLimitNotAnInteger)
+        case .incr, .decr: candidates.append(.valueNotAnInteger)
+        case .incrby, .decrby:
+            // The amount is checked before the stored value, as in Redis.
+            let amountIsInteger = arguments.count > 2 && RedisInteger.parse(arguments[2]) != nil
+            candidates.append(amountIsInteger ? .valueNotAnInteger : .amountNotAnInteger(spec))
+        case .set:
+            candidates += arguments.dropFirst(3).map {
+                .expiryNotSupported(String(decoding: OrderedCommands.asciiUppercased($0), as: UTF8.self))
+            }
+        default:
+            break
+        }
+        self = candidates.first { $0.redisMessage == text } ?? CommandError(message: text)
     }
 }

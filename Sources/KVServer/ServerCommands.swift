@@ -123,7 +123,7 @@ enum ServerCommands {
         case "INFO":
             return (.bulk(info(arguments, context: context)), .none)
         case "KVSH.STATS", "KVSH.REBUILD", "KVSH.COMPACT", "KVSH.BACKUP", "KVSH.CHECK":
-            return maintenance(name, arguments, client: client, context: context)
+            return maintenance(arguments, client: client, context: context)
         default:
             return (.error(CommandError.unknownCommand(String(decoding: arguments[0], as: UTF8.self),
                                                        arguments: arguments.dropFirst()).redisMessage), .none)
@@ -401,50 +401,25 @@ enum ServerCommands {
 
     /// The shell's maintenance meta-commands, for `kvsh --connect` and for administrators: their text replies
     /// are what the shell prints. They can take long, so they run on the thread pool.
-    private static func maintenance(_ name: String, _ arguments: [[UInt8]], client: ClientState,
-                                    context: ServerContext) -> (RESPValue, CommandEffect) {
-        let store = context.store
-        let path = arguments.count > 1 ? String(decoding: arguments[1], as: UTF8.self) : nil
-        let allowed: ClosedRange<Int> = switch name {
-        case "KVSH.BACKUP": 0...2
-        case "KVSH.REBUILD": 0...1
-        default: 0...0
+    private static func maintenance(_ arguments: [[UInt8]], client: ClientState, context: ServerContext) -> (RESPValue, CommandEffect) {
+        let command: MaintenanceCommand
+        do {
+            guard let parsed = try MaintenanceCommand(serverArguments: arguments) else {
+                return (.error("ERR unknown maintenance command"), .none)
+            }
+            command = parsed
+        } catch let error as CommandError {
+            return (.error(error.redisMessage), .none)
+        } catch {
+            return (.error("ERR \(error)"), .none)
         }
-        guard allowed.contains(arguments.count - 1) else {
-            return (.error("ERR wrong number of arguments for '\(name.lowercased())' command"), .none)
-        }
-        let replace = arguments.count > 2
-        if replace, String(decoding: arguments[2], as: UTF8.self).uppercased() != "FORCE" {
-            return (.error("ERR syntax error"), .none)
-        }
-        if path != nil, let refusal = refusePath(name, client: client, policy: context.configuration.pathCommands) {
+        if command.path != nil, let refusal = refusePath(command.serverName, client: client, policy: context.configuration.pathCommands) {
             return (refusal, .none)
         }
         let backups = context.configuration.backupDirectory
-        let noBackupDirectory = RESPValue.error("ERR KVSH.BACKUP without a path writes into the server's backup directory, "
-                                                + "and none is set: restart kvsh serve with --backup-dir DIR")
-        if name == "KVSH.BACKUP", path == nil, backups == nil { return (noBackupDirectory, .none) }
-        return (.null, .slow {
-            switch name {
-            case "KVSH.STATS": return .bulk(ShellText.describe(store.statistics))
-            case "KVSH.COMPACT": return .bulk(ShellText.describe(try store.checkpoint()))
-            case "KVSH.CHECK": return .bulk(try store.check().description)
-            case "KVSH.BACKUP":
-                if let path {
-                    return .bulk(ShellText.describe(backup: try store.backup(to: path, replace: replace), path: path))
-                }
-                guard let backups else { return noBackupDirectory }
-                let taken = try backups.takeBackup(of: store)
-                return .bulk(ShellText.describe(backup: taken.summary, path: taken.path))
-            default:
-                if let path {
-                    let summary = try LogImporter.importLog(at: path, into: store)
-                    try store.commit()
-                    return .bulk(ShellText.describe(import: summary, keys: store.count))
-                }
-                return .bulk(ShellText.describe(rebuild: try store.rebuild()))
-            }
-        })
+        if case .backup(nil, _) = command, backups == nil { return (.error(CommandError.noBackupDirectory.redisMessage), .none) }
+        let store = context.store
+        return (.null, .slow { command.reply(try command.run(on: store, backups: backups)) })
     }
 
     /// A path names a file of the server's machine, written (BACKUP) or read (REBUILD) with the server's rights:

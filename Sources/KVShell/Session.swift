@@ -28,11 +28,10 @@ public final class Session {
         case script(name: String?, line: Int)
     }
 
+    /// Where commands run: a store opened in this process, or a server.
+    private let backend: any SessionBackend
     /// The store commands run against; nil when the session is connected to a server.
-    public let store: KVStore?
-    /// The server commands are sent to (`kvsh --connect`); nil for an embedded store.
-    public let client: RESPClient?
-    private let executor: CommandExecutor?
+    public var store: KVStore? { (backend as? EmbeddedBackend)?.store }
     public var format: OutputFormat
     /// Print each command's duration (on standard error, so piped output stays clean).
     public var timing = false
@@ -72,9 +71,7 @@ public final class Session {
 
     /// A session on a store opened in this process.
     public init(store: KVStore, format: OutputFormat, outputFD: Int32 = STDOUT_FILENO, errorFD: Int32 = STDERR_FILENO) {
-        self.store = store
-        client = nil
-        executor = CommandExecutor(store: store)
+        backend = EmbeddedBackend(store: store)
         self.format = format
         self.errorFD = errorFD
         writer = ReplyWriter(store: store, outputFD: outputFD, errorFD: errorFD)
@@ -84,12 +81,15 @@ public final class Session {
     /// (`:stats`, `:rebuild`, `:compact`, `:backup`, `:check`) run on the server as `KVSH.*` commands; the others
     /// (`:help`, `:timing`, `:format`, `:source`, `:quit`) run here.
     public init(client: RESPClient, format: OutputFormat, outputFD: Int32 = STDOUT_FILENO, errorFD: Int32 = STDERR_FILENO) {
-        store = nil
-        self.client = client
-        executor = nil
+        backend = RemoteBackend(client: client)
         self.format = format
         self.errorFD = errorFD
         writer = ReplyWriter(store: nil, outputFD: outputFD, errorFD: errorFD)
+    }
+
+    /// Closes the connection to the server, if any (the store is its opener's to close).
+    public func close() {
+        backend.close()
     }
 
     // MARK: Running commands
@@ -114,7 +114,7 @@ public final class Session {
     @discardableResult
     public func execute(arguments: [[UInt8]], origin: Origin) -> Bool {
         guard !arguments.isEmpty else { return true }
-        if client != nil, let result = sendToServer(arguments, origin: origin) { return result }
+        if backend.isRemote, let result = sendToServer(arguments, origin: origin) { return result }
         let started = timing ? ContinuousClock.now : nil
         let reply: Reply
         do {
@@ -201,8 +201,9 @@ public final class Session {
         }
         guard spec.arity.contains(arguments.count - 1) else { throw CommandError.wrongArity(spec) }
         guard spec.isMeta else {
-            guard let executor else { throw CommandError.internalError("data commands of a connected session go to the server") }
-            let outcome = try executor.execute(spec, arguments)
+            guard let outcome = try backend.submit(arguments) else {
+                throw CommandError.internalError("data commands of a connected session are sent, not dispatched")
+            }
             uncommitted = uncommitted || outcome.wrote
             return reply(from: outcome.reply, topLevel: true)
         }
@@ -217,9 +218,11 @@ public final class Session {
             }
             return .text(text)
         case .rebuild, .compact, .backup, .check, .stats:
-            if client != nil { return try runMetaOnServer(spec, arguments) }
-            guard let store else { throw CommandError.internalError("a session has a store or a client") }
-            return try runMaintenance(spec, arguments, on: store)
+            let command = try Self.maintenanceCommand(spec, arguments)
+            if command == .compact || command == .check { flush() }  // what they report includes every write before them
+            let outcome = try backend.run(command)
+            if !outcome.succeeded { failedToRun += 1 }
+            return .text(outcome.text)
         case .source:
             try source(arguments[0])
             return .none
@@ -245,32 +248,17 @@ public final class Session {
         }
     }
 
-    /// `:rebuild [path]`, `:compact`, `:backup path`, `:check` and `:stats` on the store this session opened.
-    private func runMaintenance(_ spec: CommandSpec, _ arguments: [String], on store: KVStore) throws -> Reply {
+    /// The maintenance command a meta-command line names.
+    static func maintenanceCommand(_ spec: CommandSpec, _ arguments: [String]) throws -> MaintenanceCommand {
         switch spec.id {
-        case .rebuild:
-            guard let path = arguments.first else { return .text(ShellText.describe(rebuild: try store.rebuild())) }
-            uncommitted = true
-            let summary = try LogImporter.importLog(at: path, into: store)
-            return .text(ShellText.describe(import: summary, keys: store.count))
-        case .compact:
-            flush()
-            return .text(ShellText.describe(try store.checkpoint()))
+        case .stats: return .stats
+        case .rebuild: return .rebuild(path: arguments.first)
+        case .compact: return .compact
+        case .check: return .check
         case .backup:
-            let (path, replace) = try Self.backupArguments(spec, arguments)
-            guard let path else {
-                throw CommandError.other(":backup needs a path here (without one, a server started with --backup-dir writes into it)")
-            }
-            return .text(ShellText.describe(backup: try store.backup(to: path, replace: replace), path: path))
-        case .check:
-            flush()
-            let report = try store.check()
-            if !report.isClean { failedToRun += 1 }
-            return .text(report.description)
-        case .stats:
-            return .text(ShellText.describe(store.statistics))
-        default:
-            throw CommandError.internalError("\(spec.name) is not a maintenance meta-command")
+            let (path, replace) = try backupArguments(spec, arguments)
+            return .backup(path: path, replace: replace)
+        default: throw CommandError.internalError("\(spec.name) is not a maintenance meta-command")
         }
     }
 
@@ -297,7 +285,7 @@ public final class Session {
         } catch {
             throw CommandError.other("\(error)")
         }
-        defer { close(fd) }
+        defer { Glibc.close(fd) }
         sourceDepth += 1
         defer { sourceDepth -= 1 }
         try ScriptRunner.run(fd: fd, name: path, session: self)
@@ -330,7 +318,7 @@ extension Session {
     /// command the table knows given the wrong number of arguments, or an unknown `:name`. Those run (after the
     /// replies before them are printed) the way they do with a store, so their output and errors are the same.
     fileprivate func sendToServer(_ arguments: [[UInt8]], origin: Origin) -> Bool? {
-        guard let client else { return nil }
+        guard backend.isRemote else { return nil }
         guard !connectionLost else { return false }
         let spec = CommandTable.lookup(arguments[0])
         let runsHere = spec.map { $0.isMeta || !$0.arity.contains(arguments.count - 1) } ?? (arguments[0].first == UInt8(ascii: ":"))
@@ -340,7 +328,7 @@ extension Session {
         }
         let started = timing ? ContinuousClock.now : nil
         do {
-            try client.send(arguments)
+            _ = try backend.submit(arguments)
         } catch {
             _ = catchUp(origin: origin)
             if !connectionLost { report(error, origin: origin) }
@@ -363,7 +351,7 @@ extension Session {
     /// - Returns: whether none of them failed.
     @discardableResult
     fileprivate func receivePending(untilAtMost count: Int = 0, bytes: Int = 0) -> Bool {
-        guard let client else { return true }
+        guard backend.isRemote else { return true }
         defer {
             if pendingHead == pending.count {
                 pending.removeAll(keepingCapacity: true)
@@ -381,7 +369,7 @@ extension Session {
             pendingBytes -= command.bytes
             let received: RESPValue
             do {
-                received = try client.readReply()
+                received = try backend.receive()
             } catch {
                 report(error, origin: command.origin)
                 connectionLost = true
@@ -392,7 +380,7 @@ extension Session {
             if case .error(let text) = received {
                 succeeded = false
                 // With --bail nothing is pipelined (see send), so no command after this one has been sent.
-                report(Self.shellError(text, spec: command.spec, arguments: command.arguments), origin: command.origin)
+                report(CommandError(serverReply: text, spec: command.spec, arguments: command.arguments), origin: command.origin)
                 continue
             }
             format.append(reply(from: received, topLevel: true), to: &output)
@@ -420,41 +408,11 @@ extension Session {
     /// - Returns: false if, with --bail, one of them failed: the script stops there, and the command after it
     ///   must neither run nor report anything.
     fileprivate func catchUp(origin: Origin) -> Bool {
-        guard client != nil else { return true }
+        guard backend.isRemote else { return true }
         let failuresBefore = failedCommands
         receivePending()
         if bail, case .script = origin, failedCommands > failuresBefore { return false }
         return true
-    }
-
-    /// `:stats`, `:rebuild [path]`, `:compact`, `:backup path` and `:check` as the server's `KVSH.*` commands, whose
-    /// replies are the text the shell prints.
-    fileprivate func runMetaOnServer(_ spec: CommandSpec, _ arguments: [String]) throws -> Reply {
-        guard let client else { throw CommandError.internalError("not connected to a server") }
-        let name: String
-        switch spec.id {
-        case .stats: name = "KVSH.STATS"
-        case .rebuild: name = "KVSH.REBUILD"
-        case .compact: name = "KVSH.COMPACT"
-        case .backup: name = "KVSH.BACKUP"
-        case .check: name = "KVSH.CHECK"
-        default: throw CommandError.internalError("\(spec.name) does not run on the server")
-        }
-        var sent = arguments
-        if spec.id == .backup {
-            // The shell's `--force` is the server's `FORCE`.
-            let (path, replace) = try Self.backupArguments(spec, arguments)
-            sent = (path.map { [$0] } ?? []) + (replace ? ["FORCE"] : [])
-        }
-        let text: String
-        switch try client.call([Array(name.utf8)] + sent.map { Array($0.utf8) }) {
-        case .error(let message): throw CommandError(message: message)
-        case .bulkString(let bytes): text = String(decoding: bytes, as: UTF8.self)
-        case let other: throw CommandError.other("unexpected reply to \(name): \(other)")
-        }
-        // The embedded shell counts a damaged store as a failed :check; the report says so in its text.
-        if spec.id == .check && text.contains("\nfirst problem: ") { failedToRun += 1 }
-        return .text(text)
     }
 
     /// A server reply as the shell's reply. `+OK` is OK; other status replies (`PONG`) print as they are, as
@@ -472,36 +430,5 @@ extension Session {
         case .boolean(let value): return .integer(value ? 1 : 0)
         case .number(let text): return .text(text)
         }
-    }
-
-    /// The shell's wording of an error the server sent for a command. The server sends Redis's exact text
-    /// (`CommandError.redisMessage`), the embedded shell prints Redis's text with a hint (`message`): find the
-    /// error the command could have raised whose Redis text this is. An unknown text is printed as it came.
-    static func shellError(_ text: String, spec: CommandSpec?, arguments: [[UInt8]]) -> CommandError {
-        guard let spec else {
-            if text.hasPrefix("ERR unknown command ") {
-                return .unknownCommand(String(decoding: arguments[0], as: UTF8.self), arguments: arguments.dropFirst())
-            }
-            return CommandError(message: text)
-        }
-        var candidates: [CommandError] = [.wrongArity(spec), .syntax(spec), .invalidCursor, .incrementOverflow,
-                                          .decrementOverflow, .valueTooLarge]
-        // "value is not an integer or out of range" has a hint per command (OrderedCommands, StringCommands).
-        switch spec.id {
-        case .scan: candidates.append(.scanCountNotAnInteger)
-        case .range: candidates.append(.rangeLimitNotAnInteger)
-        case .incr, .decr: candidates.append(.valueNotAnInteger)
-        case .incrby, .decrby:
-            // The amount is checked before the stored value, as in Redis.
-            let amountIsInteger = arguments.count > 2 && RedisInteger.parse(arguments[2]) != nil
-            candidates.append(amountIsInteger ? .valueNotAnInteger : .amountNotAnInteger(spec))
-        case .set:
-            candidates += arguments.dropFirst(3).map {
-                .expiryNotSupported(String(decoding: OrderedCommands.asciiUppercased($0), as: UTF8.self))
-            }
-        default:
-            break
-        }
-        return candidates.first { $0.redisMessage == text } ?? CommandError(message: text)
     }
 }

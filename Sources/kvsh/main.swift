@@ -135,7 +135,7 @@ do {
     printError("closing the store failed: \(error)")
     status = ExitStatus.commandFailed
 }
-session.client?.close()
+session.close()
 if !interactive && session.failedCommands > 0 { status = ExitStatus.commandFailed }
 if session.connectionLost { status = ExitStatus.commandFailed }
 exit(status)

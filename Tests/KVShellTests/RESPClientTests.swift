@@ -409,7 +409,7 @@ struct RESPClientTests {
 struct RemoteErrorWordingTests {
     private func shellMessage(_ serverText: String, _ line: [String]) -> String {
         let arguments = line.map { Array($0.utf8) }
-        return Session.shellError(serverText, spec: CommandTable.lookup(arguments[0]), arguments: arguments).message
+        return CommandError(serverReply: serverText, spec: CommandTable.lookup(arguments[0]), arguments: arguments).message
     }
 
     @Test("Redis's texts get the hints the embedded shell prints")
