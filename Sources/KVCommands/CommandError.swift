@@ -21,6 +21,13 @@ public struct CommandError: Error, Sendable, CustomStringConvertible {
 
     public static func other(_ text: String) -> CommandError { CommandError(message: "ERR " + text) }
 
+    /// The reply text a Redis client gets for `error`, whatever raised it: a command's error in Redis's wording, any
+    /// other (the store's: a full disk, a value too large) as `ERR` and what it says. One wording, whichever path
+    /// of the server ran the command.
+    public static func redisText(for error: any Error) -> String {
+        (error as? CommandError)?.redisMessage ?? "ERR \(error)"
+    }
+
     /// A state the code should never reach: reported as an error rather than a trap, so the shell goes on.
     public static func internalError(_ what: String) -> CommandError {
         other("internal error: \(what); please report it")

@@ -7,6 +7,27 @@ import NIOCore
 /// Asks a connection to finish what it is doing and close (server shutdown).
 struct DrainAndClose: Sendable {}
 
+/// Where a connection is in its life. It only moves forward (`open` → `finishing` → `shuttingDown` →
+/// `commitFailed`, skipping steps as needed); each step keeps the restrictions of those before it.
+enum ConnectionLifecycle: Int, Comparable {
+    /// Reads, runs and replies.
+    case open
+    /// No command runs any more (QUIT, a protocol error, an HTTP request, the client went away): what is queued is
+    /// dropped, later input ignored, and the connection closes once the replies already made are out.
+    case finishing
+    /// The server is stopping: as `finishing`, and nothing more is read.
+    case shuttingDown
+    /// A commit failed: as `shuttingDown`, and the replies made are withheld (they would acknowledge writes that
+    /// are not durable); only the error goes out, then the connection closes.
+    case commitFailed
+
+    static func < (a: Self, b: Self) -> Bool { a.rawValue < b.rawValue }
+
+    var runsCommands: Bool { self == .open }
+    var readsInput: Bool { self < .shuttingDown }
+    var sendsReplies: Bool { self != .commitFailed }
+}
+
 /// One client connection: runs each decoded request and writes the replies in order.
 ///
 /// Replies are collected while a read is processed and written at its end. Replies that acknowledge writes
@@ -52,8 +73,8 @@ final class ConnectionHandler: ChannelInboundHandler {
     @exclusivity(unchecked) private var queuedStart = 0
     @exclusivity(unchecked) private var drainingQueue = false
     @exclusivity(unchecked) private var slowCommandRunning = false
-    @exclusivity(unchecked) private var closeWhenFlushed = false
-    @exclusivity(unchecked) private var draining = false
+    /// See ``ConnectionLifecycle``; changed only through ``advance(to:)``.
+    @exclusivity(unchecked) private var lifecycle = ConnectionLifecycle.open
     @exclusivity(unchecked) private var reading = true
     /// Decodes requests from the bytes read; what is left of an incomplete request waits in `partialInput`.
     /// Decoding here rather than in a `ByteToMessageHandler` saves a pipeline hop per request.
@@ -61,8 +82,6 @@ final class ConnectionHandler: ChannelInboundHandler {
     private var partialInput: ByteBuffer?
     /// Whether `channelRead` is decoding: NIO can call it again from inside a write that a request made.
     @exclusivity(unchecked) private var decoding = false
-    /// Set when a commit failed: the connection gets that error and nothing else (see ``commitFinished(_:context:)``).
-    @exclusivity(unchecked) private var commitFailed = false
     /// The channel's writability, tracked from its events rather than asked of the channel for every request.
     @exclusivity(unchecked) private var channelWritable = true
     /// Commands run but not yet added to the shared counter: one atomic add per read, not per command.
@@ -145,7 +164,7 @@ final class ConnectionHandler: ChannelInboundHandler {
     /// Runs a request in place in the read buffer, copying its arguments only when it must wait in `queued` or
     /// takes the general path.
     private func handle(_ request: BorrowedRequest, context: ChannelHandlerContext) {
-        guard !closeWhenFlushed else { return }  // after QUIT or a protocol error, input is dropped
+        guard lifecycle.runsCommands else { return }  // after QUIT or a protocol error, input is dropped
         if queuedStart < queued.count || !canRunNow() {
             queued.append(request.copied())
             return
@@ -162,14 +181,14 @@ final class ConnectionHandler: ChannelInboundHandler {
     private func handle(_ request: RESPRequest, context: ChannelHandlerContext) {
         switch request {
         case .command(let arguments):
-            guard !closeWhenFlushed else { return }
+            guard lifecycle.runsCommands else { return }
             if queuedStart < queued.count || !canRunNow() {
                 queued.append(arguments)
                 return
             }
             run(arguments, context: context)
         case .protocolError(let message):
-            guard !closeWhenFlushed else { return }
+            guard lifecycle.runsCommands else { return }
             RESPValue.error("ERR Protocol error: \(message)").write(to: &output, protocolVersion: client.protocolVersion)
             self.context.logger.debug("protocol error, closing the connection", metadata: ["client": "\(client.id)", "error": "\(message)"])
             stopRunningCommands()
@@ -202,8 +221,7 @@ final class ConnectionHandler: ChannelInboundHandler {
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
         if event is DrainAndClose {
-            draining = true
-            stopRunningCommands()
+            advance(to: .shuttingDown)
             sendOutput(context: context)
             updateReading(context: context)
         } else {
@@ -288,8 +306,7 @@ final class ConnectionHandler: ChannelInboundHandler {
             let reply: RESPValue
             switch result {
             case .success(let value): reply = value
-            case .failure(let error as CommandError): reply = .error(error.redisMessage)
-            case .failure(let error): reply = .error("ERR \(error)")
+            case .failure(let error): reply = .error(CommandError.redisText(for: error))
             }
             reply.write(to: &handler.output, protocolVersion: handler.client.protocolVersion)
             handler.outputNeedsCommit = true  // maintenance may have written (an import)
@@ -300,7 +317,14 @@ final class ConnectionHandler: ChannelInboundHandler {
     /// No request after this one runs: those queued are dropped, later input is ignored, and the connection
     /// closes once the replies already made are out.
     private func stopRunningCommands() {
-        closeWhenFlushed = true
+        advance(to: .finishing)
+    }
+
+    /// Moves the connection on in its life (never back: a later step than `next` is kept), dropping the requests
+    /// queued, which can no longer run.
+    private func advance(to next: ConnectionLifecycle) {
+        assert(next != .open, "a connection never reopens")
+        lifecycle = max(lifecycle, next)
         queued.removeAll()
         queuedStart = 0
     }
@@ -322,7 +346,7 @@ final class ConnectionHandler: ChannelInboundHandler {
         guard !drainingQueue else { return }
         drainingQueue = true
         defer { drainingQueue = false }
-        while queuedStart < queued.count, canRunNow(), !closeWhenFlushed {
+        while queuedStart < queued.count, canRunNow(), lifecycle.runsCommands {
             let arguments = queued[queuedStart]
             queuedStart += 1
             run(arguments, context: context)
@@ -340,7 +364,7 @@ final class ConnectionHandler: ChannelInboundHandler {
     /// Hands the collected replies on: straight to the socket, or to the committer when they acknowledge
     /// writes, or (while earlier replies wait for a commit) keeps them queued behind those.
     private func sendOutput(context: ChannelHandlerContext) {
-        guard !waitingForCommit, !commitFailed else { return }
+        guard !waitingForCommit, lifecycle.sendsReplies else { return }
         // With `--sync always`, replies that acknowledge nothing (a GET, say) may still show writes that other
         // connections made and that are not on disk yet: those replies wait for the same commit, as Redis sends
         // no reply before the fsync of its event-loop pass, so no client ever sees a value a crash could undo.
@@ -359,7 +383,7 @@ final class ConnectionHandler: ChannelInboundHandler {
             // Take the replies out first: writing can call back into this handler (writability changes).
             context.writeAndFlush(wrapOutboundOut(takeOutput()), promise: nil)
         }
-        if closeWhenFlushed && !slowCommandRunning {
+        if !lifecycle.runsCommands && !slowCommandRunning {
             context.flush()  // replies written by commitFinished go out before the close
             context.close(promise: nil)
         }
@@ -392,9 +416,7 @@ final class ConnectionHandler: ChannelInboundHandler {
             // Nothing more is read, run or sent on it but the error (the store refuses writes from now on).
             self.context.logger.error("commit failed; closing the connection without acknowledging its writes",
                                       metadata: ["client": "\(client.id)", "error": "\(error)"])
-            commitFailed = true
-            draining = true
-            stopRunningCommands()
+            advance(to: .commitFailed)
             output.clear()
             outputNeedsCommit = false
             updateReading(context: context)
@@ -408,7 +430,7 @@ final class ConnectionHandler: ChannelInboundHandler {
 
     /// Reads only while the client keeps up with its replies and no slow command or commit backlog is pending.
     private func updateReading(context: ChannelHandlerContext) {
-        let shouldRead = canRunNow() && queuedStart == queued.count && !draining
+        let shouldRead = canRunNow() && queuedStart == queued.count && lifecycle.readsInput
         guard shouldRead != reading else { return }
         reading = shouldRead
         context.channel.setOption(ChannelOptions.autoRead, value: shouldRead).whenFailure { _ in }

@@ -133,8 +133,9 @@ enum ServerCommands {
     /// Runs the two commands that dominate real traffic, `GET key` and plain `SET key value`, on the request's
     /// bytes in place: the key and value go from the read buffer into the store, and a GET's value from the
     /// index into `output`, with no copy or allocation in between. Returns whether the reply acknowledges a
-    /// write, or nil for any other request (and for a SET the store refuses, so that the shared command table
-    /// words the error), which then takes the general path.
+    /// write, or nil for any other request, which then takes the general path. A SET the store refuses gets its
+    /// error here, worded as the general path words it: running it again there would run it twice, and a `set`
+    /// that failed while flushing has already changed the index.
     static func runInPlace(_ request: BorrowedRequest, protocolVersion: Int, store: KVStore, output: inout ByteBuffer) -> Bool? {
         guard request.arguments.count == 2 || request.arguments.count == 3 else { return nil }
         let name = request[0]
@@ -156,7 +157,8 @@ enum ServerCommands {
             do {
                 try store.set(key, request[2])
             } catch {
-                return nil
+                RESPValue.error(CommandError.redisText(for: error)).write(to: &output, protocolVersion: protocolVersion)
+                return false
             }
             output.writeStaticString("+OK\r\n")
             return true
@@ -169,10 +171,8 @@ enum ServerCommands {
         do {
             let outcome = try context.executor.execute(spec, arguments)
             return (outcome.reply, outcome.wrote ? .wrote : .none)
-        } catch let error as CommandError {
-            return (.error(error.redisMessage), .none)
         } catch {
-            return (.error("ERR \(error)"), .none)
+            return (.error(CommandError.redisText(for: error)), .none)
         }
     }
 
@@ -408,10 +408,8 @@ enum ServerCommands {
                 return (.error("ERR unknown maintenance command"), .none)
             }
             command = parsed
-        } catch let error as CommandError {
-            return (.error(error.redisMessage), .none)
         } catch {
-            return (.error("ERR \(error)"), .none)
+            return (.error(CommandError.redisText(for: error)), .none)
         }
         if command.path != nil, let refusal = refusePath(command.serverName, client: client, policy: context.configuration.pathCommands) {
             return (refusal, .none)
