@@ -10,11 +10,16 @@ import Glibc
 import Musl
 #endif
 
-/// kvsh's command line. Validation lives here; `main.swift` only acts on the result.
-struct Options: ParsableCommand {
+/// kvsh's command line: the root command. Its own options are the shell's; the subcommands are registered here
+/// and nowhere else (main.swift dispatches on this list). Validation lives here; `main.swift` only acts on the result.
+struct KVSHCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "kvsh",
         abstract: "A durable key-value store and its shell.",
+        usage: """
+            kvsh [<options>] [<command> ...]
+            kvsh <subcommand> [<options>]
+            """,
         discussion: """
             With COMMAND, runs that one command. With --file, runs a script. With a terminal on stdin and \
             stdout, starts the interactive shell; otherwise runs standard input as a script.
@@ -22,10 +27,20 @@ struct Options: ParsableCommand {
             Exit status: 0 if every command succeeded, 1 if any failed (or the connection was lost), 2 for usage \
             errors, for a store that cannot be opened and for a server that cannot be reached.
             """,
-        version: "1.0.0",
+        version: KVSHCommand.version,
+        subcommands: [ServeCommand.self, BackupCommand.self, RestoreCommand.self, CheckCommand.self],
         // -h is the host, as in redis-cli.
         helpNames: [.long, .customShort("?")]
     )
+
+    /// What --version prints, for kvsh and each subcommand.
+    static let version = "1.0.0"
+
+    /// The subcommand `name` names (the first argument: `kvsh serve ...`), if it names one.
+    static func subcommand(named name: String) -> (any KVSHSubcommand.Type)? {
+        configuration.subcommands.lazy.compactMap { $0 as? any KVSHSubcommand.Type }
+            .first { $0.configuration.commandName == name }
+    }
 
     @Option(name: .customLong("connect"), help: ArgumentHelp(
         "Connect to a kvsh server (kvsh serve) instead of opening a store: HOST:PORT, [IPv6]:PORT or HOST (port 7379).",
@@ -40,14 +55,8 @@ struct Options: ParsableCommand {
         "Connect to the kvsh server on this port (as redis-cli -p); host 127.0.0.1 unless -h says otherwise.", valueName: "port"))
     var port: Int?
 
-    @Option(name: .customLong("data-dir"), help: ArgumentHelp(
-        "Directory of the store; created if missing. Default: $KVSH_DATA_DIR, else ./kvsh-data.", valueName: "dir"))
-    var dataDirectory: String?
-
-    @Option(help: ArgumentHelp(
-        "When writes reach the disk: always (the default: fsync before each reply, shared by writes that arrive together), "
-            + "everysec (fsync in the background every second) or none (the OS decides).", valueName: "policy"))
-    var sync: KVStore.SyncPolicy?
+    /// --data-dir, --sync, --compact-*, --backup-*: as for kvsh serve.
+    @OptionGroup var store: StoreOptions
 
     @Option(help: ArgumentHelp(
         "How replies print: human (default on a terminal), raw (default otherwise) or json.", valueName: "format"))
@@ -58,27 +67,6 @@ struct Options: ParsableCommand {
 
     @Option(help: ArgumentHelp("Run the commands in this file as a script.", valueName: "file"))
     var file: String?
-
-    @Option(name: .customLong("compact-min-size"), help: ArgumentHelp(
-        "Compact in the background only once the log is larger than this (default: 64M).", valueName: "size"))
-    var compactMinimumSize: ByteSize?
-
-    @Option(name: .customLong("compact-ratio"), help: ArgumentHelp(
-        "Compact once the log is also this many times larger than the last image (default: 2); 0 turns automatic compaction off.",
-        valueName: "ratio"))
-    var compactRatio: Double?
-
-    @Option(name: .customLong("backup-dir"), help: ArgumentHelp(
-        "Take periodic backups into this directory (with --backup-every).", valueName: "dir"))
-    var backupDirectory: String?
-
-    @Option(name: .customLong("backup-every"), help: ArgumentHelp(
-        "How often to take a backup: 30s, 15m, 1h, 1d.", valueName: "interval"))
-    var backupInterval: Interval?
-
-    @Option(name: .customLong("backup-keep"), help: ArgumentHelp(
-        "How many periodic backups to keep (the newest; default: 24).", valueName: "n"))
-    var backupKeep: Int?
 
     @Argument(parsing: .captureForPassthrough, help: ArgumentHelp(
         "One command to run, such as: SET greeting \"hello world\"", valueName: "command"))
@@ -102,15 +90,15 @@ struct Options: ParsableCommand {
         if file != nil && !commandArguments.isEmpty {
             throw ValidationError("give either --file or a command, not both")
         }
-        if let directory = dataDirectory, directory.isEmpty {
+        if let directory = store.dataDirectory.path, directory.isEmpty {
             throw ValidationError("--data-dir needs a directory path")
         }
-        for path in [dataDirectory, file, backupDirectory].compactMap({ $0 }) { try Paths.validate(path) }
-        if (backupDirectory == nil) != (backupInterval == nil) {
+        for path in [store.dataDirectory.path, file, store.backupDirectory].compactMap({ $0 }) { try Paths.validate(path) }
+        if (store.backupDirectory == nil) != (store.backupInterval == nil) {
             throw ValidationError("--backup-dir and --backup-every go together")
         }
-        if let backupKeep, backupKeep < 1 { throw ValidationError("--backup-keep must be at least 1") }
-        if let compactRatio, compactRatio < 0 { throw ValidationError("--compact-ratio must be 0 (off) or more") }
+        try store.validateBackupKeep()
+        if let compactRatio = store.compactRatio, compactRatio < 0 { throw ValidationError("--compact-ratio must be 0 (off) or more") }
         if connect != nil && (host != nil || port != nil) {
             throw ValidationError("give either --connect HOST:PORT or -h/-p, not both")
         }
@@ -121,23 +109,16 @@ struct Options: ParsableCommand {
         if let port, !(1...65535).contains(port) { throw ValidationError("-p takes a port from 1 to 65535") }
         if server != nil {
             // These configure a store opened in this process; the server has its own (kvsh serve's flags).
-            let storeOptions: [(String, Bool)] = [
-                ("--data-dir", dataDirectory != nil), ("--sync", sync != nil), ("--compact-min-size", compactMinimumSize != nil),
-                ("--compact-ratio", compactRatio != nil), ("--backup-dir", backupDirectory != nil),
-                ("--backup-every", backupInterval != nil), ("--backup-keep", backupKeep != nil),
-            ]
+            let storeOptions = store.given
             if let given = storeOptions.first(where: \.1) {
                 throw ValidationError("\(given.0) applies to a store opened by this kvsh, not to a server (set it on kvsh serve)")
             }
         }
     }
 
-    var resolvedDataDirectory: String { resolveDataDirectory(dataDirectory) }
+    var resolvedDataDirectory: String { store.dataDirectory.resolved }
 
-    var storeOptions: KVStore.Options {
-        KVStore.Options(syncPolicy: sync ?? .always, compactionMinimumLogBytes: (compactMinimumSize ?? ByteSize(argument: "64M")!).bytes,
-                        compactionRatio: compactRatio ?? 2, warningHandler: { printError("warning: \($0)") })
-    }
+    var storeOptions: KVStore.Options { store.storeOptions(warningHandler: { printError("warning: \($0)") }) }
 
     /// The server to connect to (--connect, or -h/-p), or nil to open a store.
     var server: ServerAddress? {

@@ -9,25 +9,25 @@ import KVServer
 import KVStore
 import Logging
 
-struct ServeCommand: ParsableCommand {
+struct ServeCommand: KVSHSubcommand {
     static let configuration = CommandConfiguration(
-        commandName: "kvsh serve",
+        commandName: "serve",
         abstract: "Serve a store over the Redis protocol (RESP2/RESP3) to redis-cli, redis-py and any Redis client.",
         discussion: """
             Listens on loopback unless --bind says otherwise. SIGTERM or SIGINT: stops accepting, finishes the \
             requests in flight, fsyncs, releases the store's lock and exits 0.
-            """)
+            """,
+        version: KVSHCommand.version,
+        helpNames: [.short, .long])
 
-    @OptionGroup var dataDirectory: DataDirectoryOption
+    /// --data-dir, --sync, --compact-*, --backup-*: as for the shell.
+    @OptionGroup var storeOptions: StoreOptions
 
     @Option(help: ArgumentHelp("Address to listen on; 0.0.0.0 for every interface.", valueName: "addr"))
     var bind = "127.0.0.1"
 
     @Option(help: ArgumentHelp("TCP port.", valueName: "n"))
     var port = 7379
-
-    @Option(help: ArgumentHelp("When writes reach the disk: always, everysec or none (as for the shell).", valueName: "policy"))
-    var sync: KVStore.SyncPolicy = .always
 
     @Option(help: ArgumentHelp("Most clients connected at once; more are refused with an error.", valueName: "n"))
     var maxclients = 10_000
@@ -43,29 +43,11 @@ struct ServeCommand: ParsableCommand {
                                valueName: "seconds"))
     var tcpKeepAlive = 300
 
-    @Option(name: .customLong("compact-min-size"), help: ArgumentHelp("As for the shell.", valueName: "size"))
-    var compactMinimumSize = ByteSize(bytes: 64 << 20)
-
-    @Option(name: .customLong("compact-ratio"), help: ArgumentHelp("As for the shell.", valueName: "ratio"))
-    var compactRatio: Double = 2
-
     @Option(name: .customLong("enable-path-commands"), help: ArgumentHelp(
         "Which clients may name a file of this machine (KVSH.BACKUP PATH, KVSH.REBUILD PATH): no (the default), "
             + "local (loopback connections: every user of this machine) or yes (everyone who can connect).",
         valueName: "no|local|yes"))
     var pathCommands: KVServer.PathCommandPolicy = .no
-
-    @Option(name: .customLong("backup-dir"), help: ArgumentHelp(
-        "Where KVSH.BACKUP without a path writes (and --backup-every's backups go).", valueName: "dir"))
-    var backupDirectory: String?
-
-    @Option(name: .customLong("backup-every"), help: ArgumentHelp(
-        "Also take a backup into --backup-dir this often: 30s, 15m, 1h, 1d.", valueName: "interval"))
-    var backupInterval: Interval?
-
-    @Option(name: .customLong("backup-keep"), help: ArgumentHelp(
-        "How many backups to keep in --backup-dir (the newest).", valueName: "n"))
-    var backupKeep = 24
 
     func validate() throws {
         guard (0...65535).contains(port) else { throw ValidationError("--port must be between 0 and 65535") }
@@ -79,19 +61,17 @@ struct ServeCommand: ParsableCommand {
         guard (0...KVServer.maxTCPKeepAlive).contains(tcpKeepAlive) else {
             throw ValidationError("--tcp-keepalive must be a number of seconds from 0 (off) to \(KVServer.maxTCPKeepAlive)")
         }
-        if backupInterval != nil && backupDirectory == nil { throw ValidationError("--backup-every needs --backup-dir") }
-        if backupKeep < 1 { throw ValidationError("--backup-keep must be at least 1") }
-        if let backupDirectory { try Paths.validate(backupDirectory) }
+        if storeOptions.backupInterval != nil && storeOptions.backupDirectory == nil { throw ValidationError("--backup-every needs --backup-dir") }
+        try storeOptions.validateBackupKeep()
+        if let backupDirectory = storeOptions.backupDirectory { try Paths.validate(backupDirectory) }
     }
 
-    func run() -> Int32 {
+    func execute() -> Int32 {
         LoggingSystem.bootstrap(StreamLogHandler.standardError)
         let logger = Logger(label: "kvsh.server")
         return Subcommands.reportingErrors {
-            let options = KVStore.Options(syncPolicy: sync, compactionMinimumLogBytes: compactMinimumSize.bytes,
-                                          compactionRatio: compactRatio,
-                                          warningHandler: { logger.warning("\($0)") })
-            let store = try KVStore(directory: dataDirectory.resolved, options: options)
+            let options = storeOptions.storeOptions(warningHandler: { logger.warning("\($0)") })
+            let store = try KVStore(directory: storeOptions.dataDirectory.resolved, options: options)
             var closed = false
             defer { if !closed { try? store.close() } }
             if let tail = store.openReport.tornTail { logger.warning("\(tail)") }
@@ -115,9 +95,9 @@ struct ServeCommand: ParsableCommand {
             }
             defer { signals.forEach { $0.cancel() } }
             signals.forEach { _ in registered.wait() }
-            let backups = backupDirectory.map { BackupDirectory(path: $0, keep: backupKeep) }
+            let backups = storeOptions.backups
             let scheduler = backups.flatMap { backups in
-                backupInterval.map { interval in
+                storeOptions.backupInterval.map { interval in
                     BackupScheduler(store: store, directory: backups, interval: interval.duration) { logger.info("\($0)") }
                 }
             }

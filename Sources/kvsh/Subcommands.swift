@@ -4,18 +4,22 @@ import KVShell
 import RESP
 import KVStore
 
-/// The maintenance subcommands, each a type with its options; `run` returns the exit status.
-enum Subcommands {
-    static func named(_ name: String) -> (([String]) -> Int32)? {
-        switch name {
-        case "backup": return { parseOrExit(BackupCommand.self, $0).run() }
-        case "restore": return { parseOrExit(RestoreCommand.self, $0).run() }
-        case "check": return { parseOrExit(CheckCommand.self, $0).run() }
-        case "serve": return { parseOrExit(ServeCommand.self, $0).run() }
-        default: return nil
-        }
-    }
+/// A subcommand of kvsh (registered in `KVSHCommand.configuration.subcommands`): the first argument names it,
+/// `execute` returns the exit status.
+protocol KVSHSubcommand: ParsableCommand {
+    /// Runs the command; returns kvsh's exit status (0, 1 or 2, as its help says).
+    func execute() -> Int32
+}
 
+extension KVSHSubcommand {
+    /// Parses `arguments` (those after the subcommand's name) and runs the command; exits 0 after --help, 2 after a
+    /// usage error.
+    static func parseAndExecute(_ arguments: [String]) -> Int32 {
+        parseCommandLine(Self.self, arguments).execute()
+    }
+}
+
+enum Subcommands {
     /// Runs `body`, turning a thrown error into one line on stderr and exit status 2.
     static func reportingErrors(_ body: () throws -> Int32) -> Int32 {
         do {
@@ -27,20 +31,13 @@ enum Subcommands {
     }
 }
 
-/// `--data-dir`, for every subcommand that works on a store.
-struct DataDirectoryOption: ParsableArguments {
-    @Option(name: .customLong("data-dir"), help: ArgumentHelp(
-        "The store's directory (default: $KVSH_DATA_DIR, else ./kvsh-data).", valueName: "dir"))
-    var path: String?
-
-    var resolved: String { resolveDataDirectory(path) }
-}
-
-struct BackupCommand: ParsableCommand {
+struct BackupCommand: KVSHSubcommand {
     static let configuration = CommandConfiguration(
-        commandName: "kvsh backup",
+        commandName: "backup",
         abstract: "Write a consistent backup of a store to one checksummed file.",
-        discussion: "The store must not be open in another process; inside a running shell use :backup PATH.")
+        discussion: "The store must not be open in another process; inside a running shell use :backup PATH.",
+        version: KVSHCommand.version,
+        helpNames: [.short, .long])
 
     @OptionGroup var dataDirectory: DataDirectoryOption
 
@@ -50,7 +47,7 @@ struct BackupCommand: ParsableCommand {
     @Flag(help: "Replace a file already at PATH (without it, an existing file is never replaced).")
     var force = false
 
-    func run() -> Int32 {
+    func execute() -> Int32 {
         Subcommands.reportingErrors {
             let store = try KVStore(directory: dataDirectory.resolved, options: KVStore.Options(compactionRatio: 0))
             defer { try? store.close() }
@@ -62,11 +59,13 @@ struct BackupCommand: ParsableCommand {
     }
 }
 
-struct RestoreCommand: ParsableCommand {
+struct RestoreCommand: KVSHSubcommand {
     static let configuration = CommandConfiguration(
-        commandName: "kvsh restore",
+        commandName: "restore",
         abstract: "Create a store from a backup file.",
-        discussion: "Checks the whole backup first. Refuses a data directory that is not empty unless --force is given.")
+        discussion: "Checks the whole backup first. Refuses a data directory that is not empty unless --force is given.",
+        version: KVSHCommand.version,
+        helpNames: [.short, .long])
 
     @Argument(help: ArgumentHelp("The backup file.", valueName: "backup"))
     var backup: String
@@ -76,7 +75,7 @@ struct RestoreCommand: ParsableCommand {
     @Flag(help: "Replace the store files in a data directory that is not empty.")
     var force = false
 
-    func run() -> Int32 {
+    func execute() -> Int32 {
         Subcommands.reportingErrors {
             let directory = dataDirectory.resolved
             let summary = try KVStore.restore(backup: backup, into: directory, force: force)
@@ -86,11 +85,13 @@ struct RestoreCommand: ParsableCommand {
     }
 }
 
-struct CheckCommand: ParsableCommand {
+struct CheckCommand: KVSHSubcommand {
     static let configuration = CommandConfiguration(
-        commandName: "kvsh check",
+        commandName: "check",
         abstract: "Verify every file of a store; optionally repair it.",
-        discussion: "Exit status 0 when the store is clean, 1 when it is damaged, 2 when it cannot be checked.")
+        discussion: "Exit status 0 when the store is clean, 1 when it is damaged, 2 when it cannot be checked.",
+        version: KVSHCommand.version,
+        helpNames: [.short, .long])
 
     @OptionGroup var dataDirectory: DataDirectoryOption
 
@@ -104,7 +105,7 @@ struct CheckCommand: ParsableCommand {
         if salvage && !repair { throw ValidationError("--salvage goes with --repair") }
     }
 
-    func run() -> Int32 {
+    func execute() -> Int32 {
         Subcommands.reportingErrors {
             let directory = dataDirectory.resolved
             let lock = try DirectoryLock(directory: directory, allowReadOnly: !repair)

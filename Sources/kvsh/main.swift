@@ -24,19 +24,41 @@ func printError(_ message: String) {
     line.withUnsafeBytes { _ = write(STDERR_FILENO, $0.baseAddress, $0.count) }
 }
 
-/// Parses the command line as `Command`; on --help/--version prints and exits 0, on a usage error exits 2.
-func parseOrExit<Command: ParsableCommand>(_ type: Command.Type, _ arguments: [String]) -> Command {
+/// Parses the command line as `Command` (kvsh itself, or a subcommand's arguments after its name); on --help/--version
+/// prints and exits 0, on a usage error exits 2 with one line: `kvsh: <message> (see kvsh [subcommand] --help)`.
+func parseCommandLine<Command: ParsableCommand>(_ type: Command.Type, _ arguments: [String]) -> Command {
     do {
         return try type.parse(arguments)
     } catch {
+        let isRoot = ObjectIdentifier(type) == ObjectIdentifier(KVSHCommand.self)
         if type.exitCode(for: error) == .success {  // --help, --version
-            print(type.fullMessage(for: error))
+            let message = type.fullMessage(for: error)
+            // A subcommand's help is printed as a subcommand of kvsh's ("kvsh serve" in its usage line).
+            print(isRoot || message == KVSHCommand.version ? message : KVSHCommand.helpMessage(for: type))
             exit(ExitStatus.success)
         }
-        let name = type.configuration.commandName ?? "kvsh"  // "kvsh", or a subcommand's "kvsh check"
+        let name = isRoot ? "kvsh" : "kvsh \(type.configuration.commandName ?? "")"
         printError("\(type.message(for: error)) (see \(name) --help)")
         exit(ExitStatus.unusable)
     }
+}
+
+/// `kvsh help [SUBCOMMAND]`: kvsh's help, or a subcommand's, on stdout.
+func printHelp(_ arguments: [String]) -> Int32 {
+    guard arguments.count <= 1 else {
+        printError("help takes at most one subcommand name (see kvsh --help)")
+        return ExitStatus.unusable
+    }
+    guard let name = arguments.first else {
+        print(KVSHCommand.helpMessage())
+        return ExitStatus.success
+    }
+    guard let subcommand = KVSHCommand.subcommand(named: name) else {
+        printError("no subcommand named '\(name)' (see kvsh --help)")
+        return ExitStatus.unusable
+    }
+    print(KVSHCommand.helpMessage(for: subcommand))
+    return ExitStatus.success
 }
 
 // A closed standard descriptor would be reused by the next open(2) (the log, say), and replies meant for it
@@ -50,13 +72,20 @@ for fd in [STDIN_FILENO, STDOUT_FILENO, STDERR_FILENO] where fcntl(fd, F_GETFD) 
     _ = placeholder  // opened on the lowest free descriptor: `fd`
 }
 
-// Maintenance subcommands come first on the command line: `kvsh backup PATH`, `kvsh restore`, `kvsh check`.
+// Subcommands come first on the command line (`kvsh serve`, `kvsh backup PATH`, `kvsh restore`, `kvsh check`,
+// `kvsh help serve`); anything else is the shell's command line, whose one-shot command captures everything from its
+// first word (so no one-shot command can be named like a subcommand; after an option, `check` is a one-shot command).
 let arguments = Array(CommandLine.arguments.dropFirst())
-if let first = arguments.first, let subcommand = Subcommands.named(first) {
-    exit(subcommand(Array(arguments.dropFirst())))
+if let first = arguments.first {
+    if let subcommand = KVSHCommand.subcommand(named: first) {
+        exit(subcommand.parseAndExecute(Array(arguments.dropFirst())))
+    }
+    if first == "help" {
+        exit(printHelp(Array(arguments.dropFirst())))
+    }
 }
 
-let options = parseOrExit(Options.self, arguments)
+let options = parseCommandLine(KVSHCommand.self, arguments)
 
 let interactive = options.commandArguments.isEmpty && options.file == nil && isatty(STDIN_FILENO) == 1 && isatty(STDOUT_FILENO) == 1
 let format = options.format ?? (isatty(STDOUT_FILENO) == 1 ? .human : .raw)
@@ -96,9 +125,9 @@ if let server = options.server {
 }
 
 let backups = store.flatMap { store in
-    options.backupDirectory.flatMap { directory in
-        options.backupInterval.map { interval in
-            BackupScheduler(store: store, directory: BackupDirectory(path: directory, keep: options.backupKeep ?? 24),
+    options.store.backups.flatMap { directory in
+        options.store.backupInterval.map { interval in
+            BackupScheduler(store: store, directory: directory,
                             interval: interval.duration) { message in
                 printError(message)
             }

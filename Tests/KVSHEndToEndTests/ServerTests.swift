@@ -196,8 +196,14 @@ enum ExternalTool {
         return nil
     }
 
-    /// Whether this is a CI run, where a missing tool is a failure rather than a reason to skip.
-    static let isCI = ProcessInfo.processInfo.environment["CI"].map { !$0.isEmpty && $0 != "false" } ?? false
+    /// Whether the tools `.ci/install-deps test` installs are required, so that a missing one is a failure rather
+    /// than a reason to skip: under `make test` (which sets KVSH_REQUIRE_TOOLS=1 after installing them) and on CI.
+    /// A developer running `swift test` by hand without them gets the tests skipped.
+    static let required = isSet("KVSH_REQUIRE_TOOLS") || isSet("CI")
+
+    private static func isSet(_ variable: String) -> Bool {
+        ProcessInfo.processInfo.environment[variable].map { !$0.isEmpty && $0 != "0" && $0.lowercased() != "false" } ?? false
+    }
 
     static let redisCLI = path("redis-cli")
     static let redisBenchmark = path("redis-benchmark")
@@ -466,20 +472,23 @@ struct ServerTests {
 
 // MARK: - Real clients
 
-/// Whether a test that needs `tool` runs: always in CI (where a missing tool is an install bug and fails the
-/// test), elsewhere only when it is installed.
-private func runs(with tool: String?) -> Bool { tool != nil || ExternalTool.isCI }
+/// Whether a test that needs `tool` runs: always when the tools are required (`make test`, CI: a missing tool is an
+/// install bug and fails the test), elsewhere only when it is installed.
+private func runs(with tool: String?) -> Bool { tool != nil || ExternalTool.required }
 
 @Suite("Real Redis clients against kvsh serve", .timeLimit(.minutes(3)))
 struct RedisClientInteropTests {
-    private func require(_ tool: String?, _ name: String) -> String? {
-        if tool == nil { Issue.record("\(name) is not installed; .ci/install-deps installs it (redis-tools; python3 -m pip install redis)") }
+    /// `tool`, or a failure saying what to install (reached only when the tools are required).
+    private func require(_ tool: String?, _ name: String, install: String) -> String? {
+        if tool == nil {
+            Issue.record("\(name) is required here (KVSH_REQUIRE_TOOLS or CI is set) but not found: \(install), or run `make test-deps` (.ci/install-deps test)")
+        }
         return tool
     }
 
     @Test("redis-cli one-shot commands", .enabled(if: runs(with: ExternalTool.redisCLI), "redis-cli is not installed (apt-get install redis-tools)"))
     func redisCLIOneShot() throws {
-        guard let cli = require(ExternalTool.redisCLI, "redis-cli") else { return }
+        guard let cli = require(ExternalTool.redisCLI, "redis-cli", install: "apt-get install redis-tools") else { return }
         let sandbox = try Sandbox()
         let server = try ServerProcess(sandbox)
         func cliRun(_ arguments: String...) throws -> RunResult {
@@ -511,7 +520,7 @@ struct RedisClientInteropTests {
 
     @Test("redis-cli --pipe mass insertion of 100k SETs", .enabled(if: runs(with: ExternalTool.redisCLI), "redis-cli is not installed (apt-get install redis-tools)"))
     func redisCLIPipe() throws {
-        guard let cli = require(ExternalTool.redisCLI, "redis-cli") else { return }
+        guard let cli = require(ExternalTool.redisCLI, "redis-cli", install: "apt-get install redis-tools") else { return }
         let sandbox = try Sandbox()
         let server = try ServerProcess(sandbox)
         // The protocol as the mass-insertion documentation generates it.
@@ -534,7 +543,7 @@ struct RedisClientInteropTests {
 
     @Test("redis-benchmark -t set,get smoke run", .enabled(if: runs(with: ExternalTool.redisBenchmark), "redis-benchmark is not installed (apt-get install redis-tools)"))
     func redisBenchmark() throws {
-        guard let benchmark = require(ExternalTool.redisBenchmark, "redis-benchmark") else { return }
+        guard let benchmark = require(ExternalTool.redisBenchmark, "redis-benchmark", install: "apt-get install redis-tools") else { return }
         let sandbox = try Sandbox()
         let server = try ServerProcess(sandbox)
         let result = try ExternalTool.run(benchmark, ["-p", String(server.port), "-t", "set,get", "-n", "20000", "-c", "20", "-q"],
@@ -556,7 +565,7 @@ struct RedisClientInteropTests {
 
     @Test("redis-py in RESP2 and RESP3", .enabled(if: runs(with: ExternalTool.python), "python3 with redis-py 5 or newer is not installed (python3 -m pip install redis)"))
     func redisPy() throws {
-        guard let python = require(ExternalTool.python, "python3 with redis-py 5+") else { return }
+        guard let python = require(ExternalTool.python, "python3 with redis-py 5 or newer", install: "python3 -m pip install 'redis>=5'") else { return }
         let sandbox = try Sandbox()
         let server = try ServerProcess(sandbox)
         let script = try sandbox.write("redis_py_check.py", redisPyScript)
