@@ -17,12 +17,6 @@ public struct CommandExecutor: Sendable {
         public var wrote: Bool
     }
 
-    /// Runs `arguments` (the command name first) if it names a data command; nil if it names none.
-    public func execute(_ arguments: [[UInt8]]) throws -> Outcome? {
-        guard let name = arguments.first, let spec = CommandTable.lookup(name), !spec.isMeta else { return nil }
-        return try execute(spec, arguments)
-    }
-
     /// Runs a data command whose spec the caller has looked up.
     public func execute(_ spec: CommandSpec, _ arguments: [[UInt8]]) throws -> Outcome {
         guard spec.arity.contains(arguments.count - 1) else { throw CommandError.wrongArity(spec, typed: arguments[0]) }

@@ -214,12 +214,6 @@ struct OrderedIndex {
         return true
     }
 
-    mutating func removeAll() {
-        chunks = []
-        count = 0
-        payloadBytes = 0
-    }
-
     /// Calls `body` for each entry with `lower` ≤ key < `upper`, in key order, until it returns false.
     /// Costs O(log n) to find the start, then O(1) per entry visited.
     func forEach(from lower: [UInt8]?, to upper: [UInt8]?, _ body: (IndexEntry) -> Bool) {

@@ -72,6 +72,14 @@ private final class FakeServer: @unchecked Sendable {
     }
 }
 
+/// Keeps a fake server's connection open until the test has seen what it needs (instead of sleeping): the
+/// script waits on it, the test opens it when done (bounded, so a failing test cannot hang).
+private final class Gate: @unchecked Sendable {
+    private let semaphore = DispatchSemaphore(value: 0)
+    func wait() { _ = semaphore.wait(timeout: .now() + 30) }
+    func open() { semaphore.signal() }
+}
+
 /// Bytes the fake server received, handed to the test thread.
 private final class Received: @unchecked Sendable {
     private let lock = NSLock()
@@ -144,6 +152,7 @@ struct RESPClientTests {
             """.utf8)
         let request = encoded(["SET", "k", "v\r\n"])
         let received = Received()
+        let gate = Gate()
         let server = try FakeServer { fd in
             received.set(FakeServer.readExactly(fd, request.count))
             var offset = 0
@@ -151,11 +160,14 @@ struct RESPClientTests {
                 let end = min(offset + 3, canned.count)
                 FakeServer.writeAll(fd, Array(canned[offset..<end]))
                 offset = end
-                usleep(200)
+                usleep(200)  // pacing, so that the pieces arrive apart; nothing waits on it
             }
-            usleep(100_000)
+            gate.wait()
         }
-        defer { server.finish() }
+        defer {
+            gate.open()
+            server.finish()
+        }
         let client = try RESPClient(host: "127.0.0.1", port: server.port)
         #expect(client.endpoint == "127.0.0.1:\(server.port)")
         try client.send([Array("SET".utf8), Array("k".utf8), Array("v\r\n".utf8)])
@@ -294,13 +306,17 @@ struct RESPClientTests {
         // The server reads nothing more after the first request, so the client's long pipeline fills the socket
         // and the client waits to write; meanwhile the server's reply and its close arrive.
         let first = encoded(["SET", "k", "1"])
+        let gate = Gate()
         let server = try FakeServer { fd in
             _ = FakeServer.readExactly(fd, first.count)
             FakeServer.writeAll(fd, Array("+OK\r\n-ERR shutting down\r\n".utf8))
             shutdown(fd, Int32(SHUT_WR))
-            usleep(300_000)  // keep the socket open (unread input and all) while the client is blocked writing
+            gate.wait()  // keep the socket open (unread input and all) while the client is blocked writing
         }
-        defer { server.finish() }
+        defer {
+            gate.open()
+            server.finish()
+        }
         let client = try RESPClient(host: "127.0.0.1", port: server.port)
         try writeLongPipeline(client, flushingTheFirstAlone: false)
         #expect(try client.readReply() == .simpleString("OK"))
@@ -389,12 +405,16 @@ struct RESPClientTests {
 
     @Test("bytes that are not RESP are a protocol error")
     func protocolError() throws {
+        let gate = Gate()
         let server = try FakeServer { fd in
             _ = FakeServer.readExactly(fd, encoded(["PING"]).count)
             FakeServer.writeAll(fd, Array("HTTP/1.1 400 Bad Request\r\n\r\n".utf8))
-            usleep(100_000)
+            gate.wait()
         }
-        defer { server.finish() }
+        defer {
+            gate.open()
+            server.finish()
+        }
         let client = try RESPClient(host: "127.0.0.1", port: server.port)
         do {
             _ = try client.call([Array("PING".utf8)])

@@ -19,7 +19,7 @@ private func withExecutor<R>(_ body: (CommandExecutor) throws -> R) throws -> R 
 /// Runs one command given as words; fails the test if it is not a data command.
 @discardableResult
 private func run(_ executor: CommandExecutor, _ words: [[UInt8]], sourceLocation: SourceLocation = #_sourceLocation) throws -> CommandExecutor.Outcome {
-    try #require(try executor.execute(words), "not a data command", sourceLocation: sourceLocation)
+    try executor.execute(try #require(CommandTable.lookup(words[0]), "not a command", sourceLocation: sourceLocation), words)
 }
 
 @discardableResult
@@ -48,8 +48,12 @@ private func shellReply(_ value: RESPValue) -> Reply {
 /// The error `words` fail with (nil, and an issue, if they succeed or fail with something else).
 private func failure(_ executor: CommandExecutor, _ words: [[UInt8]], sourceLocation: SourceLocation = #_sourceLocation) -> CommandError? {
     do {
-        let outcome = try executor.execute(words)
-        Issue.record("expected an error, got \(String(describing: outcome?.reply))", sourceLocation: sourceLocation)
+        guard let spec = CommandTable.lookup(words[0]) else {
+            Issue.record("not a command: \(words[0])", sourceLocation: sourceLocation)
+            return nil
+        }
+        let outcome = try executor.execute(spec, words)
+        Issue.record("expected an error, got \(outcome.reply)", sourceLocation: sourceLocation)
         return nil
     } catch let error as CommandError {
         return error
@@ -408,10 +412,10 @@ struct IncrementCommandTests {
                     // Even threads add 1 with INCR; odd ones add 3 with INCRBY, then take 1 with DECR.
                     do {
                         if thread % 2 == 0 {
-                            _ = try e.execute([bytes("INCR"), bytes("counter")])
+                            _ = try e.execute(CommandTable.lookup("INCR")!, [bytes("INCR"), bytes("counter")])
                         } else {
-                            _ = try e.execute([bytes("INCRBY"), bytes("counter"), bytes("3")])
-                            _ = try e.execute([bytes("DECR"), bytes("counter")])
+                            _ = try e.execute(CommandTable.lookup("INCRBY")!, [bytes("INCRBY"), bytes("counter"), bytes("3")])
+                            _ = try e.execute(CommandTable.lookup("DECR")!, [bytes("DECR"), bytes("counter")])
                         }
                         if i % 100 == 99 { try e.store.commit() }
                     } catch {
@@ -432,7 +436,7 @@ struct IncrementCommandTests {
         try withExecutor { (e) throws in
             let threads = 4, perThread = 300
             DispatchQueue.concurrentPerform(iterations: threads) { thread in
-                for _ in 0..<perThread { _ = try? e.execute([bytes("APPEND"), bytes("log"), bytes("\(thread)")]) }
+                for _ in 0..<perThread { _ = try? e.execute(CommandTable.lookup("APPEND")!, [bytes("APPEND"), bytes("log"), bytes("\(thread)")]) }
             }
             let final = try #require(e.store.get(bytes("log")))
             #expect(final.count == threads * perThread)

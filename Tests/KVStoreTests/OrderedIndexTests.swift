@@ -163,7 +163,7 @@ struct OrderedIndexTests {
                 model[key(i)] = []
             }
             Self.check(index, model, &rng, "\(pattern) refilled")
-            index.removeAll()
+            for existing in index.range(from: nil, to: nil) { index.remove(existing.key) }
             #expect(index.count == 0)
             #expect(index.payloadBytes == 0)
             #expect(index.range(from: nil, to: nil).isEmpty)
