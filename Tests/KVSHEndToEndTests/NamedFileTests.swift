@@ -79,7 +79,7 @@ struct NamedFileTests {
                 "\(reply)")
         let other = try RedisConnection(port: server.port)
         #expect(try other.call("SET", "k", "v") == .simple("OK"))
-        guard case .bulk(let text) = try other.call("KVSH.COMPACT", timeout: .seconds(20)) else {
+        guard case .bulkString(let text) = try other.call("KVSH.COMPACT", timeout: .seconds(20)) else {
             Issue.record("KVSH.COMPACT did not reply with its report")
             return
         }

@@ -6,6 +6,7 @@
 import Foundation
 import Synchronization
 import Testing
+import RESP
 
 #if canImport(Glibc)
 import Glibc
@@ -15,27 +16,12 @@ import Musl
 
 // MARK: - A small RESP client
 
-/// A reply as it came over the wire.
-indirect enum RedisReply: Equatable, CustomStringConvertible {
-    case simple(String)
-    case error(String)
-    case integer(Int)
-    case bulk([UInt8])
-    case null
-    case array([RedisReply])
+/// A reply as it came over the wire: the RESP module's value, read by its parser (no codec of the tests' own).
+typealias RedisReply = RESPValue
 
-    static func text(_ text: String) -> RedisReply { .bulk(Array(text.utf8)) }
-
-    var description: String {
-        switch self {
-        case .simple(let text): return "+\(text)"
-        case .error(let text): return "-\(text)"
-        case .integer(let number): return ":\(number)"
-        case .bulk(let bytes): return "\"\(escaped(bytes, limit: 80))\""
-        case .null: return "nil"
-        case .array(let items): return "[" + items.map(\.description).joined(separator: ", ") + "]"
-        }
-    }
+extension RESPValue {
+    static func simple(_ text: String) -> RESPValue { .simpleString(text) }
+    static func text(_ text: String) -> RESPValue { .bulkString(Array(text.utf8)) }
 }
 
 /// A blocking RESP2 client on a plain socket, with a deadline on every wait.
@@ -66,10 +52,8 @@ final class RedisConnection {
     deinit { close(fd) }
 
     static func encode(_ arguments: [String]) -> [UInt8] {
-        var bytes = Array("*\(arguments.count)\r\n".utf8)
-        for argument in arguments {
-            bytes += Array("$\(argument.utf8.count)\r\n\(argument)\r\n".utf8)
-        }
+        var bytes: [UInt8] = []
+        RESPValue.appendCommand(arguments.map { Array($0.utf8) }, to: &bytes)
         return bytes
     }
 
@@ -150,35 +134,17 @@ final class RedisConnection {
         return Array(inbox[start...])
     }
 
+    /// The reply starting at `index`, and where it ends; nil while it has not all arrived.
     private func parse(from index: Int) throws -> (RedisReply, Int)? {
         guard index < inbox.count else { return nil }
-        var end = index + 1
-        while end + 1 < inbox.count && !(inbox[end] == 0x0D && inbox[end + 1] == 0x0A) { end += 1 }
-        guard end + 1 < inbox.count else { return nil }
-        let line = String(decoding: inbox[(index + 1)..<end], as: UTF8.self)
-        let next = end + 2
-        switch inbox[index] {
-        case UInt8(ascii: "+"): return (.simple(line), next)
-        case UInt8(ascii: "-"): return (.error(line), next)
-        case UInt8(ascii: ":"): return (.integer(Int(line) ?? 0), next)
-        case UInt8(ascii: "$"):
-            guard let length = Int(line) else { throw HarnessError("bad bulk length '\(line)'") }
-            if length < 0 { return (.null, next) }
-            guard inbox.count >= next + length + 2 else { return nil }
-            return (.bulk(Array(inbox[next..<(next + length)])), next + length + 2)
-        case UInt8(ascii: "*"):
-            guard let count = Int(line) else { throw HarnessError("bad array length '\(line)'") }
-            if count < 0 { return (.null, next) }
-            var items: [RedisReply] = []
-            var position = next
-            for _ in 0..<count {
-                guard let (item, after) = try parse(from: position) else { return nil }
-                items.append(item)
-                position = after
-            }
-            return (.array(items), position)
-        default:
-            throw HarnessError("unexpected reply \"\(escaped(inbox[index...]))\"")
+        var source = RESPBufferSource(Array(inbox[index...]))
+        do {
+            let value = try RESPReplyParser().parse(from: &source)
+            return (value, index + source.position)
+        } catch RESPParseError.incomplete {
+            return nil
+        } catch {
+            throw HarnessError("not RESP: \(error) in \"\(escaped(inbox[index...]))\"")
         }
     }
 }
@@ -346,7 +312,7 @@ struct ServerTests {
                 let stored: Int?
                 switch reply {
                 case .null: stored = nil
-                case .bulk(let bytes): stored = Int(bytes.text)
+                case .bulkString(let bytes): stored = Int(bytes.text)
                 default:
                     lost.append("\(keys[key]): unexpected \(reply)")
                     continue
