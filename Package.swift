@@ -53,8 +53,8 @@ let package = Package(
             ]
         ),
 
-        // Deterministic randomness and temporary directories, for every test target.
-        .target(name: "KVTestSupport", path: "Tests/KVTestSupport"),
+        // Deterministic randomness, temporary directories and a fault-injecting file system, for every test target.
+        .target(name: "KVTestSupport", dependencies: ["KVStore"], path: "Tests/KVTestSupport"),
         .testTarget(name: "KVStoreTests", dependencies: ["KVStore", "KVTestSupport"]),
         .testTarget(name: "KVShellTests", dependencies: ["KVShell", "KVTestSupport"]),
         .testTarget(name: "KVServerTests", dependencies: [
