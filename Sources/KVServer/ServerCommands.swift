@@ -427,7 +427,7 @@ enum ServerCommands {
             switch name {
             case "KVSH.STATS": return .bulk(ShellText.describe(store.statistics))
             case "KVSH.COMPACT": return .bulk(ShellText.describe(try store.checkpoint()))
-            case "KVSH.CHECK": return .bulk(try store.check().description)
+            case "KVSH.CHECK": return .bulk(ShellText.describe(check: try store.check()))
             case "KVSH.BACKUP":
                 if let path {
                     return .bulk(ShellText.describe(backup: try store.backup(to: path, replace: replace), path: path))

@@ -264,7 +264,7 @@ public final class Session {
             flush()
             let report = try store.check()
             if !report.isClean { failedToRun += 1 }
-            return .text(report.description)
+            return .text(ShellText.describe(check: report))
         case .stats:
             return .text(ShellText.describe(store.statistics))
         default:
