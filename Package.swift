@@ -63,8 +63,8 @@ let package = Package(
             ]
         ),
 
-        // Deterministic randomness and temporary directories, for every test target.
-        .target(name: "KVTestSupport", path: "Tests/KVTestSupport"),
+        // Deterministic randomness, temporary directories and a fault-injecting file system, for every test target.
+        .target(name: "KVTestSupport", dependencies: ["KVStore"], path: "Tests/KVTestSupport"),
         .testTarget(name: "KVStoreTests", dependencies: ["KVStore", "KVTestSupport"]),
         .testTarget(name: "RESPTests", dependencies: ["RESP", "KVTestSupport", .product(name: "NIOCore", package: "swift-nio")]),
         .testTarget(name: "KVCommandsTests", dependencies: ["KVCommands", "KVTestSupport"]),

@@ -107,7 +107,7 @@ public enum MaintenanceCommand: Equatable, Sendable {
             return Outcome(text: ShellText.describe(backup: taken.summary, path: taken.path))
         case .check:
             let report = try store.check()
-            return Outcome(text: report.description, succeeded: report.isClean)
+            return Outcome(text: ShellText.describe(check: report), succeeded: report.isClean)
         }
     }
 

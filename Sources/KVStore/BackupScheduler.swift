@@ -20,31 +20,32 @@ public struct BackupDirectory: Sendable {
 
     /// Takes one backup of `store` now and applies the retention rule; returns the new file's path.
     public func takeBackup(of store: KVStore) throws -> (path: String, summary: ImageSummary) {
-        try DataDirectory.prepare(path)
-        let file = try freshPath()
+        let fs = store.options.fileSystem
+        try DataDirectory.prepare(path, fileSystem: fs)
+        let file = try freshPath(fileSystem: fs)
         let summary = try store.backup(to: file)
-        let backups = try existingBackups()
-        for old in backups.dropLast(keep) { unlink(DataDirectory.join(path, old)) }
+        let backups = try existingBackups(fileSystem: fs)
+        for old in backups.dropLast(keep) { fs.unlink(DataDirectory.join(path, old)) }
         return (file, summary)
     }
 
     /// Backup file names in the directory, oldest first (the names sort by time).
-    public func existingBackups() throws -> [String] {
-        try DataDirectory.names(in: path)
+    public func existingBackups(fileSystem: any FileSystem = POSIXFileSystem()) throws -> [String] {
+        try fileSystem.names(in: path)
             .filter { $0.hasPrefix(Self.filePrefix) && $0.hasSuffix(Self.fileSuffix) }
             .sorted()
     }
 
     /// A name from the current UTC time; `_01`, `_02`... when several backups fall in the same second
     /// (`_` sorts after `.`, so names still sort by time).
-    private func freshPath() throws -> String {
+    private func freshPath(fileSystem: any FileSystem) throws -> String {
         var now = time(nil)
         var parts = tm()
         gmtime_r(&now, &parts)
         var buffer = [CChar](repeating: 0, count: 32)
         let length = strftime(&buffer, buffer.count, "%Y%m%dT%H%M%SZ", &parts)
         let stamp = String(decoding: buffer[..<length].map { UInt8(bitPattern: $0) }, as: UTF8.self)
-        let existing = try existingBackups()
+        let existing = try existingBackups(fileSystem: fileSystem)
         let sameSecond = existing.filter { $0.hasPrefix(Self.filePrefix + stamp) }
         var name = Self.filePrefix + stamp + Self.fileSuffix
         var counter = 1

@@ -24,7 +24,8 @@ enum ImageFile {
     /// - Parameter replace: replace whatever is at `path` (checkpoints, a restore, `--force`). Without it the
     ///   temporary is linked to `path`, which fails if anything is there, so an existing file is never replaced,
     ///   not even one that appears while the image is written.
-    static func write(_ index: OrderedIndex, sequence: UInt64, to path: String, replace: Bool = true) throws -> ImageSummary {
+    static func write(_ index: OrderedIndex, sequence: UInt64, to path: String, replace: Bool = true,
+                      fileSystem fs: any FileSystem) throws -> ImageSummary {
         // A fresh file, never one already there: O_EXCL | O_NOFOLLOW refuse whatever is at the name, so no link
         // can aim the write at another file (the store's log, say). A checkpoint's temporary has a fixed name,
         // which opening the store removes after a crash; a leftover is removed first (unlink removes a symlink
@@ -33,14 +34,14 @@ enum ImageFile {
         let fd: Int32
         if replace {
             temporary = path + ".tmp"
-            unlink(temporary)
-            fd = try POSIX.open(temporary, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW)
+            fs.unlink(temporary)
+            fd = try fs.open(temporary, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW)
         } else {
-            (temporary, fd) = try createUniqueTemporary(beside: path)
+            (temporary, fd) = try createUniqueTemporary(beside: path, fs: fs)
         }
         var summary = ImageSummary(sequence: sequence, entries: 0, bytes: 0)
         do {
-            defer { close(fd) }
+            defer { fs.close(fd) }
             var output = LogFormat.fileHeader(magic: LogFormat.imageMagic, sequence: sequence)
             var block: [UInt8] = []
             var blockEntries: UInt32 = 0
@@ -53,7 +54,7 @@ enum ImageFile {
                     LogFormat.appendLittleEndian(blockEntries, to: &$0)
                     $0.append(contentsOf: block)
                 }
-                try output.withUnsafeBytes { try POSIX.writeAll(fd, $0, path: temporary) }
+                try output.withUnsafeBytes { try fs.write(fd, $0, path: temporary) }
                 summary.bytes += output.count
                 output.removeAll(keepingCapacity: true)
                 block.removeAll(keepingCapacity: true)
@@ -78,38 +79,39 @@ enum ImageFile {
             LogFormat.appendRecord(type: .imageEnd, sequence: blockNumber + 1, payloadLength: 8, to: &output) {
                 LogFormat.appendLittleEndian(UInt64(summary.entries), to: &$0)
             }
-            try output.withUnsafeBytes { try POSIX.writeAll(fd, $0, path: temporary) }
+            try output.withUnsafeBytes { try fs.write(fd, $0, path: temporary) }
             summary.bytes += output.count
-            try POSIX.fsync(fd, path: temporary)
+            try fs.fsync(fd, path: temporary)
         } catch {
-            unlink(temporary)
+            fs.unlink(temporary)
             throw error
         }
         if replace {
-            guard rename(temporary, path) == 0 else {
-                let code = errno
-                unlink(temporary)
-                throw StoreError.io(operation: "rename", path: temporary, errno: code)
+            do {
+                try fs.rename(temporary, to: path)
+            } catch {
+                fs.unlink(temporary)
+                throw error
             }
         } else {
-            defer { unlink(temporary) }
-            guard link(temporary, path) == 0 else {
-                let code = errno
-                if code == EEXIST { throw StoreError.fileExists(path: path) }
-                throw StoreError.io(operation: "link", path: path, errno: code)
+            defer { fs.unlink(temporary) }
+            do {
+                try fs.link(temporary, to: path)
+            } catch StoreError.io(_, _, let code) where code == EEXIST {
+                throw StoreError.fileExists(path: path)
             }
         }
-        try POSIX.fsyncDirectory(DataDirectory.parentDirectory(of: path))
+        try fs.fsyncDirectory(DataDirectory.parentDirectory(of: path))
         return summary
     }
 
     /// Creates `path.<random>.tmp`, a name nobody else uses, exclusively.
-    private static func createUniqueTemporary(beside path: String) throws -> (path: String, fd: Int32) {
+    private static func createUniqueTemporary(beside path: String, fs: any FileSystem) throws -> (path: String, fd: Int32) {
         var generator = SystemRandomNumberGenerator()
         while true {
             let candidate = path + "." + String(generator.next() as UInt64, radix: 36) + ".tmp"
             do {
-                return (candidate, try POSIX.open(candidate, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW))
+                return (candidate, try fs.open(candidate, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW))
             } catch StoreError.io(_, _, let code) where code == EEXIST {
                 continue
             }
@@ -120,8 +122,9 @@ enum ImageFile {
     /// never written in place, so unlike a log it has no torn tail.
     /// - Parameter followSymlinks: follow a link at `path` (a backup the user names); a store's own image is
     ///   opened with `O_NOFOLLOW`.
-    static func read(_ path: String, into index: inout OrderedIndex, followSymlinks: Bool = false) throws -> ImageSummary {
-        try MappedFile.withContents(of: path, followSymlinks: followSymlinks) { mapped in
+    static func read(_ path: String, into index: inout OrderedIndex, followSymlinks: Bool = false,
+                     fileSystem: any FileSystem = POSIXFileSystem()) throws -> ImageSummary {
+        try MappedFile.withContents(of: path, followSymlinks: followSymlinks, fileSystem: fileSystem) { mapped in
             let file = mapped.bytes
             let sequence: UInt64
             switch LogReader.decodeHeader(file, magic: LogFormat.imageMagic) {

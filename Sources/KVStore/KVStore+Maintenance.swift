@@ -98,14 +98,14 @@ extension KVStore {
             let path = DataDirectory.join(directory, DataDirectory.logFileName(number))
             let fd: Int32
             do {
-                try Self.createLogFile(path, firstSequence: sequence + 1, directory: directory)
-                fd = try POSIX.open(path, O_WRONLY | O_APPEND | O_NOFOLLOW)
+                try Self.createLogFile(path, firstSequence: sequence + 1, directory: directory, fileSystem: fileSystem)
+                fd = try fileSystem.open(path, O_WRONLY | O_APPEND | O_NOFOLLOW)
             } catch {
                 // Writes carry on in the old file: a new file left behind would disagree with it at open.
-                unlink(path)
+                fileSystem.unlink(path)
                 throw error
             }
-            Glibc.close(file.fd)
+            fileSystem.close(file.fd)
             file.fd = fd
             file.number = number
             file.path = path
@@ -115,7 +115,7 @@ extension KVStore {
             return (snapshot, sequence, number, logBytesBefore, file.imageBytes)
         }
         let imagePath = DataDirectory.join(directory, DataDirectory.imageFileName(number))
-        let image = try ImageFile.write(snapshot, sequence: sequence, to: imagePath)
+        let image = try ImageFile.write(snapshot, sequence: sequence, to: imagePath, fileSystem: fileSystem)
         try checkpointHook.withLock { $0 }?(.imageWritten)
         try removeFilesCovered(byImage: number)
         try checkpointHook.withLock { $0 }?(.coveredFilesRemoved)
@@ -130,11 +130,11 @@ extension KVStore {
 
     /// Deletes log files and images numbered below `number`: the image numbered `number` covers them.
     private func removeFilesCovered(byImage number: Int) throws {
-        let stale = try DataDirectory.logFiles(in: directory).filter { $0.number < number }
-            + DataDirectory.imageFiles(in: directory).filter { $0.number < number }
+        let stale = try DataDirectory.logFiles(in: directory, fileSystem: fileSystem).filter { $0.number < number }
+            + DataDirectory.imageFiles(in: directory, fileSystem: fileSystem).filter { $0.number < number }
         guard !stale.isEmpty else { return }
-        for file in stale { unlink(file.path) }
-        try POSIX.fsyncDirectory(directory)
+        for file in stale { fileSystem.unlink(file.path) }
+        try fileSystem.fsyncDirectory(directory)
     }
 
     /// Whether the active log has outgrown the image enough to compact. Called with `log` held.
@@ -171,32 +171,34 @@ extension KVStore {
     /// - Parameter replace: replace a file already at `path`; without it, an existing file is an error
     ///   (``StoreError/fileExists(path:)``) and is left as it was.
     public func backup(to path: String, replace: Bool = false) throws -> ImageSummary {
-        let target = try Paths.resolveNewFile(path)
-        guard let store = DataDirectory.resolved(directory) else {
+        let target = try Paths.resolveNewFile(path, fileSystem: fileSystem)
+        guard let store = DataDirectory.resolved(directory, fileSystem: fileSystem) else {
             throw StoreError.io(operation: "resolve", path: directory, errno: errno)
         }
         if Paths.isWithin(target.directory, store) { throw StoreError.backupInsideStore(path: path, directory: directory) }
         let (snapshot, sequence) = state.withLock { ($0.index, $0.nextSequence - 1) }
-        return try cancellable { try ImageFile.write(snapshot, sequence: sequence, to: target.path, replace: replace) }
+        return try cancellable { try ImageFile.write(snapshot, sequence: sequence, to: target.path, replace: replace, fileSystem: fileSystem) }
     }
 
     /// Creates the store in `directory` from a backup made by ``backup(to:)``, after checking all of it.
     /// Refuses a directory that holds a store (or anything else) unless `force` is set; with `force`, the
     /// store files there are replaced and other files are left alone.
-    public static func restore(backup path: String, into directory: String, force: Bool) throws -> ImageSummary {
+    public static func restore(backup path: String, into directory: String, force: Bool,
+                               fileSystem fs: any FileSystem = POSIXFileSystem()) throws -> ImageSummary {
         try Paths.validate(path)
         var index = OrderedIndex()
-        let backup = try ImageFile.read(path, into: &index, followSymlinks: true)
-        try DataDirectory.prepare(directory)
-        let lock = try DirectoryLock(directory: directory)
+        let backup = try ImageFile.read(path, into: &index, followSymlinks: true, fileSystem: fs)
+        try DataDirectory.prepare(directory, fileSystem: fs)
+        let lock = try DirectoryLock(directory: directory, fileSystem: fs)
         defer { lock.release() }
-        let existing = try DataDirectory.storeFiles(in: directory)
-        let others = try DataDirectory.otherFiles(in: directory)
+        let existing = try DataDirectory.storeFiles(in: directory, fileSystem: fs)
+        let others = try DataDirectory.otherFiles(in: directory, fileSystem: fs)
         guard force || (existing.isEmpty && others.isEmpty) else { throw StoreError.notEmpty(directory: directory) }
-        for file in existing { unlink(file) }
-        let image = try ImageFile.write(index, sequence: backup.sequence, to: DataDirectory.join(directory, DataDirectory.imageFileName(1)))
+        for file in existing { fs.unlink(file) }
+        let image = try ImageFile.write(index, sequence: backup.sequence, to: DataDirectory.join(directory, DataDirectory.imageFileName(1)),
+                                        fileSystem: fs)
         try createLogFile(DataDirectory.join(directory, DataDirectory.logFileName(1)), firstSequence: backup.sequence + 1,
-                          directory: directory)
+                          directory: directory, fileSystem: fs)
         return image
     }
 
@@ -207,7 +209,7 @@ extension KVStore {
     public func check() throws -> StoreChecker.Report {
         try flush(through: lastSequence, fsync: false)
         return try maintenance.withLock { _ in
-            try log.withLock { _ in try cancellable { try StoreChecker.check(directory: directory) } }
+            try log.withLock { _ in try cancellable { try StoreChecker.check(directory: directory, fileSystem: fileSystem) } }
         }
     }
 
@@ -226,14 +228,15 @@ extension KVStore {
                     defer { state.writtenThrough = max(state.writtenThrough, written) }
                     // `write(_:through:fsync:to:)` takes `state` itself, so the pending records are written here.
                     do {
-                        try buffer.withUnsafeBytes { try POSIX.writeAll(file.fd, $0, path: file.path) }
+                        try buffer.withUnsafeBytes { try fileSystem.write(file.fd, $0, path: file.path) }
                     } catch {
                         state.failure = "\(error)"
                         throw error
                     }
                     file.size += buffer.count
                     var index = OrderedIndex()
-                    let replay = try Self.replay(directory: directory, into: &index, readOnly: readOnlyReason != nil)
+                    let replay = try Self.replay(directory: directory, into: &index, readOnly: readOnlyReason != nil,
+                                                 fileSystem: fileSystem)
                     guard replay.nextSequence == state.nextSequence else {
                         throw StoreError.corruption(file: replay.activePath, offset: replay.activeSize,
                                                     reason: "log ends at sequence \(replay.nextSequence - 1) but \(state.nextSequence - 1) writes were made")
@@ -275,23 +278,24 @@ extension KVStore {
     ///
     /// With `readOnly`, changes nothing on disk: a torn tail is skipped rather than cut, covered files stay, and a
     /// store without a log file replays as empty.
-    static func replay(directory: String, into index: inout OrderedIndex, readOnly: Bool = false) throws -> Replay {
+    static func replay(directory: String, into index: inout OrderedIndex, readOnly: Bool = false,
+                       fileSystem fs: any FileSystem) throws -> Replay {
         let clock = ContinuousClock()
         let start = clock.now
-        if !readOnly { try DataDirectory.removeTemporaryFiles(in: directory) }
+        if !readOnly { try DataDirectory.removeTemporaryFiles(in: directory, fileSystem: fs) }
         var report = ReplayReport(keys: 0, imageFile: nil, imageBytes: 0, records: 0, logFiles: 0, logBytes: 0,
                                   tornTail: nil, duration: .zero)
         var nextSequence: UInt64 = 1
         var firstLogNumber = 1
-        let images = try DataDirectory.imageFiles(in: directory)
+        let images = try DataDirectory.imageFiles(in: directory, fileSystem: fs)
         if let image = images.last {
-            let summary = try ImageFile.read(image.path, into: &index)
+            let summary = try ImageFile.read(image.path, into: &index, fileSystem: fs)
             nextSequence = summary.sequence + 1
             firstLogNumber = image.number
             report.imageFile = image.path
             report.imageBytes = summary.bytes
         }
-        var files = try DataDirectory.logFiles(in: directory)
+        var files = try DataDirectory.logFiles(in: directory, fileSystem: fs)
         let covered = files.filter { $0.number < firstLogNumber }.map(\.path) + images.dropLast().map(\.path)
         files.removeAll { $0.number < firstLogNumber }
         if files.isEmpty {
@@ -302,27 +306,27 @@ extension KVStore {
                 return Replay(report: report, activeNumber: firstLogNumber, activePath: path,
                               activeSize: LogFormat.fileHeaderSize, nextSequence: nextSequence)
             }
-            try createLogFile(path, firstSequence: nextSequence, directory: directory)
+            try createLogFile(path, firstSequence: nextSequence, directory: directory, fileSystem: fs)
             files = [(firstLogNumber, path)]
         }
         report.logFiles = files.count
         var activeSize = 0
         for (position, file) in files.enumerated() {
             let isLast = position == files.count - 1
-            var scan = try LogReader.scan(path: file.path, tornTailAllowed: isLast) { _, operation in
+            var scan = try LogReader.scan(path: file.path, tornTailAllowed: isLast, fileSystem: fs) { _, operation in
                 operation.apply(to: &index)
             }
             if scan.validLength == 0 {
                 // Only the last file can get here: its header never made it to disk. Write it again.
-                if !readOnly { try createLogFile(file.path, firstSequence: nextSequence, directory: directory) }
+                if !readOnly { try createLogFile(file.path, firstSequence: nextSequence, directory: directory, fileSystem: fs) }
                 scan.firstSequence = nextSequence
                 scan.nextSequence = nextSequence
                 scan.validLength = LogFormat.fileHeaderSize
             } else if let tail = scan.tornTail, !readOnly {
-                let fd = try POSIX.open(file.path, O_WRONLY | O_NOFOLLOW)
-                defer { Glibc.close(fd) }
-                try POSIX.truncate(fd, to: tail.offset, path: file.path)
-                try POSIX.fsync(fd, path: file.path)
+                let fd = try fs.open(file.path, O_WRONLY | O_NOFOLLOW)
+                defer { fs.close(fd) }
+                try fs.truncate(fd, to: tail.offset, path: file.path)
+                try fs.fsync(fd, path: file.path)
             }
             guard scan.firstSequence == nextSequence else {
                 let before = report.imageFile == nil && position == 0
@@ -337,8 +341,8 @@ extension KVStore {
             activeSize = scan.validLength
         }
         if !covered.isEmpty && !readOnly {
-            for path in covered { unlink(path) }
-            try POSIX.fsyncDirectory(directory)
+            for path in covered { fs.unlink(path) }
+            try fs.fsyncDirectory(directory)
         }
         report.keys = index.count
         report.duration = clock.now - start
@@ -348,11 +352,11 @@ extension KVStore {
     }
 
     /// Creates (or overwrites) a log file holding just a header, durably: file fsync, then directory fsync.
-    static func createLogFile(_ path: String, firstSequence: UInt64, directory: String) throws {
-        let fd = try POSIX.open(path, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW)
-        defer { Glibc.close(fd) }
-        try LogFormat.fileHeader(firstSequence: firstSequence).withUnsafeBytes { try POSIX.writeAll(fd, $0, path: path) }
-        try POSIX.fsync(fd, path: path)
-        try POSIX.fsyncDirectory(directory)
+    static func createLogFile(_ path: String, firstSequence: UInt64, directory: String, fileSystem fs: any FileSystem) throws {
+        let fd = try fs.open(path, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW)
+        defer { fs.close(fd) }
+        try LogFormat.fileHeader(firstSequence: firstSequence).withUnsafeBytes { try fs.write(fd, $0, path: path) }
+        try fs.fsync(fd, path: path)
+        try fs.fsyncDirectory(directory)
     }
 }

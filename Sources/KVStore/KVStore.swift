@@ -34,19 +34,25 @@ public final class KVStore: Sendable {
         public var compactionRatio: Double
         /// Told about problems nobody is waiting for, such as a failed background compaction.
         public var warningHandler: (@Sendable (String) -> Void)?
+        /// Where every file and directory operation goes: the kernel's, or a test's faulty disk.
+        public var fileSystem: any FileSystem
 
         public init(syncPolicy: SyncPolicy = .always, compactionMinimumLogBytes: Int = 64 << 20,
-                    compactionRatio: Double = 2, warningHandler: (@Sendable (String) -> Void)? = nil) {
+                    compactionRatio: Double = 2, warningHandler: (@Sendable (String) -> Void)? = nil,
+                    fileSystem: any FileSystem = POSIXFileSystem()) {
             self.syncPolicy = syncPolicy
             self.compactionMinimumLogBytes = compactionMinimumLogBytes
             self.compactionRatio = compactionRatio
             self.warningHandler = warningHandler
+            self.fileSystem = fileSystem
         }
     }
 
     public let directory: String
     public let options: Options
     public var syncPolicy: SyncPolicy { options.syncPolicy }
+    /// ``Options/fileSystem``, held apart so the commit path reaches it without copying the options.
+    let fileSystem: any FileSystem
     /// What the replay at open found (records, bytes, a torn tail that was cut).
     public let openReport: ReplayReport
     /// Why the store was opened read-only (a read-only file system, or a directory this user may not write);
@@ -126,14 +132,16 @@ public final class KVStore: Sendable {
     public init(directory: String, options: Options) throws {
         self.directory = directory
         self.options = options
+        let fs = options.fileSystem
+        fileSystem = fs
         let syncPolicy = options.syncPolicy
-        try DataDirectory.prepare(directory)
-        let lock = try DirectoryLock(directory: directory, allowReadOnly: true)
+        try DataDirectory.prepare(directory, fileSystem: fs)
+        let lock = try DirectoryLock(directory: directory, allowReadOnly: true, fileSystem: fs)
         readOnlyReason = lock.readOnlyReason
         do {
             var index = OrderedIndex()
-            let replay = try Self.replay(directory: directory, into: &index, readOnly: lock.isReadOnly)
-            let fd = lock.isReadOnly ? -1 : try POSIX.open(replay.activePath, O_WRONLY | O_APPEND | O_NOFOLLOW)
+            let replay = try Self.replay(directory: directory, into: &index, readOnly: lock.isReadOnly, fileSystem: fs)
+            let fd = lock.isReadOnly ? -1 : try fs.open(replay.activePath, O_WRONLY | O_APPEND | O_NOFOLLOW)
             openReport = replay.report
             var initial = State(index: index, nextSequence: replay.nextSequence,
                                 writtenThrough: replay.nextSequence - 1, syncedThrough: replay.nextSequence - 1)
@@ -300,7 +308,7 @@ public final class KVStore: Sendable {
         }
         log.withLock { file in
             guard let lock = file.lock else { return }
-            if file.fd >= 0 { Glibc.close(file.fd) }
+            if file.fd >= 0 { fileSystem.close(file.fd) }
             lock.release()
             file.lock = nil
         }
@@ -361,14 +369,12 @@ public final class KVStore: Sendable {
         let duplicate = try log.withLock { file -> (fd: Int32, path: String)? in
             try flush(through: target, fsync: false, to: &file)
             guard state.withLock({ $0.syncedThrough < target }) else { return nil }
-            let fd = fcntl(file.fd, F_DUPFD_CLOEXEC, 0)
-            guard fd >= 0 else { throw StoreError.io(operation: "dup", path: file.path, errno: errno) }
-            return (fd, file.path)
+            return (try fileSystem.duplicate(file.fd, path: file.path), file.path)
         }
         guard let duplicate else { return }
-        defer { Glibc.close(duplicate.fd) }
+        defer { fileSystem.close(duplicate.fd) }
         do {
-            try POSIX.fdatasync(duplicate.fd, path: duplicate.path)
+            try fileSystem.fdatasync(duplicate.fd, path: duplicate.path)
         } catch {
             state.withLock { $0.failure = "\(error)" }  // as in `write(_:through:fsync:to:)`: writes stop for good
             throw error
@@ -381,10 +387,10 @@ public final class KVStore: Sendable {
     /// how far the log is durable. Called with `log` held. A failure disables writes for good.
     func write(_ buffer: inout [UInt8], through sequence: UInt64, fsync: Bool, to file: inout LogFile) throws {
         do {
-            try buffer.withUnsafeBytes { try POSIX.writeAll(file.fd, $0, path: file.path) }
+            try buffer.withUnsafeBytes { try fileSystem.write(file.fd, $0, path: file.path) }
             file.size += buffer.count
             if fsync {
-                try POSIX.fdatasync(file.fd, path: file.path)
+                try fileSystem.fdatasync(file.fd, path: file.path)
                 file.fsyncs += 1
             }
         } catch {

@@ -53,8 +53,9 @@ public enum LogImporter {
         try Paths.validate(path)
         let clock = ContinuousClock()
         let start = clock.now
-        var files = try openSources(path)
-        defer { for file in files { close(file.fd) } }
+        let fs = store.fileSystem
+        var files = try openSources(path, fileSystem: fs)
+        defer { for file in files { fs.close(file.fd) } }
         let isKVSHLog = try startsWithKVSHMagic(files[0])
         var summary = Summary(source: path, format: isKVSHLog ? "kvsh log" : "Go StorageEngine JSON lines")
         // Pass 1: check everything, write nothing.
@@ -111,6 +112,7 @@ public enum LogImporter {
     struct SourceFile {
         let path: String
         let fd: Int32
+        let fileSystem: any FileSystem
         var identity: FileIdentity
         /// A CRC32C over what the first pass read (the keys and values of the records, or the lines).
         var digest: UInt32 = 0
@@ -135,20 +137,19 @@ public enum LogImporter {
     }
 
     private static func identity(_ file: SourceFile) throws -> FileIdentity {
-        try identity(fd: file.fd, path: file.path)
+        try identity(fd: file.fd, path: file.path, fileSystem: file.fileSystem)
     }
 
-    private static func identity(fd: Int32, path: String) throws -> FileIdentity {
-        var info = stat()
-        guard fstat(fd, &info) == 0 else { throw StoreError.io(operation: "stat", path: path, errno: errno) }
-        return FileIdentity(size: Int(info.st_size), modified: info.st_mtim, changed: info.st_ctim)
+    private static func identity(fd: Int32, path: String, fileSystem: any FileSystem) throws -> FileIdentity {
+        let info = try fileSystem.status(of: fd, path: path)
+        return FileIdentity(size: info.size, modified: info.modified, changed: info.changed)
     }
 
     /// Opens the file at `path`, or every `*.log` of the data directory at `path`: regular files only.
-    private static func openSources(_ path: String) throws -> [SourceFile] {
+    private static func openSources(_ path: String, fileSystem fs: any FileSystem) throws -> [SourceFile] {
         let paths: [String]
-        if isDirectory(path) {
-            paths = try DataDirectory.logFiles(in: path).map(\.path)
+        if (try? fs.status(ofPath: path))?.isDirectory == true {
+            paths = try DataDirectory.logFiles(in: path, fileSystem: fs).map(\.path)
             guard !paths.isEmpty else { throw StoreError.badImport(file: path, line: nil, reason: "no *.log files in this directory") }
         } else {
             paths = [path]
@@ -156,25 +157,21 @@ public enum LogImporter {
         var files: [SourceFile] = []
         do {
             for path in paths {
-                let fd = try POSIX.openRegularFile(path)
-                files.append(SourceFile(path: path, fd: fd, identity: FileIdentity(size: 0, modified: timespec(), changed: timespec())))
-                files[files.count - 1].identity = try identity(fd: fd, path: path)
+                let fd = try fs.openRegularFile(path, followSymlinks: true)
+                files.append(SourceFile(path: path, fd: fd, fileSystem: fs,
+                                        identity: FileIdentity(size: 0, modified: timespec(), changed: timespec())))
+                files[files.count - 1].identity = try identity(fd: fd, path: path, fileSystem: fs)
             }
         } catch {
-            for file in files { close(file.fd) }
+            for file in files { fs.close(file.fd) }
             throw error
         }
         return files
     }
 
-    private static func isDirectory(_ path: String) -> Bool {
-        var info = stat()
-        return stat(path, &info) == 0 && (info.st_mode & S_IFMT) == S_IFDIR
-    }
-
     private static func startsWithKVSHMagic(_ file: SourceFile) throws -> Bool {
         var head = [UInt8](repeating: 0, count: LogFormat.magic.count)
-        let count = try head.withUnsafeMutableBytes { try POSIX.read(file.fd, into: $0, at: 0, path: file.path) }
+        let count = try head.withUnsafeMutableBytes { try file.fileSystem.read(file.fd, into: $0, at: 0, path: file.path) }
         return count == head.count && head == LogFormat.magic
     }
 
@@ -203,7 +200,7 @@ public enum LogImporter {
     private static func checkKVSHLog(_ file: inout SourceFile, isLast: Bool, summary: inout Summary) throws -> Int {
         var digest: UInt32 = 0
         let path = file.path
-        let scan = try LogReader.scan(fd: file.fd, path: path, tornTailAllowed: isLast) { offset, _, record in
+        let scan = try LogReader.scan(fd: file.fd, path: path, tornTailAllowed: isLast, fileSystem: file.fileSystem) { offset, _, record in
             switch record {
             case .set(let key, let value):
                 if let reason = refusal(key: key.count, value: value.count) {
@@ -231,7 +228,7 @@ public enum LogImporter {
     /// Pass 2 over a kvsh log: each record, checked again by `LogReader`, applied as a new write.
     private static func applyKVSHLog(_ file: SourceFile, isLast: Bool, digest: inout UInt32, applied: inout Int, total: Int,
                                      store: KVStore) throws {
-        _ = try LogReader.scan(fd: file.fd, path: file.path, tornTailAllowed: isLast) { offset, _, record in
+        _ = try LogReader.scan(fd: file.fd, path: file.path, tornTailAllowed: isLast, fileSystem: file.fileSystem) { offset, _, record in
             try store.maintenanceCancellation.check()
             guard applied < total else { throw ImportChanged(reason: "\(file.path) holds more records than when it was checked") }
             switch record {
@@ -262,7 +259,7 @@ public enum LogImporter {
     /// as described on ``LogImporter``.
     private static func forEachJSONLine(_ file: SourceFile,
                                         _ body: (Int, UnsafeRawBufferPointer, JSONOperation) throws -> Void) throws {
-        try MappedFile.withContents(of: file.fd, path: file.path) { mapped in
+        try MappedFile.withContents(of: file.fd, path: file.path, fileSystem: file.fileSystem) { mapped in
             let bytes = mapped.bytes
             let decoder = JSONDecoder()
             var start = 0

@@ -39,17 +39,17 @@ enum LogReader {
     /// Calls `apply` for every good record of `path` in order and returns what the file holds.
     /// - Parameter tornTailAllowed: whether a damaged end may be reported as a torn tail instead of corruption.
     /// - Parameter followSymlinks: follow a link at `path`; only for logs outside a data directory (an import).
-    static func scan(path: String, tornTailAllowed: Bool, followSymlinks: Bool = false,
+    static func scan(path: String, tornTailAllowed: Bool, followSymlinks: Bool = false, fileSystem: any FileSystem,
                      apply: (UInt64, LogRecordView) throws -> Void) throws -> LogFileScan {
-        try MappedFile.withContents(of: path, followSymlinks: followSymlinks) { mapped in
+        try MappedFile.withContents(of: path, followSymlinks: followSymlinks, fileSystem: fileSystem) { mapped in
             try scan(mapped, path: path, tornTailAllowed: tornTailAllowed) { _, sequence, record in try apply(sequence, record) }
         }
     }
 
     /// ``scan(path:tornTailAllowed:apply:)`` on an open file, passing `apply` each record's offset too.
-    static func scan(fd: Int32, path: String, tornTailAllowed: Bool,
+    static func scan(fd: Int32, path: String, tornTailAllowed: Bool, fileSystem: any FileSystem,
                      apply: (_ offset: Int, _ sequence: UInt64, LogRecordView) throws -> Void) throws -> LogFileScan {
-        try MappedFile.withContents(of: fd, path: path) { mapped in
+        try MappedFile.withContents(of: fd, path: path, fileSystem: fileSystem) { mapped in
             try scan(mapped, path: path, tornTailAllowed: tornTailAllowed, apply: apply)
         }
     }

@@ -156,22 +156,21 @@ final class MappedFile {
     /// empty buffer.
     /// - Parameter followSymlinks: whether a symbolic link at `path` is followed. Not for the store's own files: a
     ///   link planted in a data directory must not make kvsh read (or, at the next step, write) another file.
-    static func withContents<T>(of path: String, followSymlinks: Bool = false, _ body: (MappedFile) throws -> T) throws -> T {
-        let fd = try POSIX.openRegularFile(path, followSymlinks: followSymlinks)
-        defer { close(fd) }
-        return try withContents(of: fd, path: path, body)
+    static func withContents<T>(of path: String, followSymlinks: Bool = false, fileSystem: any FileSystem,
+                                _ body: (MappedFile) throws -> T) throws -> T {
+        let fd = try fileSystem.openRegularFile(path, followSymlinks: followSymlinks)
+        defer { fileSystem.close(fd) }
+        return try withContents(of: fd, path: path, fileSystem: fileSystem, body)
     }
 
     /// Maps the open file `fd` (named `path` in errors) and passes it to `body`; unmaps it afterwards.
-    static func withContents<T>(of fd: Int32, path: String, _ body: (MappedFile) throws -> T) throws -> T {
-        let size = try POSIX.size(fd, path: path)
-        guard size > 0 else { return try body(MappedFile(bytes: UnsafeRawBufferPointer(start: nil, count: 0))) }
-        guard let mapping = mmap(nil, size, PROT_READ, MAP_PRIVATE, fd, 0), mapping != MAP_FAILED else {
-            throw StoreError.io(operation: "mmap", path: path, errno: errno)
-        }
-        defer { munmap(mapping, size) }
-        _ = madvise(mapping, size, MADV_SEQUENTIAL)
-        return try body(MappedFile(bytes: UnsafeRawBufferPointer(start: mapping, count: size)))
+    static func withContents<T>(of fd: Int32, path: String, fileSystem: any FileSystem,
+                                _ body: (MappedFile) throws -> T) throws -> T {
+        let size = try fileSystem.size(fd, path: path)
+        let mapping = try fileSystem.mapReadOnly(fd, size: size, path: path)
+        defer { fileSystem.unmap(mapping) }
+        if let base = mapping.baseAddress { _ = madvise(UnsafeMutableRawPointer(mutating: base), size, MADV_SEQUENTIAL) }
+        return try body(MappedFile(bytes: mapping))
     }
 
     /// Hands the pages before `offset` back to the kernel (they are re-read from the file if touched again),

@@ -37,18 +37,17 @@ public enum Paths {
     /// the same place.
     /// - Throws: ``StoreError/invalidPath(path:reason:)`` for a NUL byte, an empty path, a path ending in `/`, `.`
     ///   or `..`, or a parent that is missing or not a directory.
-    static func resolveNewFile(_ path: String) throws -> (directory: String, name: String, path: String) {
+    static func resolveNewFile(_ path: String, fileSystem: any FileSystem) throws -> (directory: String, name: String, path: String) {
         try validate(path)
         let parent = DataDirectory.parentDirectory(of: path)
         let name = path.hasSuffix("/") ? "" : String(path.split(separator: "/", omittingEmptySubsequences: true).last ?? "")
         guard !name.isEmpty, name != ".", name != ".." else {
             throw StoreError.invalidPath(path: path, reason: "does not name a file (it ends in '/', '.' or '..')")
         }
-        guard let directory = DataDirectory.resolved(parent) else {
+        guard let directory = DataDirectory.resolved(parent, fileSystem: fileSystem) else {
             throw StoreError.invalidPath(path: path, reason: "is in a directory that does not exist ('\(parent)'); create it first")
         }
-        var info = stat()
-        guard stat(directory, &info) == 0, (info.st_mode & S_IFMT) == S_IFDIR else {
+        guard (try? fileSystem.status(ofPath: directory))?.isDirectory == true else {
             throw StoreError.invalidPath(path: path, reason: "is not in a directory ('\(parent)' is not one)")
         }
         return (directory, name, DataDirectory.join(directory, name))

@@ -145,8 +145,9 @@ public enum StoreChecker {
         public var message: String
     }
 
-    /// What a check found; after a repair, a fresh check plus ``repair`` saying what was done.
-    public struct Report: Sendable, CustomStringConvertible {
+    /// What a check found; after a repair, a fresh check plus ``repair`` saying what was done. A value: the shell
+    /// renders it (`ShellText.describe(check:)`).
+    public struct Report: Sendable {
         public enum Status: String, Sendable {
             case clean
             /// The only damage is a torn tail of the last log file: the store opens (open cuts it).
@@ -191,97 +192,6 @@ public enum StoreChecker {
 
         /// Whether `KVStore(directory:)` would open the store as it is.
         public var wouldOpen: Bool { status == .clean || status == .tornTail }
-
-        public var description: String {
-            var lines: [String] = []
-            if let repair {
-                lines.append("repair\(repair.salvage ? " --salvage" : ""): \(repair.message)")
-                lines += repair.actions.map { "  " + $0 }
-                lines.append(repair.outcome == .cutTornTail || repair.outcome == .salvaged ? "after the repair:" : "the store as it is:")
-            }
-            lines.append("check of \(directory)")
-            // One row per file: name, kind, size, records, sequences, status; every column but the last padded.
-            var rows: [[String]] = []
-            for file in files {
-                var count = "", sequences = ""
-                switch file.kind {
-                case .log:
-                    count = plural(file.records, "record")
-                    if let first = file.firstSequence, let last = file.lastSequence {
-                        sequences = "sequences \(first)..\(last)"
-                    } else if let header = file.headerSequence {
-                        sequences = "starts at \(header)"
-                    }
-                case .image:
-                    count = "\(plural(file.records, "block")), \(plural(file.entries, "entry", "entries"))"
-                    if let sequence = file.lastSequence { sequences = "covers ..\(sequence)" }
-                case .temporary:
-                    break
-                }
-                var status = file.problems.first.map { Self.shortStatus($0) } ?? "ok"
-                if file.problems.count > 1 { status += " (+\(file.problems.count - 1) more)" }
-                if file.kind == .temporary {
-                    status = file.note ?? ""
-                } else if let note = file.note {
-                    status = file.problems.isEmpty ? note : "\(note); \(status)"
-                }
-                rows.append([file.name, file.kind.rawValue, plural(file.size, "byte"), count, sequences, status])
-            }
-            let widths = (0..<5).map { column in rows.map { $0[column].count }.max() ?? 0 }
-            for row in rows {
-                var line = " "
-                for column in 0..<5 {
-                    let cell = row[column]
-                    // Sizes are right-aligned, everything else left-aligned.
-                    let pad = String(repeating: " ", count: widths[column] - cell.count)
-                    line += " " + (column == 2 ? pad + cell : cell + pad) + " "
-                }
-                line += " " + row[5]
-                lines.append(line)
-            }
-            lines += notes.map { "note: " + $0 }
-            let logFiles = files.filter { $0.kind == .log }.count
-            let images = files.filter { $0.kind == .image }.count
-            var totals = "totals: \(plural(files.count, "file")) (\(plural(logFiles, "log file")), \(plural(images, "image"))"
-            totals += "), \(plural(records, "record")), \(plural(keys, "key"))"
-            if status == .corrupt { totals += " recoverable with --salvage" }
-            totals += ", last sequence \(lastSequence)"
-            lines.append(totals)
-            let problems = problems
-            if let first = problems.first {
-                lines.append("first problem: \(first)")
-                if problems.count > 1 {
-                    lines.append("other problems:")
-                    lines += problems.dropFirst().prefix(20).map { "  \($0)" }
-                    if problems.count > 21 { lines.append("  ... and \(problems.count - 21) more") }
-                }
-            }
-            switch status {
-            case .clean:
-                lines.append("status: clean")
-            case .tornTail:
-                lines.append("status: torn tail: the store opens (open cuts the tail); `repair` cuts it now and keeps a copy")
-            case .corrupt:
-                lines.append("status: CORRUPT: the store does not open; `repair` without --salvage changes nothing; "
-                             + "with --salvage it keeps every valid record and loses \(salvageLoss)")
-            case .newerVersion:
-                lines.append("status: written by a newer kvsh; upgrade kvsh")
-            }
-            return lines.joined(separator: "\n")
-        }
-
-        private static func shortStatus(_ problem: Problem) -> String {
-            switch problem.kind {
-            case .tornTail where problem.offset == 0:
-                return "torn header (\(problem.reason)): open would write it again"
-            case .tornTail:
-                return "torn tail (\(problem.reason)): open would cut \(problem.bytes) bytes at offset \(problem.offset)"
-            case .corruption:
-                return "CORRUPT at offset \(problem.offset): \(problem.reason)"
-            case .newerVersion:
-                return problem.reason
-            }
-        }
     }
 
     // MARK: Check and repair
@@ -293,8 +203,8 @@ public enum StoreChecker {
     /// numbered from the newest image on starts right after the writes the image covers, the order of the keys
     /// and the end record of images; notes covered files and `*.tmp` leftovers. Needs no write access.
     /// - Throws: ``StoreError/io(operation:path:errno:)`` when the directory or a file cannot be read.
-    public static func check(directory: String) throws -> Report {
-        try analyze(directory: directory).report
+    public static func check(directory: String, fileSystem: any FileSystem = POSIXFileSystem()) throws -> Report {
+        try analyze(directory: directory, fileSystem: fileSystem).report
     }
 
     /// Repairs `directory` and returns a fresh check with ``Report/repair`` saying what was done.
@@ -311,8 +221,8 @@ public enum StoreChecker {
     /// file system has no hard links), then the new image and log file are written and made durable, and only
     /// then are the old names removed. Until the new log file exists the store is as it was; from then on, open
     /// loads the new image and deletes whatever old names are left (the `.broken` names keep the data).
-    public static func repair(directory: String, salvage: Bool) throws -> Report {
-        let analysis = try analyze(directory: directory)
+    public static func repair(directory: String, salvage: Bool, fileSystem fs: any FileSystem = POSIXFileSystem()) throws -> Report {
+        let analysis = try analyze(directory: directory, fileSystem: fs)
         let before = analysis.report
         var summary = RepairSummary(outcome: .nothingToDo, salvage: salvage, problemBefore: before.problem,
                                     message: "the store is clean; nothing was changed")
@@ -323,7 +233,7 @@ public enum StoreChecker {
             summary.outcome = .refused
             summary.message = "nothing was changed: \(before.problem.map(\.description) ?? "a file needs a newer kvsh")"
         case .tornTail:
-            try cutTornTail(analysis, directory: directory, summary: &summary)
+            try cutTornTail(analysis, directory: directory, summary: &summary, fs: fs)
         case .corrupt:
             guard salvage else {
                 summary.outcome = .refused
@@ -331,58 +241,59 @@ public enum StoreChecker {
                     + "use --salvage to rebuild it from every valid record (it would lose \(before.salvageLoss))"
                 return before.with(repair: summary)
             }
-            try rebuild(analysis, directory: directory, summary: &summary)
+            try rebuild(analysis, directory: directory, summary: &summary, fs: fs)
         }
-        return try check(directory: directory).with(repair: summary)
+        return try check(directory: directory, fileSystem: fs).with(repair: summary)
     }
 
     // MARK: Repairs
 
-    private static func cutTornTail(_ analysis: Analysis, directory: String, summary: inout RepairSummary) throws {
+    private static func cutTornTail(_ analysis: Analysis, directory: String, summary: inout RepairSummary,
+                                    fs: any FileSystem) throws {
         guard let cut = analysis.tornCut else { return }
         let name = baseName(cut.path)
-        let backup = try keepCopy(of: cut.path, linking: false)
+        let backup = try keepCopy(of: cut.path, linking: false, fs: fs)
         summary.backups.append(backup)
         summary.actions.append("kept a copy of \(name) as \(baseName(backup))")
         if let sequence = cut.rewriteHeader {
-            try KVStore.createLogFile(cut.path, firstSequence: sequence, directory: directory)
+            try KVStore.createLogFile(cut.path, firstSequence: sequence, directory: directory, fileSystem: fs)
             summary.actions.append("wrote the header of \(name) again (first sequence \(sequence)), dropping \(cut.bytes) bytes")
             summary.message = "wrote the torn header of \(name) again"
         } else {
-            let fd = try POSIX.open(cut.path, O_WRONLY | O_NOFOLLOW)
-            defer { close(fd) }
-            try POSIX.truncate(fd, to: cut.offset, path: cut.path)
-            try POSIX.fsync(fd, path: cut.path)
+            let fd = try fs.open(cut.path, O_WRONLY | O_NOFOLLOW)
+            defer { fs.close(fd) }
+            try fs.truncate(fd, to: cut.offset, path: cut.path)
+            try fs.fsync(fd, path: cut.path)
             summary.actions.append("cut \(cut.bytes) bytes at offset \(cut.offset) of \(name) (\(cut.reason)); every record before it was kept")
             summary.message = "cut the torn tail of \(name)"
         }
         summary.outcome = .cutTornTail
     }
 
-    private static func rebuild(_ analysis: Analysis, directory: String, summary: inout RepairSummary) throws {
+    private static func rebuild(_ analysis: Analysis, directory: String, summary: inout RepairSummary, fs: any FileSystem) throws {
         let old = analysis.storeFiles
         // 1. Keep every old file under its `.broken` name; the old names stay until the new store is durable.
         for path in old {
-            let backup = try keepCopy(of: path, linking: true)
+            let backup = try keepCopy(of: path, linking: true, fs: fs)
             summary.backups.append(backup)
             summary.actions.append("kept \(baseName(path)) as \(baseName(backup))")
         }
-        if !old.isEmpty { try POSIX.fsyncDirectory(directory) }
+        if !old.isEmpty { try fs.fsyncDirectory(directory) }
         for problem in analysis.report.problems where problem.bytes > 0 {
             summary.actions.append("skipped \(problem.bytes) damaged bytes at offset \(problem.offset) of \(baseName(problem.file)) (\(problem.reason))")
         }
         // 2. The new image and log file, numbered above every file in the directory.
-        let number = try highestNumber(in: directory) + 1
+        let number = try highestNumber(in: directory, fs: fs) + 1
         let sequence = analysis.nextSequence.map { $0 - 1 } ?? 0
         let imagePath = DataDirectory.join(directory, DataDirectory.imageFileName(number))
-        let image = try ImageFile.write(analysis.index, sequence: sequence, to: imagePath)
+        let image = try ImageFile.write(analysis.index, sequence: sequence, to: imagePath, fileSystem: fs)
         summary.actions.append("wrote \(baseName(imagePath)): \(plural(image.entries, "key")) through sequence \(sequence) (\(image.bytes) bytes)")
         let logPath = DataDirectory.join(directory, DataDirectory.logFileName(number))
-        try KVStore.createLogFile(logPath, firstSequence: sequence + 1, directory: directory)
+        try KVStore.createLogFile(logPath, firstSequence: sequence + 1, directory: directory, fileSystem: fs)
         summary.actions.append("started \(baseName(logPath)) at sequence \(sequence + 1)")
         // 3. Drop the old names: the `.broken` names keep the data.
-        for path in old { unlink(path) }
-        if !old.isEmpty { try POSIX.fsyncDirectory(directory) }
+        for path in old { fs.unlink(path) }
+        if !old.isEmpty { try fs.fsyncDirectory(directory) }
         let lost = analysis.report.salvageLoss
         summary.lost = lost
         summary.actions.append("lost \(lost)")
@@ -393,49 +304,55 @@ public enum StoreChecker {
     /// Keeps `path` as `path.broken` (or `.broken.1`, `.broken.2`, ...: never over an existing file), durably.
     /// With `linking`, as a hard link when the file system allows it (the file itself must then not be changed
     /// afterwards, only unlinked); otherwise as a copy.
-    private static func keepCopy(of path: String, linking: Bool) throws -> String {
+    private static func keepCopy(of path: String, linking: Bool, fs: any FileSystem) throws -> String {
         var attempt = 0
         while true {
             let candidate = path + ".broken" + (attempt == 0 ? "" : ".\(attempt)")
             attempt += 1
             if linking {
-                if link(path, candidate) == 0 { return candidate }
-                switch errno {
-                case EEXIST: continue
-                case EPERM, EXDEV, ENOTSUP, EMLINK, ENOSYS: break  // no hard links here: copy instead
-                case let code: throw StoreError.io(operation: "link", path: candidate, errno: code)
+                do {
+                    try fs.link(path, to: candidate)
+                    return candidate
+                } catch StoreError.io(_, _, let code) {
+                    switch code {
+                    case EEXIST: continue
+                    case EPERM, EXDEV, ENOTSUP, EMLINK, ENOSYS: break  // no hard links here: copy instead
+                    default: throw StoreError.io(operation: "link", path: candidate, errno: code)
+                    }
                 }
             }
-            let target = Glibc.open(candidate, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o600)
-            if target < 0 {
-                if errno == EEXIST { continue }
-                throw StoreError.io(operation: "create", path: candidate, errno: errno)
+            let target: Int32
+            do {
+                target = try fs.open(candidate, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW)
+            } catch StoreError.io(_, _, let code) {
+                if code == EEXIST { continue }
+                throw StoreError.io(operation: "create", path: candidate, errno: code)
             }
             do {
-                defer { close(target) }
-                let source = try POSIX.open(path, O_RDONLY | O_NOFOLLOW)
-                defer { close(source) }
+                defer { fs.close(target) }
+                let source = try fs.open(path, O_RDONLY | O_NOFOLLOW)
+                defer { fs.close(source) }
                 var buffer = [UInt8](repeating: 0, count: 1 << 20)
                 var offset = 0
                 while true {
-                    let count = try buffer.withUnsafeMutableBytes { try POSIX.read(source, into: $0, at: offset, path: path) }
+                    let count = try buffer.withUnsafeMutableBytes { try fs.read(source, into: $0, at: offset, path: path) }
                     if count == 0 { break }
-                    try buffer.withUnsafeBytes { try POSIX.writeAll(target, UnsafeRawBufferPointer(rebasing: $0[..<count]), path: candidate) }
+                    try buffer.withUnsafeBytes { try fs.write(target, UnsafeRawBufferPointer(rebasing: $0[..<count]), path: candidate) }
                     offset += count
                 }
-                try POSIX.fsync(target, path: candidate)
+                try fs.fsync(target, path: candidate)
             } catch {
-                unlink(candidate)
+                fs.unlink(candidate)
                 throw error
             }
-            try POSIX.fsyncDirectory(DataDirectory.parentDirectory(of: path))
+            try fs.fsyncDirectory(DataDirectory.parentDirectory(of: path))
             return candidate
         }
     }
 
     /// The highest number any file name in `directory` starts with (0 without one).
-    private static func highestNumber(in directory: String) throws -> Int {
-        try DataDirectory.names(in: directory).reduce(0) { highest, name in
+    private static func highestNumber(in directory: String, fs: any FileSystem) throws -> Int {
+        try fs.names(in: directory).reduce(0) { highest, name in
             max(highest, Int(name.prefix { $0.isASCII && $0.isNumber }) ?? 0)
         }
     }
@@ -463,10 +380,10 @@ public enum StoreChecker {
         var storeFiles: [String]
     }
 
-    static func analyze(directory: String) throws -> Analysis {
-        let names = try DataDirectory.names(in: directory).filter { $0 != "." && $0 != ".." }.sorted()
-        let logs = try DataDirectory.logFiles(in: directory)
-        let images = try DataDirectory.imageFiles(in: directory)
+    static func analyze(directory: String, fileSystem fs: any FileSystem) throws -> Analysis {
+        let names = try fs.names(in: directory).filter { $0 != "." && $0 != ".." }.sorted()
+        let logs = try DataDirectory.logFiles(in: directory, fileSystem: fs)
+        let images = try DataDirectory.imageFiles(in: directory, fileSystem: fs)
         var index = OrderedIndex()
         var loss = Loss()
         var notes: [String] = []
@@ -478,7 +395,7 @@ public enum StoreChecker {
         var expectation = "no image covers the writes before it"
         var firstLive = 1
         if let newest = images.last {
-            let scan = try scanImage(path: newest.path, loss: &loss) { key, value in index.set(key, value) }
+            let scan = try scanImage(path: newest.path, loss: &loss, fileSystem: fs) { key, value in index.set(key, value) }
             loss.imageEntries = scan.lostEntries
             next = scan.sequence.map { $0 + 1 }
             if let sequence = scan.sequence { expectation = "\(baseName(newest.path)) covers the writes through \(sequence)" }
@@ -488,7 +405,7 @@ public enum StoreChecker {
         let newestName = images.last.map { baseName($0.path) } ?? ""
         for image in images.dropLast() {
             var throwaway = Loss()
-            var scan = try scanImage(path: image.path, loss: &throwaway, apply: nil)
+            var scan = try scanImage(path: image.path, loss: &throwaway, fileSystem: fs, apply: nil)
             scan.file.isCovered = true
             scan.file.note = "covered, will be deleted at open (\(newestName) holds its writes)"
             reports.append((image.number, 0, scan.file))
@@ -498,7 +415,7 @@ public enum StoreChecker {
         for log in logs where log.number < firstLive {
             var throwaway = Loss()
             var scan = try scanLog(path: log.path, expected: nil, expectation: "", live: false, isLast: false,
-                                   loss: &throwaway, apply: { _ in })
+                                   loss: &throwaway, fileSystem: fs, apply: { _ in })
             scan.file.isCovered = true
             scan.file.note = "covered, will be deleted at open (\(newestName) holds its writes)"
             reports.append((log.number, 1, scan.file))
@@ -509,7 +426,7 @@ public enum StoreChecker {
         var records = 0
         for (position, log) in live.enumerated() {
             let scan = try scanLog(path: log.path, expected: next, expectation: expectation, live: true,
-                                   isLast: position == live.count - 1, loss: &loss) { operation in
+                                   isLast: position == live.count - 1, loss: &loss, fileSystem: fs) { operation in
                 operation.apply(to: &index)
             }
             records += scan.file.records
@@ -537,7 +454,7 @@ public enum StoreChecker {
         for name in names where !canonical.contains(name) && name != DataDirectory.lockFileName {
             if name.hasSuffix(".tmp") {
                 var file = FileReport(name: name, path: DataDirectory.join(directory, name), kind: .temporary,
-                                      size: fileSize(DataDirectory.join(directory, name)))
+                                      size: (try? fs.status(ofPath: DataDirectory.join(directory, name)))?.size ?? 0)
                 file.note = "leftover temporary file (an image write a crash interrupted); open deletes it"
                 reports.append((Int.max, order, file))
                 order += 1
@@ -573,8 +490,8 @@ public enum StoreChecker {
     ///   - expectation: what makes it expected, for the problem's text.
     ///   - live: whether open replays the file; `isLast`: whether it is the last one.
     static func scanLog(path: String, expected: UInt64?, expectation: String, live: Bool, isLast: Bool,
-                        loss: inout Loss, apply: (LogRecordView) -> Void) throws -> LogScan {
-        try MappedFile.withContents(of: path) { mapped in
+                        loss: inout Loss, fileSystem: any FileSystem, apply: (LogRecordView) -> Void) throws -> LogScan {
+        try MappedFile.withContents(of: path, fileSystem: fileSystem) { mapped in
             let file = mapped.bytes
             let size = file.count
             var report = FileReport(name: baseName(path), path: path, kind: .log, size: size)
@@ -711,9 +628,9 @@ public enum StoreChecker {
     }
 
     /// Reads one image, keeping every block that passes its checks and passing its entries to `apply`.
-    static func scanImage(path: String, loss: inout Loss,
+    static func scanImage(path: String, loss: inout Loss, fileSystem: any FileSystem,
                           apply: ((UnsafeRawBufferPointer, UnsafeRawBufferPointer) -> Void)?) throws -> ImageScan {
-        try MappedFile.withContents(of: path) { mapped in
+        try MappedFile.withContents(of: path, fileSystem: fileSystem) { mapped in
             let file = mapped.bytes
             let size = file.count
             var report = FileReport(name: baseName(path), path: path, kind: .image, size: size)
@@ -856,11 +773,6 @@ public enum StoreChecker {
 
     static func baseName(_ path: String) -> String {
         path.split(separator: "/", omittingEmptySubsequences: true).last.map(String.init) ?? path
-    }
-
-    private static func fileSize(_ path: String) -> Int {
-        var info = stat()
-        return stat(path, &info) == 0 ? Int(info.st_size) : 0
     }
 }
 

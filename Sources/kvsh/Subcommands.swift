@@ -113,7 +113,7 @@ struct CheckCommand: KVSHSubcommand {
             if let reason = lock.readOnlyReason { printError("note: checking read-only (\(reason))") }
             let report = repair ? try StoreChecker.repair(directory: directory, salvage: salvage)
                                 : try StoreChecker.check(directory: directory)
-            print(report.description)
+            print(ShellText.describe(check: report))
             return report.isClean ? ExitStatus.success : ExitStatus.commandFailed
         }
     }

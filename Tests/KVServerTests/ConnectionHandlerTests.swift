@@ -36,9 +36,10 @@ private final class FailingWrite: ChannelOutboundHandler {
 
 /// Runs `body` with a store in a fresh directory and the server context around it.
 private func withServerContext(syncPolicy: KVStore.SyncPolicy, idleTimeout: Int = 0,
+                               fileSystem: any FileSystem = POSIXFileSystem(),
                                _ body: (KVStore, ServerContext) throws -> Void) throws {
     try withTempDir { directory in
-        let store = try KVStore(directory: directory, syncPolicy: syncPolicy)
+        let store = try KVStore(directory: directory, options: KVStore.Options(syncPolicy: syncPolicy, fileSystem: fileSystem))
         defer { try? store.close() }
         let threadPool = NIOThreadPool(numberOfThreads: 1)
         threadPool.start()
@@ -87,7 +88,8 @@ struct ConnectionHandlerTests {
 
     @Test("with --sync always, a GET that sees another connection's write not yet on disk is answered after the fsync")
     func readsWaitForDurability() throws {
-        try withServerContext(syncPolicy: .always) { store, context in
+        let disk = FaultInjectionFileSystem()
+        try withServerContext(syncPolicy: .always, fileSystem: disk) { store, context in
             // Two connections on two loops, each with its loop's committer; a loop's commit runs when the loop runs.
             let writer = try connection(context)
             let reader = try connection(context)
@@ -115,7 +117,8 @@ struct ConnectionHandlerTests {
             // Once a failed write has disabled writes, nothing will sync what is pending: reads go out at once
             // rather than into commits that can only fail (which would close every connection).
             try writer.writeInbound(ByteBuffer(bytes: encodeCommand("SET", "k", "w")))
-            store.state.withLock { $0.failure = "simulated fsync failure" }
+            disk.inject(.fdatasync, errno: EIO)
+            #expect(throws: StoreError.self) { try store.commit() }  // another connection's commit fails
             #expect(!store.hasUnsyncedWrites)
             try reader.writeInbound(ByteBuffer(bytes: encodeCommand("PING")))
             #expect(try replies(reader) == "+PONG\r\n")

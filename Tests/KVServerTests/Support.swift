@@ -389,10 +389,11 @@ final class TestServer: @unchecked Sendable {
     private var stopped = false
 
     init(maxClients: Int = 10_000, syncPolicy: KVStore.SyncPolicy = .always, threads: Int = 2,
+         fileSystem: any FileSystem = POSIXFileSystem(),
          configure: (inout KVServer.Configuration) -> Void = { _ in }) throws {
         directory = try makeTempDir()
         do {
-            store = try KVStore(directory: directory + "/data", syncPolicy: syncPolicy)
+            store = try KVStore(directory: directory + "/data", options: KVStore.Options(syncPolicy: syncPolicy, fileSystem: fileSystem))
             let logger = Logger(label: "kvsh.server.test", factory: { _ in SwiftLogNoOpLogHandler() })
             var configuration = KVServer.Configuration(host: "127.0.0.1", port: 0, maxClients: maxClients, threads: threads)
             configure(&configuration)
