@@ -25,22 +25,6 @@ extension Array where Element == UInt8 {
     var text: String { String(decoding: self, as: UTF8.self) }
 }
 
-/// Bytes shown with control characters escaped, for failure messages.
-func escaped<C: Collection>(_ bytes: C, limit: Int = 400) -> String where C.Element == UInt8 {
-    var text = ""
-    for byte in bytes.prefix(limit) {
-        switch byte {
-        case 0x0A: text += "\\n"
-        case 0x0D: text += "\\r"
-        case 0x5C: text += "\\\\"
-        case 0x20...0x7E: text.unicodeScalars.append(Unicode.Scalar(byte))
-        default:
-            let hex = String(byte, radix: 16)
-            text += "\\x" + (hex.count == 1 ? "0" + hex : hex)
-        }
-    }
-    return text + (bytes.count > limit ? "…" : "")
-}
 
 // MARK: - Temporary directories
 
