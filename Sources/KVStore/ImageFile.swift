@@ -118,6 +118,23 @@ enum ImageFile {
         }
     }
 
+    /// The entries of an image block's payload (a 32-bit count, then per entry a 32-bit key length, a 32-bit value
+    /// length, the key and the value), pointing into `payload`; nil when the lengths do not add up to the payload
+    /// exactly. The one decoder of image blocks: opening a store and the checker both read blocks through it.
+    static func entries(ofBlock payload: UnsafeRawBufferPointer) -> [(key: UnsafeRawBufferPointer, value: UnsafeRawBufferPointer)]? {
+        var cursor = ByteCursor(payload)
+        // Each entry takes at least its 8 bytes of lengths: a count beyond that is damage, not a reason to reserve.
+        guard let count = cursor.readUInt32(), Int(count) <= payload.count / 8 else { return nil }
+        var entries: [(key: UnsafeRawBufferPointer, value: UnsafeRawBufferPointer)] = []
+        entries.reserveCapacity(Int(count))
+        for _ in 0..<count {
+            guard let keyLength = cursor.readUInt32(), let valueLength = cursor.readUInt32(),
+                  let key = cursor.readSlice(Int(keyLength)), let value = cursor.readSlice(Int(valueLength)) else { return nil }
+            entries.append((key, value))
+        }
+        return cursor.isAtEnd ? entries : nil
+    }
+
     /// Reads the image at `path` into `index`, verifying every block. Any damage is corruption: an image is
     /// never written in place, so unlike a log it has no torn tail.
     /// - Parameter followSymlinks: follow a link at `path` (a backup the user names); a store's own image is
@@ -150,19 +167,14 @@ enum ImageFile {
                 var cursor = ByteCursor(payload)
                 switch type {
                 case .imageEntries:
-                    guard let count = cursor.readUInt32() else { throw corrupt("block too short") }
-                    for _ in 0..<count {
-                        guard let keyLength = cursor.readUInt32(), let valueLength = cursor.readUInt32(),
-                              let key = cursor.readSlice(Int(keyLength)), let value = cursor.readSlice(Int(valueLength)) else {
-                            throw corrupt("block entry lengths do not add up")
-                        }
+                    guard let entries = Self.entries(ofBlock: payload) else { throw corrupt("block entry lengths do not add up") }
+                    for (key, value) in entries {
                         // Keys must be strictly increasing: checked against the previous block's last key too.
                         if let previousKey, compareBytes(previousKey, key) >= 0 { throw corrupt("keys out of order") }
                         index.set(key, value)
                         previousKey = key
                         summary.entries += 1
                     }
-                    guard cursor.isAtEnd else { throw corrupt("block entry lengths do not add up") }
                 case .imageEnd:
                     guard let count = cursor.readUInt64(), cursor.isAtEnd else { throw corrupt("bad end record") }
                     guard count == UInt64(summary.entries) else {

@@ -673,7 +673,7 @@ public enum StoreChecker {
                 case .valid(let type, let block, let payload, let end):
                     if block < expectedBlock {
                         failure = "block number \(block) where \(expectedBlock) was expected"
-                    } else if type == .imageEntries, let entries = decodeEntries(payload) {
+                    } else if type == .imageEntries, let entries = ImageFile.entries(ofBlock: payload) {
                         if block > expectedBlock && !resuming {
                             add(.corruption, offset, "block number \(block) where \(expectedBlock) was expected")
                         }
@@ -736,20 +736,6 @@ public enum StoreChecker {
         }
     }
 
-    /// A block's entries, or nil when their lengths do not add up.
-    private static func decodeEntries(_ payload: UnsafeRawBufferPointer) -> [(UnsafeRawBufferPointer, UnsafeRawBufferPointer)]? {
-        var cursor = ByteCursor(payload)
-        guard let count = cursor.readUInt32(), Int(count) <= payload.count / 8 else { return nil }
-        var entries: [(UnsafeRawBufferPointer, UnsafeRawBufferPointer)] = []
-        entries.reserveCapacity(Int(count))
-        for _ in 0..<count {
-            guard let keyLength = cursor.readUInt32(), let valueLength = cursor.readUInt32(),
-                  let key = cursor.readSlice(Int(keyLength)), let value = cursor.readSlice(Int(valueLength)) else { return nil }
-            entries.append((key, value))
-        }
-        return cursor.isAtEnd ? entries : nil
-    }
-
     /// The first offset from `start` on holding a block or end record numbered `block` or above that passes
     /// its checks.
     static func findImageRecord(in file: UnsafeRawBufferPointer, from start: Int, block: UInt64) -> Int? {
@@ -762,7 +748,7 @@ public enum StoreChecker {
             guard length <= file.count - candidate - LogFormat.recordHeaderSize,
                   UInt64(littleEndian: file.loadUnaligned(fromByteOffset: candidate + 9, as: UInt64.self)) >= block else { continue }
             if case .valid(let type, _, let payload, _) = LogReader.record(in: file, at: candidate),
-               type == .imageEnd ? payload.count == 8 : decodeEntries(payload) != nil {
+               type == .imageEnd ? payload.count == 8 : ImageFile.entries(ofBlock: payload) != nil {
                 return candidate
             }
         }
