@@ -1,7 +1,7 @@
 # The two commands README promises, plus the benchmark and the acceptance suite.
 SWIFT ?= swift
 
-.PHONY: deps test-deps run test release bench accept
+.PHONY: deps test-deps run test release bench accept fuzz fuzz-build corpus tsan
 
 # What building and running kvsh needs (libedit's headers, pkg-config).
 deps:
@@ -34,3 +34,45 @@ bench: release
 # The black-box acceptance suite kept beside the checkout, when it is there.
 accept: release
 	python3 ../shared/accept/accept.py --kvsh .build/release/kvsh
+
+# Fuzzing: one libFuzzer executable per parser (package Fuzz/, entry points in Sources/KVFuzzTargets), built with
+# AddressSanitizer, each run for FUZZ_SECONDS, FUZZ_JOBS at a time, from the committed seeds in Fuzz/Corpus/<target>/.
+# New inputs libFuzzer finds go to .build-fuzz/corpus/<target>/, crashes to Fuzz/crashes/. See CONTRIBUTING.md.
+FUZZ_SECONDS ?= 60
+FUZZ_JOBS ?= 2
+FUZZ_TARGETS ?= RequestDecoder ReplyParser Tokenizer JSONImport LogReplay ImageRestore
+FUZZ_SCRATCH = $(CURDIR)/.build-fuzz
+
+fuzz-build:
+	$(SWIFT) build --package-path Fuzz --scratch-path $(FUZZ_SCRATCH) \
+		-Xswiftc -sanitize=fuzzer,address -Xswiftc -use-ld=lld
+
+fuzz: fuzz-build
+	@mkdir -p Fuzz/crashes $(FUZZ_SCRATCH)/logs
+	@for t in $(FUZZ_TARGETS); do mkdir -p $(FUZZ_SCRATCH)/corpus/$$t; done
+	@echo $(FUZZ_TARGETS) | tr ' ' '\n' | xargs -P $(FUZZ_JOBS) -I{} sh -c \
+		'echo "fuzzing {} for $(FUZZ_SECONDS)s"; $(FUZZ_SCRATCH)/debug/Fuzz{} -max_total_time=$(FUZZ_SECONDS) -timeout=30 \
+		 -print_final_stats=1 -artifact_prefix=Fuzz/crashes/{}- $(FUZZ_SCRATCH)/corpus/{} Fuzz/Corpus/{} \
+		 >$(FUZZ_SCRATCH)/logs/{}.log 2>&1; echo "{} exited $$?"' ; \
+	status=0; for t in $(FUZZ_TARGETS); do \
+		printf '%-15s %s\n' $$t "$$(grep -h 'stat::number_of_executed_units' $(FUZZ_SCRATCH)/logs/$$t.log || echo 'no stats: see the log')"; \
+	done; \
+	if ls Fuzz/crashes/* >/dev/null 2>&1; then echo "crashes in Fuzz/crashes (logs in $(FUZZ_SCRATCH)/logs):"; ls Fuzz/crashes; status=1; fi; \
+	exit $$status
+
+# Rewrites the seed corpus from a debug build of kvsh.
+corpus:
+	$(SWIFT) build --product kvsh
+	python3 Fuzz/make-corpus.py .build/debug/kvsh
+
+# The concurrency tests (store, checkpoints and backups, server) under ThreadSanitizer, in a scratch path of their own.
+# Every report is written to .build-tsan/reports/tsan.<pid>; the target fails if there is any.
+TSAN_FILTER ?= KVStoreTests\.(ConcurrencyTests|CheckpointTests|BackupSchedulerTests)|KVServerTests\.
+tsan:
+	$(SWIFT) build --build-tests --scratch-path .build-tsan -Xswiftc -sanitize=thread
+	@rm -rf .build-tsan/reports && mkdir -p .build-tsan/reports
+	TSAN_OPTIONS="halt_on_error=0 log_path=$(CURDIR)/.build-tsan/reports/tsan" \
+		$(SWIFT) test --skip-build --scratch-path .build-tsan --filter '$(TSAN_FILTER)'
+	@if ls .build-tsan/reports/tsan.* >/dev/null 2>&1; then \
+		echo "ThreadSanitizer reports:"; grep -h '^WARNING\|^SUMMARY' .build-tsan/reports/tsan.* | sort | uniq -c; exit 1; \
+	else echo "no ThreadSanitizer reports"; fi

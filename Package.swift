@@ -10,6 +10,8 @@ let package = Package(
         .library(name: "KVCommands", targets: ["KVCommands"]),
         .library(name: "KVShell", targets: ["KVShell"]),
         .library(name: "KVServer", targets: ["KVServer"]),
+        // The fuzz entry points, for the libFuzzer executables of the package in Fuzz/ (see CONTRIBUTING.md).
+        .library(name: "KVFuzzTargets", targets: ["KVFuzzTargets"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -63,6 +65,10 @@ let package = Package(
             ]
         ),
 
+        // One fuzz entry point per parser (RESP requests and replies, the tokenizer, the files the store reads),
+        // with its invariants: run over the seed corpus by FuzzCorpusTests, and by libFuzzer from Fuzz/.
+        .target(name: "KVFuzzTargets", dependencies: ["RESP", "KVStore", .product(name: "NIOCore", package: "swift-nio")]),
+
         // Deterministic randomness, temporary directories and a fault-injecting file system, for every test target.
         .target(name: "KVTestSupport", dependencies: ["KVStore"], path: "Tests/KVTestSupport"),
         .testTarget(name: "KVStoreTests", dependencies: ["KVStore", "KVTestSupport"]),
@@ -78,6 +84,7 @@ let package = Package(
             .product(name: "NIOEmbedded", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
         ]),
+        .testTarget(name: "FuzzCorpusTests", dependencies: ["KVFuzzTargets", "KVTestSupport"]),
         .testTarget(name: "KVSHEndToEndTests", dependencies: ["kvsh", "RESP"]),
     ]
 )
