@@ -78,25 +78,20 @@ enum LogReader {
                                  validLength: LogFormat.fileHeaderSize, fileSize: size)
         var offset = LogFormat.fileHeaderSize
         while offset < size {
-            switch record(in: file, at: offset) {
-            case .valid(let type, let sequence, let payload, let end):
-                guard type.isLogRecord else {
-                    throw StoreError.corruption(file: path, offset: offset, reason: "image record (type \(type.rawValue)) in a log file")
-                }
+            switch logRecord(in: file, at: offset) {
+            case .record(let sequence, let operation, let end):
                 guard sequence == result.nextSequence else {
                     throw StoreError.corruption(file: path, offset: offset,
                                                 reason: "record has sequence number \(sequence) where \(result.nextSequence) was expected")
-                }
-                guard let operation = LogRecordView.decode(type: type, payload: payload) else {
-                    throw StoreError.corruption(file: path, offset: offset, reason: "record payload lengths do not add up")
                 }
                 try apply(offset, sequence, operation)
                 result.records += 1
                 result.nextSequence += 1
                 offset = end
                 result.validLength = end
-            case .invalid(let damage):
-                let reason = damage.description
+            case .damaged(let reason, framing: false):
+                throw StoreError.corruption(file: path, offset: offset, reason: reason)
+            case .damaged(let reason, framing: true):
                 if let next = firstValidRecord(in: file, after: offset, sequenceAtLeast: result.nextSequence) {
                     throw StoreError.corruption(file: path, offset: offset,
                                                 reason: "\(reason), yet a valid record follows at offset \(next)")
@@ -108,6 +103,32 @@ enum LogReader {
             try mapped.releasePages(before: offset)
         }
         return result
+    }
+
+    /// What the bytes at `offset` of a log file hold: a log record (framing, checksum, type and payload all good),
+    /// or damage. The one decoder of log records: opening a store (which stops at damage), the importer and the
+    /// checker (which records damage and looks for where good records resume) all read records through it, and
+    /// differ only in what they do about sequence numbers and damage.
+    enum LogStep {
+        case record(sequence: UInt64, operation: LogRecordView, end: Int)
+        /// `framing`: the record's framing or checksum failed (it may be a torn tail); otherwise a record that is
+        /// whole but cannot be in a log.
+        case damaged(reason: String, framing: Bool)
+    }
+
+    static func logRecord(in file: UnsafeRawBufferPointer, at offset: Int) -> LogStep {
+        switch record(in: file, at: offset) {
+        case .invalid(let damage):
+            return .damaged(reason: damage.description, framing: true)
+        case .valid(let type, let sequence, let payload, let end):
+            guard type.isLogRecord else {
+                return .damaged(reason: "image record (type \(type.rawValue)) in a log file", framing: false)
+            }
+            guard let operation = LogRecordView.decode(type: type, payload: payload) else {
+                return .damaged(reason: "record payload lengths do not add up", framing: false)
+            }
+            return .record(sequence: sequence, operation: operation, end: end)
+        }
     }
 
     private static func emptyOrTornHeader(path: String, size: Int, tornTailAllowed: Bool, reason: String) throws -> LogFileScan {

@@ -548,13 +548,11 @@ public enum StoreChecker {
             while offset < size {
                 let failure: String
                 var framing = false
-                switch LogReader.record(in: file, at: offset) {
-                case .valid(let type, let sequence, let payload, let end):
-                    if !type.isLogRecord {
-                        failure = "image record (type \(type.rawValue)) in a log file"
-                    } else if let expected = next, sequence < expected {
+                switch LogReader.logRecord(in: file, at: offset) {
+                case .record(let sequence, let operation, let end):
+                    if let expected = next, sequence < expected {
                         failure = "record has sequence number \(sequence) where \(expected) was expected"
-                    } else if let operation = LogRecordView.decode(type: type, payload: payload) {
+                    } else {
                         if let expected = next, sequence > expected {
                             if !resuming {
                                 add(.corruption, offset, "record has sequence number \(sequence) where \(expected) was expected")
@@ -570,12 +568,10 @@ public enum StoreChecker {
                         offset = end
                         try mapped.releasePages(before: offset)
                         continue
-                    } else {
-                        failure = "record payload lengths do not add up"
                     }
-                case .invalid(let damage):
-                    failure = damage.description
-                    framing = true
+                case .damaged(let reason, let isFraming):
+                    failure = reason
+                    framing = isFraming
                 }
                 let resume = findLogRecord(in: file, from: offset + 1, next: next)
                 let skipped = (resume ?? size) - offset
@@ -609,10 +605,7 @@ public enum StoreChecker {
             let length = Int(UInt32(littleEndian: file.loadUnaligned(fromByteOffset: candidate + 4, as: UInt32.self)))
             guard length <= file.count - candidate - LogFormat.recordHeaderSize,
                   UInt64(littleEndian: file.loadUnaligned(fromByteOffset: candidate + 9, as: UInt64.self)) >= minimum else { continue }
-            if case .valid(let type, _, let payload, _) = LogReader.record(in: file, at: candidate),
-               LogRecordView.decode(type: type, payload: payload) != nil {
-                return candidate
-            }
+            if case .record = LogReader.logRecord(in: file, at: candidate) { return candidate }
         }
         return nil
     }
