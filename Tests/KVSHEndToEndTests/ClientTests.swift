@@ -334,8 +334,7 @@ struct ClientTests {
         ["--connect", "127.0.0.1:7379", "--data-dir", "d"],
         ["-p", "7379", "--sync", "none"],
         ["-p", "70000", "GET", "k"],
-        ["-h"],
-        ["-h", ""],
+        ["-h", ""],  // -h alone prints the usage (ShellHabitTests)
     ])
     func usageErrors(arguments: [String]) throws {
         let sandbox = try Sandbox()
