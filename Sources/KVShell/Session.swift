@@ -81,7 +81,7 @@ public final class Session {
 
     /// A session whose commands go to a server (`kvsh serve`) over `client`. Meta-commands that need the store
     /// (`:stats`, `:rebuild`, `:compact`, `:backup`, `:check`) run on the server as `KVSH.*` commands; the others
-    /// (`:help`, `:timing`, `:format`, `:source`, `:quit`) run here.
+    /// (`:help`, `:timing`, `:format`, `:source`, `:clear`, `:quit`) run here; `QUIT` goes to the server.
     public init(client: RESPClient, format: OutputFormat, outputFD: Int32 = STDOUT_FILENO, errorFD: Int32 = STDERR_FILENO) {
         backend = RemoteBackend(client: client)
         self.format = format
@@ -227,7 +227,7 @@ public final class Session {
     private func runMeta(_ spec: CommandSpec, _ arguments: [String]) throws -> Reply {
         switch spec.id {
         case .help:
-                guard let text = CommandTable.help(for: arguments.first) else {
+            guard let text = CommandTable.help(for: arguments.first) else {
                 let name = arguments[0]
                 if name.hasPrefix("@") {
                     let groups = CommandTable.groups.map { "@" + $0 }.joined(separator: ", ")

@@ -59,8 +59,8 @@ func printHelp(_ arguments: [String]) -> Int32 {
             print(text, terminator: "")
             return ExitStatus.success
         }
-        let suggestion = CommandTable.suggestion(for: name).map { "did you mean '\($0)'? " } ?? ""
-        printError("no subcommand or command named '\(name)' (\(suggestion)see kvsh --help, or kvsh :help for the commands)")
+        let suggestion = CommandTable.suggestion(for: name).map { "; did you mean '\($0)'?" } ?? ""
+        printError("no subcommand or command named '\(name)'\(suggestion) (see kvsh --help)")
         return ExitStatus.unusable
     }
     print(KVSHCommand.helpMessage(for: subcommand))

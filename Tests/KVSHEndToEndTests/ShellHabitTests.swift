@@ -2,6 +2,7 @@
 // no store; multi-line reports as lines; COMMAND DOCS that redis-cli builds its help from.
 
 import Foundation
+import RESP
 import Testing
 
 #if canImport(Glibc)
@@ -123,5 +124,97 @@ struct ShellHabitTests {
         #expect(lines.contains("  MSET key value [key value ...]"), "\(plain)")
         #expect(lines.contains("  SCAN cursor [MATCH pattern] [COUNT n]"), "\(plain)")
         #expect(lines.contains("  group: generic"), "\(plain)")
+    }
+
+    @Test("COMMAND DOCS: the fields kvsh sends, and their types, are those redis-server 7.0 sends for the same commands",
+          .enabled(if: ExternalTool.path("redis-server") != nil || ExternalTool.required, "redis-server is not installed (apt-get install redis-server)"))
+    func commandDocsAsRedisSendsThem() throws {
+        guard let redisServer = ExternalTool.path("redis-server") else {
+            Issue.record("redis-server is required here (KVSH_REQUIRE_TOOLS or CI is set) but not found: apt-get install redis-server")
+            return
+        }
+        let sandbox = try Sandbox()
+        let kvsh = try ServerProcess(sandbox)
+        defer { _ = try? kvsh.stop() }
+        let port = try freePort()
+        let redis = try PipedProcess(executable: redisServer, arguments: ["--port", String(port), "--bind", "127.0.0.1", "--save", "",
+                                                                          "--appendonly", "no", "--dir", sandbox.root],
+                                     environment: sandbox.environment(), directory: sandbox.root)
+        defer {
+            redis.signal(SIGKILL)
+            _ = try? redis.finish(timeout: .seconds(5))
+        }
+        let deadline = ContinuousClock.now + .seconds(20)
+        while ContinuousClock.now < deadline && redis.isRunning && !accepting(port) {
+            _ = redis.wait(timeout: .milliseconds(20)) { _ in false }
+        }
+        try #require(accepting(port), "redis-server --port \(port) did not start: stderr \"\(escaped(redis.stderr))\"")
+
+        func name(_ value: RESPValue) -> String {
+            switch value {
+            case .bulkString(let bytes): String(decoding: bytes, as: UTF8.self)
+            case .simpleString(let text): text
+            default: "\(value)"
+            }
+        }
+        /// A map's fields, from a RESP3 map or a RESP2 flat array of names and values.
+        func fields(_ value: RESPValue) -> [(String, RESPValue)] {
+            switch value {
+            case .map(let pairs):
+                return pairs.map { (name($0.0), $0.1) }
+            case .array(let items):
+                return stride(from: 0, to: items.count - 1, by: 2).map { (name(items[$0]), items[$0 + 1]) }
+            default:
+                return []
+            }
+        }
+        func kind(_ value: RESPValue) -> String {
+            switch value {
+            case .simpleString: "simple string"
+            case .bulkString: "bulk string"
+            case .integer: "integer"
+            case .array: "array"
+            case .map: "map"
+            default: "\(value)"
+            }
+        }
+        /// Every field kvsh sends is one Redis sends there, with the same type; the fields Redis always sends are there.
+        func compare(_ ours: RESPValue, _ theirs: RESPValue, at path: String, required: [String]) {
+            #expect(kind(ours) == kind(theirs), "\(path): \(kind(ours)), Redis sends \(kind(theirs))")
+            let mine = fields(ours), real = Dictionary(fields(theirs), uniquingKeysWith: { first, _ in first })
+            for name in required { #expect(mine.contains { $0.0 == name }, "\(path): no \(name)") }
+            for (name, value) in mine {
+                guard let expected = real[name] else {
+                    Issue.record("\(path): kvsh sends \(name), Redis does not")
+                    continue
+                }
+                if name == "arguments" {
+                    guard case .array(let ourArguments) = value, case .array(let theirArguments) = expected else {
+                        Issue.record("\(path).arguments: not arrays")
+                        continue
+                    }
+                    for (index, (argument, real)) in zip(ourArguments, theirArguments).enumerated() {
+                        compare(argument, real, at: "\(path).arguments[\(index)]", required: ["name", "type"])
+                        #expect(fields(argument).first { $0.0 == "type" }?.1 == fields(real).first { $0.0 == "type" }?.1,
+                                "\(path).arguments[\(index)]: type differs")
+                    }
+                } else if name == "flags" {
+                    #expect(value == expected, "\(path).flags: \(value), Redis sends \(expected)")
+                } else {
+                    #expect(kind(value) == kind(expected), "\(path).\(name): \(kind(value)), Redis sends \(kind(expected))")
+                }
+            }
+        }
+        for version in ["2", "3"] {
+            let ours = try RedisConnection(port: kvsh.port), theirs = try RedisConnection(port: port)
+            _ = try ours.call("HELLO", version)
+            _ = try theirs.call("HELLO", version)
+            for name in ["get", "set", "mset", "mget", "del", "exists", "incrby", "keys", "scan", "dbsize", "ping", "echo"] {
+                let mine = try ours.call("COMMAND", "DOCS", name), real = try theirs.call("COMMAND", "DOCS", name)
+                let entry = try #require(fields(mine).first { $0.0 == name }?.1, "RESP\(version): no docs for \(name): \(mine)")
+                let expected = try #require(fields(real).first { $0.0 == name }?.1, "RESP\(version): Redis has no docs for \(name)")
+                compare(entry, expected, at: "RESP\(version) \(name)", required: ["summary", "since", "group", "complexity"])
+            }
+        }
     }
 }
