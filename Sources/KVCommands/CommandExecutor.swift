@@ -2,7 +2,7 @@ import KVStore
 import RESP
 
 /// Runs the data commands of the command table against a store: the part the shell and the server share.
-/// Meta-commands (`:help`, ...) belong to the shell and protocol commands (`PING`, `HELLO`, ...) to the server.
+/// Meta-commands (`:help`, ...) belong to the shell and protocol commands (`HELLO`, `CLIENT`, ...) to the server.
 public struct CommandExecutor: Sendable {
     public let store: KVStore
 
@@ -15,6 +15,15 @@ public struct CommandExecutor: Sendable {
         public var reply: RESPValue
         /// Whether the command wrote to the store: its reply must wait for a commit.
         public var wrote: Bool
+    }
+
+    /// Runs a data command that needs no store (`PING`, `ECHO`), arity checked by the caller; nil for any other.
+    public static func executeWithoutStore(_ spec: CommandSpec, _ arguments: [[UInt8]]) -> Outcome? {
+        switch spec.id {
+        case .ping: return Outcome(reply: arguments.count > 1 ? .bulkString(arguments[1]) : .simpleString("PONG"), wrote: false)
+        case .echo: return Outcome(reply: .bulkString(arguments[1]), wrote: false)
+        default: return nil
+        }
     }
 
     /// Runs a data command whose spec the caller has looked up.
@@ -54,7 +63,12 @@ public struct CommandExecutor: Sendable {
             return Outcome(reply: OrderedCommands.count(store, arguments: arguments.dropFirst()), wrote: false)
         case .dbsize:
             return Outcome(reply: .integer(store.count), wrote: false)
-        case .help, .rebuild, .compact, .backup, .check, .stats, .source, .timing, .format, .quit:
+        case .ping, .echo:
+            guard let reply = Self.executeWithoutStore(spec, arguments) else {
+                throw CommandError.internalError("\(spec.name) needs no store")
+            }
+            return reply
+        case .help, .rebuild, .compact, .backup, .check, .stats, .source, .timing, .format, .clear, .quit:
             throw CommandError.other("\(spec.name) is a meta-command of the shell")
         }
     }

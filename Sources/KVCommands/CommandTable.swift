@@ -1,35 +1,125 @@
 import RESP
 
+/// One argument of a data command, as Redis 7.0's `COMMAND DOCS` describes arguments (`name`, `type`, `token`,
+/// `flags`, nested `arguments`): the usage line is rendered from these, as redis-cli renders its hints.
+public struct CommandArgument: Sendable, Equatable {
+    /// Redis's argument types (the ones kvsh's commands use).
+    public enum Kind: String, Sendable {
+        case key, string, integer, pattern
+        case pureToken = "pure-token"
+        case oneOf = "oneof"
+        case block
+    }
+
+    public let name: String
+    public let kind: Kind
+    /// The literal word that introduces the argument (`MATCH` in `[MATCH pattern]`), or is the argument (`NX`).
+    public let token: String?
+    public let isOptional: Bool
+    public let isMultiple: Bool
+    /// The alternatives of a `oneof`, the parts of a `block`.
+    public let arguments: [CommandArgument]
+
+    public init(_ name: String, _ kind: Kind, token: String? = nil, optional: Bool = false, multiple: Bool = false,
+                arguments: [CommandArgument] = []) {
+        self.name = name
+        self.kind = kind
+        self.token = token
+        self.isOptional = optional
+        self.isMultiple = multiple
+        self.arguments = arguments
+    }
+
+    static func key(_ name: String = "key", multiple: Bool = false) -> CommandArgument {
+        CommandArgument(name, .key, multiple: multiple)
+    }
+    static func string(_ name: String) -> CommandArgument { CommandArgument(name, .string) }
+    static func integer(_ name: String) -> CommandArgument { CommandArgument(name, .integer) }
+    static func token(_ word: String, optional: Bool = false) -> CommandArgument {
+        CommandArgument(word.lowercased(), .pureToken, token: word, optional: optional)
+    }
+
+    /// As redis-cli shows it in hints and `help`: `key [key ...]`, `[MATCH pattern]`, `[NX|XX]`.
+    public var synopsis: String {
+        var text: String
+        switch kind {
+        case .pureToken: text = token ?? name
+        case .oneOf: text = arguments.map(\.synopsis).joined(separator: "|")
+        case .block: text = arguments.map(\.synopsis).joined(separator: " ")
+        default: text = token.map { $0 + " " + name } ?? name
+        }
+        if isMultiple { text += " [" + text + " ...]" }
+        return isOptional ? "[" + text + "]" : text
+    }
+}
+
 /// Every command the shell knows, with what help, completion, arity checks and suggestions need.
-/// The one place a command is described: parser, `:help`, Tab completion and the docs follow it.
+/// The one place a command is described: parser, `:help`, Tab completion, `COMMAND DOCS` and the docs follow it.
 /// A class, so that handing one around on the hot path costs one retain, not one per field.
 public final class CommandSpec: Sendable {
     public enum ID: Sendable {
         case set, get, delete, exists
         case mset, mget, setnx, getdel, incr, decr, incrby, decrby, append, strlen
         case keys, scan, range, count, dbsize
-        case help, rebuild, compact, backup, check, stats, source, timing, format, quit
+        case ping, echo
+        case help, rebuild, compact, backup, check, stats, source, timing, format, clear, quit
     }
 
     public let id: ID
     /// Upper case for data commands (`SET`), lower case with a colon for meta-commands (`:help`).
     public let name: String
     public let aliases: [String]
-    /// The arguments as shown in usage lines: `key value`, `key [key ...]`.
+    /// The arguments as shown in usage lines: `key value`, `key [key ...]`. For data commands, rendered from
+    /// ``syntax``.
     public let arguments: String
+    /// A data command's arguments, structured as `COMMAND DOCS` replies them (empty for meta-commands).
+    public let syntax: [CommandArgument]
     /// How many arguments may follow the name.
     public let arity: ClosedRange<Int>
     public let summary: String
     public let example: String
+    /// Redis's command group (`string`, `generic`, `connection`); `shell` for meta-commands. `help @group` lists one.
+    public let group: String
+    /// The kvsh version that added the command (`COMMAND DOCS`'s `since`).
+    public let since: String
+    /// Its time complexity, as Redis words it (`COMMAND DOCS`'s `complexity`); empty for meta-commands.
+    public let complexity: String
+    /// Whether running it needs a store (or a server): false for `PING`, `ECHO` and the meta-commands that only
+    /// change or describe the shell, which then run without opening (and creating) a data directory.
+    public let needsStore: Bool
 
-    init(id: ID, name: String, aliases: [String], arguments: String, arity: ClosedRange<Int>, summary: String, example: String) {
+    /// A data command.
+    init(id: ID, name: String, aliases: [String] = [], syntax: [CommandArgument], arity: ClosedRange<Int>, group: String,
+         complexity: String, needsStore: Bool = true, summary: String, example: String) {
+        self.id = id
+        self.name = name
+        self.aliases = aliases
+        self.syntax = syntax
+        self.arguments = syntax.map(\.synopsis).joined(separator: " ")
+        self.arity = arity
+        self.summary = summary
+        self.example = example
+        self.group = group
+        self.since = "1.0.0"
+        self.complexity = complexity
+        self.needsStore = needsStore
+    }
+
+    /// A meta-command.
+    init(id: ID, name: String, aliases: [String], arguments: String, arity: ClosedRange<Int>, needsStore: Bool = true,
+         summary: String, example: String) {
         self.id = id
         self.name = name
         self.aliases = aliases
         self.arguments = arguments
+        self.syntax = []
         self.arity = arity
         self.summary = summary
         self.example = example
+        self.group = "shell"
+        self.since = "1.0.0"
+        self.complexity = ""
+        self.needsStore = needsStore
     }
 
     public var isMeta: Bool { name.hasPrefix(":") }
@@ -39,78 +129,105 @@ public final class CommandSpec: Sendable {
 
 public enum CommandTable {
     public static let dataCommands: [CommandSpec] = [
-        CommandSpec(id: .set, name: "SET", aliases: [], arguments: "key value [NX|XX] [GET]", arity: 2...Int.max,
+        CommandSpec(id: .set, name: "SET", aliases: [], syntax: [.key(), .string("value"), CommandArgument("condition", .oneOf, optional: true, arguments: [.token("NX"), .token("XX")]),
+                              .token("GET", optional: true)],
+                    arity: 2...Int.max, group: "string", complexity: "O(log N) where N is the number of keys",
                     summary: "Set key to hold value, replacing any value it had. Replies OK once the write is durable. "
                         + "NX sets it only if the key does not exist, XX only if it does (nil when nothing was set); "
                         + "GET replies with the old value (or nil) instead of OK. Keys never expire: EX, PX, EXAT, PXAT and KEEPTTL are refused.",
                     example: "SET greeting \"hello world\""),
-        CommandSpec(id: .get, name: "GET", aliases: [], arguments: "key", arity: 1...1,
+        CommandSpec(id: .get, name: "GET", syntax: [.key()], arity: 1...1, group: "string", complexity: "O(log N) where N is the number of keys",
                     summary: "Get the value of key, or nil if it does not exist.",
                     example: "GET greeting"),
-        CommandSpec(id: .mset, name: "MSET", aliases: [], arguments: "key value [key value ...]", arity: 2...Int.max,
+        CommandSpec(id: .mset, name: "MSET", aliases: [], syntax: [CommandArgument("data", .block, multiple: true, arguments: [.key(), .string("value")])], arity: 2...Int.max,
+                    group: "string", complexity: "O(M log N) where M is the number of keys to set and N the number of keys",
                     summary: "Set several keys at once, atomically: one log record, so after a crash either all of them are set or none is. "
                         + "A key named twice gets its last value.",
                     example: "MSET user:1 alice user:2 bob"),
-        CommandSpec(id: .mget, name: "MGET", aliases: [], arguments: "key [key ...]", arity: 1...Int.max,
+        CommandSpec(id: .mget, name: "MGET", syntax: [.key(multiple: true)], arity: 1...Int.max, group: "string",
+                    complexity: "O(M log N) where M is the number of keys to get and N the number of keys",
                     summary: "Get the values of several keys as an array, in order, with nil for each key that does not exist.",
                     example: "MGET user:1 user:2 user:3"),
-        CommandSpec(id: .setnx, name: "SETNX", aliases: [], arguments: "key value", arity: 2...2,
+        CommandSpec(id: .setnx, name: "SETNX", syntax: [.key(), .string("value")], arity: 2...2, group: "string",
+                    complexity: "O(log N) where N is the number of keys",
                     summary: "Set key to value only if it does not exist; replies 1 if it was set, 0 if not.",
                     example: "SETNX lock:report worker-7"),
-        CommandSpec(id: .getdel, name: "GETDEL", aliases: [], arguments: "key", arity: 1...1,
+        CommandSpec(id: .getdel, name: "GETDEL", syntax: [.key()], arity: 1...1, group: "string", complexity: "O(log N) where N is the number of keys",
                     summary: "Get the value of key and delete the key, atomically; nil if it does not exist.",
                     example: "GETDEL session:42"),
-        CommandSpec(id: .delete, name: "DELETE", aliases: ["DEL"], arguments: "key [key ...]", arity: 1...Int.max,
+        CommandSpec(id: .delete, name: "DELETE", aliases: ["DEL"], syntax: [.key(multiple: true)], arity: 1...Int.max, group: "generic",
+                    complexity: "O(M log N) where M is the number of keys to delete and N the number of keys",
                     summary: "Delete the keys that exist, atomically; replies with how many were deleted.",
                     example: "DELETE greeting old:1 old:2"),
-        CommandSpec(id: .exists, name: "EXISTS", aliases: [], arguments: "key [key ...]", arity: 1...Int.max,
+        CommandSpec(id: .exists, name: "EXISTS", syntax: [.key(multiple: true)], arity: 1...Int.max, group: "generic",
+                    complexity: "O(M log N) where M is the number of keys to check and N the number of keys",
                     summary: "Count how many of the keys exist (a key named twice counts twice).",
                     example: "EXISTS greeting"),
-        CommandSpec(id: .incr, name: "INCR", aliases: [], arguments: "key", arity: 1...1,
+        CommandSpec(id: .incr, name: "INCR", syntax: [.key()], arity: 1...1, group: "string", complexity: "O(log N) where N is the number of keys",
                     summary: "Add 1 to the integer value of key (a missing key counts as 0) and reply with the new value. "
                         + "The value must be a decimal integer within 64 bits; it is stored as decimal text.",
                     example: "INCR page:views"),
-        CommandSpec(id: .incrby, name: "INCRBY", aliases: [], arguments: "key increment", arity: 2...2,
+        CommandSpec(id: .incrby, name: "INCRBY", syntax: [.key(), .integer("increment")], arity: 2...2, group: "string",
+                    complexity: "O(log N) where N is the number of keys",
                     summary: "Add increment (an integer, negative to subtract) to the integer value of key (a missing key counts as 0) "
                         + "and reply with the new value.",
                     example: "INCRBY page:views 10"),
-        CommandSpec(id: .decr, name: "DECR", aliases: [], arguments: "key", arity: 1...1,
+        CommandSpec(id: .decr, name: "DECR", syntax: [.key()], arity: 1...1, group: "string", complexity: "O(log N) where N is the number of keys",
                     summary: "Subtract 1 from the integer value of key (a missing key counts as 0) and reply with the new value.",
                     example: "DECR stock:widgets"),
-        CommandSpec(id: .decrby, name: "DECRBY", aliases: [], arguments: "key decrement", arity: 2...2,
+        CommandSpec(id: .decrby, name: "DECRBY", syntax: [.key(), .integer("decrement")], arity: 2...2, group: "string",
+                    complexity: "O(log N) where N is the number of keys",
                     summary: "Subtract decrement (an integer) from the integer value of key (a missing key counts as 0) "
                         + "and reply with the new value.",
                     example: "DECRBY stock:widgets 3"),
-        CommandSpec(id: .append, name: "APPEND", aliases: [], arguments: "key value", arity: 2...2,
+        CommandSpec(id: .append, name: "APPEND", syntax: [.key(), .string("value")], arity: 2...2, group: "string",
+                    complexity: "O(log N + M) where N is the number of keys and M the length of the new value",
                     summary: "Append value to the value of key, creating the key if it does not exist; replies with the new length.",
                     example: "APPEND greeting \", and goodbye\""),
-        CommandSpec(id: .strlen, name: "STRLEN", aliases: [], arguments: "key", arity: 1...1,
+        CommandSpec(id: .strlen, name: "STRLEN", syntax: [.key()], arity: 1...1, group: "string", complexity: "O(log N) where N is the number of keys",
                     summary: "The length in bytes of the value of key (0 if it does not exist).",
                     example: "STRLEN greeting"),
-        CommandSpec(id: .keys, name: "KEYS", aliases: [], arguments: "pattern", arity: 1...1,
+        CommandSpec(id: .keys, name: "KEYS", syntax: [CommandArgument("pattern", .pattern)], arity: 1...1, group: "generic",
+                    complexity: "O(N) where N is the number of keys with the pattern's literal prefix",
                     summary: "List the keys matching a glob pattern (* ? [abc] [^a] [a-z], \\ escapes), in bytewise order. "
                         + "A pattern that starts with literal bytes (user:*) looks only at the keys with that prefix.",
                     example: "KEYS user:*"),
-        CommandSpec(id: .scan, name: "SCAN", aliases: [], arguments: "cursor [MATCH pattern] [COUNT n]", arity: 1...Int.max,
+        CommandSpec(id: .scan, name: "SCAN",
+                    syntax: [.integer("cursor"), CommandArgument("pattern", .pattern, token: "MATCH", optional: true),
+                             CommandArgument("n", .integer, token: "COUNT", optional: true)],
+                    arity: 1...Int.max, group: "generic",
+                    complexity: "O(log N + C) for every call, where C is the COUNT; O(N) for a complete iteration",
                     summary: "Iterate over the keys a few per call, in bytewise order. Start with cursor 0 and pass each returned cursor "
                         + "to the next call; a returned 0 means done. COUNT (default 10) bounds the keys looked at per call; "
                         + "MATCH keeps those matching a pattern. Keys present for the whole iteration are returned exactly once.",
                     example: "SCAN 0 MATCH user:* COUNT 100"),
-        CommandSpec(id: .range, name: "RANGE", aliases: [], arguments: "start end [LIMIT n]", arity: 2...4,
+        CommandSpec(id: .range, name: "RANGE",
+                    syntax: [.string("start"), .string("end"), CommandArgument("n", .integer, token: "LIMIT", optional: true)],
+                    arity: 2...4, group: "generic", complexity: "O(log N + M) where M is the number of pairs returned",
                     summary: "List the key-value pairs with start <= key < end, in bytewise order, at most n with LIMIT. "
                         + "A start of - or an end of + leaves that side open.",
                     example: "RANGE user:100 user:200 LIMIT 10"),
-        CommandSpec(id: .count, name: "COUNT", aliases: [], arguments: "start end", arity: 2...2,
+        CommandSpec(id: .count, name: "COUNT", syntax: [.string("start"), .string("end")], arity: 2...2, group: "generic",
+                    complexity: "O(log N + M) where M is the number of keys counted",
                     summary: "Count the keys with start <= key < end. A start of - or an end of + leaves that side open.",
                     example: "COUNT user:100 user:200"),
-        CommandSpec(id: .dbsize, name: "DBSIZE", aliases: [], arguments: "", arity: 0...0,
+        CommandSpec(id: .dbsize, name: "DBSIZE", syntax: [], arity: 0...0, group: "server", complexity: "O(1)",
                     summary: "Count the keys in the store.",
                     example: "DBSIZE"),
+        CommandSpec(id: .ping, name: "PING", syntax: [CommandArgument("message", .string, optional: true)], arity: 0...1,
+                    group: "connection", complexity: "O(1)", needsStore: false,
+                    summary: "Reply PONG, or the message if one is given: checks that the store (or the server) answers.",
+                    example: "PING"),
+        CommandSpec(id: .echo, name: "ECHO", syntax: [.string("message")], arity: 1...1,
+                    group: "connection", complexity: "O(1)", needsStore: false,
+                    summary: "Reply with the message.",
+                    example: "ECHO \"hello world\""),
     ]
 
     public static let metaCommands: [CommandSpec] = [
-        CommandSpec(id: .help, name: ":help", aliases: [], arguments: "[command]", arity: 0...1,
-                    summary: "List the commands, or show one command's usage, summary and an example.",
+        CommandSpec(id: .help, name: ":help", aliases: ["help"], arguments: "[command|@group]", arity: 0...1, needsStore: false,
+                    summary: "List the commands, show one command's usage, summary and an example, or list a group's commands "
+                        + "(@string, @generic, @server, @connection, @shell).",
                     example: ":help SET"),
         CommandSpec(id: .rebuild, name: ":rebuild", aliases: [], arguments: "[path]", arity: 0...1,
                     summary: "Without a path: drop the in-memory index and replay this store's log, verifying every checksum. "
@@ -134,13 +251,16 @@ public enum CommandTable {
         CommandSpec(id: .source, name: ":source", aliases: [], arguments: "file", arity: 1...1,
                     summary: "Run the commands in file as a script (errors report the file and line).",
                     example: ":source fixtures.kv"),
-        CommandSpec(id: .timing, name: ":timing", aliases: [], arguments: "on|off", arity: 1...1,
+        CommandSpec(id: .timing, name: ":timing", aliases: [], arguments: "on|off", arity: 1...1, needsStore: false,
                     summary: "Print how long each command took, after its reply.",
                     example: ":timing on"),
-        CommandSpec(id: .format, name: ":format", aliases: [], arguments: "human|raw|json", arity: 1...1,
+        CommandSpec(id: .format, name: ":format", aliases: [], arguments: "human|raw|json", arity: 1...1, needsStore: false,
                     summary: "Change how replies are printed.",
                     example: ":format json"),
-        CommandSpec(id: .quit, name: ":quit", aliases: [":exit"], arguments: "", arity: 0...0,
+        CommandSpec(id: .clear, name: ":clear", aliases: ["clear"], arguments: "", arity: 0...0, needsStore: false,
+                    summary: "Clear the terminal screen (does nothing when the output is not a terminal).",
+                    example: ":clear"),
+        CommandSpec(id: .quit, name: ":quit", aliases: [":exit", "quit", "exit"], arguments: "", arity: 0...0, needsStore: false,
                     summary: "Leave kvsh (Ctrl-D on an empty line does the same).",
                     example: ":quit"),
     ]
@@ -182,7 +302,9 @@ public enum CommandTable {
     /// The known name closest to `name` (edit distance, ignoring case), if it is close enough to be a typo.
     public static func suggestion(for name: String) -> String? {
         let typed = name.uppercased()
-        let candidates = typed.hasPrefix(":") ? metaCommands.flatMap(\.allNames) : dataCommands.flatMap(\.allNames)
+        // Without a colon: the data commands and the shell's words (help, quit, exit, clear).
+        let candidates = typed.hasPrefix(":") ? metaCommands.flatMap(\.allNames)
+            : dataCommands.flatMap(\.allNames) + metaCommands.flatMap(\.aliases).filter { !$0.hasPrefix(":") }
         let scored = candidates.map { (name: $0, distance: editDistance(typed, $0.uppercased())) }
         guard let best = scored.min(by: { $0.distance < $1.distance }) else { return nil }
         return best.distance <= max(2, typed.count / 2) ? best.name : nil
@@ -268,10 +390,12 @@ public enum CommandTable {
         let position = endsWithBlank ? words.count : max(0, words.count - 1)
         let choices: [String]
         if position == 0 {
-            choices = all.flatMap(\.allNames)
+            // Not redis-cli's words (help, quit, exit, clear): `EXI` should still complete to EXISTS; `:help` and `:quit`
+            // complete.
+            choices = all.flatMap(\.allNames).filter { name in !metaCommands.contains { $0.aliases.contains(name) && !name.hasPrefix(":") } }
         } else if position == 1, let first = words.first, let spec = lookup(first) {
             switch spec.id {
-            case .help: choices = all.map(\.name)
+            case .help: choices = all.map(\.name) + groups.map { "@" + $0 }
             case .timing: choices = ["on", "off"]
             case .format: choices = OutputFormat.allCases.map(\.rawValue)
             default: choices = []
@@ -285,9 +409,21 @@ public enum CommandTable {
             .map { typedLowercase ? $0.lowercased() : $0 }
     }
 
-    /// `:help` text: every command, or one command in detail.
+    /// The command groups, in the order `help` lists them.
+    public static let groups = ["string", "generic", "server", "connection", "shell"]
+
+    /// `:help` text: every command, one command in detail, or the commands of a group (`@string`).
     public static func help(for name: String? = nil) -> String? {
         guard let name else { return overview }
+        if name.hasPrefix("@") {
+            let group = name.dropFirst().lowercased()
+            guard groups.contains(group) else { return nil }
+            let specs = all.filter { $0.group == group }
+            let width = specs.map(\.usage.count).max() ?? 0
+            return "Commands in @\(group):\n" + specs.map { spec in
+                "  " + spec.usage + String(repeating: " ", count: width - spec.usage.count + 2) + firstSentence(spec.summary) + "\n"
+            }.joined()
+        }
         guard let spec = lookup(name) ?? lookup(":" + name) else { return nil }
         var text = spec.usage + "\n  " + spec.summary + "\n"
         if !spec.aliases.isEmpty { text += "  Also: " + spec.aliases.joined(separator: ", ") + "\n" }
@@ -299,11 +435,46 @@ public enum CommandTable {
         let width = all.map(\.usage.count).max() ?? 0
         func line(_ spec: CommandSpec) -> String {
             let padding = String(repeating: " ", count: width - spec.usage.count + 2)
-            return "  " + spec.usage + padding + (spec.summary.split(separator: ".").first.map(String.init) ?? spec.summary) + "\n"
+            return "  " + spec.usage + padding + firstSentence(spec.summary) + "\n"
         }
         return "Commands (names are case-insensitive):\n" + dataCommands.map(line).joined()
             + "Meta-commands:\n" + metaCommands.map(line).joined()
             + "Quoting: \"...\" understands \\n \\r \\t \\a \\b \\\" \\\\ \\xHH; '...' is literal except \\'.\n"
-            + "Type :help COMMAND for details and an example.\n"
+            + "Type :help COMMAND for details and an example, :help @GROUP for a group (\(groups.map { "@" + $0 }.joined(separator: ", "))).\n"
+    }
+
+    private static func firstSentence(_ summary: String) -> String {
+        summary.split(separator: ".").first.map(String.init) ?? summary
+    }
+}
+
+// MARK: - COMMAND DOCS
+
+extension CommandTable {
+    /// A data command's entry in `COMMAND DOCS`, in Redis 7.0's shape: `summary`, `since`, `group`, `complexity` and
+    /// (for commands that take any) `arguments`, each argument a map of `name`, `type`, `key_spec_index` (keys),
+    /// `token`, `flags` (`optional`, `multiple`, as status strings) and nested `arguments`. redis-cli builds its hints
+    /// and the synopsis of `help COMMAND` from the arguments.
+    public static func docs(_ spec: CommandSpec) -> RESPValue {
+        var fields: [(RESPValue, RESPValue)] = [
+            (.bulk("summary"), .bulk(spec.summary)), (.bulk("since"), .bulk(spec.since)), (.bulk("group"), .bulk(spec.group)),
+        ]
+        if !spec.complexity.isEmpty { fields.append((.bulk("complexity"), .bulk(spec.complexity))) }
+        if !spec.syntax.isEmpty { fields.append((.bulk("arguments"), .array(spec.syntax.map(\.docs)))) }
+        return .map(fields)
+    }
+}
+
+extension CommandArgument {
+    /// This argument as `COMMAND DOCS` describes it.
+    public var docs: RESPValue {
+        var fields: [(RESPValue, RESPValue)] = [(.bulk("name"), .bulk(name)), (.bulk("type"), .bulk(kind.rawValue))]
+        // Every key of kvsh's commands is found by one key specification (the keys from the first argument on).
+        if kind == .key { fields.append((.bulk("key_spec_index"), .integer(0))) }
+        if let token { fields.append((.bulk("token"), .bulk(token))) }
+        let flags = (isOptional ? ["optional"] : []) + (isMultiple ? ["multiple"] : [])
+        if !flags.isEmpty { fields.append((.bulk("flags"), .array(flags.map { .simpleString($0) }))) }
+        if !arguments.isEmpty { fields.append((.bulk("arguments"), .array(arguments.map(\.docs)))) }
+        return .map(fields)
     }
 }

@@ -50,8 +50,8 @@ enum CommandEffect {
     case slow(@Sendable () throws -> RESPValue)
 }
 
-/// The commands clients send that are about the connection or the server rather than the data (PING, HELLO,
-/// CLIENT, COMMAND, CONFIG, INFO, ...), the shell's maintenance meta-commands under `KVSH.*` names, and the
+/// The commands clients send that are about the connection or the server rather than the data (HELLO,
+/// CLIENT, COMMAND, CONFIG, INFO, ...; PING and ECHO are in the shared command table), the shell's maintenance meta-commands under `KVSH.*` names, and the
 /// data commands of the shared command table.
 enum ServerCommands {
     static func run(_ arguments: [[UInt8]], client: inout ClientState, context: ServerContext) -> (RESPValue, CommandEffect) {
@@ -72,12 +72,6 @@ enum ServerCommands {
             context.logger.warning("dropping a connection that sent an HTTP request (a cross-protocol attack from a web page?)",
                                    metadata: ["client": "\(client.id)", "address": "\(client.address)"])
             return (.null, .drop)
-        case "PING":
-            if let error = arity(0...1) { return (error, .none) }
-            return (count == 0 ? .simpleString("PONG") : .bulkString(arguments[1]), .none)
-        case "ECHO":
-            if let error = arity(1...1) { return (error, .none) }
-            return (.bulkString(arguments[1]), .none)
         case "QUIT":
             return (.simpleString("OK"), .close)
         case "SELECT":
@@ -295,7 +289,7 @@ enum ServerCommands {
     }
 
     /// Names clients may ask COMMAND about: the server's own and the shared data commands.
-    private static let builtinNames = ["PING", "ECHO", "QUIT", "SELECT", "AUTH", "HELLO", "CLIENT", "COMMAND", "CONFIG", "INFO",
+    private static let builtinNames = ["QUIT", "SELECT", "AUTH", "HELLO", "CLIENT", "COMMAND", "CONFIG", "INFO",
                                        "TYPE", "TTL", "PTTL",
                                        "KVSH.STATS", "KVSH.REBUILD", "KVSH.COMPACT", "KVSH.BACKUP", "KVSH.CHECK"]
     private static var allNames: [String] {
@@ -308,11 +302,13 @@ enum ServerCommands {
         case "COUNT":
             return .integer(allNames.count)
         case "DOCS":
-            // Each documented command with its summary; clients (redis-cli) use these for hints.
+            // Each data command (and alias) in Redis 7.0's shape, from the command table: redis-cli builds its hints
+            // and `help COMMAND` from these.
             let wanted = arguments.count > 2 ? Set(arguments.dropFirst(2).map { String(decoding: $0, as: UTF8.self).uppercased() }) : nil
-            let specs = CommandTable.dataCommands.filter { wanted?.contains($0.name) ?? true }
-            return .map(specs.map { spec in
-                (.bulk(spec.name.lowercased()), .map([(.bulk("summary"), .bulk(spec.summary)), (.bulk("group"), .bulk("string"))]))
+            return .map(CommandTable.dataCommands.flatMap { spec in
+                ([spec.name] + spec.aliases).filter { wanted?.contains($0) ?? true }.map { name in
+                    (RESPValue.bulk(name.lowercased()), CommandTable.docs(spec))
+                }
             })
         case "INFO":
             return .array(arguments.dropFirst(2).map { name in

@@ -51,6 +51,7 @@ public final class Session {
     private var uncommitted = false
     private let writer: ReplyWriter
     private let errorFD: Int32
+    private let outputFD: Int32
     private var sourceDepth = 0
 
     /// Commands sent to the server whose replies have not been read yet, in order from `pendingHead`, and the
@@ -74,16 +75,29 @@ public final class Session {
         backend = EmbeddedBackend(store: store)
         self.format = format
         self.errorFD = errorFD
+        self.outputFD = outputFD
         writer = ReplyWriter(store: store, outputFD: outputFD, errorFD: errorFD)
     }
 
     /// A session whose commands go to a server (`kvsh serve`) over `client`. Meta-commands that need the store
     /// (`:stats`, `:rebuild`, `:compact`, `:backup`, `:check`) run on the server as `KVSH.*` commands; the others
-    /// (`:help`, `:timing`, `:format`, `:source`, `:quit`) run here.
+    /// (`:help`, `:timing`, `:format`, `:source`, `:clear`, `:quit`) run here; `QUIT` goes to the server.
     public init(client: RESPClient, format: OutputFormat, outputFD: Int32 = STDOUT_FILENO, errorFD: Int32 = STDERR_FILENO) {
         backend = RemoteBackend(client: client)
         self.format = format
         self.errorFD = errorFD
+        self.outputFD = outputFD
+        writer = ReplyWriter(store: nil, outputFD: outputFD, errorFD: errorFD)
+    }
+
+    /// A session without a store, for a one-shot command that needs none (`kvsh :help`, `kvsh PING`): it runs the
+    /// commands whose ``CommandSpec/needsStore`` is false and refuses the others, so that no data directory is
+    /// created for them.
+    public init(format: OutputFormat, outputFD: Int32 = STDOUT_FILENO, errorFD: Int32 = STDERR_FILENO) {
+        backend = StorelessBackend()
+        self.format = format
+        self.errorFD = errorFD
+        self.outputFD = outputFD
         writer = ReplyWriter(store: nil, outputFD: outputFD, errorFD: errorFD)
     }
 
@@ -123,7 +137,7 @@ public final class Session {
             return fail(error, origin: origin)
         }
         format.append(reply, to: &output)
-        if let started {
+        if let started, timing {  // `:timing off` itself reports no timing
             let elapsed = ContinuousClock.now - started
             flush()
             writeError("(\(formatMilliseconds(elapsed)))\n")
@@ -214,7 +228,13 @@ public final class Session {
         switch spec.id {
         case .help:
             guard let text = CommandTable.help(for: arguments.first) else {
-                throw CommandError.other("no command named '\(arguments[0])' (type :help for the list)")
+                let name = arguments[0]
+                if name.hasPrefix("@") {
+                    let groups = CommandTable.groups.map { "@" + $0 }.joined(separator: ", ")
+                    throw CommandError.other("no command group named '\(name)' (the groups are \(groups))")
+                }
+                let hint = (CommandTable.suggestion(for: name) ?? CommandTable.suggestion(for: ":" + name)).map { "did you mean '\($0)'? " } ?? ""
+                throw CommandError.other("no command named '\(name)' (\(hint)type :help for the list)")
             }
             return .text(text)
         case .rebuild, .compact, .backup, .check, .stats:
@@ -239,10 +259,15 @@ public final class Session {
             }
             self.format = format
             return .none
+        case .clear:
+            // As redis-cli's `clear`: home the cursor and erase the screen, on a terminal only (a script's output
+            // keeps no escape codes).
+            if isatty(outputFD) == 1 { output.append(contentsOf: Array("\u{1B}[H\u{1B}[2J".utf8)) }
+            return .none
         case .quit:
             quitRequested = true
             return .none
-        case .set, .get, .delete, .exists, .keys, .scan, .range, .count, .dbsize,
+        case .set, .get, .delete, .exists, .keys, .scan, .range, .count, .dbsize, .ping, .echo,
              .mset, .mget, .setnx, .getdel, .incr, .decr, .incrby, .decrby, .append, .strlen:
             throw CommandError.other("\(spec.name) is not a meta-command")
         }
@@ -320,7 +345,11 @@ extension Session {
     fileprivate func sendToServer(_ arguments: [[UInt8]], origin: Origin) -> Bool? {
         guard backend.isRemote else { return nil }
         guard !connectionLost else { return false }
-        let spec = CommandTable.lookup(arguments[0])
+        var spec = CommandTable.lookup(arguments[0])
+        // `QUIT` (in any letter case; not `exit` or `:quit`) is the server's, as before: it replies OK and closes the connection.
+        if spec?.id == .quit, arguments.count == 1, OrderedCommands.asciiUppercased(arguments[0]) == Array("QUIT".utf8) {
+            spec = nil
+        }
         let runsHere = spec.map { $0.isMeta || !$0.arity.contains(arguments.count - 1) } ?? (arguments[0].first == UInt8(ascii: ":"))
         if runsHere {
             guard catchUp(origin: origin) else { return false }
@@ -383,7 +412,12 @@ extension Session {
                 report(CommandError(serverReply: text, spec: command.spec, arguments: command.arguments), origin: command.origin)
                 continue
             }
-            format.append(reply(from: received, topLevel: true), to: &output)
+            if format == .human, case .bulkString(let bytes) = received, Self.printsAsLines(command.arguments),
+               let text = Self.lines(bytes) {
+                format.append(.text(text), to: &output)
+            } else {
+                format.append(reply(from: received, topLevel: true), to: &output)
+            }
             if isQuit(command.spec, command.arguments) {
                 quitRequested = true  // the server closes the connection after its OK
             }
@@ -397,6 +431,31 @@ extension Session {
             }
         }
         return succeeded
+    }
+
+    /// Whether redis-cli prints this command's bulk reply as it is, in lines, rather than quoted (`cliSendCommand`'s
+    /// list in redis-cli.c: reports such as `INFO` and `CLIENT LIST` are text, not values to paste back).
+    static func printsAsLines(_ arguments: [[UInt8]]) -> Bool {
+        let words = arguments.prefix(2).map { String(decoding: OrderedCommands.asciiUppercased($0), as: UTF8.self) }
+        let second = words.count > 1 ? words[1] : ""
+        switch words[0] {
+        case "INFO", "LOLWUT": return true
+        case "CLIENT": return second == "LIST" || second == "INFO"
+        case "MEMORY": return second == "DOCTOR" || second == "MALLOC-STATS"
+        case "LATENCY": return second == "DOCTOR" || second == "GRAPH"
+        case "CLUSTER": return arguments.count == 2 && (second == "NODES" || second == "INFO")
+        case "DEBUG": return second.hasPrefix("HTSTATS") || second == "CLIENT-EVICTION"
+        default: return false
+        }
+    }
+
+    /// A text reply's lines, CRLF or LF separated, ending in a newline; nil if the reply is not UTF-8 text (it then
+    /// prints quoted, as any value).
+    static func lines(_ bytes: [UInt8]) -> String? {
+        guard let text = String(validating: bytes, as: UTF8.self) else { return nil }
+        var lines = text.replacing("\r\n", with: "\n")
+        if !lines.hasSuffix("\n") { lines += "\n" }
+        return lines
     }
 
     /// Whether this is the server's QUIT (the shell's own is `:quit`).

@@ -87,3 +87,27 @@ final class RemoteBackend: SessionBackend {
         client.close()
     }
 }
+
+/// No store and no server: a one-shot command that needs neither (`kvsh PING`, `kvsh :help`) runs here, so that
+/// kvsh does not open, and create, a data directory for it.
+final class StorelessBackend: SessionBackend {
+    var storeToCommit: KVStore? { nil }
+    var isRemote: Bool { false }
+
+    func submit(_ arguments: [[UInt8]]) throws -> CommandExecutor.Outcome? {
+        guard let spec = CommandTable.lookup(arguments[0]), let outcome = CommandExecutor.executeWithoutStore(spec, arguments) else {
+            throw CommandError.internalError("this session has no store (only commands that need none run in it)")
+        }
+        return outcome
+    }
+
+    func receive() throws -> RESPValue {
+        throw CommandError.internalError("a session without a store has no replies in flight")
+    }
+
+    func run(_ command: MaintenanceCommand) throws -> MaintenanceCommand.Outcome {
+        throw CommandError.internalError("this session has no store (only commands that need none run in it)")
+    }
+
+    func close() {}
+}

@@ -43,10 +43,11 @@ func parseCommandLine<Command: ParsableCommand>(_ type: Command.Type, _ argument
     }
 }
 
-/// `kvsh help [SUBCOMMAND]`: kvsh's help, or a subcommand's, on stdout.
+/// `kvsh help [SUBCOMMAND|COMMAND|@GROUP]`: kvsh's help, a subcommand's, or the shell's help for a command or group
+/// (as `:help` prints it), on stdout. Opens no store.
 func printHelp(_ arguments: [String]) -> Int32 {
     guard arguments.count <= 1 else {
-        printError("help takes at most one subcommand name (see kvsh --help)")
+        printError("help takes at most one subcommand or command name (see kvsh --help)")
         return ExitStatus.unusable
     }
     guard let name = arguments.first else {
@@ -54,7 +55,12 @@ func printHelp(_ arguments: [String]) -> Int32 {
         return ExitStatus.success
     }
     guard let subcommand = KVSHCommand.subcommand(named: name) else {
-        printError("no subcommand named '\(name)' (see kvsh --help)")
+        if let text = CommandTable.help(for: name) {
+            print(text, terminator: "")
+            return ExitStatus.success
+        }
+        let suggestion = CommandTable.suggestion(for: name).map { "; did you mean '\($0)'?" } ?? ""
+        printError("no subcommand or command named '\(name)'\(suggestion) (see kvsh --help)")
         return ExitStatus.unusable
     }
     print(KVSHCommand.helpMessage(for: subcommand))
@@ -83,9 +89,32 @@ if let first = arguments.first {
     if first == "help" {
         exit(printHelp(Array(arguments.dropFirst())))
     }
+    if arguments == ["-h"] {
+        // -h is the host, as in redis-cli; alone, it was meant as help.
+        print(KVSHCommand.helpMessage())
+        print("Note: -h HOST connects to the kvsh server on HOST (as redis-cli -h); --help or -? prints this help.")
+        exit(ExitStatus.success)
+    }
 }
 
 let options = parseCommandLine(KVSHCommand.self, arguments)
+
+// A script named by --file that cannot be opened is a usage error, found before any store is opened (or created).
+if let file = options.file {
+    do {
+        close(try POSIX.openRegularFile(file))
+    } catch StoreError.io(_, _, let code) {
+        printError("cannot open '\(file)': \(String(cString: strerror(code))) (give --file a script that exists)")
+        exit(ExitStatus.unusable)
+    } catch {
+        printError("\(error)")
+        exit(ExitStatus.unusable)
+    }
+}
+
+/// A one-shot command that needs no store (`kvsh :help`, `kvsh PING`) or that no store knows (it fails either way)
+/// runs without opening one, so no data directory is created for it.
+let needsStore = options.commandArguments.first.map { CommandTable.lookup($0)?.needsStore ?? false } ?? true
 
 let interactive = options.commandArguments.isEmpty && options.file == nil && isatty(STDIN_FILENO) == 1 && isatty(STDOUT_FILENO) == 1
 let format = options.format ?? (isatty(STDOUT_FILENO) == 1 ? .human : .raw)
@@ -105,6 +134,10 @@ if let server = options.server {
     }
     session = Session(client: client, format: format)
     banner = "connected to \(client.endpoint)"
+} else if !needsStore {
+    store = nil
+    session = Session(format: format)
+    banner = ""
 } else {
     let opened: KVStore
     do {

@@ -1,6 +1,7 @@
 import KVTestSupport
 import Testing
 @testable import KVCommands
+import RESP
 
 @Suite("Command table")
 struct CommandTableTests {
@@ -54,7 +55,7 @@ struct CommandTableTests {
         #expect(!CommandTable.isSensitive(["GET", "AUTH"].map { Array($0.utf8) }))
     }
 
-    @Test("names that are not commands", arguments: ["", "SE", "SETT", "SET ", " SET", "help", "quit", ":", ":he", "DELETEX", "sEt\u{0}", "ſet", "KEY", "SCANS", "DBSIZ", "RANGES", "LIMIT", "MATCH"])
+    @Test("names that are not commands", arguments: ["", "SE", "SETT", "SET ", " SET", "helpp", "quitt", ":", ":he", "DELETEX", "sEt\u{0}", "ſet", "KEY", "SCANS", "DBSIZ", "RANGES", "LIMIT", "MATCH"])
     func notFound(typed: String) {
         #expect(CommandTable.lookup(typed) == nil, "\(typed.debugDescription)")
     }
@@ -81,7 +82,7 @@ struct CommandTableTests {
 
     @Test("completing the first word follows the user's case")
     func firstWord() {
-        let allNames = ["SET", "GET", "MSET", "MGET", "SETNX", "GETDEL", "INCR", "INCRBY", "DECR", "DECRBY", "APPEND", "STRLEN", "DELETE", "DEL", "EXISTS", "KEYS", "SCAN", "RANGE", "COUNT", "DBSIZE", ":help", ":rebuild", ":compact", ":backup", ":check", ":stats", ":source", ":timing", ":format", ":quit", ":exit"]
+        let allNames = ["SET", "GET", "MSET", "MGET", "SETNX", "GETDEL", "INCR", "INCRBY", "DECR", "DECRBY", "APPEND", "STRLEN", "DELETE", "DEL", "EXISTS", "KEYS", "SCAN", "RANGE", "COUNT", "DBSIZE", "PING", "ECHO", ":help", ":rebuild", ":compact", ":backup", ":check", ":stats", ":source", ":timing", ":format", ":clear", ":quit", ":exit"]
         #expect(Set(CommandTable.completions(forLine: "")) == Set(allNames))
         #expect(CommandTable.completions(forLine: "").count == allNames.count)
         #expect(CommandTable.completions(forLine: "se") == ["set", "setnx"])
@@ -96,11 +97,11 @@ struct CommandTableTests {
         #expect(CommandTable.completions(forLine: "co") == ["count"])
         #expect(CommandTable.completions(forLine: "DB") == ["DBSIZE"])
         #expect(Set(CommandTable.completions(forLine: "DE")) == ["DELETE", "DEL", "DECR", "DECRBY"])
-        #expect(CommandTable.completions(forLine: "e") == ["exists"])
+        #expect(CommandTable.completions(forLine: "e") == ["exists", "echo"], "not exit: EXI completes to EXISTS")
         #expect(CommandTable.completions(forLine: ":he") == [":help"])
         #expect(CommandTable.completions(forLine: ":HE") == [":help"])
         #expect(Set(CommandTable.completions(forLine: ":s")) == [":stats", ":source"])
-        #expect(Set(CommandTable.completions(forLine: ":c")) == [":compact", ":check"])
+        #expect(Set(CommandTable.completions(forLine: ":c")) == [":compact", ":check", ":clear"])
         #expect(Set(CommandTable.completions(forLine: ":")) == Set(allNames.filter { $0.hasPrefix(":") }))
         #expect(CommandTable.completions(forLine: "  ge") == ["get", "getdel"])
         #expect(CommandTable.completions(forLine: "x").isEmpty)
@@ -108,7 +109,7 @@ struct CommandTableTests {
 
     @Test("after :help the command names, after :format the formats, after :timing on/off")
     func arguments() {
-        let names = CommandTable.all.map(\.name)
+        let names = CommandTable.all.map(\.name) + ["@string", "@generic", "@server", "@connection", "@shell"]
         #expect(CommandTable.completions(forLine: ":help ") == names)
         #expect(CommandTable.completions(forLine: ":help  ") == names)
         #expect(CommandTable.completions(forLine: ":HELP ") == names)
@@ -166,7 +167,7 @@ struct CommandTableTests {
 
     @Test("specs: names, arities, usage")
     func specs() throws {
-        #expect(CommandTable.all.count == 29)
+        #expect(CommandTable.all.count == 32)
         #expect(CommandTable.dataCommands.allSatisfy { !$0.isMeta && $0.name == $0.name.uppercased() })
         #expect(CommandTable.metaCommands.allSatisfy { $0.isMeta && $0.name == $0.name.lowercased() })
         #expect(CommandTable.lookup("SET")?.arity == 2...Int.max)
@@ -221,5 +222,80 @@ struct CommandTableTests {
         #expect(CommandError.invalidCursor.message.hasPrefix("ERR invalid cursor ("))
         #expect(CommandError.notAnInteger("x").message == "ERR value is not an integer or out of range (x)")
         #expect(CommandError.other("x").description == "ERR x")
+    }
+
+    // MARK: redis-cli's habits
+
+    @Test("help, quit, exit and clear are the shell's words, PING and ECHO are commands; typos of them are suggested")
+    func redisCLIWords() throws {
+        #expect(CommandTable.lookup("help")?.id == .help)
+        #expect(CommandTable.lookup("HELP")?.id == .help)
+        #expect(CommandTable.lookup("quit")?.id == .quit)
+        #expect(CommandTable.lookup("exit")?.id == .quit)
+        #expect(CommandTable.lookup("clear")?.id == .clear)
+        #expect(CommandTable.lookup("PING").map { !$0.isMeta && !$0.needsStore } == true)
+        #expect(CommandTable.lookup("echo").map { !$0.isMeta && !$0.needsStore } == true)
+        #expect(CommandTable.suggestion(for: "hlep") == "help")
+        #expect(CommandTable.suggestion(for: "exti") == "exit")
+        #expect(CommandTable.lookup("GET")?.needsStore == true)
+        #expect(CommandTable.lookup(":stats")?.needsStore == true)
+        #expect(CommandTable.lookup(":help")?.needsStore == false)
+    }
+
+    @Test("help @group lists the group's commands; an unknown group has no help")
+    func helpForGroup() throws {
+        let strings = try #require(CommandTable.help(for: "@string"))
+        #expect(strings.hasPrefix("Commands in @string:\n"))
+        for spec in CommandTable.all {
+            #expect(strings.contains("  " + spec.usage + " ") == (spec.group == "string"), "\(spec.name)")
+        }
+        #expect(CommandTable.help(for: "@CONNECTION")?.contains("PING [message]") == true)
+        #expect(CommandTable.help(for: "@shell")?.contains(":quit") == true)
+        #expect(CommandTable.help(for: "@nosuch") == nil)
+        #expect(CommandTable.all.allSatisfy { CommandTable.groups.contains($0.group) })
+    }
+
+    @Test("usage lines are rendered from the structured arguments, as redis-cli renders its hints")
+    func synopsisFromArguments() throws {
+        #expect(CommandTable.dataCommands.allSatisfy { $0.arguments == $0.syntax.map(\.synopsis).joined(separator: " ") })
+        #expect(CommandTable.lookup("PING")?.usage == "PING [message]")
+        #expect(CommandTable.lookup("ECHO")?.usage == "ECHO message")
+        #expect(CommandTable.dataCommands.allSatisfy { !$0.complexity.isEmpty && $0.since == "1.0.0" })
+    }
+
+    @Test("COMMAND DOCS entries have Redis 7.0's shape")
+    func commandDocs() throws {
+        let set = try #require(CommandTable.lookup("SET"))
+        let key: RESPValue = .map([(.bulk("name"), .bulk("key")), (.bulk("type"), .bulk("key")), (.bulk("key_spec_index"), .integer(0))])
+        let value: RESPValue = .map([(.bulk("name"), .bulk("value")), (.bulk("type"), .bulk("string"))])
+        let condition: RESPValue = .map([
+            (.bulk("name"), .bulk("condition")), (.bulk("type"), .bulk("oneof")), (.bulk("flags"), .array([.simpleString("optional")])),
+            (.bulk("arguments"), .array([
+                .map([(.bulk("name"), .bulk("nx")), (.bulk("type"), .bulk("pure-token")), (.bulk("token"), .bulk("NX"))]),
+                .map([(.bulk("name"), .bulk("xx")), (.bulk("type"), .bulk("pure-token")), (.bulk("token"), .bulk("XX"))]),
+            ])),
+        ])
+        let get: RESPValue = .map([(.bulk("name"), .bulk("get")), (.bulk("type"), .bulk("pure-token")), (.bulk("token"), .bulk("GET")),
+                                   (.bulk("flags"), .array([.simpleString("optional")]))])
+        let expected: RESPValue = .map([
+            (.bulk("summary"), .bulk(set.summary)), (.bulk("since"), .bulk("1.0.0")), (.bulk("group"), .bulk("string")),
+            (.bulk("complexity"), .bulk(set.complexity)), (.bulk("arguments"), .array([key, value, condition, get])),
+        ])
+        #expect(CommandTable.docs(set) == expected)
+        let mget = try #require(CommandTable.lookup("MGET"))
+        #expect(CommandTable.docs(mget) == .map([
+            (.bulk("summary"), .bulk(mget.summary)), (.bulk("since"), .bulk("1.0.0")), (.bulk("group"), .bulk("string")),
+            (.bulk("complexity"), .bulk(mget.complexity)),
+            (.bulk("arguments"), .array([.map([(.bulk("name"), .bulk("key")), (.bulk("type"), .bulk("key")),
+                                              (.bulk("key_spec_index"), .integer(0)),
+                                              (.bulk("flags"), .array([.simpleString("multiple")]))])])),
+        ]))
+        // No arguments, no `arguments` field (as Redis replies for DBSIZE).
+        let dbsize = try #require(CommandTable.lookup("DBSIZE"))
+        guard case .map(let fields) = CommandTable.docs(dbsize) else {
+            Issue.record("COMMAND DOCS entries are maps")
+            return
+        }
+        #expect(fields.map(\.0) == [.bulk("summary"), .bulk("since"), .bulk("group"), .bulk("complexity")])
     }
 }

@@ -29,7 +29,7 @@ func freePort() throws -> Int {
 }
 
 /// Whether something accepts TCP connections on 127.0.0.1:`port`.
-private func accepting(_ port: Int) -> Bool {
+func accepting(_ port: Int) -> Bool {
     let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
     guard fd >= 0 else { return false }
     defer { close(fd) }
@@ -334,8 +334,7 @@ struct ClientTests {
         ["--connect", "127.0.0.1:7379", "--data-dir", "d"],
         ["-p", "7379", "--sync", "none"],
         ["-p", "70000", "GET", "k"],
-        ["-h"],
-        ["-h", ""],
+        ["-h", ""],  // -h alone prints the usage (ShellHabitTests)
     ])
     func usageErrors(arguments: [String]) throws {
         let sandbox = try Sandbox()

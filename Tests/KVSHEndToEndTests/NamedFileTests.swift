@@ -22,14 +22,15 @@ private func writeGoLog(_ path: String, count: Int, valueSize: Int = 100) throws
 
 @Suite("Named files", .timeLimit(.minutes(3)))
 struct NamedFileTests {
-    @Test("kvsh --file FIFO fails at once with exit status 1 and a clear error")
+    @Test("kvsh --file FIFO fails at once with exit status 2 (a usage error, found before the store opens) and a clear error")
     func fileOptionRefusesFIFO() throws {
         let sandbox = try Sandbox()
         let fifo = sandbox.path("pipe")
         #expect(mkfifo(fifo, 0o600) == 0)
         let result = try sandbox.kvsh(["--file", fifo])
-        #expect(result.termination == .exited(1), "\(result.summary)")
-        #expect(result.stderrText == "kvsh: ERR '\(fifo)' is not a regular file (it is a FIFO); kvsh reads scripts and logs from regular files only\n",
+        #expect(result.termination == .exited(2), "\(result.summary)")
+        #expect(!exists(sandbox.dataDir), "\(result.summary)")
+        #expect(result.stderrText == "kvsh: '\(fifo)' is not a regular file (it is a FIFO); kvsh reads scripts and logs from regular files only\n",
                 "\(result.summary)")
     }
 

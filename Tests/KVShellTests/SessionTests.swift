@@ -85,7 +85,7 @@ struct SessionTests {
         (":timing", "ERR wrong number of arguments for ':timing' (usage: :timing on|off)"),
         (":format", "ERR wrong number of arguments for ':format' (usage: :format human|raw|json)"),
         (":source", "ERR wrong number of arguments for ':source' (usage: :source file)"),
-        (":help a b", "ERR wrong number of arguments for ':help' (usage: :help [command])"),
+        (":help a b", "ERR wrong number of arguments for ':help' (usage: :help [command|@group])"),
         (":quit now", "ERR wrong number of arguments for ':quit' (usage: :quit)"),
         ("KEYS", "ERR wrong number of arguments for 'KEYS' (usage: KEYS pattern)"),
         ("keys a b", "ERR wrong number of arguments for 'KEYS' (usage: KEYS pattern)"),
