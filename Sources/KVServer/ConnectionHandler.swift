@@ -56,19 +56,24 @@ final class ConnectionHandler: ChannelInboundHandler {
     private let store: KVStore
     private let committer: GroupCommitter
     private let syncAlways: Bool
+    /// Unchecked: passed `inout` to `ServerCommands.run`, which never calls back into the handler.
     @exclusivity(unchecked) private var client: ClientState
 
-    /// Replies not yet handed on, and whether any of them acknowledges a write.
+    /// Replies not yet handed on, and whether any of them acknowledges a write. Unchecked: passed `inout` to
+    /// `runInPlace` and `RESPValue.write`, which never call back into the handler; taken out (`takeOutput`) before
+    /// every write that could.
     @exclusivity(unchecked) private var output: ByteBuffer
     @exclusivity(unchecked) private var outputNeedsCommit = false
-    /// Replies handed to the committer and not yet released.
+    /// Replies handed to the committer and not yet released. (This and the flags below are read and assigned, never
+    /// held across a call: unchecked costs nothing in safety.)
     @exclusivity(unchecked) private var waitingForCommit = false
     /// Those replies, kept here until the committer calls ``commitFinished(_:context:)``.
     @exclusivity(unchecked) private var awaitingCommit = ByteBuffer()
     /// The buffer of the replies last sent, reused for later ones once written (see `takeOutput`).
     @exclusivity(unchecked) private var spare = ByteBuffer()
     /// Requests read but not yet run, oldest first from `queuedStart`: they run once the client takes its
-    /// replies and no slow command runs.
+    /// replies and no slow command runs. Unchecked: appended to or read one element at a time, never held across
+    /// running a request (`runQueued` copies the arguments out first).
     @exclusivity(unchecked) private var queued: [[[UInt8]]] = []
     @exclusivity(unchecked) private var queuedStart = 0
     @exclusivity(unchecked) private var drainingQueue = false
