@@ -67,10 +67,10 @@ corpus:
 # Every report is written to .build-tsan/reports/tsan.<pid>; the target fails if there is any.
 TSAN_FILTER ?= KVStoreTests\.(ConcurrencyTests|CheckpointTests|BackupSchedulerTests)|KVServerTests\.
 tsan:
-	$(SWIFT) build --build-tests --scratch-path .build-tsan -Xswiftc -sanitize=thread
+	$(SWIFT) build --build-tests --scratch-path .build-tsan -Xswiftc -sanitize=thread -Xswiftc -DKVSH_TSAN
 	@rm -rf .build-tsan/reports && mkdir -p .build-tsan/reports
-	TSAN_OPTIONS="halt_on_error=0 log_path=$(CURDIR)/.build-tsan/reports/tsan" \
-		$(SWIFT) test --skip-build --scratch-path .build-tsan --filter '$(TSAN_FILTER)'
-	@if ls .build-tsan/reports/tsan.* >/dev/null 2>&1; then \
-		echo "ThreadSanitizer reports:"; grep -h '^WARNING\|^SUMMARY' .build-tsan/reports/tsan.* | sort | uniq -c; exit 1; \
-	else echo "no ThreadSanitizer reports"; fi
+	@status=0; TSAN_OPTIONS="halt_on_error=0 log_path=$(CURDIR)/.build-tsan/reports/tsan" \
+		$(SWIFT) test --skip-build --scratch-path .build-tsan --filter '$(TSAN_FILTER)' || status=$$?; \
+	if ls .build-tsan/reports/tsan.* >/dev/null 2>&1; then \
+		echo "ThreadSanitizer reports (in .build-tsan/reports):"; grep -h '^WARNING\|^SUMMARY' .build-tsan/reports/tsan.* | sort | uniq -c; exit 1; \
+	else echo "no ThreadSanitizer reports"; fi; exit $$status
