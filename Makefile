@@ -38,18 +38,20 @@ accept: release
 # New inputs libFuzzer finds go to .build-fuzz/corpus/<target>/, crashes to Fuzz/crashes/. See CONTRIBUTING.md.
 FUZZ_SECONDS ?= 60
 FUZZ_JOBS ?= 2
+# debug keeps assertions and overflow checks in every dependency; release runs several times as many inputs.
+FUZZ_CONFIG ?= debug
 FUZZ_TARGETS ?= RequestDecoder ReplyParser Tokenizer JSONImport LogReplay ImageRestore
 FUZZ_SCRATCH = $(CURDIR)/.build-fuzz
 
 fuzz-build:
-	$(SWIFT) build --package-path Fuzz --scratch-path $(FUZZ_SCRATCH) \
+	$(SWIFT) build -c $(FUZZ_CONFIG) --package-path Fuzz --scratch-path $(FUZZ_SCRATCH) \
 		-Xswiftc -sanitize=fuzzer,address -Xswiftc -use-ld=lld
 
 fuzz: fuzz-build
 	@mkdir -p Fuzz/crashes $(FUZZ_SCRATCH)/logs
 	@for t in $(FUZZ_TARGETS); do mkdir -p $(FUZZ_SCRATCH)/corpus/$$t; done
 	@echo $(FUZZ_TARGETS) | tr ' ' '\n' | xargs -P $(FUZZ_JOBS) -I{} sh -c \
-		'echo "fuzzing {} for $(FUZZ_SECONDS)s"; $(FUZZ_SCRATCH)/debug/Fuzz{} -max_total_time=$(FUZZ_SECONDS) -timeout=30 \
+		'echo "fuzzing {} for $(FUZZ_SECONDS)s"; $(FUZZ_SCRATCH)/$(FUZZ_CONFIG)/Fuzz{} -max_total_time=$(FUZZ_SECONDS) -timeout=30 \
 		 -print_final_stats=1 -artifact_prefix=Fuzz/crashes/{}- $(FUZZ_SCRATCH)/corpus/{} Fuzz/Corpus/{} \
 		 >$(FUZZ_SCRATCH)/logs/{}.log 2>&1; echo "{} exited $$?"' ; \
 	status=0; for t in $(FUZZ_TARGETS); do \
