@@ -40,18 +40,20 @@ accept: release
 # New inputs libFuzzer finds go to .build-fuzz/corpus/<target>/, crashes to Fuzz/crashes/. See CONTRIBUTING.md.
 FUZZ_SECONDS ?= 60
 FUZZ_JOBS ?= 2
+# debug keeps assertions and overflow checks in every dependency; release runs several times as many inputs.
+FUZZ_CONFIG ?= debug
 FUZZ_TARGETS ?= RequestDecoder ReplyParser Tokenizer JSONImport LogReplay ImageRestore
 FUZZ_SCRATCH = $(CURDIR)/.build-fuzz
 
 fuzz-build:
-	$(SWIFT) build --package-path Fuzz --scratch-path $(FUZZ_SCRATCH) \
+	$(SWIFT) build -c $(FUZZ_CONFIG) --package-path Fuzz --scratch-path $(FUZZ_SCRATCH) \
 		-Xswiftc -sanitize=fuzzer,address -Xswiftc -use-ld=lld
 
 fuzz: fuzz-build
 	@mkdir -p Fuzz/crashes $(FUZZ_SCRATCH)/logs
 	@for t in $(FUZZ_TARGETS); do mkdir -p $(FUZZ_SCRATCH)/corpus/$$t; done
 	@echo $(FUZZ_TARGETS) | tr ' ' '\n' | xargs -P $(FUZZ_JOBS) -I{} sh -c \
-		'echo "fuzzing {} for $(FUZZ_SECONDS)s"; $(FUZZ_SCRATCH)/debug/Fuzz{} -max_total_time=$(FUZZ_SECONDS) -timeout=30 \
+		'echo "fuzzing {} for $(FUZZ_SECONDS)s"; $(FUZZ_SCRATCH)/$(FUZZ_CONFIG)/Fuzz{} -max_total_time=$(FUZZ_SECONDS) -timeout=30 \
 		 -print_final_stats=1 -artifact_prefix=Fuzz/crashes/{}- $(FUZZ_SCRATCH)/corpus/{} Fuzz/Corpus/{} \
 		 >$(FUZZ_SCRATCH)/logs/{}.log 2>&1; echo "{} exited $$?"' ; \
 	status=0; for t in $(FUZZ_TARGETS); do \
@@ -69,10 +71,10 @@ corpus:
 # Every report is written to .build-tsan/reports/tsan.<pid>; the target fails if there is any.
 TSAN_FILTER ?= KVStoreTests\.(ConcurrencyTests|CheckpointTests|BackupSchedulerTests)|KVServerTests\.
 tsan:
-	$(SWIFT) build --build-tests --scratch-path .build-tsan -Xswiftc -sanitize=thread
+	$(SWIFT) build --build-tests --scratch-path .build-tsan -Xswiftc -sanitize=thread -Xswiftc -DKVSH_TSAN
 	@rm -rf .build-tsan/reports && mkdir -p .build-tsan/reports
-	TSAN_OPTIONS="halt_on_error=0 log_path=$(CURDIR)/.build-tsan/reports/tsan" \
-		$(SWIFT) test --skip-build --scratch-path .build-tsan --filter '$(TSAN_FILTER)'
-	@if ls .build-tsan/reports/tsan.* >/dev/null 2>&1; then \
-		echo "ThreadSanitizer reports:"; grep -h '^WARNING\|^SUMMARY' .build-tsan/reports/tsan.* | sort | uniq -c; exit 1; \
-	else echo "no ThreadSanitizer reports"; fi
+	@status=0; TSAN_OPTIONS="halt_on_error=0 log_path=$(CURDIR)/.build-tsan/reports/tsan" \
+		$(SWIFT) test --skip-build --scratch-path .build-tsan --filter '$(TSAN_FILTER)' || status=$$?; \
+	if ls .build-tsan/reports/tsan.* >/dev/null 2>&1; then \
+		echo "ThreadSanitizer reports (in .build-tsan/reports):"; grep -h '^WARNING\|^SUMMARY' .build-tsan/reports/tsan.* | sort | uniq -c; exit 1; \
+	else echo "no ThreadSanitizer reports"; fi; exit $$status

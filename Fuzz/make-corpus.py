@@ -128,6 +128,9 @@ REQUESTS = {
     "partial": encode("SET", "key", "value")[:-5],
     "big-count": b"*1048577\r\n",
     "negative-bulk": b"*1\r\n$-5\r\n",
+    # An inline line with no end yet: searched from its start at every read before the fix (quadratic).
+    "inline-no-newline": b"A" * 3000,
+    "header-no-newline": b"*" + b"0" * 3000,
 }
 
 

@@ -70,6 +70,11 @@ public struct RESPRequestDecoder {
     private var argumentBytes = 0
     /// The length of the bulk string whose `$` header has been read, if any.
     private var bulkLength: Int?
+    /// How far ``firstNewline(in:)`` has searched without finding a line end: from which reader index, and how many
+    /// bytes from there hold no LF.
+    private var lineSearch = (readerIndex: -1, clean: 0)
+    /// Every byte ``firstNewline(in:)`` has examined, for the tests: a line arriving in pieces is examined once.
+    private(set) var lineSearchBytes = 0
 
     public init() {}
 
@@ -185,11 +190,10 @@ public struct RESPRequestDecoder {
                     argumentBytes = 0
                     bulkLength = nil
                 } else {
-                    guard let newline = buffer.readableBytesView.firstIndex(of: UInt8(ascii: "\n")) else {
+                    guard let length = firstNewline(in: buffer) else {
                         if buffer.readableBytes > limits.maxInlineLength { return fail("too big inline request") }
                         return nil
                     }
-                    let length = newline - buffer.readerIndex
                     guard length <= limits.maxInlineLength else { return fail("too big inline request") }
                     let inline: [[UInt8]]
                     do {
@@ -250,20 +254,39 @@ public struct RESPRequestDecoder {
     }
 
     /// Reads a header line (`*3` or `$5`) and parses its number from the bytes in place.
-    private func headerNumber(_ buffer: inout ByteBuffer) -> HeaderNumber {
-        let limit = limits.maxInlineLength
-        let (result, consumed) = buffer.withUnsafeReadableBytes { bytes -> (HeaderNumber, Int) in
-            guard let base = bytes.baseAddress, let found = memchr(base, 0x0A, bytes.count) else {
-                return (bytes.count > limit ? .tooLong : .incomplete, 0)
-            }
-            let newline = base.distance(to: UnsafeRawPointer(found))
-            guard newline <= limit else { return (.tooLong, 0) }
+    private mutating func headerNumber(_ buffer: inout ByteBuffer) -> HeaderNumber {
+        guard let newline = firstNewline(in: buffer) else {
+            return buffer.readableBytes > limits.maxInlineLength ? .tooLong : .incomplete
+        }
+        guard newline <= limits.maxInlineLength else { return .tooLong }
+        let value = buffer.withUnsafeReadableBytes { bytes -> Int? in
             var end = newline
             if end > 1 && bytes[end - 1] == UInt8(ascii: "\r") { end -= 1 }
-            guard let value = Self.decimal(bytes, from: 1, to: end) else { return (.invalid, 0) }  // after the marker
-            return (.number(value), newline + 1)
+            return Self.decimal(bytes, from: 1, to: end)  // after the marker
         }
-        buffer.moveReaderIndex(forwardBy: consumed)
-        return result
+        guard let value else { return .invalid }
+        buffer.moveReaderIndex(forwardBy: newline + 1)
+        return .number(value)
+    }
+
+    /// Where the first LF of `buffer`'s readable bytes is, counted from its reader index; nil if it has none.
+    ///
+    /// A line that arrives a few bytes a read (an inline command or a header typed slowly, or trickled on
+    /// purpose) is searched once, not from its start at every read: that was quadratic in its length, so that a
+    /// client sending a 64 KB line a byte per segment cost the server seconds of CPU on its event loop. It relies
+    /// on what ``decode(_:inPlace:decoded:)`` already asks: the bytes not consumed stay in the buffer, and new ones
+    /// are appended after them. A buffer whose reader index moved (a caller that discards read bytes) or that
+    /// shrank is searched from its start again.
+    private mutating func firstNewline(in buffer: ByteBuffer) -> Int? {
+        let skip = lineSearch.readerIndex == buffer.readerIndex && lineSearch.clean <= buffer.readableBytes ? lineSearch.clean : 0
+        let found = buffer.withUnsafeReadableBytes { bytes -> Int? in
+            guard let base = bytes.baseAddress, bytes.count > skip, let found = memchr(base + skip, 0x0A, bytes.count - skip) else {
+                return nil
+            }
+            return base.distance(to: UnsafeRawPointer(found))
+        }
+        lineSearchBytes &+= (found.map { $0 + 1 } ?? buffer.readableBytes) - skip
+        lineSearch = found == nil ? (buffer.readerIndex, buffer.readableBytes) : (-1, 0)
+        return found
     }
 }

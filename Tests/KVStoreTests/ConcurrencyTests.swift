@@ -12,7 +12,7 @@ struct ConcurrencyTests {
     func concurrentWriters() throws {
         try withTempDir { root in
             let threads = 4, perThread = 300
-            let sequences = Mutex<[UInt64]>([])
+            let sequences = Synchronization.Mutex<[UInt64]>([])
             let failures = Atomic<Int>(0)
             do {
                 let store = try KVStore(directory: root, syncPolicy: .always)

@@ -373,3 +373,49 @@ struct RESPDecoderTests {
         }
     }
 }
+
+@Suite("RESP request decoder: lines arriving in pieces")
+struct RESPDecoderTrickleTests {
+    /// Feeds `bytes` a byte per read, as the server's handler does (leftovers kept, new bytes appended, read bytes
+    /// discarded), and returns the requests and the bytes searched for line ends.
+    private func trickle(_ bytes: [UInt8]) -> (requests: [RESPRequest], searched: Int) {
+        var decoder = RESPRequestDecoder()
+        var buffer = ByteBuffer()
+        var requests: [RESPRequest] = []
+        for byte in bytes {
+            buffer.writeInteger(byte)
+            decoder.decode(&buffer, inPlace: { requests.append(.command($0.copied())) }, decoded: { requests.append($0) })
+            buffer.discardReadBytes()
+        }
+        return (requests, decoder.lineSearchBytes)
+    }
+
+    // Found by the RequestDecoder fuzz target (its slowest inputs): each read searched the pending line from its
+    // start, so a 64 KB line sent a byte per segment cost about 2 billion byte comparisons.
+    @Test("an inline command a byte per read is searched for its end once, not once per read")
+    func inlineTrickle() {
+        let argument = [UInt8](repeating: UInt8(ascii: "a"), count: 60_000)
+        let (requests, searched) = trickle(Array("GET ".utf8) + argument + Array("\r\n".utf8))
+        #expect(requests == [.command([Array("GET".utf8), argument])])
+        #expect(searched <= 60_006, "searched \(searched) bytes for a line of 60,006")
+    }
+
+    @Test("a header line a byte per read is searched once, and a too long one is still refused")
+    func headerTrickle() {
+        let (requests, searched) = trickle(Array("*".utf8) + [UInt8](repeating: UInt8(ascii: "0"), count: 30_000) + Array("1\r\n$4\r\nPING\r\n".utf8))
+        #expect(requests == [.protocolError("invalid multibulk length")])
+        #expect(searched <= 30_004, "searched \(searched) bytes for a line of 30,004")
+        let (tooLong, searchedTooLong) = trickle(Array("*1".utf8) + [UInt8](repeating: UInt8(ascii: " "), count: 70_000))
+        #expect(tooLong == [.protocolError("too big mbulk count string")])
+        #expect(searchedTooLong <= 70_002)
+    }
+
+    @Test("a pipeline split anywhere decodes the same with the search remembered between reads")
+    func pipelineAcrossReads() {
+        let pipeline = Array("PING\r\nSET k v\r\n".utf8) + encodeCommand("GET", "k") + Array("ECHO hello\n".utf8)
+        #expect(trickle(pipeline).requests == [
+            .command([Array("PING".utf8)]), .command(["SET", "k", "v"].map { Array($0.utf8) }),
+            .command(["GET", "k"].map { Array($0.utf8) }), .command(["ECHO", "hello"].map { Array($0.utf8) }),
+        ])
+    }
+}
