@@ -45,6 +45,9 @@ public enum MaintenanceCommand: Equatable, Sendable {
         }
     }
 
+    /// Every server command's name: what `COMMAND` lists and the server dispatches here.
+    public static let serverNames = ["KVSH.STATS", "KVSH.REBUILD", "KVSH.COMPACT", "KVSH.BACKUP", "KVSH.CHECK"]
+
     /// The command as a client sends it to the server.
     public var serverArguments: [[UInt8]] {
         var words = [serverName]

@@ -116,7 +116,7 @@ enum ServerCommands {
             return (configCommand(arguments, context: context), .none)
         case "INFO":
             return (.bulk(info(arguments, context: context)), .none)
-        case "KVSH.STATS", "KVSH.REBUILD", "KVSH.COMPACT", "KVSH.BACKUP", "KVSH.CHECK":
+        case _ where MaintenanceCommand.serverNames.contains(name):
             return maintenance(arguments, client: client, context: context)
         default:
             return (.error(CommandError.unknownCommand(String(decoding: arguments[0], as: UTF8.self),
@@ -290,8 +290,7 @@ enum ServerCommands {
 
     /// Names clients may ask COMMAND about: the server's own and the shared data commands.
     private static let builtinNames = ["QUIT", "SELECT", "AUTH", "HELLO", "CLIENT", "COMMAND", "CONFIG", "INFO",
-                                       "TYPE", "TTL", "PTTL",
-                                       "KVSH.STATS", "KVSH.REBUILD", "KVSH.COMPACT", "KVSH.BACKUP", "KVSH.CHECK"]
+                                       "TYPE", "TTL", "PTTL"] + MaintenanceCommand.serverNames
     private static var allNames: [String] {
         builtinNames + CommandTable.dataCommands.flatMap { [$0.name] + $0.aliases }
     }
@@ -401,7 +400,7 @@ enum ServerCommands {
         let command: MaintenanceCommand
         do {
             guard let parsed = try MaintenanceCommand(serverArguments: arguments) else {
-                return (.error("ERR unknown maintenance command"), .none)
+                return (.error(CommandError.internalError("\(MaintenanceCommand.serverNames) and the parser disagree").redisMessage), .none)
             }
             command = parsed
         } catch {
