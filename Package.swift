@@ -10,6 +10,7 @@ let package = Package(
         .library(name: "KVCommands", targets: ["KVCommands"]),
         .library(name: "KVShell", targets: ["KVShell"]),
         .library(name: "KVServer", targets: ["KVServer"]),
+        .library(name: "RDB", targets: ["RDB"]),
         // The fuzz entry points, for the libFuzzer executables of the package in Fuzz/ (see CONTRIBUTING.md).
         .library(name: "KVFuzzTargets", targets: ["KVFuzzTargets"]),
     ],
@@ -35,6 +36,8 @@ let package = Package(
         // The Redis protocol, once: the value type and its encoder, the server's request decoders (in place and
         // incremental), the reply parser clients use, the inline tokenizer, with every limit in one place.
         .target(name: "RESP", dependencies: [.product(name: "NIOCore", package: "swift-nio")]),
+        // Redis's RDB format (version 10, string keys): a streaming writer and an incremental reader, for full syncs.
+        .target(name: "RDB"),
         // The command layer: the one command table (names, arity, usage, help) and the executor of the data and
         // maintenance commands over a store, with structured errors worded for Redis clients and for people.
         .target(name: "KVCommands", dependencies: ["KVStore", "RESP"]),
@@ -45,6 +48,7 @@ let package = Package(
             name: "KVServer",
             dependencies: [
                 "RESP",
+                "RDB",
                 "KVCommands",
                 "KVStore",
                 .product(name: "NIOCore", package: "swift-nio"),

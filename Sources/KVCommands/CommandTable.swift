@@ -123,6 +123,14 @@ public final class CommandSpec: Sendable {
     }
 
     public var isMeta: Bool { name.hasPrefix(":") }
+    /// Whether the command can change data: refused on a read-only replica, propagated to replicas, counted by
+    /// `--min-replicas-to-write`.
+    public var writesData: Bool {
+        switch id {
+        case .set, .mset, .setnx, .getdel, .delete, .incr, .incrby, .decr, .decrby, .append: return true
+        default: return false
+        }
+    }
     public var usage: String { arguments.isEmpty ? name : "\(name) \(arguments)" }
     var allNames: [String] { [name] + aliases }
 }

@@ -89,6 +89,8 @@ final class ConnectionHandler: ChannelInboundHandler {
     @exclusivity(unchecked) private var decoding = false
     /// The channel's writability, tracked from its events rather than asked of the channel for every request.
     @exclusivity(unchecked) private var channelWritable = true
+    /// Set by PSYNC or SYNC: the connection is a replica's link (see ``becomeReplicaLink(psync:request:context:)``).
+    @exclusivity(unchecked) private var isReplicaLink = false
     /// Commands run but not yet added to the shared counter: one atomic add per read, not per command.
     @exclusivity(unchecked) private var uncountedCommands = 0
 
@@ -174,7 +176,12 @@ final class ConnectionHandler: ChannelInboundHandler {
             queued.append(request.copied())
             return
         }
-        if let wrote = ServerCommands.runInPlace(request, protocolVersion: client.protocolVersion, store: store, output: &output) {
+        if isReplicaLink {
+            replicaSent(request.copied())
+            return
+        }
+        if let wrote = ServerCommands.runInPlace(request, protocolVersion: client.protocolVersion, store: store,
+                                                 writesGated: self.context.replication.gatesWrites, output: &output) {
             uncountedCommands += 1
             if wrote { outputNeedsCommit = true }
             if output.readableBytes >= Self.flushThreshold { sendOutput(context: context) }
@@ -205,6 +212,7 @@ final class ConnectionHandler: ChannelInboundHandler {
     /// the client any more, so nothing more runs, neither the rest of a read being decoded nor what waits in
     /// `queued`.
     func channelInactive(context: ChannelHandlerContext) {
+        if isReplicaLink { self.context.replication.primary.replicaGone(client.id) }
         stopRunningCommands()
         idleCheck?.cancel()
         idleCheck = nil
@@ -279,6 +287,10 @@ final class ConnectionHandler: ChannelInboundHandler {
     // MARK: Running commands
 
     private func run(_ arguments: [[UInt8]], context: ChannelHandlerContext) {
+        if isReplicaLink {
+            replicaSent(arguments)
+            return
+        }
         uncountedCommands += 1
         countCommands()  // before the command: INFO counts every command before it
         let (reply, effect) = ServerCommands.run(arguments, client: &client, context: self.context)
@@ -294,18 +306,26 @@ final class ConnectionHandler: ChannelInboundHandler {
         case .drop:
             stopRunningCommands()
         case .slow(let work):
-            startSlowCommand(work, context: context)
+            startSlowCommand(self.context.threadPool.runIfActive(eventLoop: context.eventLoop, work), context: context)
+            return
+        case .waitForReplicas(let count, let offset, let timeout):
+            let acknowledged = self.context.replication.primary.waitForAcknowledgements(count: count, offset: offset, timeout: timeout,
+                                                                                       on: context.eventLoop)
+            startSlowCommand(acknowledged.map { RESPValue.integer($0) }, context: context)
+            return
+        case .becomeReplicaLink(let psync, let request):
+            becomeReplicaLink(psync: psync, request: request, context: context)
             return
         }
         if output.readableBytes >= Self.flushThreshold { sendOutput(context: context) }
     }
 
-    /// Runs `work` on the thread pool; commands after it wait, so replies stay in order.
-    private func startSlowCommand(_ work: @escaping @Sendable () throws -> RESPValue, context: ChannelHandlerContext) {
+    /// Waits for `result` (work on the thread pool, a WAIT); commands after it wait, so replies stay in order.
+    private func startSlowCommand(_ result: EventLoopFuture<RESPValue>, context: ChannelHandlerContext) {
         slowCommandRunning = true
         updateReading(context: context)
         let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
-        self.context.threadPool.runIfActive(eventLoop: context.eventLoop, work).whenComplete { result in
+        result.whenComplete { result in
             let (handler, context) = bound.value
             handler.slowCommandRunning = false
             let reply: RESPValue
@@ -317,6 +337,43 @@ final class ConnectionHandler: ChannelInboundHandler {
             handler.outputNeedsCommit = true  // maintenance may have written (an import)
             handler.runQueued(context: context)
         }
+    }
+
+    // MARK: A replica's link
+
+    /// PSYNC or SYNC: from now on this connection carries the replication stream out (written by the primary side,
+    /// not by this handler) and only `REPLCONF ACK` in. The sync itself (a snapshot or the backlog) runs on the
+    /// thread pool; a failure closes the link, and the replica tries again.
+    private func becomeReplicaLink(psync: Bool, request: (replid: [UInt8], offset: Int64)?, context: ChannelHandlerContext) {
+        isReplicaLink = true
+        client.isReplica = true
+        self.context.clients.update(client)
+        queued.removeAll()
+        queuedStart = 0
+        // Replies made before the PSYNC go out first, in order.
+        if output.readableBytes > 0 { context.writeAndFlush(wrapOutboundOut(takeOutput()), promise: nil) }
+        let primary = self.context.replication.primary
+        let channel = context.channel
+        let client = self.client
+        let logger = self.context.logger
+        self.context.threadPool.runIfActive(eventLoop: context.eventLoop) {
+            try primary.synchronize(replicaID: client.id, channel: channel, address: client.address,
+                                    listeningPort: client.replicaListeningPort, announcedIP: client.replicaAnnouncedIP,
+                                    capabilities: client.replicaCapabilities, psync: psync, request: request)
+        }.whenFailure { error in
+            logger.warning("sync to a replica failed; closing its link", metadata: ["replica": "\(client.address)", "error": "\(error)"])
+            channel.close(promise: nil)
+        }
+    }
+
+    /// What a replica sends on its link: `REPLCONF ACK offset` is recorded; nothing gets a reply (as Redis sends none
+    /// to its replicas).
+    private func replicaSent(_ arguments: [[UInt8]]) {
+        guard arguments.count >= 3,
+              String(decoding: arguments[0], as: UTF8.self).uppercased() == "REPLCONF",
+              String(decoding: arguments[1], as: UTF8.self).uppercased() == "ACK",
+              let offset = Int64(String(decoding: arguments[2], as: UTF8.self)) else { return }
+        self.context.replication.primary.acknowledged(client.id, offset: offset)
     }
 
     /// No request after this one runs: those queued are dropped, later input is ignored, and the connection

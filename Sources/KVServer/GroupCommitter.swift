@@ -15,14 +15,17 @@ import NIOCore
 final class GroupCommitter: @unchecked Sendable {
     private let eventLoop: any EventLoop
     private let store: KVStore
+    /// With `--sync-replicas N`, replies also wait until N replicas acknowledged the batch.
+    private let replication: ReplicationController
     /// The connections waiting, each with its pipeline context: references rather than closures, so that a
     /// connection's turn in a commit allocates nothing.
     private var waiting: [(handler: ConnectionHandler, context: ChannelHandlerContext)] = []
     private var scheduled = false
 
-    init(eventLoop: any EventLoop, store: KVStore) {
+    init(eventLoop: any EventLoop, store: KVStore, replication: ReplicationController) {
         self.eventLoop = eventLoop
         self.store = store
+        self.replication = replication
     }
 
     /// Calls `handler.commitFinished` on the event loop once every write made so far is durable (or the commit
@@ -41,6 +44,16 @@ final class GroupCommitter: @unchecked Sendable {
         var batch: [(handler: ConnectionHandler, context: ChannelHandlerContext)] = []
         swap(&batch, &waiting)
         let result = Result { try store.commit() }
+        let required = replication.settings.syncReplicas
+        if case .success = result, required > 0, !replication.isReplica, let offset = store.replicationPosition?.offset {
+            // Synchronous replicas: the batch's replies go once `required` replicas have every write up to here (the
+            // batches that commit meanwhile wait for their own acknowledgements, so this is group commit too).
+            let bound = NIOLoopBound(batch, eventLoop: eventLoop)
+            replication.primary.waitForAcknowledgements(count: required, offset: offset, timeout: nil, on: eventLoop).whenComplete { _ in
+                for (handler, context) in bound.value { handler.commitFinished(.success(()), context: context) }
+            }
+            return
+        }
         for (handler, context) in batch { handler.commitFinished(result, context: context) }
         // Hand the emptied array back, keeping its capacity, unless a reply already queued a new batch.
         if waiting.isEmpty {

@@ -45,6 +45,8 @@ public final class KVServer: Sendable {
         public var pathCommands: PathCommandPolicy = .no
         /// Where `KVSH.BACKUP` without a path writes (and periodic backups go); nil refuses it.
         public var backupDirectory: BackupDirectory?
+        /// Replication: `--replicaof`, `--sync-replicas`, `--min-replicas-to-write` and the rest.
+        public var replication = ReplicationSettings()
 
         public init(host: String = "127.0.0.1", port: Int = 7379, maxClients: Int = 10_000,
                     maxBulkLength: Int = 512 << 20, threads: Int = max(1, System.coreCount - 1),
@@ -88,7 +90,7 @@ public final class KVServer: Sendable {
         group = MultiThreadedEventLoopGroup(numberOfThreads: max(1, configuration.threads))
         var committers: [ObjectIdentifier: GroupCommitter] = [:]
         for loop in group.makeIterator() {
-            committers[ObjectIdentifier(loop)] = GroupCommitter(eventLoop: loop, store: store)
+            committers[ObjectIdentifier(loop)] = GroupCommitter(eventLoop: loop, store: store, replication: context.replication)
         }
         let committersByLoop = committers
         let connections = self.connections
@@ -134,6 +136,15 @@ public final class KVServer: Sendable {
             throw error
         }
         context.port.store(serverChannel.localAddress?.port ?? configuration.port, ordering: .relaxed)
+        do {
+            try context.replication.start(context: context, on: group.next())
+        } catch {
+            try? serverChannel.close().wait()
+            context.replication.shutdown()
+            try? group.syncShutdownGracefully()
+            try? threadPool.syncShutdownGracefully()
+            throw error
+        }
         logger.info("kvsh server listening", metadata: [
             "address": "\(serverChannel.localAddress.map { "\($0)" } ?? "?")",
             "data-dir": "\(store.directory)", "sync": "\(store.syncPolicy.rawValue)",
@@ -183,6 +194,8 @@ public final class KVServer: Sendable {
         context.logger.info("shutting down: no new connections; finishing requests in flight")
         let graceEnds = DispatchTime.now() + .nanoseconds(Int(max(0, grace.nanoseconds)))
         try? serverChannel.close().wait()
+        // Replicas and the link to a primary first: they are not clients finishing requests.
+        context.replication.shutdown()
         let open = connections.channels.withLock { Array($0.values) }
         for channel in open { channel.pipeline.fireUserInboundEventTriggered(DrainAndClose()) }
         let everyClose = EventLoopFuture.andAllComplete(open.map(\.closeFuture), on: group.next())

@@ -16,12 +16,18 @@ struct ClientState: Sendable {
     var name: [UInt8]?
     var libraryName: [UInt8]?
     var libraryVersion: [UInt8]?
+    /// What a replica said in REPLCONF before its PSYNC: its port, its announced address, its capabilities.
+    var replicaListeningPort = 0
+    var replicaAnnouncedIP: String?
+    var replicaCapabilities: Set<String> = []
+    /// Set once the connection is a replica's link (after PSYNC or SYNC): CLIENT LIST shows `flags=S`.
+    var isReplica = false
 
     /// This connection's line of CLIENT LIST and CLIENT INFO, in Redis's `field=value` layout.
     var listLine: String {
         func text(_ bytes: [UInt8]?) -> String { bytes.map { String(decoding: $0, as: UTF8.self) } ?? "" }
         let age = (ContinuousClock.now - connectedAt).components.seconds
-        return "id=\(id) addr=\(address) laddr=\(localAddress) name=\(text(name)) age=\(age) db=0 resp=\(protocolVersion) "
+        return "id=\(id) addr=\(address) laddr=\(localAddress) name=\(text(name)) age=\(age) flags=\(isReplica ? "S" : "N") db=0 resp=\(protocolVersion) "
             + "lib-name=\(text(libraryName)) lib-ver=\(text(libraryVersion))\n"
     }
 
@@ -48,6 +54,10 @@ enum CommandEffect {
     case wrote
     /// Run this on the thread pool (it may take long), then reply with its result.
     case slow(@Sendable () throws -> RESPValue)
+    /// WAIT: reply with how many replicas acknowledged `offset`, once `count` have or `timeout` passes.
+    case waitForReplicas(count: Int, offset: Int64, timeout: TimeAmount?)
+    /// PSYNC or SYNC: the connection becomes a replica's link; the sync runs on the thread pool.
+    case becomeReplicaLink(psync: Bool, request: (replid: [UInt8], offset: Int64)?)
 }
 
 /// The commands clients send that are about the connection or the server rather than the data (HELLO,
@@ -57,6 +67,9 @@ enum ServerCommands {
     static func run(_ arguments: [[UInt8]], client: inout ClientState, context: ServerContext) -> (RESPValue, CommandEffect) {
         // Data commands first, looked up on the bytes: the common case allocates no name.
         if let spec = CommandTable.lookup(arguments[0]), !spec.isMeta {
+            if spec.writesData, context.replication.gatesWrites, let refusal = context.replication.refusalOfWrite() {
+                return (.error(refusal), .none)
+            }
             return data(spec, arguments, context: context)
         }
         let name = String(decoding: arguments[0], as: UTF8.self).uppercased()
@@ -98,7 +111,7 @@ enum ServerCommands {
             }
         case "HELLO":
             defer { context.clients.update(client) }
-            return (hello(arguments, client: &client), .none)
+            return (hello(arguments, client: &client, role: context.replication.isReplica ? "replica" : "master"), .none)
         case "TYPE":
             // For tools that walk the keyspace (redis-cli --bigkeys, GUIs): every value is a string.
             if let error = arity(1...1) { return (error, .none) }
@@ -116,6 +129,8 @@ enum ServerCommands {
             return (configCommand(arguments, context: context), .none)
         case "INFO":
             return (.bulk(info(arguments, context: context)), .none)
+        case "REPLCONF", "PSYNC", "SYNC", "REPLICAOF", "SLAVEOF", "ROLE", "WAIT":
+            return replicationCommand(name, arguments, client: &client, context: context)
         case _ where MaintenanceCommand.serverNames.contains(name):
             return maintenance(arguments, client: client, context: context)
         default:
@@ -130,7 +145,8 @@ enum ServerCommands {
     /// write, or nil for any other request, which then takes the general path. A SET the store refuses gets its
     /// error here, worded as the general path words it: running it again there would run it twice, and a `set`
     /// that failed while flushing has already changed the index.
-    static func runInPlace(_ request: BorrowedRequest, protocolVersion: Int, store: KVStore, output: inout ByteBuffer) -> Bool? {
+    static func runInPlace(_ request: BorrowedRequest, protocolVersion: Int, store: KVStore, writesGated: Bool,
+                           output: inout ByteBuffer) -> Bool? {
         guard request.arguments.count == 2 || request.arguments.count == 3 else { return nil }
         let name = request[0]
         guard name.count == 3 else { return nil }
@@ -147,7 +163,7 @@ enum ServerCommands {
                 }
             }
             return false
-        case UInt8(ascii: "s") where request.arguments.count == 3:
+        case UInt8(ascii: "s") where request.arguments.count == 3 && !writesGated:
             do {
                 try store.set(key, request[2])
             } catch {
@@ -172,7 +188,7 @@ enum ServerCommands {
 
     /// HELLO [protover [AUTH username password] [SETNAME name]]: checks everything first and changes the
     /// connection only if all of it is valid, as Redis does.
-    private static func hello(_ arguments: [[UInt8]], client: inout ClientState) -> RESPValue {
+    private static func hello(_ arguments: [[UInt8]], client: inout ClientState, role: String) -> RESPValue {
         var index = 1
         var version: Int?
         if arguments.count > 1 {
@@ -209,7 +225,7 @@ enum ServerCommands {
             (.bulk("proto"), .integer(client.protocolVersion)),
             (.bulk("id"), .integer(client.id)),
             (.bulk("mode"), .bulk("standalone")),
-            (.bulk("role"), .bulk("master")),
+            (.bulk("role"), .bulk(role)),
             (.bulk("modules"), .array([])),
         ])
     }
@@ -252,8 +268,9 @@ enum ServerCommands {
                 return .bulk(context.clients.all().map(\.listLine).joined())
             case "TYPE" where arguments.count == 4:
                 switch String(decoding: arguments[3], as: UTF8.self).lowercased() {
-                case "normal": return .bulk(context.clients.all().map(\.listLine).joined())
-                case "master", "replica", "slave", "pubsub": return .bulk("")
+                case "normal": return .bulk(context.clients.all().filter { !$0.isReplica }.map(\.listLine).joined())
+                case "replica", "slave": return .bulk(context.clients.all().filter(\.isReplica).map(\.listLine).joined())
+                case "master", "pubsub": return .bulk("")
                 default: return .error("ERR Unknown client type '\(String(decoding: arguments[3], as: UTF8.self))'")
                 }
             case "ID" where arguments.count > 3:
@@ -290,7 +307,8 @@ enum ServerCommands {
 
     /// Names clients may ask COMMAND about: the server's own and the shared data commands.
     private static let builtinNames = ["QUIT", "SELECT", "AUTH", "HELLO", "CLIENT", "COMMAND", "CONFIG", "INFO",
-                                       "TYPE", "TTL", "PTTL"] + MaintenanceCommand.serverNames
+                                       "TYPE", "TTL", "PTTL", "REPLCONF", "PSYNC", "SYNC", "REPLICAOF", "SLAVEOF", "ROLE",
+                                       "WAIT"] + MaintenanceCommand.serverNames
     private static var allNames: [String] {
         builtinNames + CommandTable.dataCommands.flatMap { [$0.name] + $0.aliases }
     }
@@ -381,7 +399,7 @@ enum ServerCommands {
                 ("total_commands_processed", String(context.totalCommands.load(ordering: .relaxed))),
                 ("rejected_connections", String(context.rejectedConnections.load(ordering: .relaxed))),
             ]),
-            ("Replication", [("role", "master"), ("connected_slaves", "0")]),
+            ("Replication", replicationInfo(context: context)),
             // As in Redis, an empty database has no line.
             ("Keyspace", stats.keys > 0 ? [("db0", "keys=\(stats.keys),expires=0,avg_ttl=0")] : []),
         ]

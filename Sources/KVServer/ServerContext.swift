@@ -25,9 +25,13 @@ final class ServerContext: Sendable {
     /// Every open connection, for CLIENT LIST.
     let clients = ClientRegistry()
 
+    /// The replication role: primary side, and the link to a primary when this server is a replica.
+    let replication: ReplicationController
+
     init(store: KVStore, configuration: KVServer.Configuration, logger: Logger, threadPool: NIOThreadPool) {
         self.store = store
         executor = CommandExecutor(store: store)
+        replication = ReplicationController(store: store, settings: configuration.replication, logger: logger)
         self.configuration = configuration
         self.logger = logger
         self.threadPool = threadPool

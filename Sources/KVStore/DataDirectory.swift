@@ -10,6 +10,8 @@ enum DataDirectory {
     static let lockFileName = "LOCK"
     static let logSuffix = ".log"
     static let imageSuffix = ".image"
+    /// Where log files an image covers are kept for replicas that come back (``KVStore/Options/replicationBacklogBytes``).
+    static let backlogDirectoryName = "replication-backlog"
 
     /// Creates `path` (and missing parents) if needed; fails if it exists as something other than a directory.
     /// The directory itself is created readable by its owner only (`0700`): it holds every value.

@@ -182,7 +182,7 @@ enum ImageFile {
                     }
                     guard end == file.count else { throw corrupt("\(file.count - end) bytes after the end record") }
                     return summary
-                case .set, .delete, .multiSet:
+                case .set, .delete, .multiSet, .replicationPosition, .streamBytes:
                     throw corrupt("log record (type \(type.rawValue)) in an image")
                 }
                 offset = end

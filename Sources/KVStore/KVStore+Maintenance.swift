@@ -80,29 +80,40 @@ extension KVStore {
         let clock = ContinuousClock()
         let start = clock.now
         var stall = Duration.zero
-        let (snapshot, sequence, number, logBytesBefore, imageBytesBefore) = try log.withLock { file in
+        // `replicaApply` too: a replica's writes and the stream position they reach go into one image, or neither.
+        let (snapshot, sequence, number, logBytesBefore, imageBytesBefore) = try replicaApply.withLock { _ in try log.withLock { file in
             guard file.lock != nil else { throw StoreError.closed }
             let switchStart = clock.now
             var buffer = file.spare
-            let (snapshot, sequence) = try state.withLock { state in
+            let (snapshot, sequence, position) = try state.withLock { state in
                 try state.checkWritable()
                 swap(&state.pending, &buffer)
+                let sequence = state.nextSequence - 1
+                // The new log file starts with the replication position as of the snapshot, so that its offsets are
+                // known without older files: that record takes the next sequence number.
+                if state.replication != nil { state.nextSequence += 1 }
                 // A copy-on-write copy: it shares every entry with the live index, which copies a chunk only
                 // when a write touches it, so taking it costs next to nothing.
-                return (state.index, state.nextSequence - 1)
+                return (state.index, sequence, state.replication)
             }
             let logBytesBefore = file.size + buffer.count
             try write(&buffer, through: sequence, fsync: true, to: &file)
-            try checkpointHook.withLock { $0 }?(.oldLogSynced)
             let number = file.number + 1
             let path = DataDirectory.join(directory, DataDirectory.logFileName(number))
             let fd: Int32
             do {
-                try Self.createLogFile(path, firstSequence: sequence + 1, directory: directory, fileSystem: fileSystem)
+                try checkpointHook.withLock { $0 }?(.oldLogSynced)
+                try Self.createLogFile(path, firstSequence: sequence + 1, position: position, directory: directory, fileSystem: fileSystem)
                 fd = try fileSystem.open(path, O_WRONLY | O_APPEND | O_NOFOLLOW)
             } catch {
-                // Writes carry on in the old file: a new file left behind would disagree with it at open.
+                // Writes carry on in the old file: a new file left behind would disagree with it at open. The position
+                // record's sequence number is taken: the record goes to the old file, before the writes made since.
                 fileSystem.unlink(path)
+                if let position {
+                    var record: [UInt8] = []
+                    LogFormat.appendPosition(position, sequence: sequence + 1, to: &record)
+                    state.withLock { $0.pending.insert(contentsOf: record, at: 0) }
+                }
                 throw error
             }
             fileSystem.close(file.fd)
@@ -110,10 +121,18 @@ extension KVStore {
             file.number = number
             file.path = path
             file.size = LogFormat.fileHeaderSize
+            if position != nil {
+                // The position record (sequence + 1) is written and fsynced with the file's header.
+                file.size += LogFormat.recordHeaderSize + ReplicationPosition.encodedSize
+                state.withLock { state in
+                    state.writtenThrough = max(state.writtenThrough, sequence + 1)
+                    state.syncedThrough = max(state.syncedThrough, sequence + 1)
+                }
+            }
             stall = clock.now - switchStart
             try checkpointHook.withLock { $0 }?(.newLogCreated)
             return (snapshot, sequence, number, logBytesBefore, file.imageBytes)
-        }
+        } }
         let imagePath = DataDirectory.join(directory, DataDirectory.imageFileName(number))
         let image = try ImageFile.write(snapshot, sequence: sequence, to: imagePath, fileSystem: fileSystem)
         try checkpointHook.withLock { $0 }?(.imageWritten)
@@ -129,12 +148,39 @@ extension KVStore {
     }
 
     /// Deletes log files and images numbered below `number`: the image numbered `number` covers them.
-    private func removeFilesCovered(byImage number: Int) throws {
+    func removeFilesCovered(byImage number: Int) throws {
         let stale = try DataDirectory.logFiles(in: directory, fileSystem: fileSystem).filter { $0.number < number }
             + DataDirectory.imageFiles(in: directory, fileSystem: fileSystem).filter { $0.number < number }
         guard !stale.isEmpty else { return }
-        for file in stale { fileSystem.unlink(file.path) }
-        try fileSystem.fsyncDirectory(directory)
+        try Self.retireCoveredFiles(stale.map(\.path), directory: directory, fileSystem: fileSystem,
+                                    keepLogBytes: options.replicationBacklogBytes)
+    }
+
+    /// Deletes files an image covers; with `keepLogBytes`, covered log files move to the replication backlog
+    /// directory instead (the stream of a primary is rebuilt from them for a replica that was away), and the
+    /// oldest there are deleted while the rest add up to more than that.
+    static func retireCoveredFiles(_ paths: [String], directory: String, fileSystem fs: any FileSystem, keepLogBytes: Int = 0) throws {
+        let backlog = DataDirectory.join(directory, DataDirectory.backlogDirectoryName)
+        var moved = false
+        for path in paths {
+            if keepLogBytes > 0, path.hasSuffix(DataDirectory.logSuffix) {
+                if !moved { try DataDirectory.prepare(backlog, fileSystem: fs) }
+                let name = String(path.split(separator: "/").last ?? Substring(path))
+                try fs.rename(path, to: DataDirectory.join(backlog, name))
+                moved = true
+            } else {
+                fs.unlink(path)
+            }
+        }
+        try fs.fsyncDirectory(directory)
+        guard moved else { return }
+        var kept = try DataDirectory.logFiles(in: backlog, fileSystem: fs)
+        var sizes = kept.map { (try? fs.status(ofPath: $0.path).size) ?? 0 }
+        while kept.count > 1, sizes.reduce(0, +) > keepLogBytes {
+            fs.unlink(kept.removeFirst().path)
+            sizes.removeFirst()
+        }
+        try fs.fsyncDirectory(backlog)
     }
 
     /// Whether the active log has outgrown the image enough to compact. Called with `log` held.
@@ -270,6 +316,8 @@ extension KVStore {
         var activePath: String
         var activeSize: Int
         var nextSequence: UInt64
+        /// Where the replication stream stood at the end of the log; nil if the store never replicated.
+        var position: ReplicationPosition?
     }
 
     /// Loads the newest image of `directory` into `index` and replays the log files from its number on,
@@ -304,16 +352,29 @@ extension KVStore {
                 report.keys = index.count
                 report.duration = clock.now - start
                 return Replay(report: report, activeNumber: firstLogNumber, activePath: path,
-                              activeSize: LogFormat.fileHeaderSize, nextSequence: nextSequence)
+                              activeSize: LogFormat.fileHeaderSize, nextSequence: nextSequence, position: nil)
             }
             try createLogFile(path, firstSequence: nextSequence, directory: directory, fileSystem: fs)
             files = [(firstLogNumber, path)]
         }
         report.logFiles = files.count
         var activeSize = 0
+        // The replication position, carried forward record by record (see ``ReplicationPosition``), and where the
+        // records a replica applied after its last recorded position start in the current file.
+        var stream: ReplicationPosition?
+        var firstUnconfirmed: Int?
         for (position, file) in files.enumerated() {
             let isLast = position == files.count - 1
-            var scan = try LogReader.scan(path: file.path, tornTailAllowed: isLast, fileSystem: fs) { _, operation in
+            firstUnconfirmed = nil
+            var scan = try LogReader.scanWithOffsets(path: file.path, tornTailAllowed: isLast, fileSystem: fs) { offset, _, operation in
+                if case .replicationPosition(let recorded) = operation {
+                    stream = recorded
+                    firstUnconfirmed = nil
+                } else if stream?.role == .primary {
+                    stream?.offset += Int64(ReplicationStream.length(of: operation))
+                } else if stream?.role == .replica, firstUnconfirmed == nil {
+                    firstUnconfirmed = offset
+                }
                 operation.apply(to: &index)
             }
             if scan.validLength == 0 {
@@ -340,22 +401,40 @@ extension KVStore {
             nextSequence = scan.nextSequence
             activeSize = scan.validLength
         }
+        if let cut = firstUnconfirmed, !readOnly {
+            // A replica applied these records but crashed before recording the stream offset they reach: its
+            // primary will send them again, so they go (applied twice, an INCR would count twice). Cut and replay.
+            let last = files[files.count - 1]
+            let fd = try fs.open(last.path, O_WRONLY | O_NOFOLLOW)
+            defer { fs.close(fd) }
+            try fs.truncate(fd, to: cut, path: last.path)
+            try fs.fsync(fd, path: last.path)
+            index = OrderedIndex()
+            var again = try replay(directory: directory, into: &index, readOnly: readOnly, fileSystem: fs)
+            again.report.tornTail = again.report.tornTail ?? TornTail(
+                file: last.path, offset: cut, droppedBytes: activeSize - cut,
+                reason: "records a replica applied after the last stream offset it recorded (its primary sends them again)")
+            return again
+        }
         if !covered.isEmpty && !readOnly {
-            for path in covered { fs.unlink(path) }
-            try fs.fsyncDirectory(directory)
+            try retireCoveredFiles(covered, directory: directory, fileSystem: fs)
         }
         report.keys = index.count
         report.duration = clock.now - start
         let active = files[files.count - 1]
         return Replay(report: report, activeNumber: active.number, activePath: active.path, activeSize: activeSize,
-                      nextSequence: nextSequence)
+                      nextSequence: nextSequence, position: stream)
     }
 
-    /// Creates (or overwrites) a log file holding just a header, durably: file fsync, then directory fsync.
-    static func createLogFile(_ path: String, firstSequence: UInt64, directory: String, fileSystem fs: any FileSystem) throws {
+    /// Creates (or overwrites) a log file holding just a header, and a replication position record when there is
+    /// one (numbered `firstSequence`), durably: file fsync, then directory fsync.
+    static func createLogFile(_ path: String, firstSequence: UInt64, position: ReplicationPosition? = nil,
+                              directory: String, fileSystem fs: any FileSystem) throws {
         let fd = try fs.open(path, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW)
         defer { fs.close(fd) }
-        try LogFormat.fileHeader(firstSequence: firstSequence).withUnsafeBytes { try fs.write(fd, $0, path: path) }
+        var bytes = LogFormat.fileHeader(firstSequence: firstSequence)
+        if let position { LogFormat.appendPosition(position, sequence: firstSequence, to: &bytes) }
+        try bytes.withUnsafeBytes { try fs.write(fd, $0, path: path) }
         try fs.fsync(fd, path: path)
         try fs.fsyncDirectory(directory)
     }

@@ -57,6 +57,7 @@ extension KVStore {
                 let sequence = state.nextSequence
                 state.nextSequence += 1
                 LogFormat.appendSet(key: key, value: value, sequence: sequence, to: &state.pending)
+                state.advanceStream(ReplicationStream.setLength(keyCount: key.count, valueCount: value.count))
                 state.index.set(key, value)
                 return (current, sequence, state.pending.count >= Self.flushThreshold)
             case .delete:
@@ -64,6 +65,7 @@ extension KVStore {
                 let sequence = state.nextSequence
                 state.nextSequence += 1
                 LogFormat.appendDelete(keys: [key], sequence: sequence, to: &state.pending)
+                state.advanceStream(ReplicationStream.length(of: .delete(keys: [key])))
                 state.index.remove(key)
                 return (current, sequence, state.pending.count >= Self.flushThreshold)
             }
@@ -97,6 +99,7 @@ extension KVStore {
             let sequence = state.nextSequence
             state.nextSequence += 1
             LogFormat.appendMultiSet(pairs: pairs, sequence: sequence, to: &state.pending)
+            state.advanceStream(ReplicationStream.multiSetLength(pairs))
             for (key, value) in pairs { state.index.set(key, value) }
             return (sequence, state.pending.count >= Self.flushThreshold)
         }

@@ -36,6 +36,10 @@ public final class KVStore: Sendable {
         public var warningHandler: (@Sendable (String) -> Void)?
         /// Where every file and directory operation goes: the kernel's, or a test's faulty disk.
         public var fileSystem: any FileSystem
+        /// Log files a checkpoint covers are kept (in `replication-backlog/`) while they add up to at most this many
+        /// bytes, so that a replica away for longer than the in-memory backlog covers can still continue from the log.
+        /// 0 (the default) deletes them.
+        public var replicationBacklogBytes = 0
 
         public init(syncPolicy: SyncPolicy = .always, compactionMinimumLogBytes: Int = 64 << 20,
                     compactionRatio: Double = 2, warningHandler: (@Sendable (String) -> Void)? = nil,
@@ -67,6 +71,10 @@ public final class KVStore: Sendable {
     /// Held for a whole checkpoint or rebuild, so that only one runs at a time. A lock rather than a serial
     /// queue's `sync`, because the store's deinit (which closes it) may run on the maintenance queue.
     let maintenance = Mutex<Void>(())
+    /// Held by a replica while it applies what it received and records the stream offset reached, and by a checkpoint
+    /// while it takes its snapshot, so that an image never holds a replica's writes without their offset. Lock order:
+    /// `maintenance`, then `replicaApply`, then `log`.
+    let replicaApply = Mutex<Void>(())
     /// Runs automatic compactions, one at a time.
     let maintenanceQueue = DispatchQueue(label: "kvsh.compaction")
     let compactionScheduled = Atomic<Bool>(false)
@@ -89,6 +97,16 @@ public final class KVStore: Sendable {
         var closed = false
         /// Set for a store opened read-only: every write is refused with it.
         var readOnly: StoreError?
+        /// Where the replication stream stands (nil until the store first replicates); see ``ReplicationPosition``.
+        var replication: ReplicationPosition?
+        /// Whether each write advances `replication`'s offset: a primary's does, a replica's comes from its primary.
+        var streamAdvances = false
+
+        /// Accounts for `bytes` of replication stream written by a write of this store.
+        @inline(__always)
+        mutating func advanceStream(_ bytes: @autoclosure () -> Int) {
+            if streamAdvances { replication?.offset += Int64(bytes()) }
+        }
 
         /// Throws if writes are refused.
         func checkWritable() throws {
@@ -112,6 +130,8 @@ public final class KVStore: Sendable {
         /// The buffer `pending` is swapped with, kept to reuse its capacity.
         var spare: [UInt8] = []
         var lock: DirectoryLock?
+        /// Told about every run of records written to the log, in log order (the replication feed).
+        var writeObserver: (@Sendable (UnsafeRawBufferPointer) -> Void)?
     }
 
     /// Pending bytes that make a writer flush on its own, to bound memory when nobody commits.
@@ -145,6 +165,8 @@ public final class KVStore: Sendable {
             openReport = replay.report
             var initial = State(index: index, nextSequence: replay.nextSequence,
                                 writtenThrough: replay.nextSequence - 1, syncedThrough: replay.nextSequence - 1)
+            initial.replication = replay.position
+            initial.streamAdvances = replay.position?.role == .primary
             initial.readOnly = lock.readOnlyReason.map { StoreError.readOnly(directory: directory, reason: $0) }
             state = Mutex(initial)
             log = Mutex(LogFile(fd: fd, number: replay.activeNumber, path: replay.activePath, size: replay.activeSize,
@@ -245,6 +267,7 @@ public final class KVStore: Sendable {
             let sequence = state.nextSequence
             state.nextSequence += 1
             LogFormat.appendSet(key: key.value, value: value.value, sequence: sequence, to: &state.pending)
+            state.advanceStream(ReplicationStream.setLength(keyCount: key.value.count, valueCount: value.value.count))
             state.index.set(key.value, value.value)
             return (sequence, state.pending.count >= Self.flushThreshold)
         }
@@ -270,6 +293,7 @@ public final class KVStore: Sendable {
             let sequence = state.nextSequence
             state.nextSequence += 1
             LogFormat.appendDelete(keys: present, sequence: sequence, to: &state.pending)
+            state.advanceStream(ReplicationStream.length(of: .delete(keys: present)))
             for key in present { state.index.remove(key) }
             return (present.count, sequence, state.pending.count >= Self.flushThreshold)
         }
@@ -389,6 +413,8 @@ public final class KVStore: Sendable {
         do {
             try buffer.withUnsafeBytes { try fileSystem.write(file.fd, $0, path: file.path) }
             file.size += buffer.count
+            // Before the fsync: replicas get the records while this disk works, as Redis feeds them before its own.
+            if let observer = file.writeObserver { buffer.withUnsafeBytes { observer($0) } }
             if fsync {
                 try fileSystem.fdatasync(file.fd, path: file.path)
                 file.fsyncs += 1

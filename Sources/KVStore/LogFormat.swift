@@ -39,8 +39,19 @@ public enum LogFormat {
         /// One record, so a multi-key set (MSET) is atomic, also across a crash. Keys in any order, repeats allowed
         /// (the last wins).
         case multiSet = 5
+        /// Where the replication stream stands (see ``ReplicationPosition``): written when a store first serves
+        /// replicas, at the start of every later log file, when a replica records how far it has applied its
+        /// primary's stream, and on promotion. Changes no data.
+        /// payload: format u8 (1) | role u8 (0 primary, 1 replica) | replid [40] | offset i64 | replid2 [40] |
+        /// second offset i64
+        case replicationPosition = 6
+        /// Bytes of the replication stream that change no data (`ping`, `REPLCONF GETACK *`, `SELECT 0`), logged so
+        /// that the stream's byte offsets can be derived from the log alone. payload: the RESP bytes.
+        case streamBytes = 7
 
-        var isLogRecord: Bool { self == .set || self == .delete || self == .multiSet }
+        var isLogRecord: Bool {
+            self == .set || self == .delete || self == .multiSet || self == .replicationPosition || self == .streamBytes
+        }
     }
 
     /// Encodes a file header for a log whose first record will carry `firstSequence`.
@@ -132,6 +143,16 @@ public enum LogFormat {
         }
     }
 
+    static func appendPosition(_ position: ReplicationPosition, sequence: UInt64, to buffer: inout [UInt8]) {
+        appendRecord(type: .replicationPosition, sequence: sequence, payloadLength: ReplicationPosition.encodedSize, to: &buffer) {
+            position.encode(to: &$0)
+        }
+    }
+
+    static func appendStreamBytes(_ bytes: [UInt8], sequence: UInt64, to buffer: inout [UInt8]) {
+        appendRecord(type: .streamBytes, sequence: sequence, payloadLength: bytes.count, to: &buffer) { $0.append(contentsOf: bytes) }
+    }
+
     @inline(__always)
     static func appendLittleEndian<T: FixedWidthInteger>(_ value: T, to buffer: inout [UInt8]) {
         withUnsafeBytes(of: value.littleEndian) { buffer.append(contentsOf: $0) }
@@ -144,12 +165,18 @@ public enum LogOperation: Equatable, Sendable {
     case delete(keys: [[UInt8]])
     /// Several keys set at once, in order (a MULTI-SET record).
     case multiSet(pairs: [(key: [UInt8], value: [UInt8])])
+    /// Where the replication stream stands; changes no data.
+    case replicationPosition(ReplicationPosition)
+    /// Replication stream bytes that change no data.
+    case streamBytes([UInt8])
 
     init(_ view: LogRecordView) {
         switch view {
         case .set(let key, let value): self = .set(key: Array(key), value: Array(value))
         case .delete(let keys): self = .delete(keys: keys)
         case .multiSet(let pairs): self = .multiSet(pairs: pairs.map { (Array($0.key), Array($0.value)) })
+        case .replicationPosition(let position): self = .replicationPosition(position)
+        case .streamBytes(let bytes): self = .streamBytes(Array(bytes))
         }
     }
 
@@ -159,6 +186,8 @@ public enum LogOperation: Equatable, Sendable {
         case (.delete(let k1), .delete(let k2)): return k1 == k2
         case (.multiSet(let p1), .multiSet(let p2)):
             return p1.count == p2.count && zip(p1, p2).allSatisfy { $0.key == $1.key && $0.value == $1.value }
+        case (.replicationPosition(let p1), .replicationPosition(let p2)): return p1 == p2
+        case (.streamBytes(let b1), .streamBytes(let b2)): return b1 == b2
         default: return false
         }
     }
@@ -170,6 +199,8 @@ enum LogRecordView {
     case set(key: UnsafeRawBufferPointer, value: UnsafeRawBufferPointer)
     case delete(keys: [[UInt8]])
     case multiSet(pairs: [(key: UnsafeRawBufferPointer, value: UnsafeRawBufferPointer)])
+    case replicationPosition(ReplicationPosition)
+    case streamBytes(UnsafeRawBufferPointer)
 
     /// Applies the operation to `index`.
     func apply(to index: inout OrderedIndex) {
@@ -177,6 +208,15 @@ enum LogRecordView {
         case .set(let key, let value): index.set(key, value)
         case .delete(let keys): for key in keys { index.remove(key) }
         case .multiSet(let pairs): for pair in pairs { index.set(pair.key, pair.value) }
+        case .replicationPosition, .streamBytes: break
+        }
+    }
+
+    /// Whether the record changes data (rather than describing the replication stream).
+    var changesData: Bool {
+        switch self {
+        case .set, .delete, .multiSet: return true
+        case .replicationPosition, .streamBytes: return false
         }
     }
 
@@ -206,6 +246,10 @@ enum LogRecordView {
                 pairs.append((key, value))
             }
             return cursor.isAtEnd ? .multiSet(pairs: pairs) : nil
+        case .replicationPosition:
+            return ReplicationPosition(decoding: payload).map { .replicationPosition($0) }
+        case .streamBytes:
+            return .streamBytes(payload)
         case .imageEntries, .imageEnd:
             return nil
         }

@@ -193,6 +193,8 @@ public enum LogImporter {
             for key in keys { key.withUnsafeBytes { digest = CRC32C.checksum($0, extending: digest ^ 2) } }
         case .multiSet(let pairs):
             for pair in pairs { digest = CRC32C.checksum(pair.value, extending: CRC32C.checksum(pair.key, extending: digest ^ 3)) }
+        case .replicationPosition, .streamBytes:
+            break  // another store's replication bookkeeping: nothing to import
         }
     }
 
@@ -216,6 +218,8 @@ public enum LogImporter {
                 summary.sets += pairs.count
             case .delete:
                 summary.deletes += 1  // its payload is within a record's, so within the limit of a DELETE record
+            case .replicationPosition, .streamBytes:
+                break
             }
             fold(record, into: &digest)
         }
@@ -235,6 +239,7 @@ public enum LogImporter {
             case .set(let key, let value): _ = try store.set(key, value)
             case .delete(let keys): _ = try store.delete(keys)
             case .multiSet(let pairs): _ = try store.multiSet(pairs.map { (Array($0.key), Array($0.value)) })
+            case .replicationPosition, .streamBytes: break
             }
             fold(record, into: &digest)
             applied += 1

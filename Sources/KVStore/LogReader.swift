@@ -46,6 +46,14 @@ enum LogReader {
         }
     }
 
+    /// ``scan(path:tornTailAllowed:apply:)``, passing `apply` each record's offset too.
+    static func scanWithOffsets(path: String, tornTailAllowed: Bool, fileSystem: any FileSystem,
+                                apply: (_ offset: Int, _ sequence: UInt64, LogRecordView) throws -> Void) throws -> LogFileScan {
+        try MappedFile.withContents(of: path, followSymlinks: false, fileSystem: fileSystem) { mapped in
+            try scan(mapped, path: path, tornTailAllowed: tornTailAllowed, apply: apply)
+        }
+    }
+
     /// ``scan(path:tornTailAllowed:apply:)`` on an open file, passing `apply` each record's offset too.
     static func scan(fd: Int32, path: String, tornTailAllowed: Bool, fileSystem: any FileSystem,
                      apply: (_ offset: Int, _ sequence: UInt64, LogRecordView) throws -> Void) throws -> LogFileScan {

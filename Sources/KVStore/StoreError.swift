@@ -40,6 +40,8 @@ public enum StoreError: Error, Equatable, Sendable, CustomStringConvertible {
     /// Maintenance work (`operation`: an import, a check, a checkpoint, a backup) was stopped because the process
     /// is shutting down; it left the store as it was (an import: see ``importIncomplete(file:applied:total:cause:)``).
     case cancelled(operation: String)
+    /// A replication step the store cannot take (`reason` says which and why).
+    case replication(reason: String)
 
     public var description: String {
         switch self {
@@ -85,6 +87,8 @@ public enum StoreError: Error, Equatable, Sendable, CustomStringConvertible {
                 + "running the same import again completes it (it ends with the same contents as one full import)"
         case .cancelled(let operation):
             return "\(operation) was cancelled because kvsh is shutting down; it changed nothing"
+        case .replication(let reason):
+            return "replication: \(reason)"
         }
     }
 }

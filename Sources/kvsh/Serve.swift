@@ -23,6 +23,9 @@ struct ServeCommand: KVSHSubcommand {
     /// --data-dir, --sync, --compact-*, --backup-*: as for the shell.
     @OptionGroup var storeOptions: StoreOptions
 
+    /// --replicaof, --sync-replicas, --min-replicas-*, --repl-*.
+    @OptionGroup(title: "Replication") var replication: ReplicationOptions
+
     @Option(help: ArgumentHelp("Address to listen on; 0.0.0.0 for every interface.", valueName: "addr"))
     var bind = "127.0.0.1"
 
@@ -70,7 +73,8 @@ struct ServeCommand: KVSHSubcommand {
         LoggingSystem.bootstrap(StreamLogHandler.standardError)
         let logger = Logger(label: "kvsh.server")
         return Subcommands.reportingErrors {
-            let options = storeOptions.storeOptions(warningHandler: { logger.warning("\($0)") })
+            var options = storeOptions.storeOptions(warningHandler: { logger.warning("\($0)") })
+            options.replicationBacklogBytes = replication.backlogLogBytes
             let store = try KVStore(directory: storeOptions.dataDirectory.resolved, options: options)
             var closed = false
             defer { if !closed { try? store.close() } }
@@ -109,6 +113,7 @@ struct ServeCommand: KVSHSubcommand {
                 if let threads { configuration.threads = threads }
                 configuration.pathCommands = pathCommands
                 configuration.backupDirectory = backups
+                configuration.replication = replication.settings
                 server = try KVServer(store: store, configuration: configuration, logger: logger)
             } catch {
                 throw ServeError(message: "cannot listen on \(bind):\(port): \(error)")

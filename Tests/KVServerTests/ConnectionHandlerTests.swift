@@ -54,7 +54,7 @@ private func connection(_ context: ServerContext, after first: (any ChannelHandl
     let channel = EmbeddedChannel()
     if let first { try channel.pipeline.syncOperations.addHandler(first) }
     try channel.pipeline.syncOperations.addHandler(ConnectionHandler(
-        context: context, committer: GroupCommitter(eventLoop: channel.embeddedEventLoop, store: context.store),
+        context: context, committer: GroupCommitter(eventLoop: channel.embeddedEventLoop, store: context.store, replication: context.replication),
         decoder: RESPRequestDecoder()))
     return channel
 }

@@ -1,0 +1,105 @@
+import KVStore
+import Logging
+import NIOCore
+import NIOPosix
+import Synchronization
+
+/// This server's replication role and what goes with it: the primary side (always there, started when the first
+/// replica asks) and, as a replica, the link to its primary. `REPLICAOF` switches between them at run time.
+final class ReplicationController: Sendable {
+    let settings: ReplicationSettings
+    let primary: ReplicationPrimary
+    private let store: KVStore
+    private let logger: Logger
+    /// One loop for the link to a primary, so that loading a full copy never stalls a client's loop.
+    private let linkGroup = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+    private let link = Mutex<ReplicaLink?>(nil)
+    private let replicaFlag = Atomic<Bool>(false)
+    private let timers = Mutex<[RepeatedTask]>([])
+
+    init(store: KVStore, settings: ReplicationSettings, logger: Logger) {
+        self.settings = settings
+        self.store = store
+        self.logger = logger
+        primary = ReplicationPrimary(store: store, settings: settings, logger: logger)
+    }
+
+    /// Whether this server is a replica (read-only for clients).
+    var isReplica: Bool { replicaFlag.load(ordering: .relaxed) }
+
+    /// Whether writes need a look before they run: refused on a replica, counted against `--min-replicas-to-write`.
+    var gatesWrites: Bool { isReplica || settings.minReplicasToWrite > 0 || settings.syncReplicas > 0 }
+
+    /// The refusal for a write, if any, in Redis's words.
+    func refusalOfWrite() -> String? {
+        if isReplica { return "READONLY You can't write against a read only replica." }
+        // With --sync-replicas N, a write that could not get N acknowledgements is refused at once rather than hang.
+        let required = max(settings.minReplicasToWrite, settings.syncReplicas)
+        if required > 0, primary.goodReplicas < required {
+            return "NOREPLICAS Not enough good replicas to write."
+        }
+        return nil
+    }
+
+    var currentLink: ReplicaLink? { link.withLock { $0 } }
+
+    /// Starts the timers (pings into the stream, replica timeouts) and, with `--replicaof`, the link.
+    func start(context: ServerContext, on loop: any EventLoop) throws {
+        let primary = self.primary
+        let ping = loop.scheduleRepeatedTask(initialDelay: .seconds(Int64(settings.pingPeriod)), delay: .seconds(Int64(settings.pingPeriod))) { _ in
+            primary.pingIfReplicas()
+        }
+        let timeouts = loop.scheduleRepeatedTask(initialDelay: .seconds(1), delay: .seconds(1)) { _ in
+            primary.dropTimedOutReplicas()
+        }
+        timers.withLock { $0 = [ping, timeouts] }
+        if let (host, port) = settings.replicaOf {
+            try replicate(from: host, port: port, context: context)
+        } else if store.replicationPosition?.role == .replica {
+            // A replica restarted without --replicaof: it serves its data as a primary continuing the stream.
+            try promote()
+        } else if settings.syncReplicas > 0 || settings.minReplicasToWrite > 0 || store.replicationPosition != nil {
+            try primary.startIfNeeded()
+        }
+    }
+
+    /// `REPLICAOF host port`: drops the replicas of this server, becomes a replica and starts the link.
+    func replicate(from host: String, port: Int, context: ServerContext) throws {
+        primary.stop()
+        try store.becomeReplica()
+        replicaFlag.store(true, ordering: .relaxed)
+        let next = ReplicaLink(host: host, port: port, context: context, loop: linkGroup.next())
+        let previous = link.withLock { link in
+            defer { link = next }
+            return link
+        }
+        previous?.stop()
+        logger.info("replicating", metadata: ["primary": "\(host):\(port)"])
+        next.start()
+    }
+
+    /// `REPLICAOF NO ONE`: stops following, and becomes a primary whose stream continues the old one (replid2).
+    func promote() throws {
+        let previous = link.withLock { link in
+            defer { link = nil }
+            return link
+        }
+        previous?.stop()
+        guard isReplica || store.replicationPosition?.role == .replica else { return }
+        let position = try store.becomePrimary()
+        replicaFlag.store(false, ordering: .relaxed)
+        try primary.startIfNeeded()
+        logger.info("promoted to primary", metadata: ["replid": "\(position.replidText)", "offset": "\(position.offset)",
+                                                       "replid2": "\(position.replid2Text)"])
+    }
+
+    func shutdown() {
+        timers.withLock { timers in
+            for timer in timers { timer.cancel() }
+            timers = []
+        }
+        link.withLock { $0 }?.stop()
+        primary.stop()
+        try? linkGroup.syncShutdownGracefully()
+    }
+}

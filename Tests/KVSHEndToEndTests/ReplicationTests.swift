@@ -1,0 +1,349 @@
+// Replication with Redis's protocol: kvsh primaries and replicas, and real redis-server on either side.
+
+import Foundation
+import RESP
+import Testing
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+
+/// A redis-server of its own on a free loopback port, with no persistence unless asked; killed when released.
+final class RedisServerProcess {
+    let port: Int
+    let process: PipedProcess
+
+    init(_ sandbox: Sandbox, name: String, options: [String] = []) throws {
+        guard let executable = ExternalTool.path("redis-server") else { throw HarnessError("redis-server is not installed") }
+        let directory = sandbox.path(name)
+        mkdir(directory, 0o700)
+        port = try freePort()
+        process = try PipedProcess(executable: executable,
+                                   arguments: ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+                                               "--dir", directory, "--repl-diskless-sync-delay", "0"] + options,
+                                   environment: sandbox.environment(), directory: directory)
+        let deadline = ContinuousClock.now + .seconds(20)
+        while ContinuousClock.now < deadline && process.isRunning && !accepting(port) {
+            _ = process.wait(timeout: .milliseconds(20)) { _ in false }
+        }
+        guard accepting(port) else { throw HarnessError("redis-server did not start: \(escaped(process.stderr))") }
+    }
+
+    deinit {
+        process.signal(SIGKILL)
+        _ = try? process.finish(timeout: .seconds(5))
+    }
+}
+
+/// The text of a bulk or simple string reply.
+private func text(_ reply: RESPValue) -> String? {
+    switch reply {
+    case .bulkString(let bytes): String(decoding: bytes, as: UTF8.self)
+    case .simpleString(let string): string
+    case .integer(let value): String(value)
+    default: nil
+    }
+}
+
+/// Every key and value of the server on `port`, by KEYS and MGET.
+private func contents(port: Int) throws -> [String: [UInt8]] {
+    let connection = try RedisConnection(port: port)
+    guard case .array(let keys) = try connection.call("KEYS", "*") else { throw HarnessError("KEYS did not reply with an array") }
+    let names = keys.compactMap(text)
+    guard !names.isEmpty else { return [:] }
+    try connection.send(RedisConnection.encode(["MGET"] + names))
+    guard case .array(let values) = try connection.reply() else { throw HarnessError("MGET did not reply with an array") }
+    var result: [String: [UInt8]] = [:]
+    for (name, value) in zip(names, values) {
+        if case .bulkString(let bytes) = value { result[name] = bytes }
+    }
+    return result
+}
+
+/// Waits (bounded) until `condition` holds, polling; false if it never did.
+private func eventually(_ timeout: Duration = .seconds(30), _ condition: () throws -> Bool) rethrows -> Bool {
+    let deadline = ContinuousClock.now + timeout
+    while ContinuousClock.now < deadline {
+        if try condition() { return true }
+        var nothing = pollfd(fd: -1, events: 0, revents: 0)
+        _ = poll(&nothing, 0, 50)
+    }
+    return try condition()
+}
+
+/// The fields of `INFO replication` on `port`.
+private func replicationInfo(port: Int) throws -> [String: String] {
+    let connection = try RedisConnection(port: port)
+    guard let info = text(try connection.call("INFO", "replication")) else { return [:] }
+    var fields: [String: String] = [:]
+    // "\r\n" is one Character in Swift: split the lines on it.
+    for line in info.split(whereSeparator: { $0 == "\r\n" || $0 == "\n" }) {
+        guard let colon = line.firstIndex(of: ":") else { continue }
+        fields[String(line[..<colon])] = String(line[line.index(after: colon)...])
+    }
+    return fields
+}
+
+private func serverLog(_ server: ServerProcess, contains needle: String, timeout: Duration = .seconds(20)) -> Bool {
+    server.process.wait(timeout: timeout) { $0.stderr.text.contains(needle) }
+}
+
+private let redisAvailable = ExternalTool.path("redis-server") != nil || ExternalTool.required
+
+@Suite("Replication", .timeLimit(.minutes(3)))
+struct ReplicationTests {
+    @Test("a kvsh primary with a kvsh replica and a real redis-server replica: concurrent writes converge, WAIT counts, replicas refuse writes",
+          .enabled(if: redisAvailable, "redis-server is not installed (apt-get install redis-server)"))
+    func primaryWithTwoReplicas() throws {
+        let sandbox = try Sandbox()
+        let primary = try ServerProcess(sandbox, dataDir: sandbox.path("primary"))
+        defer { _ = try? primary.stop() }
+        let primaryPort = primary.port
+        let seed = try RedisConnection(port: primary.port)
+        for index in 0..<200 { _ = try seed.call("SET", "before:\(index)", String(repeating: "v", count: index)) }
+        let replica = try ServerProcess(sandbox, dataDir: sandbox.path("replica"), options: ["--replicaof", "127.0.0.1", String(primary.port)])
+        defer { _ = try? replica.stop() }
+        let redis = try RedisServerProcess(sandbox, name: "redis", options: ["--replicaof", "127.0.0.1", String(primary.port)])
+
+        // Two writers at once while the replicas sync: sets, increments, deletes, multi-key sets.
+        let group = DispatchGroup()
+        for writer in 0..<2 {
+            group.enter()
+            Thread {
+                defer { group.leave() }
+                guard let connection = try? RedisConnection(port: primaryPort) else { return }
+                for index in 0..<300 {
+                    _ = try? connection.call("SET", "w\(writer):\(index)", "value \(index) \u{1}\u{0}binary")
+                    _ = try? connection.call("INCR", "counter")
+                    if index % 10 == 0 { _ = try? connection.call("DEL", "before:\(index / 2)") }
+                    if index % 25 == 0 { _ = try? connection.call("MSET", "m\(writer)a", "\(index)", "m\(writer)b", "\(index)") }
+                }
+            }.start()
+        }
+        #expect(group.wait(timeout: .now() + 90) == .success)
+
+        let client = try RedisConnection(port: primary.port)
+        #expect(try client.call("WAIT", "2", "10000") == .integer(2))
+        let expected = try contents(port: primary.port)
+        #expect(expected["counter"] == Array("600".utf8))
+        #expect(try eventually { try contents(port: replica.port) == expected }, "the kvsh replica differs from its primary")
+        #expect(try eventually { try contents(port: redis.port) == expected }, "redis-server differs from its kvsh primary")
+
+        // Replicas are read-only; ROLE and INFO in Redis's shapes.
+        let onReplica = try RedisConnection(port: replica.port)
+        #expect(try onReplica.call("SET", "x", "1") == .error("READONLY You can't write against a read only replica."))
+        #expect(try onReplica.call("WAIT", "1", "0") == .error("ERR WAIT cannot be used with replica instances. Please also note that since Redis 4.0 if a replica is configured to be writable (which is not the default) writes to replicas are just local and are not propagated."))
+        guard case .array(let role) = try client.call("ROLE") else { Issue.record("ROLE is not an array"); return }
+        #expect(role.first == .bulkString(Array("master".utf8)))
+        if case .array(let replicas) = role[2] { #expect(replicas.count == 2) }
+        guard case .array(let replicaRole) = try onReplica.call("ROLE") else { Issue.record("ROLE is not an array"); return }
+        #expect(replicaRole.count == 5 && replicaRole[0] == .bulkString(Array("slave".utf8)) && replicaRole[3] == .bulkString(Array("connected".utf8)))
+        let info = try replicationInfo(port: primary.port)
+        #expect(info["role"] == "master" && info["connected_slaves"] == "2", "\(info)")
+        #expect(info["slave0"]?.contains("state=online") == true)
+        #expect(info["master_replid"]?.count == 40)
+        let replicaInfo = try replicationInfo(port: replica.port)
+        #expect(replicaInfo["master_link_status"] == "up")
+        #expect(replicaInfo["slave_repl_offset"] == info["master_repl_offset"])
+        if case .bulkString(let list) = try client.call("CLIENT", "LIST", "TYPE", "replica") {
+            #expect(String(decoding: list, as: UTF8.self).split(separator: "\n").filter { $0.contains("flags=S") }.count == 2)
+        }
+    }
+
+    @Test("a kvsh replica restarted mid-stream, or killed, continues with +CONTINUE; after a compaction too, from the log")
+    func replicaRestartContinues() throws {
+        let sandbox = try Sandbox()
+        let primary = try ServerProcess(sandbox, dataDir: sandbox.path("primary"), options: ["--repl-backlog-size", "16384"])
+        defer { _ = try? primary.stop() }
+        let client = try RedisConnection(port: primary.port)
+        for index in 0..<50 { _ = try client.call("SET", "k\(index)", "\(index)") }
+        let options = ["--replicaof", "127.0.0.1", String(primary.port)]
+        var replica = try ServerProcess(sandbox, dataDir: sandbox.path("replica"), options: options)
+        #expect(try client.call("WAIT", "1", "10000") == .integer(1))
+        try replica.stop()
+
+        // Away while the primary writes more than its in-memory backlog holds and compacts: the log still covers it.
+        for index in 0..<400 { _ = try client.call("SET", "later\(index)", String(repeating: "x", count: 100)) }
+        #expect(try client.call("KVSH.COMPACT") != .error(""))
+        replica = try ServerProcess(sandbox, dataDir: sandbox.path("replica"), options: options)
+        #expect(serverLog(replica, contains: "partial resync"), "no partial resync: \(replica.process.stderr.text)")
+        #expect(!replica.process.stderr.text.contains("full sync from the primary"))
+        #expect(try eventually { try contents(port: replica.port) == contents(port: primary.port) })
+
+        // kill -9 mid-stream: what it acknowledged is on its disk, and it continues from there.
+        let primaryPort = primary.port
+        let writer = Thread {
+            guard let connection = try? RedisConnection(port: primaryPort) else { return }
+            for index in 0..<300 { _ = try? connection.call("INCR", "n\(index % 7)") }
+        }
+        writer.start()
+        replica.process.signal(SIGKILL)
+        _ = try? replica.process.finish(timeout: .seconds(10))
+        #expect(eventually { (try? RedisConnection(port: primaryPort).call("GET", "n6")) == .bulkString(Array("42".utf8)) })
+        replica = try ServerProcess(sandbox, dataDir: sandbox.path("replica"), options: options)
+        defer { _ = try? replica.stop() }
+        #expect(serverLog(replica, contains: "partial resync"), "\(replica.process.stderr.text)")
+        #expect(try eventually { try contents(port: replica.port) == contents(port: primary.port) })
+    }
+
+    @Test("a replica away longer than the log kept gets a full copy")
+    func fullCopyWhenTheLogIsGone() throws {
+        let sandbox = try Sandbox()
+        let primary = try ServerProcess(sandbox, dataDir: sandbox.path("primary"),
+                                        options: ["--repl-backlog-size", "16384", "--repl-backlog-log-bytes", "0"])
+        defer { _ = try? primary.stop() }
+        let client = try RedisConnection(port: primary.port)
+        _ = try client.call("SET", "a", "1")
+        let options = ["--replicaof", "127.0.0.1", String(primary.port)]
+        var replica = try ServerProcess(sandbox, dataDir: sandbox.path("replica"), options: options)
+        #expect(try client.call("WAIT", "1", "10000") == .integer(1))
+        try replica.stop()
+        for index in 0..<400 { _ = try client.call("SET", "later\(index)", String(repeating: "x", count: 100)) }
+        _ = try client.call("KVSH.COMPACT")
+        replica = try ServerProcess(sandbox, dataDir: sandbox.path("replica"), options: options)
+        defer { _ = try? replica.stop() }
+        #expect(serverLog(replica, contains: "full sync loaded"), "\(replica.process.stderr.text)")
+        #expect(try eventually { try contents(port: replica.port) == contents(port: primary.port) })
+    }
+
+    @Test("a kvsh replica follows a real redis-server primary: RDB with int and LZF strings, live writes, a dropped link continues partially",
+          .enabled(if: redisAvailable, "redis-server is not installed (apt-get install redis-server)"))
+    func kvshFollowsRedis() throws {
+        let sandbox = try Sandbox()
+        let redis = try RedisServerProcess(sandbox, name: "redis")
+        let client = try RedisConnection(port: redis.port)
+        _ = try client.call("SET", "int", "12345")
+        _ = try client.call("SET", "negative", "-7")
+        _ = try client.call("SET", "compressible", String(repeating: "abc", count: 300))
+        _ = try client.call("SET", "binary", "\u{0}\u{1}\u{2}\r\n")
+        _ = try client.call("SET", "expiring", "soon", "EX", "1000")
+        let replica = try ServerProcess(sandbox, dataDir: sandbox.path("replica"), options: ["--replicaof", "127.0.0.1", String(redis.port)])
+        defer { _ = try? replica.stop() }
+        #expect(serverLog(replica, contains: "full sync loaded"), "\(replica.process.stderr.text)")
+        _ = try client.call("INCR", "int")
+        _ = try client.call("SET", "live", "1", "EX", "500")
+        _ = try client.call("INCRBYFLOAT", "float", "1.5")
+        _ = try client.call("GETDEL", "negative")
+        _ = try client.call("MSET", "m1", "a", "m2", "b")
+        _ = try client.call("SETEX", "setex", "100", "v")
+        #expect(try client.call("WAIT", "1", "10000") == .integer(1))
+        let expected = try contents(port: redis.port)
+        #expect(expected["int"] == Array("12346".utf8))
+        #expect(try eventually { try contents(port: replica.port) == expected })
+
+        // The primary drops the link: the replica comes back with +CONTINUE.
+        _ = try client.call("CLIENT", "KILL", "TYPE", "replica")
+        _ = try client.call("SET", "after", "drop")
+        #expect(serverLog(replica, contains: "partial resync"), "\(replica.process.stderr.text)")
+        #expect(try eventually { try contents(port: replica.port) == contents(port: redis.port) })
+        #expect(try RedisConnection(port: replica.port).call("SET", "x", "y") == .error("READONLY You can't write against a read only replica."))
+    }
+
+    @Test("a primary holding a list: the replica refuses it, naming the key and the type",
+          .enabled(if: redisAvailable, "redis-server is not installed (apt-get install redis-server)"))
+    func nonStringTypesRefused() throws {
+        let sandbox = try Sandbox()
+        let redis = try RedisServerProcess(sandbox, name: "redis")
+        _ = try RedisConnection(port: redis.port).call("RPUSH", "mylist", "a", "b")
+        let replica = try ServerProcess(sandbox, dataDir: sandbox.path("replica"), options: ["--replicaof", "127.0.0.1", String(redis.port)])
+        defer { _ = try? replica.stop() }
+        #expect(replica.process.wait(timeout: .seconds(20)) { $0.stderr.text.contains("mylist") && $0.stderr.text.contains("list") },
+                "\(replica.process.stderr.text)")
+        #expect(try RedisConnection(port: replica.port).call("DBSIZE") == .integer(0))
+    }
+
+    @Test("redis-cli --rdb against kvsh writes a file redis-check-rdb accepts",
+          .enabled(if: redisAvailable, "redis-tools are not installed"))
+    func redisCLIRDB() throws {
+        guard let cli = ExternalTool.redisCLI, let check = ExternalTool.path("redis-check-rdb") else {
+            Issue.record("redis-cli and redis-check-rdb are required")
+            return
+        }
+        let sandbox = try Sandbox()
+        let server = try ServerProcess(sandbox)
+        defer { _ = try? server.stop() }
+        let client = try RedisConnection(port: server.port)
+        for index in 0..<1000 { _ = try client.call("SET", "key:\(index)", index % 3 == 0 ? "\(index)" : String(repeating: "v\(index)", count: 10)) }
+        let file = sandbox.path("dump.rdb")
+        let saved = try ExternalTool.run(cli, ["-p", String(server.port), "--rdb", file], sandbox: sandbox)
+        #expect(saved.termination == .exited(0), "\(saved.stderr.text)")
+        let checked = try ExternalTool.run(check, [file], sandbox: sandbox)
+        #expect(checked.termination == .exited(0), "\(checked.stdout.text)")
+        #expect(checked.stdout.text.contains("keys read: 1000") || checked.stdout.text.contains("Checked 1000 keys") || checked.stdout.text.contains("1000"),
+                "\(checked.stdout.text)")
+    }
+
+    @Test("--sync-replicas 1: kill -9 of the primary under load, then REPLICAOF NO ONE: every acknowledged write is on the replica")
+    func syncReplicasLoseNothing() throws {
+        let sandbox = try Sandbox()
+        let primary = try ServerProcess(sandbox, dataDir: sandbox.path("primary"), options: ["--sync-replicas", "1", "--sync", "everysec"])
+        let client = try RedisConnection(port: primary.port)
+        #expect(try client.call("SET", "early", "1") == .error("NOREPLICAS Not enough good replicas to write."))
+        let replica = try ServerProcess(sandbox, dataDir: sandbox.path("replica"),
+                                        options: ["--replicaof", "127.0.0.1", String(primary.port), "--sync", "always"])
+        defer { _ = try? replica.stop() }
+        #expect(try eventually { try client.call("SET", "first", "1") == .simpleString("OK") })
+
+        final class Acknowledged: @unchecked Sendable {
+            let lock = NSLock()
+            var keys: [String] = []
+        }
+        let acknowledged = Acknowledged()
+        let primaryPort = primary.port
+        let writers = (0..<3).map { writer in
+            Thread {
+                guard let connection = try? RedisConnection(port: primaryPort) else { return }
+                for index in 0..<100_000 {
+                    let key = "w\(writer):\(index)"
+                    guard (try? connection.call("SET", key, key, timeout: .seconds(5))) == .simpleString("OK") else { return }
+                    acknowledged.lock.lock(); acknowledged.keys.append(key); acknowledged.lock.unlock()
+                }
+            }
+        }
+        writers.forEach { $0.start() }
+        #expect(eventually(.seconds(30)) { acknowledged.lock.lock(); defer { acknowledged.lock.unlock() }; return acknowledged.keys.count >= 300 })
+        primary.process.signal(SIGKILL)
+        _ = try? primary.process.finish(timeout: .seconds(10))
+        #expect(eventually(.seconds(10)) { writers.allSatisfy(\.isFinished) })
+
+        let promoted = try RedisConnection(port: replica.port)
+        #expect(try promoted.call("REPLICAOF", "NO", "ONE") == .simpleString("OK"))
+        let held = try contents(port: replica.port)
+        acknowledged.lock.lock()
+        let keys = acknowledged.keys
+        acknowledged.lock.unlock()
+        let missing = keys.filter { held[$0] == nil }
+        #expect(missing.isEmpty, "\(missing.count) of \(keys.count) acknowledged writes are not on the promoted replica: \(missing.prefix(5))")
+        #expect(try promoted.call("SET", "after", "promotion") == .simpleString("OK"))
+        let info = try replicationInfo(port: replica.port)
+        #expect(info["role"] == "master" && info["master_replid2"] != String(repeating: "0", count: 40))
+    }
+
+    @Test("redis-py against a kvsh replica: reads work, writes get READONLY",
+          .enabled(if: ExternalTool.python != nil || ExternalTool.required, "python3 with redis-py 5+ is not installed"))
+    func redisPyAgainstReplica() throws {
+        guard let python = ExternalTool.python else { Issue.record("python3 with redis-py is required"); return }
+        let sandbox = try Sandbox()
+        let primary = try ServerProcess(sandbox, dataDir: sandbox.path("primary"))
+        defer { _ = try? primary.stop() }
+        _ = try RedisConnection(port: primary.port).call("SET", "greeting", "hello")
+        let replica = try ServerProcess(sandbox, dataDir: sandbox.path("replica"), options: ["--replicaof", "127.0.0.1", String(primary.port)])
+        defer { _ = try? replica.stop() }
+        #expect(try eventually { try RedisConnection(port: replica.port).call("GET", "greeting") == .bulkString(Array("hello".utf8)) })
+        let script = try sandbox.write("replica.py", """
+            import redis, sys
+            r = redis.Redis(port=\(replica.port))
+            assert r.get("greeting") == b"hello", r.get("greeting")
+            try:
+                r.set("x", "1")
+                sys.exit("the write was accepted")
+            except redis.exceptions.ReadOnlyError as error:
+                print("readonly:", error)
+            """)
+        let result = try ExternalTool.run(python, [script], sandbox: sandbox)
+        #expect(result.termination == .exited(0), "\(result.stderr.text)")
+        #expect(result.stdout.text.contains("readonly: You can't write against a read only replica."), "\(result.stdout.text)")
+    }
+}
