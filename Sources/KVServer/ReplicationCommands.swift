@@ -111,6 +111,28 @@ extension ServerCommands {
         ])
     }
 
+    /// The replication lines of `KVSH.STATS` (the shell's `:stats` with `--connect`): role, link, offsets and lag.
+    static func replicationSummary(context: ServerContext) -> String {
+        let replication = context.replication
+        let offset = context.store.replicationPosition?.offset ?? 0
+        if replication.isReplica, let link = replication.currentLink {
+            let status = link.status.withLock { $0 }
+            let silent = (ContinuousClock.now - status.lastInteraction).components.seconds
+            var line = "replication:     replica of \(link.host):\(link.port), link \(status.state == .connected ? "up" : "down (\(status.state.rawValue))"), "
+                + "offset \(offset), last heard from \(silent) s ago"
+            if let error = status.lastError, status.state != .connected { line += "; last error: \(error)" }
+            return line + "\n"
+        }
+        let view = replication.primary.view
+        var lines = ["replication:     primary, offset \(offset), \(view.replicas.count) replica\(view.replicas.count == 1 ? "" : "s")"
+                     + (replication.settings.syncReplicas > 0 ? " (--sync-replicas \(replication.settings.syncReplicas))" : "")]
+        for replica in view.replicas {
+            lines.append("  \(replica.ip):\(replica.port) \(replica.state.rawValue), acknowledged \(replica.offset) "
+                         + "(\(max(0, offset - replica.offset)) bytes behind, last ACK \(replica.lagSeconds) s ago)")
+        }
+        return lines.joined(separator: "\n") + "\n"
+    }
+
     /// INFO's `# Replication` fields, Redis 7.0's names and order.
     static func replicationInfo(context: ServerContext) -> [(String, String)] {
         let replication = context.replication

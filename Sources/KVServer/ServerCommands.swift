@@ -430,6 +430,14 @@ enum ServerCommands {
         let backups = context.configuration.backupDirectory
         if case .backup(nil, _) = command, backups == nil { return (.error(CommandError.noBackupDirectory.redisMessage), .none) }
         let store = context.store
+        if command == .stats {
+            // The server's `:stats` also says where replication stands (the shell prints it with --connect).
+            return (.null, .slow {
+                var outcome = try command.run(on: store, backups: backups)
+                outcome.text += replicationSummary(context: context)
+                return command.reply(outcome)
+            })
+        }
         return (.null, .slow { command.reply(try command.run(on: store, backups: backups)) })
     }
 

@@ -147,6 +147,12 @@ struct ReplicationTests {
         let replicaInfo = try replicationInfo(port: replica.port)
         #expect(replicaInfo["master_link_status"] == "up")
         #expect(replicaInfo["slave_repl_offset"] == info["master_repl_offset"])
+        // The shell's :stats with --connect says where replication stands.
+        let primaryStats = try sandbox.run(["--connect", primary.address], input: Array(":stats\n".utf8))
+        #expect(primaryStats.stdout.text.contains("replication:     primary, offset \(info["master_repl_offset"] ?? "?"), 2 replicas"),
+                "\(primaryStats.stdout.text)")
+        let replicaStats = try sandbox.run(["--connect", replica.address], input: Array(":stats\n".utf8))
+        #expect(replicaStats.stdout.text.contains("replication:     replica of 127.0.0.1:\(primary.port), link up"), "\(replicaStats.stdout.text)")
         if case .bulkString(let list) = try client.call("CLIENT", "LIST", "TYPE", "replica") {
             #expect(String(decoding: list, as: UTF8.self).split(separator: "\n").filter { $0.contains("flags=S") }.count == 2)
         }
