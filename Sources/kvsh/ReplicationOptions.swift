@@ -33,6 +33,10 @@ struct ReplicationOptions: ParsableArguments {
         valueName: "bytes"))
     var backlogLogBytes = 256 << 20
 
+    @Option(name: .customLong("client-output-buffer-limit-replica"), help: ArgumentHelp(
+        "Drop a replica whose unsent stream exceeds this (Redis's client-output-buffer-limit replica hard limit).", valueName: "bytes"))
+    var outputBufferLimit = 256 << 20
+
     @Option(name: .customLong("repl-timeout"), help: ArgumentHelp("Seconds of silence after which a replication link is dropped.", valueName: "seconds"))
     var timeout = 60
 
@@ -50,6 +54,7 @@ struct ReplicationOptions: ParsableArguments {
         guard minReplicasMaxLag >= 1 else { throw ValidationError("--min-replicas-max-lag must be at least 1 second") }
         guard backlogSize >= 16 << 10 else { throw ValidationError("--repl-backlog-size must be at least 16384 bytes (Redis's minimum)") }
         guard backlogLogBytes >= 0 else { throw ValidationError("--repl-backlog-log-bytes cannot be negative") }
+        guard outputBufferLimit >= 64 << 10 else { throw ValidationError("--client-output-buffer-limit-replica must be at least 65536 bytes") }
         guard timeout >= 1, pingPeriod >= 1 else { throw ValidationError("--repl-timeout and --repl-ping-replica-period must be at least 1 second") }
         guard pingPeriod < timeout else { throw ValidationError("--repl-ping-replica-period must be shorter than --repl-timeout, or replicas time out") }
     }
@@ -66,6 +71,7 @@ struct ReplicationOptions: ParsableArguments {
         settings.backlogLogBytes = backlogLogBytes
         settings.timeout = timeout
         settings.pingPeriod = pingPeriod
+        settings.outputBufferLimit = outputBufferLimit
         return settings
     }
 }

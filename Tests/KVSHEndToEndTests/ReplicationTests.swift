@@ -15,11 +15,13 @@ final class RedisServerProcess {
     let port: Int
     let process: PipedProcess
 
-    init(_ sandbox: Sandbox, name: String, options: [String] = []) throws {
+    /// Starts redis-server in the sandbox directory `name` (kept between restarts), on `port` or a free one.
+    init(_ sandbox: Sandbox, name: String, port: Int? = nil, options: [String] = []) throws {
         guard let executable = ExternalTool.path("redis-server") else { throw HarnessError("redis-server is not installed") }
         let directory = sandbox.path(name)
         mkdir(directory, 0o700)
-        port = try freePort()
+        let port = try port ?? freePort()
+        self.port = port
         process = try PipedProcess(executable: executable,
                                    arguments: ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
                                                "--dir", directory, "--repl-diskless-sync-delay", "0"] + options,
@@ -34,6 +36,119 @@ final class RedisServerProcess {
     deinit {
         process.signal(SIGKILL)
         _ = try? process.finish(timeout: .seconds(5))
+    }
+}
+
+/// A TCP peer the test plays by hand (a primary that sends garbage or stalls, a replica that never reads): listens on
+/// a free loopback port and accepts connections.
+final class ScriptedPeer {
+    let port: Int
+    private let listener: Int32
+
+    init() throws {
+        let listener = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        self.listener = listener
+        guard listener >= 0 else { throw HarnessError("socket: \(String(cString: strerror(errno)))") }
+        var yes: Int32 = 1
+        setsockopt(listener, SOL_SOCKET, SO_REUSEADDR, &yes, socklen_t(MemoryLayout<Int32>.size))
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        let bound = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(listener, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        }
+        guard bound == 0, listen(listener, 8) == 0 else { throw HarnessError("bind/listen: \(String(cString: strerror(errno)))") }
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        _ = withUnsafeMutablePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(listener, $0, &length) }
+        }
+        port = Int(UInt16(bigEndian: address.sin_port))
+    }
+
+    deinit { close(listener) }
+
+    /// The next connection, within `timeout`; nil if none came.
+    func accept(timeout: Duration = .seconds(20)) -> ScriptedConnection? {
+        var entry = pollfd(fd: listener, events: Int16(POLLIN), revents: 0)
+        guard poll(&entry, 1, Int32(timeout.components.seconds * 1000)) == 1 else { return nil }
+        let fd = Glibc.accept(listener, nil, nil)
+        return fd >= 0 ? ScriptedConnection(fd: fd) : nil
+    }
+}
+
+final class ScriptedConnection {
+    private(set) var fd: Int32
+    private(set) var received: [UInt8] = []
+
+    init(fd: Int32) { self.fd = fd }
+    deinit { hangUp() }
+
+    /// Closes the connection (once).
+    func hangUp() {
+        if fd >= 0 { close(fd) }
+        fd = -1
+    }
+
+    /// A client connection to `port` with a small receive buffer (a peer that reads slowly fills it at once).
+    static func connect(port: Int, receiveBuffer: Int32) throws -> ScriptedConnection {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        guard fd >= 0 else { throw HarnessError("socket: \(String(cString: strerror(errno)))") }
+        var size = receiveBuffer
+        setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &size, socklen_t(MemoryLayout<Int32>.size))
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        address.sin_port = UInt16(port).bigEndian
+        let connected = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        }
+        guard connected == 0 else {
+            close(fd)
+            throw HarnessError("connect: \(String(cString: strerror(errno)))")
+        }
+        return ScriptedConnection(fd: fd)
+    }
+
+    func send(_ text: String) { send(Array(text.utf8)) }
+
+    func send(_ bytes: [UInt8]) {
+        var offset = 0
+        while offset < bytes.count {
+            let n = bytes.withUnsafeBytes { Glibc.send(fd, $0.baseAddress! + offset, $0.count - offset, Int32(MSG_NOSIGNAL)) }
+            guard n > 0 else { return }
+            offset += n
+        }
+    }
+
+    /// Reads until `needle` has arrived (true), the peer closed, or `timeout` passed.
+    @discardableResult
+    func read(until needle: String, timeout: Duration = .seconds(20)) -> Bool {
+        let deadline = ContinuousClock.now + timeout
+        while !received.text.contains(needle) {
+            guard ContinuousClock.now < deadline, readSome(timeout: deadline - ContinuousClock.now) else { return false }
+        }
+        return true
+    }
+
+    /// Whether the peer closed the connection within `timeout`.
+    func closedByPeer(timeout: Duration) -> Bool {
+        let deadline = ContinuousClock.now + timeout
+        while ContinuousClock.now < deadline {
+            if !readSome(timeout: deadline - ContinuousClock.now) { return ContinuousClock.now < deadline }
+        }
+        return false
+    }
+
+    /// Reads what arrives within `timeout`; false once the peer closed (or nothing arrived in time).
+    private func readSome(timeout: Duration) -> Bool {
+        var entry = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+        let milliseconds = Int32(max(1, min(1000, timeout.components.seconds * 1000 + timeout.components.attoseconds / 1_000_000_000_000_000)))
+        guard poll(&entry, 1, milliseconds) == 1 else { return true }
+        var chunk = [UInt8](repeating: 0, count: 65536)
+        let n = chunk.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
+        guard n > 0 else { return false }
+        received += chunk[..<n]
+        return true
     }
 }
 
@@ -245,6 +360,16 @@ struct ReplicationTests {
         #expect(serverLog(replica, contains: "partial resync"), "\(replica.process.stderr.text)")
         #expect(try eventually { try contents(port: replica.port) == contents(port: redis.port) })
         #expect(try RedisConnection(port: replica.port).call("SET", "x", "y") == .error("READONLY You can't write against a read only replica."))
+
+        // The primary restarts (its RDB keeps its replication id and offset, as Redis 7 does): the replica continues.
+        let partialsBefore = replica.process.stderr.text.components(separatedBy: "partial resync").count
+        _ = try? client.call("SHUTDOWN", "SAVE")
+        _ = redis.process.wait(timeout: .seconds(20)) { !$0.isRunning }
+        let restarted = try RedisServerProcess(sandbox, name: "redis", port: redis.port)
+        _ = try RedisConnection(port: restarted.port).call("SET", "after", "restart")
+        #expect(replica.process.wait(timeout: .seconds(30)) { $0.stderr.text.components(separatedBy: "partial resync").count > partialsBefore },
+                "\(replica.process.stderr.text)")
+        #expect(try eventually { try contents(port: replica.port) == contents(port: restarted.port) })
     }
 
     @Test("a primary holding a list: the replica refuses it, naming the key and the type",
@@ -351,5 +476,69 @@ struct ReplicationTests {
         let result = try ExternalTool.run(python, [script], sandbox: sandbox)
         #expect(result.termination == .exited(0), "\(result.stderr.text)")
         #expect(result.stdout.text.contains("readonly: You can't write against a read only replica."), "\(result.stdout.text)")
+    }
+
+    @Test("a primary that sends garbage, stalls past --repl-timeout, or drops the link mid-RDB: the replica closes, keeps its data and tries again")
+    func badPrimaries() throws {
+        let sandbox = try Sandbox()
+        let peer = try ScriptedPeer()
+        // The replica first copies a real kvsh primary, so that it has data to keep.
+        let primary = try ServerProcess(sandbox, dataDir: sandbox.path("primary"))
+        defer { _ = try? primary.stop() }
+        _ = try RedisConnection(port: primary.port).call("SET", "kept", "yes")
+        let replica = try ServerProcess(sandbox, dataDir: sandbox.path("replica"),
+                                        options: ["--replicaof", "127.0.0.1", String(primary.port), "--repl-timeout", "2", "--repl-ping-replica-period", "1"])
+        defer { _ = try? replica.stop() }
+        let client = try RedisConnection(port: replica.port)
+        #expect(try eventually { try client.call("GET", "kept") == .bulkString(Array("yes".utf8)) })
+        #expect(try client.call("REPLICAOF", "127.0.0.1", String(peer.port)) == .simpleString("OK"))
+
+        // Garbage in answer to PING.
+        let first = try #require(peer.accept())
+        #expect(first.read(until: "PING"))
+        first.send("?not redis at all\r\n")
+        #expect(first.closedByPeer(timeout: .seconds(10)), "the replica kept a link that answered PING with garbage")
+
+        /// Answers the handshake as a primary does, up to the PSYNC.
+        func handshake(_ connection: ScriptedConnection) -> Bool {
+            guard connection.read(until: "PING") else { return false }
+            connection.send("+PONG\r\n")
+            guard connection.read(until: "psync2") else { return false }
+            connection.send("+OK\r\n+OK\r\n")
+            return connection.read(until: "PSYNC")
+        }
+
+        // A full sync cut off in the middle of the RDB.
+        let second = try #require(peer.accept(), "the replica did not try again")
+        #expect(handshake(second))
+        second.send("+FULLRESYNC \(String(repeating: "a", count: 40)) 0\r\n$EOF:\(String(repeating: "m", count: 40))\r\nREDIS0010\u{fe}\u{00}\u{00}\u{03}key")
+        second.hangUp()
+        #expect(try client.call("GET", "kept") == .bulkString(Array("yes".utf8)), "the replica lost its data to a half sync")
+        #expect(try client.call("DBSIZE") == .integer(1))
+
+        // A primary that goes silent after the handshake: dropped after --repl-timeout.
+        let third = try #require(peer.accept(), "the replica did not try again after the dropped sync")
+        #expect(handshake(third))
+        third.send("+CONTINUE\r\n")
+        #expect(third.closedByPeer(timeout: .seconds(15)), "the replica kept a silent link past --repl-timeout")
+        #expect(try client.call("GET", "kept") == .bulkString(Array("yes".utf8)))
+        let info = try replicationInfo(port: replica.port)
+        #expect(info["master_link_status"] == "down")
+    }
+
+    @Test("a replica that does not read is dropped at the output buffer limit instead of growing the primary")
+    func slowReplicaDropped() throws {
+        let sandbox = try Sandbox()
+        let primary = try ServerProcess(sandbox, dataDir: sandbox.path("primary"),
+                                        options: ["--sync", "none", "--client-output-buffer-limit-replica", "1048576"])
+        defer { _ = try? primary.stop() }
+        let fakeReplica = try ScriptedConnection.connect(port: primary.port, receiveBuffer: 4096)
+        fakeReplica.send(RedisConnection.encode(["REPLCONF", "capa", "eof"]) + RedisConnection.encode(["PSYNC", "?", "-1"]))
+        #expect(try eventually { try replicationInfo(port: primary.port)["connected_slaves"] == "1" })
+        let writer = try RedisConnection(port: primary.port)
+        let value = String(repeating: "x", count: 64 << 10)
+        for index in 0..<64 { _ = try writer.call("SET", "big\(index)", value) }
+        #expect(try eventually { try replicationInfo(port: primary.port)["connected_slaves"] == "0" }, "the replica that does not read was kept")
+        #expect(primary.process.wait(timeout: .seconds(10)) { $0.stderr.text.contains("cannot keep up") })
     }
 }
