@@ -348,7 +348,7 @@ public final class EtcdClient: Sendable {
                 created.resolve(.failure(CancellationError()))
                 reader.cancel()
             }
-            return EtcdWatch(startRevision: revision, events: events)
+            return EtcdWatch(startRevision: revision, events: events, handle: WatchHandle(reader))
         } catch {
             reader.cancel()
             if error is EtcdError { rotate(from: endpoint) }
@@ -545,19 +545,35 @@ public final class EtcdClient: Sendable {
     }
 }
 
-/// The events of one watch. See ``EtcdClient/watch(_:prefix:fromRevision:previousValues:)``.
+/// The events of one watch. See ``EtcdClient/watch(_:prefix:fromRevision:previousValues:)``. The stream is closed
+/// when the iterating task is cancelled, on ``cancel()``, or when the last copy of the watch and its iterators is
+/// released.
 public struct EtcdWatch: AsyncSequence, Sendable {
     public typealias Element = EtcdWatchEvent
     /// The store's revision when etcd created the watch.
     public let startRevision: Int64
     let events: AsyncThrowingStream<EtcdWatchEvent, Error>
+    let handle: WatchHandle
 
     public struct AsyncIterator: AsyncIteratorProtocol {
         var base: AsyncThrowingStream<EtcdWatchEvent, Error>.AsyncIterator
+        let handle: WatchHandle
         public mutating func next() async throws -> EtcdWatchEvent? { try await base.next() }
     }
 
-    public func makeAsyncIterator() -> AsyncIterator { AsyncIterator(base: events.makeAsyncIterator()) }
+    public func makeAsyncIterator() -> AsyncIterator { AsyncIterator(base: events.makeAsyncIterator(), handle: handle) }
+
+    /// Closes the stream: iteration ends (returns nil).
+    public func cancel() { handle.cancel() }
+}
+
+/// Owns the task reading a watch's stream: a watch abandoned without being iterated to its end must not keep its
+/// connection open until the client shuts down.
+final class WatchHandle: Sendable {
+    private let reader: Task<Void, Never>
+    init(_ reader: Task<Void, Never>) { self.reader = reader }
+    func cancel() { reader.cancel() }
+    deinit { reader.cancel() }
 }
 
 // MARK: - Helpers

@@ -109,6 +109,18 @@ public struct ElectionOptions: Sendable {
         self.retryInterval = retryInterval
     }
 
+    /// - Throws: ``EtcdError/invalidConfiguration(_:)`` unless 0 < margin < TTL and a renewal is due before the
+    ///   renew deadline.
+    func validate() throws {
+        let ordered = fenceMargin > .zero && (fenceMargin < ttl) && renewInterval > .zero
+            && (renewInterval < ttl - fenceMargin) && retryInterval > .zero
+        guard ttl >= .seconds(1), ordered else {
+            throw EtcdError.invalidConfiguration(
+                "election timings: need TTL ≥ 1 s, 0 < fence margin < TTL, 0 < renew interval < TTL − margin "
+                    + "(got TTL \(ttl), margin \(fenceMargin), renew every \(renewInterval))")
+        }
+    }
+
     /// The instant until which a leader whose last successful renewal was sent at `lastRenewalSend` may act.
     public func renewDeadline(after lastRenewalSend: ContinuousClock.Instant) -> ContinuousClock.Instant {
         lastRenewalSend + ttl - fenceMargin
@@ -176,6 +188,7 @@ public final class LeaderElection: Sendable {
             return !shared.started
         }
         guard first else { throw EtcdError.invalidConfiguration("LeaderElection.run() was called twice; create a new election") }
+        try options.validate()
 
         let resigned = await withTaskGroup(of: Bool.self) { group in
             group.addTask {

@@ -85,6 +85,29 @@ final class LeaderElectionTests: XCTestCase {
         return (election, recorder, task)
     }
 
+    /// Follows the leader's renew deadline until it reports itself fenced, and asserts the order that matters: fenced
+    /// at its renew deadline (its last successful renewal send + TTL − margin), before the lease could expire (that
+    /// send + TTL). Returns the fenced entry and the instant the lease could expire.
+    private func assertFencesBeforeExpiry(_ election: LeaderElection, _ recorder: StateRecorder,
+                                          file: StaticString = #filePath, line: UInt = #line)
+        async throws -> (fenced: StateRecorder.Entry, leaseCouldExpire: ContinuousClock.Instant) {
+        var lastDeadline = try XCTUnwrap(election.leadershipDeadline(), file: file, line: line)
+        let giveUp = ContinuousClock.now + election.options.ttl * 3
+        while election.state.isLeader, ContinuousClock.now < giveUp {
+            if let deadline = election.leadershipDeadline() { lastDeadline = deadline }
+            try await Task.sleep(for: .milliseconds(5))
+        }
+        let fenced = try await recorder.wait("the leader fenced") {
+            if case .fenced(_, .renewalOverdue) = $0 { return true }
+            return false
+        }
+        let leaseCouldExpire = lastDeadline + election.options.fenceMargin
+        XCTAssertGreaterThanOrEqual(fenced.at, lastDeadline, "fenced before its renew deadline", file: file, line: line)
+        XCTAssertLessThan(fenced.at, leaseCouldExpire, "fenced only after its lease could have expired", file: file, line: line)
+        XCTAssertNil(election.leadershipDeadline(), file: file, line: line)
+        return (fenced, leaseCouldExpire)
+    }
+
     func testOneWinsTheOtherFollowsAndTakesOverWhenTheLeaderStopsRenewing() async throws {
         try await withEtcd { _, client in
             let (a, recordA, runA) = try campaigner(client, "A")
@@ -125,13 +148,13 @@ final class LeaderElectionTests: XCTestCase {
             let (b, recordB, runB) = try campaigner(client, "B", ttl: .seconds(10))
             _ = try await recordB.wait("B follows A", isFollower(of: "A"))
 
+            let expiryOfA = try XCTUnwrap(a.leadershipDeadline()) + a.options.fenceMargin
             let resigned = ContinuousClock.now
             a.resign()
             try await runA.value
             let wonB = try await recordB.wait("B elected after A resigned") { $0.isLeader }
-            let handOver = wonB.at - resigned
-            print("election timing: resign → follower elected in \(handOver) (TTL 10 s)")
-            XCTAssertLessThan(handOver, .seconds(5), "a resignation must not wait for the lease to expire")
+            print("election timing: resign → follower elected in \(wonB.at - resigned) (TTL 10 s)")
+            XCTAssertLessThan(wonB.at, expiryOfA, "a resignation must not wait for the lease to expire")
             XCTAssertEqual(recordA.all.last?.state, .resigned)
             XCTAssertFalse(recordA.all.contains { if case .fenced = $0.state { return true } else { return false } })
 
@@ -153,22 +176,7 @@ final class LeaderElectionTests: XCTestCase {
 
             cluster.members[0].signal(SIGSTOP)
             let stopped = ContinuousClock.now
-            // The deadline A works to: the last successful renewal send + TTL − margin.
-            var lastDeadline = try XCTUnwrap(a.leadershipDeadline())
-            while a.state.isLeader {
-                if let deadline = a.leadershipDeadline() { lastDeadline = deadline }
-                try await Task.sleep(for: .milliseconds(5))
-            }
-            let fenced = try await recordA.wait("A fenced") {
-                if case .fenced(_, .renewalOverdue) = $0 { return true }
-                return false
-            }
-            let lastRenewalSend = lastDeadline - a.options.ttl + a.options.fenceMargin
-            let leaseCouldExpire = lastRenewalSend + a.options.ttl
-            // The order that matters: fenced at its renew deadline, and before the lease could expire.
-            XCTAssertGreaterThanOrEqual(fenced.at, lastDeadline)
-            XCTAssertLessThan(fenced.at, leaseCouldExpire)
-            XCTAssertNil(a.leadershipDeadline())
+            let (fenced, leaseCouldExpire) = try await assertFencesBeforeExpiry(a, recordA)
             print("fencing timing: etcd stopped → leader fenced in \(fenced.at - stopped); fenced "
                   + "\(leaseCouldExpire - fenced.at) before the lease could expire (TTL 3 s, margin \(a.options.fenceMargin))")
 
@@ -184,7 +192,7 @@ final class LeaderElectionTests: XCTestCase {
         }
     }
 
-    func testKillingTheEtcdRaftLeaderDoesNotChangeOurLeader() async throws {
+    func testKillingTheEtcdRaftLeaderDoesNotChangeOurLeaderButLosingQuorumFencesIt() async throws {
         try await withEtcd(size: 3) { cluster, client in
             let (a, recordA, runA) = try campaigner(client, "A", ttl: .seconds(10), renewInterval: .seconds(1))
             let elected = try await recordA.wait("A elected") { $0.isLeader }
@@ -217,8 +225,15 @@ final class LeaderElectionTests: XCTestCase {
             let holder = try await client.get(a.options.key)
             XCTAssertEqual(holder?.lease, term(elected.state)?.leaseID)
 
-            a.resign()
-            try await runA.value
+            // A second member dies: no quorum. etcd holds the keep-alives (about 7 s) and the lease cannot expire,
+            // so nobody else could win — but A cannot prove it leads, and fences itself at its renew deadline.
+            let quorumLost = ContinuousClock.now
+            try XCTUnwrap(cluster.members.first { $0.running }).kill9()
+            let (fenced, leaseCouldExpire) = try await assertFencesBeforeExpiry(a, recordA)
+            print("cluster timing: quorum lost → leader fenced in \(fenced.at - quorumLost); fenced "
+                  + "\(leaseCouldExpire - fenced.at) before the lease could expire (TTL 10 s, margin \(a.options.fenceMargin))")
+            runA.cancel()
+            _ = await runA.result
         }
     }
 }
