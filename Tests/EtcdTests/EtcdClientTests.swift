@@ -2,6 +2,7 @@
 
 import AsyncHTTPClient
 import Etcd
+import KVTestSupport
 import NIOCore
 import XCTest
 
@@ -340,5 +341,38 @@ final class EtcdAuthTests: XCTestCase {
             throw error
         }
         try await good.shutdown(); try await anonymous.shutdown(); try await wrong.shutdown()
+    }
+}
+
+final class EtcdTLSTests: XCTestCase {
+    func testClientCertificatesOverHTTPS() async throws {
+        _ = try EtcdBinary.require()
+        let directory = try makeTempDirectory(prefix: "kvsh-etcd-tls")
+        defer { removeTree(directory) }
+        let certificates = try TestCertificates(directory: directory)
+        let cluster = try EtcdCluster(tls: certificates)
+        defer { cluster.stop() }
+        XCTAssertTrue(cluster.endpoints[0].hasPrefix("https://"))
+        let client = try EtcdClient(EtcdConfiguration(endpoints: cluster.endpoints, tls: .init(
+            caFile: certificates.ca, certificateFile: certificates.clientCertificate, keyFile: certificates.clientKey)))
+        // etcd requires a client certificate (--client-cert-auth): without one the handshake fails.
+        let anonymous = try EtcdClient(EtcdConfiguration(endpoints: cluster.endpoints, tls: .init(caFile: certificates.ca)))
+        do {
+            try await cluster.waitUntilHealthy(client)
+            try await client.put("/tls/k", "v")
+            let value = try await client.get("/tls/k")
+            XCTAssertEqual(value?.valueString, "v")
+            await XCTAssertThrowsErrorAsync(try await anonymous.get("/tls/k")) { error in
+                guard case .unreachable? = error as? EtcdError else { return XCTFail("expected unreachable, got \(error)") }
+            }
+            XCTAssertThrowsError(try EtcdClient(EtcdConfiguration(endpoints: cluster.endpoints, tls: .init(
+                certificateFile: certificates.clientCertificate)))) { error in
+                guard case .invalidConfiguration? = error as? EtcdError else { return XCTFail("\(error)") }
+            }
+        } catch {
+            try await client.shutdown(); try await anonymous.shutdown()
+            throw error
+        }
+        try await client.shutdown(); try await anonymous.shutdown()
     }
 }

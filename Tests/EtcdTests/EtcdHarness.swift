@@ -68,9 +68,10 @@ final class EtcdMemberProcess {
     private let process: Process
     private(set) var running = true
 
-    init(binary: String, name: String, clientPort: Int, peerPort: Int, cluster: String, token: String, directory: String) throws {
+    init(binary: String, name: String, clientPort: Int, peerPort: Int, cluster: String, token: String, directory: String,
+         tls: TestCertificates?) throws {
         self.name = name
-        clientURL = "http://127.0.0.1:\(clientPort)"
+        clientURL = "\(tls == nil ? "http" : "https")://127.0.0.1:\(clientPort)"
         peerURL = "http://127.0.0.1:\(peerPort)"
         dataDir = directory + "/" + name
         logPath = directory + "/" + name + ".log"
@@ -82,6 +83,10 @@ final class EtcdMemberProcess {
             "--listen-peer-urls", peerURL, "--initial-advertise-peer-urls", peerURL,
             "--initial-cluster", cluster, "--initial-cluster-token", token, "--initial-cluster-state", "new",
         ]
+        if let tls {
+            process.arguments? += ["--cert-file", tls.serverCertificate, "--key-file", tls.serverKey,
+                                   "--trusted-ca-file", tls.ca, "--client-cert-auth"]
+        }
         _ = FileManager.default.createFile(atPath: logPath, contents: nil)
         let log = try FileHandle(forWritingTo: URL(fileURLWithPath: logPath))
         process.standardOutput = log
@@ -118,7 +123,7 @@ final class EtcdCluster {
     let directory: String
     var endpoints: [String] { members.map(\.clientURL) }
 
-    init(size: Int = 1) throws {
+    init(size: Int = 1, tls: TestCertificates? = nil) throws {
         let binary = try EtcdBinary.require()
         directory = try makeTempDirectory(prefix: "kvsh-etcd")
         let ports = try (0..<size).map { _ in (client: try freePort(), peer: try freePort()) }
@@ -128,7 +133,8 @@ final class EtcdCluster {
         do {
             for (index, port) in ports.enumerated() {
                 members.append(try EtcdMemberProcess(binary: binary, name: "n\(index + 1)", clientPort: port.client,
-                                                     peerPort: port.peer, cluster: cluster, token: token, directory: directory))
+                                                     peerPort: port.peer, cluster: cluster, token: token, directory: directory,
+                                                     tls: tls))
             }
         } catch {
             members.forEach { $0.kill9() }
@@ -178,5 +184,50 @@ where S.Element: Sendable {
             throw HarnessError("waited \(timeout) for \(what)")
         }
         return element
+    }
+}
+
+/// A throw-away CA, a server certificate for 127.0.0.1 and a client certificate, made with the openssl command. The
+/// server certificate is for client authentication too: etcd's gateway dials its own gRPC port with it.
+struct TestCertificates {
+    let ca: String
+    let serverCertificate: String
+    let serverKey: String
+    let clientCertificate: String
+    let clientKey: String
+
+    init(directory: String) throws {
+        let candidates: [String] = ["/usr/bin/openssl", "/usr/local/bin/openssl"]
+        guard let openssl = candidates.first(where: { access($0, X_OK) == 0 }) else {
+            throw XCTSkip("openssl is not installed (apt-get install openssl)")
+        }
+        func run(_ arguments: [String]) throws {
+            let process = Process()
+            process.executableURL = URL(fileURLWithPath: openssl)
+            process.arguments = arguments
+            process.currentDirectoryURL = URL(fileURLWithPath: directory)
+            process.standardOutput = FileHandle.nullDevice
+            process.standardError = FileHandle.nullDevice
+            try process.run()
+            process.waitUntilExit()
+            guard process.terminationStatus == 0 else {
+                throw HarnessError("openssl \(arguments.joined(separator: " ")) failed (\(process.terminationStatus))")
+            }
+        }
+        let key: [String] = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+        try run(["req", "-x509"] + key + ["-keyout", "ca.key", "-out", "ca.crt", "-days", "2", "-subj", "/CN=kvsh test CA"])
+        let kinds: [(name: String, usage: String)] = [("server", "serverAuth,clientAuth"), ("client", "clientAuth")]
+        for (name, usage) in kinds {
+            try run(["req"] + key + ["-keyout", "\(name).key", "-out", "\(name).csr", "-subj", "/CN=kvsh test \(name)"])
+            try "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=\(usage)\n"
+                .write(toFile: directory + "/\(name).ext", atomically: true, encoding: .utf8)
+            try run(["x509", "-req", "-in", "\(name).csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
+                     "-out", "\(name).crt", "-days", "2", "-extfile", "\(name).ext"])
+        }
+        ca = directory + "/ca.crt"
+        serverCertificate = directory + "/server.crt"
+        serverKey = directory + "/server.key"
+        clientCertificate = directory + "/client.crt"
+        clientKey = directory + "/client.key"
     }
 }
