@@ -381,14 +381,21 @@ public final class EtcdClient: Sendable {
                     throw EtcdError.watchEnded(error.message ?? "etcd reported an error on the stream")
                 }
                 guard let result = parsed.result else { continue }
-                if result.created == true {
-                    created.resolve(.success(EtcdResponseHeader(result.header).revision))
-                }
+                // A refused watch comes as one line that is both created and cancelled: check cancelled first.
                 if result.canceled == true {
                     if let compact = result.compact_revision?.value, compact > 0 {
                         throw EtcdError.watchCompacted(compactRevision: compact)
                     }
-                    throw EtcdError.watchEnded("etcd cancelled the watch: \(result.cancel_reason ?? "no reason given")")
+                    let reason = result.cancel_reason ?? "no reason given"
+                    if reason.contains("auth token") {
+                        // The next watch authenticates again.
+                        state.withLock { _ = $0.tokens.removeValue(forKey: endpoint) }
+                        throw EtcdError.server(httpStatus: 200, code: 16, message: reason)
+                    }
+                    throw EtcdError.watchEnded("etcd cancelled the watch: \(reason)")
+                }
+                if result.created == true {
+                    created.resolve(.success(EtcdResponseHeader(result.header).revision))
                 }
                 for event in result.events ?? [] {
                     guard let kv = event.kv else { continue }

@@ -254,9 +254,15 @@ final class EtcdClientTests: XCTestCase {
             let listed = try await client.nodes(in: keys)
             XCTAssertEqual(listed.nodes, [one, two])
             XCTAssertEqual(listed.unreadable, ["/kvsh/c1/nodes/junk"])
+            // keepLeaseAlive renews until the lease is gone, then says so.
+            let keeper = Task { try await client.keepLeaseAlive(lease.id, every: .milliseconds(200)) }
             try await client.revokeLease(lease.id)
             let after = try await client.nodes(in: keys)
             XCTAssertEqual(after.nodes, [])
+            let ended = await keeper.result
+            XCTAssertThrowsError(try ended.get()) { error in
+                XCTAssertEqual(error as? EtcdError, .leaseLost(lease.id))
+            }
         }
     }
 
@@ -325,9 +331,12 @@ final class EtcdAuthTests: XCTestCase {
             try etcdctl(endpoint, ["user", "grant-role", "root", "root"])
             try etcdctl(endpoint, ["auth", "enable"])
 
+            let watch = try await good.watch("/a/", prefix: true)
             try await good.put("/a/k", "v")
             let value = try await good.get("/a/k")
             XCTAssertEqual(value?.valueString, "v")
+            let event = try await first(watch, within: .seconds(10), "the put, on a watch with a token") { _ in true }
+            XCTAssertEqual(event.kv.keyString, "/a/k")
             await XCTAssertThrowsErrorAsync(try await anonymous.get("/a/k")) { error in
                 guard case .server(_, _, let message)? = error as? EtcdError else { return XCTFail("\(error)") }
                 XCTAssertTrue(message.contains("user name is empty"), message)

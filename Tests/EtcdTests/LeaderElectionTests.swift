@@ -76,10 +76,13 @@ final class LeaderElectionTests: XCTestCase {
     }
 
     private func campaigner(_ client: EtcdClient, _ name: String, ttl: Duration = .seconds(2),
-                            renewInterval: Duration? = nil) throws -> (LeaderElection, StateRecorder, Task<Void, Error>) {
+                            renewInterval: Duration? = nil,
+                            shouldCampaign: @escaping @Sendable () async -> Bool = { true })
+        throws -> (LeaderElection, StateRecorder, Task<Void, Error>) {
         let keys = try ClusterKeys(cluster: "test")
         let election = LeaderElection(client: client, options: ElectionOptions(
-            key: keys.leader, value: Array(name.utf8), ttl: ttl, renewInterval: renewInterval))
+            key: keys.leader, value: Array(name.utf8), ttl: ttl, renewInterval: renewInterval,
+            retryInterval: .milliseconds(100)), shouldCampaign: shouldCampaign)
         let recorder = StateRecorder(election)
         let task = Task { try await election.run() }
         return (election, recorder, task)
@@ -160,6 +163,43 @@ final class LeaderElectionTests: XCTestCase {
 
             b.resign()
             try await runB.value
+        }
+    }
+
+    func testANodeThatShouldNotCampaignFollowsAndNeverLeadsUntilAllowed() async throws {
+        try await withEtcd { _, client in
+            let allowed = Mutex(false)
+            let (a, recordA, runA) = try campaigner(client, "A", ttl: .seconds(10))
+            _ = try await recordA.wait("A elected") { $0.isLeader }
+            let (b, recordB, runB) = try campaigner(client, "B", ttl: .seconds(10)) { allowed.withLock { $0 } }
+            _ = try await recordB.wait("B follows A", isFollower(of: "A"))
+
+            // A resigns: B sees the key vacant and, not allowed to campaign, leaves it so.
+            a.resign()
+            try await runA.value
+            let vacant = try await recordB.wait("B sees no leader") { $0 == .follower(leader: nil) }
+            let stillVacant = try await client.get(b.options.key)
+            XCTAssertNil(stillVacant)
+            XCTAssertFalse(recordB.all.contains { $0.state.isLeader || $0.state == .campaigning })
+
+            // Allowed: B campaigns at its next check and wins.
+            let index = recordB.all.count
+            allowed.withLock { $0 = true }
+            let won = try await recordB.wait("B elected once allowed", from: index) { $0.isLeader }
+            XCTAssertGreaterThan(won.at, vacant.at)
+            b.resign()
+            try await runB.value
+        }
+    }
+
+    func testElectionTimingsAreValidated() async throws {
+        try await withEtcd { _, client in
+            let election = LeaderElection(client: client, options: ElectionOptions(
+                key: "/kvsh/test/leader", value: [], ttl: .seconds(3), renewInterval: .seconds(3)))
+            await XCTAssertThrowsErrorAsync(try await election.run()) { error in
+                guard case .invalidConfiguration(let message)? = error as? EtcdError else { return XCTFail("\(error)") }
+                XCTAssertTrue(message.contains("renew interval"), message)
+            }
         }
     }
 
