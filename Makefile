@@ -7,7 +7,8 @@ SWIFT ?= swift
 deps:
 	@./.ci/install-deps build
 
-# What the tests need besides: redis-cli, redis-benchmark and redis-py for the interoperability tests.
+# What the tests need besides: redis-cli, redis-benchmark and redis-py for the interoperability tests, etcd for the
+# Etcd tests.
 test-deps:
 	@./.ci/install-deps test
 

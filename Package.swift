@@ -11,6 +11,7 @@ let package = Package(
         .library(name: "KVShell", targets: ["KVShell"]),
         .library(name: "KVServer", targets: ["KVServer"]),
         .library(name: "RDB", targets: ["RDB"]),
+        .library(name: "Etcd", targets: ["Etcd"]),
         // The fuzz entry points, for the libFuzzer executables of the package in Fuzz/ (see CONTRIBUTING.md).
         .library(name: "KVFuzzTargets", targets: ["KVFuzzTargets"]),
     ],
@@ -18,6 +19,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
         .package(url: "https://github.com/apple/swift-nio", from: "2.80.0"),
         .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
+        .package(url: "https://github.com/swift-server/async-http-client", from: "1.37.0"),
+        .package(url: "https://github.com/apple/swift-nio-ssl", from: "2.29.0"),
     ],
     targets: [
         // libedit, reached through pkg-config; the shim header wraps its variadic C API for Swift.
@@ -56,6 +59,18 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
+        // A small etcd v3 client over the JSON gateway (KV, txn, leases, watch) and the lease-based election with
+        // fencing that automatic failover builds on. Knows nothing of the store or the server.
+        .target(
+            name: "Etcd",
+            dependencies: [
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOFoundationCompat", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
         // The thin executable: flags, mode selection, the interactive loop.
         .executableTarget(
             name: "kvsh",
@@ -90,5 +105,11 @@ let package = Package(
         ]),
         .testTarget(name: "FuzzCorpusTests", dependencies: ["KVFuzzTargets", "KVTestSupport"]),
         .testTarget(name: "KVSHEndToEndTests", dependencies: ["kvsh", "RESP"]),
+        .testTarget(name: "EtcdTests", dependencies: [
+            "Etcd",
+            "KVTestSupport",
+            .product(name: "AsyncHTTPClient", package: "async-http-client"),
+            .product(name: "NIOCore", package: "swift-nio"),
+        ]),
     ]
 )
