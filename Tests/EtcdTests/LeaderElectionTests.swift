@@ -154,6 +154,7 @@ final class LeaderElectionTests: XCTestCase {
             let expiryOfA = try XCTUnwrap(a.leadershipDeadline()) + a.options.fenceMargin
             let resigned = ContinuousClock.now
             a.resign()
+            XCTAssertNil(a.leadershipDeadline(), "no longer leader from the moment it resigns")
             try await runA.value
             let wonB = try await recordB.wait("B elected after A resigned") { $0.isLeader }
             print("election timing: resign → follower elected in \(wonB.at - resigned) (TTL 10 s)")
