@@ -139,8 +139,8 @@ public final class LeaderElection: Sendable {
     private let logger: Logger
     private let shouldCampaign: @Sendable () async -> Bool
 
-    /// Every change of ``state``, in order (the newest 256 are kept for a slow consumer). Ends after `resigned`
-    /// or `stopped`.
+    /// Every change of ``state``, in order, for one consumer (the newest 256 are kept for a slow one). Ends after
+    /// `resigned` or `stopped`.
     public let states: AsyncStream<ElectionState>
     private let statesContinuation: AsyncStream<ElectionState>.Continuation
     private let resignRequests: AsyncStream<Void>
