@@ -193,6 +193,23 @@ final class LeaderElectionTests: XCTestCase {
         }
     }
 
+    func testALeaderWhoseKeyIsDeletedIsFencedAndCampaignsAgain() async throws {
+        try await withEtcd { _, client in
+            let (a, recordA, runA) = try campaigner(client, "A", ttl: .seconds(10))
+            let elected = try await recordA.wait("A elected") { $0.isLeader }
+            // An operator deletes the key (etcdctl del): A can no longer prove it leads.
+            try await client.delete(a.options.key)
+            _ = try await recordA.wait("A fenced") {
+                if case .fenced(_, .keyLost) = $0 { return true }
+                return false
+            }
+            let again = try await recordA.wait("A elected again", from: 2) { $0.isLeader }
+            XCTAssertGreaterThan(try XCTUnwrap(term(again.state)).revision, try XCTUnwrap(term(elected.state)).revision)
+            a.resign()
+            try await runA.value
+        }
+    }
+
     func testElectionTimingsAreValidated() async throws {
         try await withEtcd { _, client in
             let election = LeaderElection(client: client, options: ElectionOptions(
