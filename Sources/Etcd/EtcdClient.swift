@@ -8,6 +8,7 @@ import Foundation
 import Logging
 import NIOCore
 import NIOFoundationCompat
+import NIOPosix
 import NIOSSL
 import Synchronization
 
@@ -500,7 +501,17 @@ public final class EtcdClient: Sendable {
         if let error = error as? HTTPClientError, error == .deadlineExceeded || error == .readTimeout || error == .connectTimeout {
             return EtcdError.timedOut(endpoint: endpoint, after: configuration.requestTimeout)
         }
-        return EtcdError.unreachable(endpoints: [endpoint], lastError: "\(error)")
+        return EtcdError.unreachable(endpoints: [endpoint], lastError: Self.describe(error))
+    }
+
+    /// A transport error in a few words ("Connection refused"), rather than NIO's nested descriptions.
+    private static func describe(_ error: Error) -> String {
+        if let error = error as? NIOConnectionError {
+            if let last = error.connectionErrors.last { return describe(last.error) }
+            if let dns = error.dnsAError ?? error.dnsAAAAError { return "cannot resolve \(error.host): \(dns)" }
+        }
+        if let error = error as? IOError { return String(cString: strerror(error.errnoCode)) }
+        return "\(error)"
     }
 
     private func rotate(from endpoint: String) {
