@@ -8,6 +8,7 @@ import Foundation
 import Logging
 import NIOCore
 import NIOFoundationCompat
+import NIOPosix
 import NIOSSL
 import Synchronization
 
@@ -425,7 +426,8 @@ public final class EtcdClient: Sendable {
         let body = try Self.encode(request)
         let count = endpoints.count
         let first = state.withLock { $0.preferred }
-        var lastError: EtcdError?
+        // What went wrong at each endpoint, for the error when none answers.
+        var failures: [(endpoint: String, error: EtcdError)] = []
         for offset in 0..<count {
             try Task.checkCancellation()
             let endpoint = endpoints[(first + offset) % count]
@@ -447,17 +449,24 @@ public final class EtcdClient: Sendable {
                     // Try the next endpoint; the next call starts there too.
                     logger.debug("etcd endpoint failed", metadata: ["endpoint": "\(endpoint)", "error": "\(error)"])
                     rotate(from: endpoint)
-                    lastError = error
+                    failures.append((endpoint, error))
                 default:
                     throw error
                 }
             }
         }
-        switch lastError {
-        case .unreachable(_, let message)?: throw EtcdError.unreachable(endpoints: endpoints, lastError: message)
-        case let error?: throw error
-        case nil: throw EtcdError.unreachable(endpoints: endpoints, lastError: "no attempt was made")
+        if failures.count == 1 || failures.allSatisfy({ if case .timedOut = $0.error { true } else { false } }),
+           let last = failures.last {
+            throw last.error
         }
+        let each = failures.map { failure -> String in
+            switch failure.error {
+            case .unreachable(_, let message): return "\(failure.endpoint): \(message)"
+            case .timedOut(_, let after): return "\(failure.endpoint): no answer within \(after)"
+            default: return "\(failure.endpoint): \(failure.error)"
+            }
+        }
+        throw EtcdError.unreachable(endpoints: endpoints, lastError: each.joined(separator: "; "))
     }
 
     /// One POST to one endpoint, bounded by the request timeout (body included). Transport failures become
@@ -492,7 +501,17 @@ public final class EtcdClient: Sendable {
         if let error = error as? HTTPClientError, error == .deadlineExceeded || error == .readTimeout || error == .connectTimeout {
             return EtcdError.timedOut(endpoint: endpoint, after: configuration.requestTimeout)
         }
-        return EtcdError.unreachable(endpoints: [endpoint], lastError: "\(error)")
+        return EtcdError.unreachable(endpoints: [endpoint], lastError: Self.describe(error))
+    }
+
+    /// A transport error in a few words ("Connection refused"), rather than NIO's nested descriptions.
+    private static func describe(_ error: Error) -> String {
+        if let error = error as? NIOConnectionError {
+            if let last = error.connectionErrors.last { return describe(last.error) }
+            if let dns = error.dnsAError ?? error.dnsAAAAError { return "cannot resolve \(error.host): \(dns)" }
+        }
+        if let error = error as? IOError { return String(cString: strerror(error.errnoCode)) }
+        return "\(error)"
     }
 
     private func rotate(from endpoint: String) {

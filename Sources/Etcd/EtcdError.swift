@@ -7,7 +7,7 @@ public enum EtcdError: Error, Sendable, Equatable, CustomStringConvertible {
     /// No endpoint answered within the request timeout: etcd is down, unreachable, or has no quorum (etcd then
     /// holds writes and lease calls for about 7 s before failing them).
     case timedOut(endpoint: String, after: Duration)
-    /// Every endpoint refused or dropped the connection.
+    /// No endpoint answered: each refused or dropped the connection, or did not answer in time (`lastError` says which).
     case unreachable(endpoints: [String], lastError: String)
     /// etcd answered with an error (`code` is the gRPC status code: 5 not found, 9 failed precondition, 16
     /// unauthenticated, 14 unavailable…).
@@ -31,7 +31,7 @@ public enum EtcdError: Error, Sendable, Equatable, CustomStringConvertible {
             return "etcd at \(endpoint) did not answer within \(after): it is down, unreachable or without quorum; "
                 + "check `etcdctl endpoint health`"
         case .unreachable(let endpoints, let lastError):
-            return "no etcd endpoint could be reached (\(endpoints.joined(separator: ", "))): \(lastError); "
+            return "no etcd endpoint answered (\(endpoints.joined(separator: ", "))): \(lastError); "
                 + "check that etcd runs and that --etcd names its client URLs"
         case .server(let httpStatus, let code, let message):
             return "etcd refused the request (HTTP \(httpStatus), gRPC code \(code)): \(message)"

@@ -17,13 +17,15 @@ import Logging
 import Synchronization
 
 /// The holder of the leader key, as a follower sees it.
-public struct LeaderInfo: Sendable, Equatable {
+public struct LeaderInfo: Sendable, Equatable, CustomStringConvertible {
     public var value: [UInt8]
     public var leaseID: Int64
     /// The key's create revision: unique to this term, and larger for every later term.
     public var revision: Int64
 
     public var valueString: String { String(decoding: value, as: UTF8.self) }
+
+    public var description: String { "\(valueString) (lease \(String(leaseID, radix: 16)), revision \(revision))" }
 
     init(_ kv: EtcdKeyValue) {
         value = kv.value
@@ -33,11 +35,13 @@ public struct LeaderInfo: Sendable, Equatable {
 }
 
 /// Our own term as leader.
-public struct LeaderTerm: Sendable, Equatable {
+public struct LeaderTerm: Sendable, Equatable, CustomStringConvertible {
     public var leaseID: Int64
     /// The leader key's create revision: a fencing token that grows with every term (record it with each write).
     public var revision: Int64
     public var ttl: Duration
+
+    public var description: String { "term \(revision) (lease \(String(leaseID, radix: 16)), TTL \(ttl))" }
 }
 
 /// Why a leader stopped being able to prove its leadership.
@@ -135,8 +139,8 @@ public final class LeaderElection: Sendable {
     private let logger: Logger
     private let shouldCampaign: @Sendable () async -> Bool
 
-    /// Every change of ``state``, in order (the newest 256 are kept for a slow consumer). Ends after `resigned`
-    /// or `stopped`.
+    /// Every change of ``state``, in order, for one consumer (the newest 256 are kept for a slow one). Ends after
+    /// `resigned` or `stopped`.
     public let states: AsyncStream<ElectionState>
     private let statesContinuation: AsyncStream<ElectionState>.Continuation
     private let resignRequests: AsyncStream<Void>
@@ -149,6 +153,8 @@ public final class LeaderElection: Sendable {
         var lastRenewalSend: ContinuousClock.Instant?
         /// A lease we campaigned with and still may hold: revoked on resignation.
         var lease: Int64?
+        /// Set by resign(): from then on, leadershipDeadline() is nil.
+        var resigning = false
     }
     private let shared = Mutex(Shared())
 
@@ -170,13 +176,15 @@ public final class LeaderElection: Sendable {
     /// Check it before acknowledging a write.
     public func leadershipDeadline() -> ContinuousClock.Instant? {
         shared.withLock { shared in
-            guard case .leader = shared.state, let last = shared.lastRenewalSend else { return nil }
+            guard case .leader = shared.state, !shared.resigning, let last = shared.lastRenewalSend else { return nil }
             return options.renewDeadline(after: last)
         }
     }
 
     /// Asks ``run()`` to step down: it revokes the lease (so another node can win at once) and returns.
+    /// ``leadershipDeadline()`` is nil from the moment this is called; stop acting as leader before calling it.
     public func resign() {
+        shared.withLock { $0.resigning = true }
         resignContinuation.yield()
     }
 
@@ -191,6 +199,10 @@ public final class LeaderElection: Sendable {
         try options.validate()
 
         let resigned = await withTaskGroup(of: Bool.self) { group in
+            defer {
+                // Resigned or cancelled: no longer the leader, whatever the state says until it is updated.
+                shared.withLock { $0.lastRenewalSend = nil }
+            }
             group.addTask {
                 do { try await self.campaignLoop() } catch {}
                 return false

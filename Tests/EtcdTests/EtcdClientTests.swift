@@ -203,7 +203,9 @@ final class EtcdClientTests: XCTestCase {
             let started = ContinuousClock.now
             await XCTAssertThrowsErrorAsync(try await client.get("/f/a")) { error in
                 guard case .unreachable? = error as? EtcdError else { return XCTFail("expected unreachable, got \(error)") }
-                XCTAssertTrue("\(error)".contains("no etcd endpoint could be reached"), "\(error)")
+                XCTAssertTrue("\(error)".contains("no etcd endpoint answered"), "\(error)")
+                XCTAssertTrue("\(error)".contains(dead + ": "), "each endpoint's failure is named: \(error)")
+                XCTAssertTrue("\(error)".contains(cluster.endpoints[0] + ": "), "each endpoint's failure is named: \(error)")
             }
             XCTAssertLessThan(ContinuousClock.now - started, .seconds(5), "a refused connection does not wait for the timeout")
         } catch {

@@ -154,6 +154,7 @@ final class LeaderElectionTests: XCTestCase {
             let expiryOfA = try XCTUnwrap(a.leadershipDeadline()) + a.options.fenceMargin
             let resigned = ContinuousClock.now
             a.resign()
+            XCTAssertNil(a.leadershipDeadline(), "no longer leader from the moment it resigns")
             try await runA.value
             let wonB = try await recordB.wait("B elected after A resigned") { $0.isLeader }
             print("election timing: resign → follower elected in \(wonB.at - resigned) (TTL 10 s)")
@@ -189,6 +190,23 @@ final class LeaderElectionTests: XCTestCase {
             XCTAssertGreaterThan(won.at, vacant.at)
             b.resign()
             try await runB.value
+        }
+    }
+
+    func testALeaderWhoseKeyIsDeletedIsFencedAndCampaignsAgain() async throws {
+        try await withEtcd { _, client in
+            let (a, recordA, runA) = try campaigner(client, "A", ttl: .seconds(10))
+            let elected = try await recordA.wait("A elected") { $0.isLeader }
+            // An operator deletes the key (etcdctl del): A can no longer prove it leads.
+            try await client.delete(a.options.key)
+            _ = try await recordA.wait("A fenced") {
+                if case .fenced(_, .keyLost) = $0 { return true }
+                return false
+            }
+            let again = try await recordA.wait("A elected again", from: 2) { $0.isLeader }
+            XCTAssertGreaterThan(try XCTUnwrap(term(again.state)).revision, try XCTUnwrap(term(elected.state)).revision)
+            a.resign()
+            try await runA.value
         }
     }
 
