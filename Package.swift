@@ -10,6 +10,7 @@ let package = Package(
         .library(name: "KVCommands", targets: ["KVCommands"]),
         .library(name: "KVShell", targets: ["KVShell"]),
         .library(name: "KVServer", targets: ["KVServer"]),
+        .library(name: "RDB", targets: ["RDB"]),
         // The fuzz entry points, for the libFuzzer executables of the package in Fuzz/ (see CONTRIBUTING.md).
         .library(name: "KVFuzzTargets", targets: ["KVFuzzTargets"]),
     ],
@@ -35,6 +36,9 @@ let package = Package(
         // The Redis protocol, once: the value type and its encoder, the server's request decoders (in place and
         // incremental), the reply parser clients use, the inline tokenizer, with every limit in one place.
         .target(name: "RESP", dependencies: [.product(name: "NIOCore", package: "swift-nio")]),
+        // Redis's RDB snapshot format (version 10), string keys only: a streaming writer and an incremental reader,
+        // with LZF and CRC-64/REDIS. Knows nothing of the store; replication glues the two.
+        .target(name: "RDB", dependencies: []),
         // The command layer: the one command table (names, arity, usage, help) and the executor of the data and
         // maintenance commands over a store, with structured errors worded for Redis clients and for people.
         .target(name: "KVCommands", dependencies: ["KVStore", "RESP"]),
@@ -84,6 +88,7 @@ let package = Package(
             .product(name: "NIOEmbedded", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
         ]),
+        .testTarget(name: "RDBTests", dependencies: ["RDB", "RESP", "KVTestSupport"]),
         .testTarget(name: "FuzzCorpusTests", dependencies: ["KVFuzzTargets", "KVTestSupport"]),
         .testTarget(name: "KVSHEndToEndTests", dependencies: ["kvsh", "RESP"]),
     ]
