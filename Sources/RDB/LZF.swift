@@ -71,7 +71,8 @@ public enum LZF {
                 guard outPosition + run <= outputCount else { throw .outputTooLong(declared: outputCount) }
                 guard inPosition + run <= inputCount else { throw .truncatedInput(position: inPosition) }
                 // Both are in bounds (checked just above), so the copy is one memcpy.
-                (output.baseAddress! + outPosition).copyMemory(from: input.baseAddress! + inPosition, byteCount: run)
+                UnsafeMutableRawBufferPointer(rebasing: output[outPosition..<(outPosition + run)])
+                    .copyMemory(from: UnsafeRawBufferPointer(rebasing: input[inPosition..<(inPosition + run)]))
                 inPosition += run
                 outPosition += run
             } else {
@@ -89,7 +90,8 @@ public enum LZF {
                 guard outPosition + length <= outputCount else { throw .outputTooLong(declared: outputCount) }
                 var source = outPosition - distance
                 if distance >= length {
-                    (output.baseAddress! + outPosition).copyMemory(from: output.baseAddress! + source, byteCount: length)
+                    UnsafeMutableRawBufferPointer(rebasing: output[outPosition..<(outPosition + length)])
+                        .copyMemory(from: UnsafeRawBufferPointer(rebasing: output[source..<(source + length)]))
                     outPosition += length
                 } else {
                     // Overlapping: each byte may be one this very run wrote.
@@ -155,10 +157,34 @@ public enum LZF {
             return true
         }
 
+        /// The three bytes at `position` as the low 24 bits of a word (one unaligned load where four bytes are there).
         @inline(__always)
-        private static func hash(_ input: UnsafeRawBufferPointer, _ position: Int) -> Int {
-            let word = UInt32(input[position]) << 16 | UInt32(input[position + 1]) << 8 | UInt32(input[position + 2])
-            return Int((word &* 2_654_435_761) >> UInt32(32 - hashBits))
+        private static func triple(_ input: UnsafeRawBufferPointer, _ position: Int) -> UInt32 {
+            if position + 4 <= input.count {
+                return UInt32(littleEndian: input.loadUnaligned(fromByteOffset: position, as: UInt32.self)) & 0xFF_FFFF
+            }
+            return UInt32(input[position]) | UInt32(input[position + 1]) << 8 | UInt32(input[position + 2]) << 16
+        }
+
+        @inline(__always)
+        private static func hash(_ triple: UInt32) -> Int {
+            Int((triple &* 2_654_435_761) >> UInt32(32 - hashBits))
+        }
+
+        /// How far the bytes at `candidate` and `position` (> candidate) agree, from `start` up to `longest`, eight
+        /// bytes per step. `position + longest` is within the input.
+        @inline(__always)
+        private static func matchLength(_ input: UnsafeRawBufferPointer, _ candidate: Int, _ position: Int, from start: Int, longest: Int) -> Int {
+            var length = start
+            while length + 8 <= longest {
+                let a = UInt64(littleEndian: input.loadUnaligned(fromByteOffset: candidate + length, as: UInt64.self))
+                let b = UInt64(littleEndian: input.loadUnaligned(fromByteOffset: position + length, as: UInt64.self))
+                let difference = a ^ b
+                if difference != 0 { return length + difference.trailingZeroBitCount / 8 }
+                length += 8
+            }
+            while length < longest && input[candidate + length] == input[position + length] { length += 1 }
+            return length
         }
 
         /// The compression loop: returns the bytes written to `out`, or nil once they would exceed `limit`.
@@ -169,15 +195,13 @@ public enum LZF {
             // Each literal run's control byte is written when the run closes; `runStart` is where it goes.
             var runStart = 0, op = 1, literals = 0
             while ip + 2 < count {
-                let slot = hash(input, ip)
+                let word = triple(input, ip)
+                let slot = hash(word)
                 let candidate = Int(table[slot])
                 table[slot] = Int32(truncatingIfNeeded: ip)
                 let distance = ip - candidate
-                if candidate >= 0, distance > 0, distance <= LZF.maxDistance,
-                   input[candidate] == input[ip], input[candidate + 1] == input[ip + 1], input[candidate + 2] == input[ip + 2] {
-                    let longest = min(count - ip, LZF.maxReferenceLength)
-                    var length = 3
-                    while length < longest && input[candidate + length] == input[ip + length] { length += 1 }
+                if candidate >= 0, distance > 0, distance <= LZF.maxDistance, triple(input, candidate) == word {
+                    let length = matchLength(input, candidate, ip, from: 3, longest: min(count - ip, LZF.maxReferenceLength))
                     // Close the literal run (or take back its unused control byte).
                     if literals > 0 { out[runStart] = UInt8(literals - 1) } else { op -= 1 }
                     guard op + 4 <= limit else { return nil }
@@ -199,8 +223,8 @@ public enum LZF {
                     // Remember the prefixes at the match's last two positions, as liblzf does, so that the next
                     // repetition of this text is found.
                     if ip + 2 < count {
-                        table[hash(input, ip - 2)] = Int32(truncatingIfNeeded: ip - 2)
-                        table[hash(input, ip - 1)] = Int32(truncatingIfNeeded: ip - 1)
+                        table[hash(triple(input, ip - 2))] = Int32(truncatingIfNeeded: ip - 2)
+                        table[hash(triple(input, ip - 1))] = Int32(truncatingIfNeeded: ip - 1)
                     }
                 } else {
                     guard op < limit else { return nil }
