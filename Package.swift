@@ -71,7 +71,7 @@ let package = Package(
 
         // One fuzz entry point per parser (RESP requests and replies, the tokenizer, the files the store reads),
         // with its invariants: run over the seed corpus by FuzzCorpusTests, and by libFuzzer from Fuzz/.
-        .target(name: "KVFuzzTargets", dependencies: ["RESP", "KVStore", .product(name: "NIOCore", package: "swift-nio")]),
+        .target(name: "KVFuzzTargets", dependencies: ["RESP", "KVStore", "RDB", .product(name: "NIOCore", package: "swift-nio")]),
 
         // Deterministic randomness, temporary directories and a fault-injecting file system, for every test target.
         .target(name: "KVTestSupport", dependencies: ["KVStore"], path: "Tests/KVTestSupport"),

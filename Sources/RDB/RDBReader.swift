@@ -88,8 +88,10 @@ public struct RDBReader: Sendable {
     /// The stream bytes consumed so far, the RDB's size once finished.
     public var consumedByteCount: Int { base + readIndex }
 
-    /// Adds bytes that arrived. They are copied; parsing happens in ``next()``.
+    /// Adds bytes that arrived. They are copied; parsing happens in ``next()``. After an error they are dropped:
+    /// nothing will read them.
     public mutating func feed(_ bytes: UnsafeRawBufferPointer) {
+        if case .failed = state { return }
         compact()
         input.append(contentsOf: bytes)
     }
