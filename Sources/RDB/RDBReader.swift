@@ -134,17 +134,14 @@ public struct RDBReader: Sendable {
         }
     }
 
-    /// Says the input has ended. Nothing more is expected after ``RDBEvent/end``; before it, the stream was cut.
+    /// Says the input has ended, once ``next()`` has returned nil. Nothing more is expected after ``RDBEvent/end``;
+    /// before it, the stream was cut. (It parses nothing itself, so no event is ever lost to it.)
     /// - Throws: ``RDBError`` with kind `.truncated` (or the error already met).
     public mutating func finishInput() throws(RDBError) {
         switch state {
         case .ended: return
         case .failed(let error): throw error
-        case .magic, .body:
-            // Parse whatever complete items are left first, so a real error in them is the one reported.
-            while try next() != nil {}
-            if case .ended = state { return }
-            _ = try fail(.truncated, at: base + readIndex)
+        case .magic, .body: _ = try fail(.truncated, at: base + readIndex)
         }
     }
 
@@ -396,7 +393,7 @@ public struct RDBReader: Sendable {
                 }
                 // LZF never expands by more than 88 times, and Redis only stores a compressed form that is
                 // shorter: either bound broken means damage, caught before waiting for (or allocating) anything.
-                guard compressedLength <= UInt64(limit), length <= compressedLength * UInt64(LZF.maxExpansion) else {
+                guard compressedLength <= UInt64(limit), (length + UInt64(LZF.maxExpansion - 1)) / UInt64(LZF.maxExpansion) <= compressedLength else {
                     throw .failed(.lzf(.outputTooLong(declared: Int(length))), position: start)
                 }
                 let compressed = try take(Int(compressedLength))
