@@ -91,8 +91,13 @@ final class RedisConnection {
     deinit { close(fd) }
 
     func command(_ arguments: [[UInt8]], timeout: Duration = .seconds(30)) throws -> RESPValue {
+        try pipeline([arguments], timeout: timeout)[0]
+    }
+
+    /// Sends every command at once and reads their replies, in order: thousands of keys in a few round trips.
+    func pipeline(_ commands: [[[UInt8]]], timeout: Duration = .seconds(60)) throws -> [RESPValue] {
         var request: [UInt8] = []
-        RESPValue.appendCommand(arguments, to: &request)
+        for arguments in commands { RESPValue.appendCommand(arguments, to: &request) }
         var sent = 0
         while sent < request.count {
             let written = request[sent...].withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
@@ -100,14 +105,14 @@ final class RedisConnection {
             sent += written
         }
         let deadline = ContinuousClock.now + timeout
+        var replies: [RESPValue] = []
         while true {
             let (values, consumed) = try RESPReplyParser().parseAll(inbox)
-            if let value = values.first {
-                inbox.removeFirst(consumed)
-                return value
-            }
+            replies += values
+            inbox.removeFirst(consumed)
+            if replies.count >= commands.count { return replies }
             let left = deadline - ContinuousClock.now
-            guard left > .zero else { throw InteropError("no reply to \(arguments.first.map { String(decoding: $0, as: UTF8.self) } ?? "") in time") }
+            guard left > .zero else { throw InteropError("\(replies.count) replies of \(commands.count) in time") }
             var poller = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
             _ = poll(&poller, 1, Int32(left.components.seconds * 1000 + 1))
             var chunk = [UInt8](repeating: 0, count: 1 << 16)
@@ -122,39 +127,93 @@ final class RedisConnection {
     }
 }
 
+/// A child process started with posix_spawn, stdin from /dev/null, stdout and stderr into `outputPath`. Reaped
+/// with waitpid here (not Foundation's Process, whose exit monitoring lagged by seconds under the test runner).
+struct Child {
+    let pid: pid_t
+
+    init(_ executable: String, _ arguments: [String], outputPath: String) throws {
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+        posix_spawn_file_actions_addopen(&actions, 1, outputPath, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
+        posix_spawn_file_actions_adddup2(&actions, 1, 2)
+        // The test runner's threads may block or ignore signals, and a child inherits both: give it the defaults,
+        // so that SIGTERM stops redis-server at once.
+        var attributes = posix_spawnattr_t()
+        posix_spawnattr_init(&attributes)
+        defer { posix_spawnattr_destroy(&attributes) }
+        var defaults = sigset_t()
+        sigemptyset(&defaults)
+        for signal in [SIGPIPE, SIGINT, SIGTERM, SIGHUP] { sigaddset(&defaults, signal) }
+        posix_spawnattr_setsigdefault(&attributes, &defaults)
+        var mask = sigset_t()
+        sigemptyset(&mask)
+        posix_spawnattr_setsigmask(&attributes, &mask)
+        posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK))
+        let argv = ([executable] + arguments).map { strdup($0) } + [nil]
+        defer { argv.forEach { free($0) } }
+        var pid: pid_t = 0
+        let error = posix_spawn(&pid, executable, &actions, &attributes, argv, environ)
+        guard error == 0 else { throw InteropError("posix_spawn \(executable): \(String(cString: strerror(error)))") }
+        self.pid = pid
+    }
+
+    /// The exit status once the child has exited, or nil if it is still running at `deadline` (checked every 5 ms).
+    func wait(until deadline: ContinuousClock.Instant) -> Int32? {
+        while true {
+            var status: Int32 = 0
+            let result = waitpid(pid, &status, WNOHANG)
+            if result == pid { return (status & 0x7F) == 0 ? (status >> 8) & 0xFF : 128 + (status & 0x7F) }
+            if result < 0 && errno != EINTR { return -1 }
+            if ContinuousClock.now >= deadline { return nil }
+            var none = pollfd(fd: -1, events: 0, revents: 0)
+            _ = poll(&none, 0, 5)
+        }
+    }
+
+    var isRunning: Bool { kill(pid, 0) == 0 && wait(until: .now) == nil }
+
+    /// SIGTERM, a bounded wait, then SIGKILL.
+    func stop() {
+        kill(pid, SIGTERM)
+        if wait(until: .now + .seconds(20)) == nil {
+            kill(pid, SIGKILL)
+            _ = wait(until: .now + .seconds(20))
+        }
+    }
+}
+
 /// A redis-server of its own on a free port, with its files in `directory`. No background saves and no AOF: the
 /// tests say when to save.
 final class RedisServer {
     let port: Int
     let directory: String
-    private let process: Process
+    private let child: Child
+    private var stopped = false
 
-    init(executable: String, directory: String) throws {
+    /// `options` go after the defaults, so they may override them.
+    init(executable: String, directory: String, options: [String] = []) throws {
         self.directory = directory
         var lastFailure = ""
         for _ in 0..<3 {  // someone else may take the free port before the server binds it
             let port = try freePort()
-            let process = Process()
-            process.executableURL = URL(fileURLWithPath: executable)
-            process.arguments = ["--port", String(port), "--bind", "127.0.0.1", "--dir", directory, "--dbfilename", "dump.rdb",
-                                 "--save", "", "--appendonly", "no", "--logfile", directory + "/redis.log", "--daemonize", "no"]
-            process.standardInput = FileHandle.nullDevice
-            process.standardOutput = FileHandle.nullDevice
-            process.standardError = FileHandle.nullDevice
-            try process.run()
+            let child = try Child(executable, ["--port", String(port), "--bind", "127.0.0.1", "--dir", directory,
+                                               "--dbfilename", "dump.rdb", "--save", "", "--appendonly", "no", "--daemonize", "no"] + options,
+                                  outputPath: directory + "/redis.log")
             // Ready once PING answers (the dump, if any, is loaded by then), with a deadline, never a fixed sleep.
             let deadline = ContinuousClock.now + .seconds(20)
-            while ContinuousClock.now < deadline && process.isRunning {
+            while ContinuousClock.now < deadline, child.wait(until: .now) == nil {
                 if let connection = try? RedisConnection(port: port), (try? connection.command("PING")) == .simpleString("PONG") {
                     self.port = port
-                    self.process = process
+                    self.child = child
                     return
                 }
-                var poller = pollfd(fd: -1, events: 0, revents: 0)
-                _ = poll(&poller, 0, 20)  // a short wait between attempts, bounded by the deadline above
+                var none = pollfd(fd: -1, events: 0, revents: 0)
+                _ = poll(&none, 0, 10)  // between attempts; the deadline above bounds the whole wait
             }
-            if process.isRunning { process.terminate() }
-            process.waitUntilExit()
+            child.stop()
             lastFailure = (try? String(contentsOfFile: directory + "/redis.log", encoding: .utf8)) ?? "no log"
         }
         throw InteropError("redis-server did not start: \(lastFailure)")
@@ -162,17 +221,10 @@ final class RedisServer {
 
     func connect() throws -> RedisConnection { try RedisConnection(port: port) }
 
-    /// SIGTERM, then waits (bounded; SIGKILL after it).
     func stop() {
-        guard process.isRunning else { return }
-        process.terminate()
-        let deadline = ContinuousClock.now + .seconds(20)
-        while process.isRunning && ContinuousClock.now < deadline {
-            var poller = pollfd(fd: -1, events: 0, revents: 0)
-            _ = poll(&poller, 0, 10)
-        }
-        if process.isRunning { kill(process.processIdentifier, SIGKILL) }
-        process.waitUntilExit()
+        guard !stopped else { return }
+        stopped = true
+        child.stop()
     }
 
     deinit { stop() }
@@ -181,26 +233,11 @@ final class RedisServer {
 /// Runs a tool to completion (bounded) and returns its exit status and output.
 func runTool(_ executable: String, _ arguments: [String], directory: String) throws -> (status: Int32, output: String) {
     let outputPath = directory + "/tool-\(UInt32.random(in: 0...UInt32.max)).out"
-    guard FileManager.default.createFile(atPath: outputPath, contents: nil), let output = FileHandle(forWritingAtPath: outputPath) else {
-        throw InteropError("cannot create \(outputPath)")
-    }
-    let process = Process()
-    process.executableURL = URL(fileURLWithPath: executable)
-    process.arguments = arguments
-    process.standardInput = FileHandle.nullDevice
-    process.standardOutput = output
-    process.standardError = output
-    try process.run()
-    let deadline = ContinuousClock.now + .seconds(60)
-    while process.isRunning && ContinuousClock.now < deadline {
-        var poller = pollfd(fd: -1, events: 0, revents: 0)
-        _ = poll(&poller, 0, 10)
-    }
-    if process.isRunning { kill(process.processIdentifier, SIGKILL) }
-    process.waitUntilExit()
-    try output.close()
+    let child = try Child(executable, arguments, outputPath: outputPath)
+    let status = child.wait(until: .now + .seconds(60))
+    if status == nil { child.stop() }
     let text = (try? String(contentsOfFile: outputPath, encoding: .utf8)) ?? ""
-    return (process.terminationStatus, text)
+    return (status ?? -1, text)
 }
 
 /// Reads a whole RDB file through the reader, in 64 KiB chunks.
@@ -241,9 +278,9 @@ struct RedisInteropTests {
     /// Every key's value and absolute expiry as the server holds them.
     func contents(of server: RedisServer, keys: [[UInt8]]) throws -> [Entry] {
         let connection = try server.connect()
-        return try keys.map { key in
-            let value = try connection.command([bytes("GET"), key])
-            let expiry = try connection.command([bytes("PEXPIRETIME"), key])
+        let replies = try connection.pipeline(keys.flatMap { [[bytes("GET"), $0], [bytes("PEXPIRETIME"), $0]] })
+        return try keys.enumerated().map { index, key in
+            let (value, expiry) = (replies[2 * index], replies[2 * index + 1])
             guard case .bulkString(let stored) = value, case .integer(let expireAt) = expiry else {
                 throw InteropError("GET/PEXPIRETIME \(printable(key)): \(value) \(expiry)")
             }
@@ -291,26 +328,29 @@ struct RedisInteropTests {
     func redisToReader() throws {
         guard let tools = Tools.require() else { return }
         try withTempDir { directory in
-            let server = try RedisServer(executable: tools.server, directory: directory)
+            // No 5-second wait for more replicas before a diskless transfer to redis-cli --rdb.
+            let server = try RedisServer(executable: tools.server, directory: directory, options: ["--repl-diskless-sync-delay", "0"])
             defer { server.stop() }
             let connection = try server.connect()
             var random = SplitMix64(seed: 70)
             var keys: [[UInt8]] = []
-            func set(_ key: [UInt8], _ value: [UInt8], _ options: [String] = []) throws {
-                #expect(try connection.command([bytes("SET"), key, value] + options.map(bytes)) == .simpleString("OK"))
+            var sets: [[[UInt8]]] = []
+            func set(_ key: [UInt8], _ value: [UInt8], _ options: [String] = []) {
+                sets.append([bytes("SET"), key, value] + options.map(bytes))
                 keys.append(key)
             }
-            try set(bytes("int"), bytes("12345"))
-            try set(bytes("negative"), bytes("-7"))
-            try set(bytes("big"), bytes("9223372036854775807"))
-            try set(bytes("empty"), [])
-            try set(bytes("repetitive"), bytes(String(repeating: "abcdefgh", count: 1000)))
-            try set(bytes("run"), Array(repeating: 0x2A, count: 50_000))
-            try set(bytes("binary"), (0...255).map { UInt8($0) } + random.bytes(1000))
-            try set([0xC3, 0x00, 0xFF], bytes("binary key"))
-            try set(bytes("ttl"), bytes("expires"), ["EX", "3600"])
-            try set(bytes("ttl:long"), bytes(String(repeating: "ttl ", count: 100)), ["PX", "7200000"])
-            for index in 0..<2000 { try set(bytes("k\(index)"), bytes("\(index)-" + String(repeating: "q", count: index % 64))) }
+            set(bytes("int"), bytes("12345"))
+            set(bytes("negative"), bytes("-7"))
+            set(bytes("big"), bytes("9223372036854775807"))
+            set(bytes("empty"), [])
+            set(bytes("repetitive"), bytes(String(repeating: "abcdefgh", count: 1000)))
+            set(bytes("run"), Array(repeating: 0x2A, count: 50_000))
+            set(bytes("binary"), (0...255).map { UInt8($0) } + random.bytes(1000))
+            set([0xC3, 0x00, 0xFF], bytes("binary key"))
+            set(bytes("ttl"), bytes("expires"), ["EX", "3600"])
+            set(bytes("ttl:long"), bytes(String(repeating: "ttl ", count: 100)), ["PX", "7200000"])
+            for index in 0..<2000 { set(bytes("k\(index)"), bytes("\(index)-" + String(repeating: "q", count: index % 64))) }
+            #expect(try connection.pipeline(sets).allSatisfy { $0 == .simpleString("OK") })
             #expect(try connection.command("SAVE") == .simpleString("OK"))
             let expected = try contents(of: server, keys: keys)
             #expect(expected.filter { $0.expireAtMs != nil }.count == 2)
