@@ -43,7 +43,7 @@ FUZZ_SECONDS ?= 60
 FUZZ_JOBS ?= 2
 # debug keeps assertions and overflow checks in every dependency; release runs several times as many inputs.
 FUZZ_CONFIG ?= debug
-FUZZ_TARGETS ?= RequestDecoder ReplyParser Tokenizer JSONImport LogReplay ImageRestore
+FUZZ_TARGETS ?= RequestDecoder ReplyParser Tokenizer JSONImport LogReplay ImageRestore RDBReader
 FUZZ_SCRATCH = $(CURDIR)/.build-fuzz
 
 fuzz-build:

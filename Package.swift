@@ -39,8 +39,9 @@ let package = Package(
         // The Redis protocol, once: the value type and its encoder, the server's request decoders (in place and
         // incremental), the reply parser clients use, the inline tokenizer, with every limit in one place.
         .target(name: "RESP", dependencies: [.product(name: "NIOCore", package: "swift-nio")]),
-        // Redis's RDB format (version 10, string keys): a streaming writer and an incremental reader, for full syncs.
-        .target(name: "RDB"),
+        // Redis's RDB snapshot format (version 10), string keys only: a streaming writer and an incremental reader,
+        // with LZF and CRC-64/REDIS. Knows nothing of the store; replication glues the two.
+        .target(name: "RDB", dependencies: []),
         // The command layer: the one command table (names, arity, usage, help) and the executor of the data and
         // maintenance commands over a store, with structured errors worded for Redis clients and for people.
         .target(name: "KVCommands", dependencies: ["KVStore", "RESP"]),
@@ -87,7 +88,7 @@ let package = Package(
 
         // One fuzz entry point per parser (RESP requests and replies, the tokenizer, the files the store reads),
         // with its invariants: run over the seed corpus by FuzzCorpusTests, and by libFuzzer from Fuzz/.
-        .target(name: "KVFuzzTargets", dependencies: ["RESP", "KVStore", .product(name: "NIOCore", package: "swift-nio")]),
+        .target(name: "KVFuzzTargets", dependencies: ["RESP", "KVStore", "RDB", .product(name: "NIOCore", package: "swift-nio")]),
 
         // Deterministic randomness, temporary directories and a fault-injecting file system, for every test target.
         .target(name: "KVTestSupport", dependencies: ["KVStore"], path: "Tests/KVTestSupport"),
@@ -104,6 +105,7 @@ let package = Package(
             .product(name: "NIOEmbedded", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
         ]),
+        .testTarget(name: "RDBTests", dependencies: ["RDB", "RESP", "KVTestSupport"]),
         .testTarget(name: "FuzzCorpusTests", dependencies: ["KVFuzzTargets", "KVTestSupport"]),
         .testTarget(name: "KVSHEndToEndTests", dependencies: ["kvsh", "RESP"]),
         .testTarget(name: "EtcdTests", dependencies: [

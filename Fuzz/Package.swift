@@ -4,7 +4,7 @@
 // `-sanitize=fuzzer,address`. See CONTRIBUTING.md, "Fuzzing and sanitizers".
 import PackageDescription
 
-let targets = ["RequestDecoder", "ReplyParser", "Tokenizer", "JSONImport", "LogReplay", "ImageRestore"]
+let targets = ["RequestDecoder", "ReplyParser", "Tokenizer", "JSONImport", "LogReplay", "ImageRestore", "RDBReader"]
 
 let package = Package(
     name: "kvsh-fuzz",

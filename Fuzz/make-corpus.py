@@ -18,6 +18,8 @@ import json, os, shutil, socket, subprocess, sys, tempfile, time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 KVSH = os.path.abspath(sys.argv[1] if len(sys.argv) > 1 else os.path.join(ROOT, ".build/debug/kvsh"))
 CORPUS = os.path.join(ROOT, "Fuzz", "Corpus")
+# RDBReader's seeds (Fuzz/Corpus/RDBReader) are not regenerated here: they are files from RDBWriter, hand-made
+# edge cases and two dump.rdb files saved by redis-server 7.0.15, committed as they are.
 TARGETS = ["RequestDecoder", "ReplyParser", "Tokenizer", "JSONImport", "LogReplay", "ImageRestore"]
 
 

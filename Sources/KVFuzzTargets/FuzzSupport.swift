@@ -31,6 +31,7 @@ public enum FuzzTargets {
         ("JSONImport", jsonImport),
         ("LogReplay", logReplay),
         ("ImageRestore", imageRestore),
+        ("RDBReader", rdbReader),
     ]
 
     /// The libFuzzer glue: runs `target` on the input and aborts, with the violation on stderr, when it throws,

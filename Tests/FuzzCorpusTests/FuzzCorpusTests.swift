@@ -12,7 +12,7 @@ import Testing
 /// Mutated inputs per target: the parsers take microseconds an input, the file targets open stores.
 private let mutations: [String: Int] = [
     "RequestDecoder": 2_000, "ReplyParser": 2_000, "Tokenizer": 2_000,
-    "JSONImport": 2_000, "LogReplay": 2_000, "ImageRestore": 2_000,
+    "JSONImport": 2_000, "LogReplay": 2_000, "ImageRestore": 2_000, "RDBReader": 2_000,
 ]
 
 /// `Fuzz/Corpus/<target>/`, from this file's place in the checkout.
@@ -38,7 +38,7 @@ private func readFile(_ path: String) -> [UInt8]? {
 /// Tokens the parsers care about, for insertions.
 private let dictionary: [[UInt8]] = ["\r\n", "\n", "*", "$", "-1", "0", "*1\r\n", "$-1\r\n", "%1\r\n", "|1\r\n", ">2\r\n",
                                      "9223372036854775807", "4294967296", "\"", "'", "\\x", "\\", "{", "}", "\"key\":",
-                                     "\"operation\":\"SET\"", "KVSH-LOG", "KVSH-IMG", "\u{0}\u{0}\u{0}\u{0}", "\u{ff}\u{ff}\u{ff}\u{ff}"]
+                                     "\"operation\":\"SET\"", "KVSH-LOG", "KVSH-IMG", "REDIS0010", "\u{0}\u{0}\u{0}\u{0}", "\u{ff}\u{ff}\u{ff}\u{ff}"]
     .map { Array($0.utf8) }
 
 /// One input derived from the corpus: a random entry with one to four mutations (bit flips, byte changes,
