@@ -12,6 +12,7 @@ let package = Package(
         .library(name: "KVServer", targets: ["KVServer"]),
         .library(name: "RDB", targets: ["RDB"]),
         .library(name: "Etcd", targets: ["Etcd"]),
+        .library(name: "KVCluster", targets: ["KVCluster"]),
         // The fuzz entry points, for the libFuzzer executables of the package in Fuzz/ (see CONTRIBUTING.md).
         .library(name: "KVFuzzTargets", targets: ["KVFuzzTargets"]),
     ],
@@ -73,6 +74,11 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
+        // A failover cluster on etcd: election, fencing, the Sentinel API and FAILOVER, driving a server's replication.
+        .target(
+            name: "KVCluster",
+            dependencies: ["Etcd", "KVServer", "KVStore", "RESP", .product(name: "Logging", package: "swift-log")]
+        ),
         // The thin executable: flags, mode selection, the interactive loop.
         .executableTarget(
             name: "kvsh",
@@ -80,6 +86,7 @@ let package = Package(
                 "KVShell",
                 "KVCommands",
                 "KVServer",
+                "KVCluster",
                 "LineEditor",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),

@@ -67,6 +67,10 @@ final class ConnectionHandler: ChannelInboundHandler {
     /// Replies handed to the committer and not yet released. (This and the flags below are read and assigned, never
     /// held across a call: unchecked costs nothing in safety.)
     @exclusivity(unchecked) private var waitingForCommit = false
+    /// Whether the replies in `output` (and in `awaitingCommit`) acknowledge a write, rather than only wait for a
+    /// commit to show no unsynced data: a fenced cluster node withholds only the former.
+    @exclusivity(unchecked) private var outputAcknowledgesWrites = false
+    @exclusivity(unchecked) private var awaitingAcknowledgesWrites = false
     /// Those replies, kept here until the committer calls ``commitFinished(_:context:)``.
     @exclusivity(unchecked) private var awaitingCommit = ByteBuffer()
     /// The buffer of the replies last sent, reused for later ones once written (see `takeOutput`).
@@ -183,7 +187,10 @@ final class ConnectionHandler: ChannelInboundHandler {
         if let wrote = ServerCommands.runInPlace(request, protocolVersion: client.protocolVersion, store: store,
                                                  writesGated: self.context.replication.gatesWrites, output: &output) {
             uncountedCommands += 1
-            if wrote { outputNeedsCommit = true }
+            if wrote {
+                outputNeedsCommit = true
+                outputAcknowledgesWrites = true
+            }
             if output.readableBytes >= Self.flushThreshold { sendOutput(context: context) }
         } else {
             run(request.copied(), context: context)
@@ -300,18 +307,22 @@ final class ConnectionHandler: ChannelInboundHandler {
         case .wrote:
             reply.write(to: &output, protocolVersion: client.protocolVersion)
             outputNeedsCommit = true
+            outputAcknowledgesWrites = true
         case .close:
             reply.write(to: &output, protocolVersion: client.protocolVersion)
             stopRunningCommands()
         case .drop:
             stopRunningCommands()
         case .slow(let work):
-            startSlowCommand(self.context.threadPool.runIfActive(eventLoop: context.eventLoop, work), context: context)
+            startSlowCommand(self.context.threadPool.runIfActive(eventLoop: context.eventLoop, work), mayHaveWritten: true, context: context)
+            return
+        case .slowNoWrites(let work):
+            startSlowCommand(self.context.threadPool.runIfActive(eventLoop: context.eventLoop, work), mayHaveWritten: false, context: context)
             return
         case .waitForReplicas(let count, let offset, let timeout):
             let acknowledged = self.context.replication.primary.waitForAcknowledgements(count: count, offset: offset, timeout: timeout,
                                                                                        on: context.eventLoop)
-            startSlowCommand(acknowledged.map { RESPValue.integer($0) }, context: context)
+            startSlowCommand(acknowledged.map { RESPValue.integer($0) }, mayHaveWritten: false, context: context)
             return
         case .becomeReplicaLink(let psync, let request):
             becomeReplicaLink(psync: psync, request: request, context: context)
@@ -321,7 +332,7 @@ final class ConnectionHandler: ChannelInboundHandler {
     }
 
     /// Waits for `result` (work on the thread pool, a WAIT); commands after it wait, so replies stay in order.
-    private func startSlowCommand(_ result: EventLoopFuture<RESPValue>, context: ChannelHandlerContext) {
+    private func startSlowCommand(_ result: EventLoopFuture<RESPValue>, mayHaveWritten: Bool, context: ChannelHandlerContext) {
         slowCommandRunning = true
         updateReading(context: context)
         let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
@@ -334,7 +345,10 @@ final class ConnectionHandler: ChannelInboundHandler {
             case .failure(let error): reply = .error(CommandError.redisText(for: error))
             }
             reply.write(to: &handler.output, protocolVersion: handler.client.protocolVersion)
-            handler.outputNeedsCommit = true  // maintenance may have written (an import)
+            if mayHaveWritten {  // maintenance may have written (an import)
+                handler.outputNeedsCommit = true
+                handler.outputAcknowledgesWrites = true
+            }
             handler.runQueued(context: context)
         }
     }
@@ -436,6 +450,8 @@ final class ConnectionHandler: ChannelInboundHandler {
         if outputNeedsCommit {
             waitingForCommit = true
             outputNeedsCommit = false
+            awaitingAcknowledgesWrites = outputAcknowledgesWrites
+            outputAcknowledgesWrites = false
             awaitingCommit = takeOutput()
             committer.enqueue(self, context: context)
             return
@@ -465,6 +481,10 @@ final class ConnectionHandler: ChannelInboundHandler {
 
     /// Called by the committer once the writes the replies in `awaitingCommit` acknowledge are durable (or not).
     func commitFinished(_ result: Result<Void, any Error>, context: ChannelHandlerContext) {
+        var result = result
+        if case .failure(let error) = result, error is WritesFenced, !awaitingAcknowledgesWrites {
+            result = .success(())  // fencing withholds acknowledgements of writes; these replies acknowledge none
+        }
         waitingForCommit = false
         let replies = awaitingCommit
         awaitingCommit = ByteBuffer()
@@ -476,14 +496,19 @@ final class ConnectionHandler: ChannelInboundHandler {
         case .failure(let error):
             // The replies would acknowledge writes that are not durable: withhold them and end the connection.
             // Nothing more is read, run or sent on it but the error (the store refuses writes from now on).
-            self.context.logger.error("commit failed; closing the connection without acknowledging its writes",
-                                      metadata: ["client": "\(client.id)", "error": "\(error)"])
+            if let fenced = error as? WritesFenced {
+                self.context.logger.warning("writes fenced; closing the connection without acknowledging them",
+                                            metadata: ["client": "\(client.id)", "reason": "\(fenced.message)"])
+            } else {
+                self.context.logger.error("commit failed; closing the connection without acknowledging its writes",
+                                          metadata: ["client": "\(client.id)", "error": "\(error)"])
+            }
             advance(to: .commitFailed)
             output.clear()
             outputNeedsCommit = false
             updateReading(context: context)
             var message = context.channel.allocator.buffer(capacity: 256)
-            RESPValue.error("ERR write-ahead log failed, writes are not acknowledged: \(error)")
+            RESPValue.error((error as? WritesFenced)?.message ?? "ERR write-ahead log failed, writes are not acknowledged: \(error)")
                 .write(to: &message, protocolVersion: client.protocolVersion)
             let channel = context.channel
             context.writeAndFlush(wrapOutboundOut(message)).whenComplete { _ in channel.close(promise: nil) }

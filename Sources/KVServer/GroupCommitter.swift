@@ -43,14 +43,22 @@ final class GroupCommitter: @unchecked Sendable {
         scheduled = false
         var batch: [(handler: ConnectionHandler, context: ChannelHandlerContext)] = []
         swap(&batch, &waiting)
-        let result = Result { try store.commit() }
+        var result = Result { try store.commit() }
+        if case .success = result, let refusal = replication.membership?.writeRefusal() {
+            // Fencing: this node cannot prove it is still the primary, so it acknowledges nothing more; another node may
+            // already be. The writes stay in its log, unacknowledged, until it rejoins as a replica.
+            result = .failure(WritesFenced(message: refusal))
+        }
         let required = replication.settings.syncReplicas
         if case .success = result, required > 0, !replication.isReplica, let offset = store.replicationPosition?.offset {
             // Synchronous replicas: the batch's replies go once `required` replicas have every write up to here (the
             // batches that commit meanwhile wait for their own acknowledgements, so this is group commit too).
             let bound = NIOLoopBound(batch, eventLoop: eventLoop)
+            let replication = self.replication
             replication.primary.waitForAcknowledgements(count: required, offset: offset, timeout: nil, on: eventLoop).whenComplete { _ in
-                for (handler, context) in bound.value { handler.commitFinished(.success(()), context: context) }
+                // The wait may have outlasted this node's term: fenced now, it acknowledges nothing.
+                let fenced = replication.membership?.writeRefusal().map { Result<Void, any Error>.failure(WritesFenced(message: $0)) }
+                for (handler, context) in bound.value { handler.commitFinished(fenced ?? .success(()), context: context) }
             }
             return
         }

@@ -77,6 +77,15 @@ public final class KVServer: Sendable {
     private let connections = OpenConnections()
     private let stopped = Atomic<Bool>(false)
 
+    /// The replication side, for a failover cluster to drive.
+    public var replicationControl: ReplicationControl { ReplicationControl(context: context) }
+
+    /// Makes this server a member of a failover cluster: writes are fenced by it, and it answers SENTINEL, FAILOVER
+    /// and INFO's cluster fields.
+    public func join(_ membership: any ClusterMembership) {
+        context.replication.join(membership)
+    }
+
     /// The address the server listens on (with the actual port when 0 was asked for).
     public var localAddress: SocketAddress? { serverChannel.localAddress }
 

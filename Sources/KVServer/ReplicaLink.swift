@@ -1,3 +1,6 @@
+#if canImport(Glibc)
+import Glibc
+#endif
 import KVCommands
 import KVStore
 import Logging
@@ -31,16 +34,20 @@ final class ReplicaLink: Sendable {
     let host: String
     let port: Int
     let context: ServerContext
+    /// This store was a primary until it became this link's replica: if the new primary cannot continue its stream
+    /// (it wrote what was never replicated), the full copy keeps the old files aside instead of dropping them.
+    let formerPrimary: Bool
     private let loop: any EventLoop
     let status = Mutex(Status())
     private let channel = Mutex<(any Channel)?>(nil)
     private let stopped = Atomic<Bool>(false)
     private let attempts = Atomic<Int>(0)
 
-    init(host: String, port: Int, context: ServerContext, loop: any EventLoop) {
+    init(host: String, port: Int, context: ServerContext, loop: any EventLoop, formerPrimary: Bool = false) {
         self.host = host
         self.port = port
         self.context = context
+        self.formerPrimary = formerPrimary
         self.loop = loop
     }
 
@@ -385,7 +392,13 @@ final class ReplicaLinkHandler: ChannelInboundHandler {
                            metadata: ["keys": "\(load.skippedOtherDatabases)"])
         }
         let position = ReplicationPosition(role: .replica, replid: load.replid, offset: load.offset)
-        try store.replaceContents(with: load.replacement, position: position)
+        var keepAside: String?
+        if link.formerPrimary && store.count > 0 {
+            keepAside = "diverged-" + Self.timestamp()
+            logger.warning("this former primary's data differs from the new primary's: its files are kept aside before the full copy",
+                           metadata: ["kept-in": "\(keepAside ?? "")", "keys": "\(store.count)"])
+        }
+        try store.replaceContents(with: load.replacement, position: position, keepAside: keepAside)
         replid = load.replid
         offset = load.offset
         recordedOffset = offset
@@ -503,6 +516,15 @@ final class ReplicaLinkHandler: ChannelInboundHandler {
             logger.error("a command from the primary failed here and was skipped",
                          metadata: ["command": "\(name)", "error": "\(CommandError.redisText(for: error))"])
         }
+    }
+
+    /// UTC now as `YYYYMMDDTHHMMSSZ`.
+    static func timestamp() -> String {
+        var now = time(nil)
+        var parts = tm()
+        gmtime_r(&now, &parts)
+        func two(_ value: Int32) -> String { value < 10 ? "0\(value)" : "\(value)" }
+        return "\(parts.tm_year + 1900)\(two(parts.tm_mon + 1))\(two(parts.tm_mday))T\(two(parts.tm_hour))\(two(parts.tm_min))\(two(parts.tm_sec))Z"
     }
 
     private static let expiryWithArgument: Set<String> = ["EX", "PX", "EXAT", "PXAT"]

@@ -96,7 +96,11 @@ extension ServerCommands {
     /// replicas only), or `slave host port state offset`.
     static func role(context: ServerContext) -> RESPValue {
         let replication = context.replication
-        if replication.isReplica, let link = replication.currentLink {
+        if replication.isReplica {
+            guard let link = replication.currentLink else {
+                // A replica of nobody (a cluster node that does not know the primary yet).
+                return .array([.bulk("slave"), .bulk(""), .integer(0), .bulk("none"), .integer(-1)])
+            }
             let status = link.status.withLock { $0 }
             let offset = status.state == .connected ? (context.store.replicationPosition?.offset ?? -1) : -1
             return .array([.bulk("slave"), .bulk(link.host), .integer(link.port), .bulk(status.state.rawValue), .integer(Int(offset))])
@@ -159,6 +163,8 @@ extension ServerCommands {
                 ("kvsh_full_syncs", String(status.fullSyncs)), ("kvsh_partial_syncs", String(status.partialSyncs)),
             ]
             if let error = status.lastError { fields.append(("kvsh_last_link_error", String(error.map { $0 == "\r" || $0 == "\n" ? " " : $0 }))) }
+        } else if replication.isReplica {
+            fields += [("role", "slave"), ("master_host", ""), ("master_port", "0"), ("master_link_status", "down")]
         } else {
             fields.append(("role", "master"))
         }

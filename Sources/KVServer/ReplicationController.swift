@@ -16,6 +16,8 @@ final class ReplicationController: Sendable {
     private let link = Mutex<ReplicaLink?>(nil)
     private let replicaFlag = Atomic<Bool>(false)
     private let timers = Mutex<[RepeatedTask]>([])
+    /// Set when a primary detaches (fenced, then follows nobody): the link it starts later is a former primary's.
+    private let formerPrimary = Atomic<Bool>(false)
 
     init(store: KVStore, settings: ReplicationSettings, logger: Logger) {
         self.settings = settings
@@ -27,12 +29,32 @@ final class ReplicationController: Sendable {
     /// Whether this server is a replica (read-only for clients).
     var isReplica: Bool { replicaFlag.load(ordering: .relaxed) }
 
-    /// Whether writes need a look before they run: refused on a replica, counted against `--min-replicas-to-write`.
-    var gatesWrites: Bool { isReplica || settings.minReplicasToWrite > 0 || settings.syncReplicas > 0 }
+    /// A loop for waiting on replication futures from outside the server's loops.
+    var loop: any EventLoop { linkGroup.next() }
+
+    /// The failover cluster this server belongs to (`kvsh serve --cluster`), once it has joined.
+    let cluster = Mutex<(any ClusterMembership)?>(nil)
+    private let clustered = Atomic<Bool>(false)
+
+    func join(_ membership: any ClusterMembership) {
+        cluster.withLock { $0 = membership }
+        clustered.store(true, ordering: .releasing)
+    }
+
+    var membership: (any ClusterMembership)? {
+        clustered.load(ordering: .acquiring) ? cluster.withLock { $0 } : nil
+    }
+
+    /// Whether writes need a look before they run: refused on a replica, counted against `--min-replicas-to-write`,
+    /// fenced in a cluster.
+    var gatesWrites: Bool {
+        isReplica || settings.minReplicasToWrite > 0 || settings.syncReplicas > 0 || clustered.load(ordering: .relaxed)
+    }
 
     /// The refusal for a write, if any, in Redis's words.
     func refusalOfWrite() -> String? {
         if isReplica { return "READONLY You can't write against a read only replica." }
+        if let refusal = membership?.writeRefusal() { return refusal }
         // With --sync-replicas N, a write that could not get N acknowledgements is refused at once rather than hang.
         let required = max(settings.minReplicasToWrite, settings.syncReplicas)
         if required > 0, primary.goodReplicas < required {
@@ -53,7 +75,9 @@ final class ReplicationController: Sendable {
             primary.dropTimedOutReplicas()
         }
         timers.withLock { $0 = [ping, timeouts] }
-        if let (host, port) = settings.replicaOf {
+        if settings.managedByCluster {
+            try detach()  // read-only until the cluster says who is primary
+        } else if let (host, port) = settings.replicaOf {
             try replicate(from: host, port: port, context: context)
         } else if store.replicationPosition?.role == .replica {
             // A replica restarted without --replicaof: it serves its data as a primary continuing the stream.
@@ -66,9 +90,11 @@ final class ReplicationController: Sendable {
     /// `REPLICAOF host port`: drops the replicas of this server, becomes a replica and starts the link.
     func replicate(from host: String, port: Int, context: ServerContext) throws {
         primary.stop()
+        let wasPrimary = !isReplica && store.replicationPosition?.role == .primary
         try store.becomeReplica()
         replicaFlag.store(true, ordering: .relaxed)
-        let next = ReplicaLink(host: host, port: port, context: context, loop: linkGroup.next())
+        let next = ReplicaLink(host: host, port: port, context: context, loop: linkGroup.next(),
+                               formerPrimary: wasPrimary || formerPrimary.exchange(false, ordering: .relaxed))
         let previous = link.withLock { link in
             defer { link = next }
             return link
@@ -76,6 +102,19 @@ final class ReplicationController: Sendable {
         previous?.stop()
         logger.info("replicating", metadata: ["primary": "\(host):\(port)"])
         next.start()
+    }
+
+    /// Follows nobody and stays read-only: a cluster node that does not know (yet) who the primary is.
+    func detach() throws {
+        if !isReplica && store.replicationPosition?.role == .primary { formerPrimary.store(true, ordering: .relaxed) }
+        primary.stop()
+        try store.becomeReplica()
+        replicaFlag.store(true, ordering: .relaxed)
+        let previous = link.withLock { link in
+            defer { link = nil }
+            return link
+        }
+        previous?.stop()
     }
 
     /// `REPLICAOF NO ONE`: stops following, and becomes a primary whose stream continues the old one (replid2).

@@ -35,6 +35,9 @@ public struct ReplicationSettings: Sendable {
     public var pingPeriod = 10
     /// `client-output-buffer-limit replica`'s hard limit: a replica that falls this far behind is dropped.
     public var outputBufferLimit = 256 << 20
+    /// A failover cluster decides the role (`kvsh serve --cluster`): the server starts read-only and never promotes
+    /// itself.
+    public var managedByCluster = false
 
     public init() {}
 }
@@ -267,7 +270,9 @@ final class ReplicationPrimary: Sendable {
             line.writeString("+FULLRESYNC \(position.replidText) \(position.offset)\r\n")
             try channel.writeAndFlush(line).wait()
         }
-        var writer = RDBWriter(auxFields: RDBWriter.replicationAuxFields(replicationID: position.replidText, replicationOffset: position.offset))
+        // No LZF: on the links replication runs over it costs the writer 4x its speed for a fifth fewer bytes.
+        var writer = RDBWriter(auxFields: RDBWriter.replicationAuxFields(replicationID: position.replidText, replicationOffset: position.offset),
+                               compression: false)
         writer.selectDB(0)
         writer.resizeDB(keys: snapshot.count, expires: 0)
         let chunkSize = 4 << 20

@@ -52,8 +52,11 @@ enum CommandEffect {
     case drop
     /// The reply acknowledges a write: it waits for a commit.
     case wrote
-    /// Run this on the thread pool (it may take long), then reply with its result.
+    /// Run this on the thread pool (it may take long), then reply with its result (which may acknowledge writes: it
+    /// waits for a commit).
     case slow(@Sendable () throws -> RESPValue)
+    /// Run this on the thread pool, then reply with its result, which acknowledges no write (FAILOVER).
+    case slowNoWrites(@Sendable () -> RESPValue)
     /// WAIT: reply with how many replicas acknowledged `offset`, once `count` have or `timeout` passes.
     case waitForReplicas(count: Int, offset: Int64, timeout: TimeAmount?)
     /// PSYNC or SYNC: the connection becomes a replica's link; the sync runs on the thread pool.
@@ -131,6 +134,16 @@ enum ServerCommands {
             return (.bulk(info(arguments, context: context)), .none)
         case "REPLCONF", "PSYNC", "SYNC", "REPLICAOF", "SLAVEOF", "ROLE", "WAIT":
             return replicationCommand(name, arguments, client: &client, context: context)
+        case "SENTINEL", "FAILOVER":
+            guard let membership = context.replication.membership else {
+                if name == "FAILOVER" {
+                    return (.error("ERR FAILOVER needs a failover cluster: start kvsh serve with --cluster NAME --etcd URL --announce HOST:PORT"), .none)
+                }
+                return (.error(CommandError.unknownCommand(String(decoding: arguments[0], as: UTF8.self), arguments: arguments.dropFirst()).redisMessage), .none)
+            }
+            if name == "SENTINEL" { return (membership.sentinel(Array(arguments.dropFirst())), .none) }
+            let rest = Array(arguments.dropFirst())
+            return (.null, .slowNoWrites { membership.failover(rest) })
         case _ where MaintenanceCommand.serverNames.contains(name):
             return maintenance(arguments, client: client, context: context)
         default:
@@ -308,7 +321,7 @@ enum ServerCommands {
     /// Names clients may ask COMMAND about: the server's own and the shared data commands.
     private static let builtinNames = ["QUIT", "SELECT", "AUTH", "HELLO", "CLIENT", "COMMAND", "CONFIG", "INFO",
                                        "TYPE", "TTL", "PTTL", "REPLCONF", "PSYNC", "SYNC", "REPLICAOF", "SLAVEOF", "ROLE",
-                                       "WAIT"] + MaintenanceCommand.serverNames
+                                       "WAIT", "SENTINEL", "FAILOVER"] + MaintenanceCommand.serverNames
     private static var allNames: [String] {
         builtinNames + CommandTable.dataCommands.flatMap { [$0.name] + $0.aliases }
     }
@@ -400,6 +413,7 @@ enum ServerCommands {
                 ("rejected_connections", String(context.rejectedConnections.load(ordering: .relaxed))),
             ]),
             ("Replication", replicationInfo(context: context)),
+            ("Cluster", [("cluster_enabled", "0")] + (context.replication.membership?.infoFields() ?? [])),
             // As in Redis, an empty database has no line.
             ("Keyspace", stats.keys > 0 ? [("db0", "keys=\(stats.keys),expires=0,avg_ttl=0")] : []),
         ]

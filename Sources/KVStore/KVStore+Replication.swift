@@ -227,10 +227,25 @@ extension KVStore {
     /// sync): writes it as a new image, starts a new log file with the position, then switches. A crash before the
     /// switch leaves the store as it was, or (between the image and the new log file) with the new data and no
     /// position, which asks the primary for a full copy again; never half of one and half of the other.
-    public func replaceContents(with replacement: Replacement, position: ReplicationPosition) throws {
+    ///
+    /// - Parameter keepAside: the name of a subdirectory of the data directory to keep the replaced files in (hard
+    ///   links), for a former primary whose writes the new primary never had: they are dropped from the store but not
+    ///   lost (`kvsh --data-dir DIR/<keepAside>` opens them).
+    public func replaceContents(with replacement: Replacement, position: ReplicationPosition, keepAside: String? = nil) throws {
         try maintenance.withLock { _ in
             try cancellable {
                 try flush(through: lastSequence, fsync: true)
+                if let keepAside {
+                    let aside = DataDirectory.join(directory, keepAside)
+                    try DataDirectory.prepare(aside, fileSystem: fileSystem)
+                    let files = try DataDirectory.logFiles(in: directory, fileSystem: fileSystem)
+                        + DataDirectory.imageFiles(in: directory, fileSystem: fileSystem)
+                    for file in files {
+                        let name = String(file.path.split(separator: "/").last ?? "")
+                        try fileSystem.link(file.path, to: DataDirectory.join(aside, name))
+                    }
+                    try fileSystem.fsyncDirectory(aside)
+                }
                 let (sequence, number) = log.withLock { file in (state.withLock { $0.nextSequence - 1 }, file.number + 1) }
                 let imagePath = DataDirectory.join(directory, DataDirectory.imageFileName(number))
                 let image = try ImageFile.write(replacement.index, sequence: sequence, to: imagePath, replace: true, fileSystem: fileSystem)

@@ -5,6 +5,9 @@ import Musl
 #endif
 import ArgumentParser
 import Dispatch
+import Foundation
+import Synchronization
+import KVCluster
 import KVServer
 import KVStore
 import Logging
@@ -25,6 +28,9 @@ struct ServeCommand: KVSHSubcommand {
 
     /// --replicaof, --sync-replicas, --min-replicas-*, --repl-*.
     @OptionGroup(title: "Replication") var replication: ReplicationOptions
+
+    /// --cluster, --etcd, --announce, --failover-ttl, --priority.
+    @OptionGroup(title: "Failover cluster (etcd)") var cluster: ClusterOptions
 
     @Option(help: ArgumentHelp("Address to listen on; 0.0.0.0 for every interface.", valueName: "addr"))
     var bind = "127.0.0.1"
@@ -67,6 +73,9 @@ struct ServeCommand: KVSHSubcommand {
         if storeOptions.backupInterval != nil && storeOptions.backupDirectory == nil { throw ValidationError("--backup-every needs --backup-dir") }
         try storeOptions.validateBackupKeep()
         if let backupDirectory = storeOptions.backupDirectory { try Paths.validate(backupDirectory) }
+        if cluster.cluster != nil && !replication.replicaOf.isEmpty {
+            throw ValidationError("--replicaof and --cluster exclude each other: in a cluster, etcd says whom to follow")
+        }
     }
 
     func execute() -> Int32 {
@@ -114,6 +123,7 @@ struct ServeCommand: KVSHSubcommand {
                 configuration.pathCommands = pathCommands
                 configuration.backupDirectory = backups
                 configuration.replication = replication.settings
+                configuration.replication.managedByCluster = cluster.cluster != nil
                 server = try KVServer(store: store, configuration: configuration, logger: logger)
             } catch {
                 throw ServeError(message: "cannot listen on \(bind):\(port): \(error)")
@@ -123,7 +133,32 @@ struct ServeCommand: KVSHSubcommand {
                 // listen, so it does, but says what that means.
                 logger.warning("listening on \(address) without authentication: anyone who can reach port \(server.localAddress?.port ?? port) can read and change this store; bind to 127.0.0.1 or firewall the port")
             }
+            // A failover cluster: join it in the background (etcd may not answer yet); a refusal stops the server.
+            var node: ClusterNode?
+            let refusal = Mutex<String?>(nil)
+            if let settings = cluster.settings(password: ProcessInfo.processInfo.environment["KVSH_ETCD_PASSWORD"]) {
+                let member = try ClusterNode(settings: settings, control: server.replicationControl, store: store, logger: logger)
+                server.join(member)
+                node = member
+                Task {
+                    do {
+                        try await member.start()
+                    } catch {
+                        logger.error("not joining the cluster: \(error)")
+                        refusal.withLock { $0 = "\(error)" }
+                        stopRequested.signal()
+                    }
+                }
+            }
             stopRequested.wait()
+            if let node {
+                let left = DispatchSemaphore(value: 0)
+                Task {
+                    await node.stop()
+                    left.signal()
+                }
+                _ = left.wait(timeout: .now() + 5)
+            }
             server.shutdown()
             scheduler?.stop()
             closed = true
@@ -134,7 +169,7 @@ struct ServeCommand: KVSHSubcommand {
                 logger.error("closing the store failed: \(error)")
                 return ExitStatus.commandFailed
             }
-            return ExitStatus.success
+            return refusal.withLock { $0 } == nil ? ExitStatus.success : ExitStatus.commandFailed
         }
     }
 }

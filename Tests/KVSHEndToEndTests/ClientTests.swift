@@ -49,10 +49,11 @@ final class ServerProcess {
     let process: PipedProcess
     var address: String { "127.0.0.1:\(port)" }
 
-    init(_ sandbox: Sandbox, dataDir: String? = nil, options: [String] = []) throws {
+    /// Starts it on `port`, or on a free port (then tried up to three times: another test may take it first).
+    init(_ sandbox: Sandbox, dataDir: String? = nil, port fixedPort: Int? = nil, options: [String] = []) throws {
         var lastFailure = ""
-        for _ in 0..<3 {  // another test may take the free port before the server binds it
-            let port = try freePort()
+        for _ in 0..<(fixedPort == nil ? 3 : 1) {
+            let port = try fixedPort ?? freePort()
             let process = try PipedProcess(arguments: ["serve", "--data-dir", dataDir ?? sandbox.path("server-data"), "--port", String(port)] + options,
                                            environment: sandbox.environment(), directory: sandbox.root)
             let deadline = ContinuousClock.now + .seconds(20)
