@@ -40,6 +40,10 @@ public enum StoreError: Error, Equatable, Sendable, CustomStringConvertible {
     /// Maintenance work (`operation`: an import, a check, a checkpoint, a backup) was stopped because the process
     /// is shutting down; it left the store as it was (an import: see ``importIncomplete(file:applied:total:cause:)``).
     case cancelled(operation: String)
+    /// Work run under an ``OperationControl`` (`operation`: an import, a rebuild, a check, ...) was stopped by its
+    /// caller (Ctrl-C). The store's contents are as before it: `undone` says what was put back, nil if it had
+    /// changed nothing.
+    case interrupted(operation: String, undone: String?)
 
     public var description: String {
         switch self {
@@ -85,6 +89,8 @@ public enum StoreError: Error, Equatable, Sendable, CustomStringConvertible {
                 + "running the same import again completes it (it ends with the same contents as one full import)"
         case .cancelled(let operation):
             return "\(operation) was cancelled because kvsh is shutting down; it changed nothing"
+        case .interrupted(let operation, let undone):
+            return "\(operation) was interrupted; " + (undone.map { "\($0); the store is as it was before" } ?? "it changed nothing")
         }
     }
 }

@@ -24,6 +24,9 @@ func runInteractive(session: Session, banner: String) {
         try? ScriptRunner.run(fd: STDIN_FILENO, name: nil, session: session)
         return
     }
+    // Ctrl-C stops long work (counted; in place of the editor's own handler, likewise without SA_RESTART).
+    InterruptSignal.install()
+    session.interruptible = true
     print("kvsh 1.0: \(banner). Type :help for help, Ctrl-D or :quit to leave.")
     while !session.quitRequested {
         switch editor.readLine(prompt: "kvsh> ") {
