@@ -17,6 +17,7 @@ public enum InterruptSignal {
     /// - Returns: false if `sigaction` failed (Ctrl-C then does what it did before).
     @discardableResult
     public static func install() -> Bool {
+        _ = count  // the counter exists before the handler can touch it (no lazy initialization in a handler)
         var action = sigaction()
         action.__sigaction_handler.sa_handler = { _ in interruptCount.add(1, ordering: .relaxed) }
         sigemptyset(&action.sa_mask)

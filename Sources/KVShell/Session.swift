@@ -41,6 +41,8 @@ public final class Session {
     /// bar on a terminal, and Ctrl-C (once ``InterruptSignal`` is installed) stops it, leaving the store as it was.
     /// The interactive shell sets it.
     public var interruptible = false
+    /// Lines `:stats` adds after the store's (the periodic backups' record); nil adds none.
+    public var statisticsAddendum: (() -> String)?
     public private(set) var quitRequested = false
     /// The connection to the server broke (the error has been reported). The session then stops, as after
     /// `:quit`: scripts end and the interactive loop leaves.
@@ -244,8 +246,9 @@ public final class Session {
         case .rebuild, .compact, .backup, .check, .stats:
             let command = try Self.maintenanceCommand(spec, arguments)
             if command == .compact || command == .check { flush() }  // what they report includes every write before them
-            let outcome = try command == .stats ? backend.run(command) : runLong(spec) { try backend.run(command) }
+            var outcome = try command == .stats ? backend.run(command) : runLong(spec) { try backend.run(command) }
             if !outcome.succeeded { failedToRun += 1 }
+            if command == .stats, let addendum = statisticsAddendum?() { outcome.text += addendum }
             return .text(outcome.text)
         case .source:
             try sourceInterruptibly(arguments[0])

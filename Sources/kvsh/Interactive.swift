@@ -11,14 +11,15 @@ import LineEditor
 /// The interactive shell: libedit line editing, persistent history and Tab completion over a session, on a store
 /// or connected to a server. `banner` says which: "3 keys in DIR" or "connected to HOST:PORT".
 /// A lost connection ends it (the session reports it and requests the exit; the exit status is then 1).
-func runInteractive(session: Session, banner: String) {
+/// Messages posted to `announcer` show above the prompt.
+func runInteractive(session: Session, banner: String, announcer: LineEditorAnnouncer) {
     // Ctrl-\ would otherwise reach the Swift runtime's crash handler, which waits on the terminal; like
     // other interactive shells, ignore it (Ctrl-D and :quit leave).
     signal(SIGQUIT, SIG_IGN)
     let editor: LineEditor
     do {
         editor = try LineEditor(programName: "kvsh", historyFile: historyFilePath(), historyLimit: 1000,
-                                completions: CommandTable.completions(forLine:))
+                                announcer: announcer, completions: CommandTable.completions(forLine:))
     } catch {
         printError("\(error); reading commands without line editing")
         try? ScriptRunner.run(fd: STDIN_FILENO, name: nil, session: session)

@@ -113,6 +113,74 @@ struct TerminalTests {
         try enter(shell, "SET kept 1", expecting: "OK")
     }
 
+    @Test("Ctrl-C followed at once by more keys: ^C ends the dropped line, the keys start the next one")
+    func ctrlCThenKeysDoNotJoinLines() throws {
+        let sandbox = try Sandbox()
+        let shell = try startShell(sandbox)
+        try shell.send("half1")
+        try shell.expect("half1")
+        try shell.waitUntilEditing()
+        try shell.send(ctrlC + "y1")  // one write: the keys arrive together
+        try shell.expect("^C\r\n" + prompt + "y1", "Ctrl-C did not show ^C and a fresh prompt holding the keys typed after it")
+        try shell.waitUntilEditing()
+        try shell.send("\r")
+        try shell.expect("unknown command 'y1'", "the line run was not just the keys after Ctrl-C")
+        try awaitPrompt(shell)
+        #expect(!shell.output.text.contains("half1y1"), "the dropped line and the next were joined: \(escaped(shell.output))")
+    }
+
+    @Test("a terminal resize redraws the prompt and the line at once, without a key")
+    func resizeRedrawsAtOnce() throws {
+        let sandbox = try Sandbox()
+        let shell = try startShell(sandbox)
+        try shell.send("GET abc")
+        try shell.expect("GET abc")
+        try shell.waitUntilEditing()
+        try shell.resize(rows: 40, columns: 90)
+        try shell.expect("\r\u{1B}[K" + prompt + "GET abc", "the line was not redrawn after the resize")
+        try shell.waitUntilEditing()
+        try shell.send("\r")
+        try shell.expect("(nil)", "the line being typed did not survive the resize")
+    }
+
+    @Test("a failed periodic backup shows above the prompt, the line being typed redrawn intact below it")
+    func backgroundMessageAboveThePrompt() throws {
+        let sandbox = try Sandbox()
+        let notADirectory = try sandbox.write("file", "")
+        let shell = try sandbox.terminal(["--backup-dir", notADirectory + "/backups", "--backup-every", "300ms"])
+        try shell.expect("kvsh 1.0", "no banner")
+        try awaitPrompt(shell, "no first prompt")
+        try shell.send("GET key:00001")
+        try shell.expect("GET key:00001")
+        try shell.waitUntilEditing()
+        try shell.expect("\r\u{1B}[Kkvsh: backup into " + notADirectory + "/backups failed (will try again next period)",
+                         "the failure was not shown at the start of a cleared row")
+        try shell.expect("\r\n" + prompt + "GET key:00001", "the line being typed was not redrawn below the message")
+        try shell.waitUntilEditing()
+        try shell.send("\r")
+        try shell.expect("\r\n(nil)\r\n", "the line typed around the message did not run whole")
+    }
+
+    @Test("successful periodic backups are quiet; :stats counts them")
+    func periodicBackupsAreQuiet() throws {
+        let sandbox = try Sandbox()
+        let directory = sandbox.path("backups")
+        let shell = try sandbox.terminal(["--backup-dir", directory, "--backup-every", "100ms"])
+        try shell.expect("kvsh 1.0", "no banner")
+        try awaitPrompt(shell, "no first prompt")
+        let deadline = ContinuousClock.now + .seconds(20)
+        // Two files: the first backup has then been counted too.
+        while ((try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []).filter({ $0.hasSuffix(".kvbak") }).count < 2
+                && ContinuousClock.now < deadline {
+            shell.read(for: .milliseconds(20))
+        }
+        try enter(shell, ":stats", expecting: "periodic backups: ")
+        #expect(!shell.output.text.contains("kvsh: backup"), "a backup taken was reported: \(escaped(shell.output))")
+        let stats = shell.output.text
+        #expect(!stats.contains("periodic backups: 0 taken"), "\(escaped(shell.output))")
+        #expect(stats.contains("newest backup:   " + directory + "/kvsh-backup-"), "\(escaped(shell.output))")
+    }
+
     @Test("UTF-8 input is stored and shown as typed")
     func utf8Input() throws {
         let sandbox = try Sandbox()
