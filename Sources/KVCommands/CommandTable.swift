@@ -62,7 +62,7 @@ public final class CommandSpec: Sendable {
         case mset, mget, setnx, getdel, incr, decr, incrby, decrby, append, strlen
         case keys, scan, range, count, dbsize
         case ping, echo
-        case help, rebuild, compact, backup, check, stats, source, timing, format, clear, quit
+        case help, rebuild, compact, backup, check, stats, source, timing, hints, format, clear, quit
     }
 
     public let id: ID
@@ -254,6 +254,9 @@ public enum CommandTable {
         CommandSpec(id: .timing, name: ":timing", aliases: [], arguments: "on|off", arity: 1...1, needsStore: false,
                     summary: "Print how long each command took, after its reply.",
                     example: ":timing on"),
+        CommandSpec(id: .hints, name: ":hints", aliases: [], arguments: "on|off", arity: 1...1, needsStore: false,
+                    summary: "Show or hide the grey hint of a command's arguments while typing it (on by default on a terminal).",
+                    example: ":hints off"),
         CommandSpec(id: .format, name: ":format", aliases: [], arguments: "human|raw|json", arity: 1...1, needsStore: false,
                     summary: "Change how replies are printed.",
                     example: ":format json"),
@@ -396,7 +399,7 @@ public enum CommandTable {
         } else if position == 1, let first = words.first, let spec = lookup(first) {
             switch spec.id {
             case .help: choices = all.map(\.name) + groups.map { "@" + $0 }
-            case .timing: choices = ["on", "off"]
+            case .timing, .hints: choices = ["on", "off"]
             case .format: choices = OutputFormat.allCases.map(\.rawValue)
             default: choices = []
             }
@@ -407,6 +410,25 @@ public enum CommandTable {
         return choices
             .filter { $0.uppercased().hasPrefix(current.uppercased()) }
             .map { typedLowercase ? $0.lowercased() : $0 }
+    }
+
+    /// The hint shown in grey after what is typed (`line`), as redis-cli shows it: the arguments of the command named
+    /// by the first word that are not typed yet (`SET k` → ` value [NX|XX] [GET] ...`); optional ones stay once
+    /// reached. A blank leads the hint unless the line ends with one. Nil when the first word names no command, or
+    /// nothing is left to hint.
+    public static func hint(forLine line: String) -> String? {
+        let words = line.split(whereSeparator: { $0 == " " || $0 == "\t" })
+        guard let first = words.first, let spec = lookup(String(first)), !spec.arguments.isEmpty else { return nil }
+        // Drop one word of the usage per argument typed after the name, up to the first optional one.
+        var hint = Substring(spec.arguments)
+        var typed = words.count - 1
+        while typed > 0, let next = hint.first, next != "[" {
+            if next == " " { typed -= 1 }
+            hint = hint.dropFirst()
+        }
+        guard !hint.isEmpty, typed == 0 || hint.first == "[" else { return nil }
+        let endsWithBlank = line.last == " " || line.last == "\t"
+        return endsWithBlank ? String(hint) : " " + hint
     }
 
     /// The command groups, in the order `help` lists them.

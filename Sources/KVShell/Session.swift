@@ -41,6 +41,8 @@ public final class Session {
     /// bar on a terminal, and Ctrl-C (once ``InterruptSignal`` is installed) stops it, leaving the store as it was.
     /// The interactive shell sets it.
     public var interruptible = false
+    /// Whether the interactive shell shows the grey hint of a command's arguments while it is typed (`:hints`).
+    public var hints = true
     /// Lines `:stats` adds after the store's (the periodic backups' record); nil adds none.
     public var statisticsAddendum: (() -> String)?
     public private(set) var quitRequested = false
@@ -257,6 +259,13 @@ public final class Session {
             switch arguments[0].lowercased() {
             case "on": timing = true
             case "off": timing = false
+            default: throw CommandError.badArgument(spec, arguments[0])
+            }
+            return .none
+        case .hints:
+            switch arguments[0].lowercased() {
+            case "on": hints = true
+            case "off": hints = false
             default: throw CommandError.badArgument(spec, arguments[0])
             }
             return .none

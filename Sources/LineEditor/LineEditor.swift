@@ -73,6 +73,11 @@ public final class LineEditor {
     public let announcer: LineEditorAnnouncer
     /// Set by the Ctrl-C key's function: the line el_gets returns next is the dropped one.
     private var interruptedByKey = false
+    private let hints: ((String) -> String?)?
+    /// Show hints (see `init`); the caller turns them off (`:hints off`, or a dumb terminal).
+    public var hintsEnabled = true
+    /// Columns of hint drawn after the end of the line, to erase before the next key is handled.
+    private var hintShown = 0
 
     /// Creates an editor on the process's standard input, output and error.
     ///
@@ -88,12 +93,16 @@ public final class LineEditor {
     ///     Tab the editor inserts their longest common prefix; with one candidate it inserts it plus a
     ///     space; with several it also lists them; with none it beeps.
     /// - Throws: ``LineEditorError`` if libedit cannot be initialized or configured.
+    ///   - hints: Given the whole line, returns the text to show in grey after it while the cursor is at its end
+    ///     and no key is waiting (`SET k` → ` value [NX|XX] ...`), or nil; cut to the row's width.
     ///   - announcer: Where background work posts messages (``LineEditorAnnouncer/announce(_:)``); they are shown
     ///     above the prompt, with the line being typed redrawn after them.
     public init(programName: String, historyFile: String?, historyLimit: Int = 1000,
                 announcer: LineEditorAnnouncer = LineEditorAnnouncer(),
+                hints: ((String) -> String?)? = nil,
                 completions: @escaping (String) -> [String]) throws {
         self.announcer = announcer
+        self.hints = hints
         // Without a locale libedit drops non-ASCII input silently; must happen before el_init.
         _ = clibedit_setlocale_ctype()
 
@@ -349,6 +358,8 @@ public final class LineEditor {
     fileprivate func readCharacter(into character: UnsafeMutablePointer<wchar_t>) -> Int32 {
         var decoding = mbstate_t()
         let input = fileno(clibedit_stdin())
+        drawHint(unlessKeyWaitingOn: input)
+        defer { eraseHint() }  // before libedit handles the key (or the end of input) and draws
         while true {
             var waiting = [pollfd(fd: input, events: Int16(POLLIN), revents: 0),
                            pollfd(fd: announcer.wakeReadFD, events: Int16(POLLIN), revents: 0)]
@@ -391,6 +402,8 @@ public final class LineEditor {
     /// Handles what woke the reader: shows the messages posted meanwhile above the prompt, takes a new window size,
     /// then redraws the prompt and the line being typed below.
     private func wake() {
+        eraseHint()
+        defer { drawHint(unlessKeyWaitingOn: fileno(clibedit_stdin())) }
         let reasons = announcer.drainWakeBytes()
         let messages = announcer.takeMessages()
         let resized = reasons.contains(WakeReason.resized) || reasons.contains(WakeReason.resumed)
@@ -400,6 +413,39 @@ public final class LineEditor {
         // To the start of the row and clear it; the messages; the editor then redraws on the row after them.
         announcer.writeToTerminal("\r\u{1B}[K" + messages.map { $0.hasSuffix("\n") ? $0 : $0 + "\n" }.joined())
         _ = clibedit_refresh(editLine)
+    }
+
+    /// Draws the hint for the line in grey after its end, the cursor staying where it is, when the cursor is at the
+    /// end of a line of plain characters that fits one row with the hint, and no key is already waiting (typing
+    /// fast or pasting draws nothing in between).
+    private func drawHint(unlessKeyWaitingOn input: Int32) {
+        guard hintsEnabled, hintShown == 0, let hints,
+              let line = el_wline(editLine), let start = line.pointee.buffer, let cursor = line.pointee.cursor,
+              let end = line.pointee.lastchar, cursor == end, start != end else { return }
+        var waiting = pollfd(fd: input, events: Int16(POLLIN), revents: 0)
+        guard poll(&waiting, 1, 0) == 0 else { return }
+        let characters = UnsafeBufferPointer(start: start, count: start.distance(to: end))
+        // Only where one character is one column: then the row's length is known.
+        guard characters.allSatisfy({ $0 >= 0x20 && $0 < 0x7F }) else { return }
+        let text = String(decoding: characters.map { UInt8(truncatingIfNeeded: $0) }, as: UTF8.self)
+        guard let hint = hints(text), !hint.isEmpty else { return }
+        let used = strlen(promptCString ?? emptyPrompt()) + characters.count
+        let room = Int(clibedit_get_columns(editLine)) - 1 - used
+        guard room > 0 else { return }
+        let shown = String(hint.prefix(room))
+        let out = clibedit_stdout()
+        _ = fputs("\u{1B}[90m" + shown + "\u{1B}[0m\u{1B}[\(shown.count)D", out)
+        _ = fflush(out)
+        hintShown = shown.count
+    }
+
+    /// Erases the hint drawn after the line (the cursor is at the line's end, so up to the end of the row).
+    private func eraseHint() {
+        guard hintShown > 0 else { return }
+        hintShown = 0
+        let out = clibedit_stdout()
+        _ = fputs("\u{1B}[K", out)
+        _ = fflush(out)
     }
 
     /// Prints the candidates in columns below the line; CC_REDISPLAY then redraws prompt and line.

@@ -19,7 +19,8 @@ func runInteractive(session: Session, banner: String, announcer: LineEditorAnnou
     let editor: LineEditor
     do {
         editor = try LineEditor(programName: "kvsh", historyFile: historyFilePath(), historyLimit: 1000,
-                                announcer: announcer, completions: CommandTable.completions(forLine:))
+                                announcer: announcer, hints: CommandTable.hint(forLine:),
+                                completions: CommandTable.completions(forLine:))
     } catch {
         printError("\(error); reading commands without line editing")
         try? ScriptRunner.run(fd: STDIN_FILENO, name: nil, session: session)
@@ -29,7 +30,10 @@ func runInteractive(session: Session, banner: String, announcer: LineEditorAnnou
     InterruptSignal.install()
     session.interruptible = true
     print("kvsh 1.0: \(banner). Type :help for help, Ctrl-D or :quit to leave.")
+    // Hints need a terminal that moves the cursor and shows colour.
+    let hintsPossible = getenv("TERM").map { String(cString: $0) }.map { !$0.isEmpty && $0 != "dumb" } ?? false
     while !session.quitRequested {
+        editor.hintsEnabled = hintsPossible && session.hints
         switch editor.readLine(prompt: "kvsh> ") {
         case .line(let line):
             // As redis-cli: a line with a password (AUTH, HELLO ... AUTH, ...) runs but is kept out of the history,

@@ -181,6 +181,47 @@ struct TerminalTests {
         #expect(stats.contains("newest backup:   " + directory + "/kvsh-backup-"), "\(escaped(shell.output))")
     }
 
+    @Test("a command's arguments not typed yet show in grey after the cursor; :hints off hides them")
+    func hintsWhileTyping() throws {
+        let sandbox = try Sandbox()
+        let shell = try startShell(sandbox)
+        try shell.send("SET k")
+        try shell.expect("SET k\u{1B}[90m value [NX|XX] [GET]\u{1B}[0m", "no hint after SET k")
+        try shell.waitUntilEditing()
+        try enter(shell, " v", expecting: "\u{1B}[K v\r\nOK\r\n")  // the hint is erased before the key is shown
+        try shell.send(":hints off\r")
+        try awaitPrompt(shell, "no prompt after :hints off")
+        let before = shell.output.count
+        try shell.send("SET k")
+        try shell.expect("SET k")
+        try shell.waitUntilEditing()
+        try shell.send("\r")
+        try shell.expect("(error) ERR wrong number of arguments")
+        let after = String(decoding: shell.output[before...], as: UTF8.self)
+        #expect(!after.contains("\u{1B}[90m"), "a hint after :hints off: \(escaped(shell.output[before...]))")
+    }
+
+    @Test("no hints on a dumb terminal; hints with --connect, from the same table")
+    func hintsNeedATerminalAndWorkConnected() throws {
+        let sandbox = try Sandbox()
+        let dumb = try startShell(sandbox, env: ["TERM": "dumb"])
+        try dumb.send("SET k")
+        try dumb.expect("SET k")
+        try dumb.waitUntilEditing()
+        try dumb.send("\u{3}")
+        try awaitPrompt(dumb)
+        #expect(!dumb.output.text.contains("[NX|XX]"), "a hint on a dumb terminal: \(escaped(dumb.output))")
+
+        let server = try ServerProcess(sandbox)
+        defer { _ = try? server.stop() }
+        let shell = try TerminalSession(arguments: ["--connect", server.address],
+                                        environment: sandbox.environment(term: "xterm"), directory: sandbox.root)
+        try shell.expect("kvsh 1.0: connected to \(server.address)", "no banner")
+        try awaitPrompt(shell, "no first prompt")
+        try shell.send("GETDEL")
+        try shell.expect("GETDEL\u{1B}[90m key\u{1B}[0m", "no hint with --connect")
+    }
+
     @Test("UTF-8 input is stored and shown as typed")
     func utf8Input() throws {
         let sandbox = try Sandbox()
