@@ -434,35 +434,70 @@ public enum CommandTable {
     /// The command groups, in the order `help` lists them.
     public static let groups = ["string", "generic", "server", "connection", "shell"]
 
-    /// `:help` text: every command, one command in detail, or the commands of a group (`@string`).
-    public static func help(for name: String? = nil) -> String? {
-        guard let name else { return overview }
+    /// `:help` text: every command, one command in detail, or the commands of a group (`@string`), wrapped at word
+    /// boundaries to `width` columns (a terminal's; 80 elsewhere), continuation lines indented under their column.
+    /// The overview lists names in columns by group, so that it fits a 24-row terminal.
+    public static func help(for name: String? = nil, width: Int = 80) -> String? {
+        guard let name else { return overview(width: width) }
         if name.hasPrefix("@") {
             let group = name.dropFirst().lowercased()
             guard groups.contains(group) else { return nil }
             let specs = all.filter { $0.group == group }
-            let width = specs.map(\.usage.count).max() ?? 0
+            let column = min((specs.map(\.usage.count).max() ?? 0) + 4, max(width / 2, 8))
             return "Commands in @\(group):\n" + specs.map { spec in
-                "  " + spec.usage + String(repeating: " ", count: width - spec.usage.count + 2) + firstSentence(spec.summary) + "\n"
+                // A usage too long for its column gets a row of its own, its summary below it.
+                let lead = "  " + spec.usage
+                let start = lead.count + 2 <= column ? lead + String(repeating: " ", count: column - lead.count) : lead + "\n" + String(repeating: " ", count: column)
+                return wrap(firstSentence(spec.summary), width: width, indent: column, firstLine: start)
             }.joined()
         }
         guard let spec = lookup(name) ?? lookup(":" + name) else { return nil }
-        var text = spec.usage + "\n  " + spec.summary + "\n"
-        if !spec.aliases.isEmpty { text += "  Also: " + spec.aliases.joined(separator: ", ") + "\n" }
-        text += "  Example: " + spec.example + "\n"
+        var text = spec.usage + "\n" + wrap(spec.summary, width: width, indent: 2, firstLine: "  ")
+        if !spec.aliases.isEmpty { text += wrap(spec.aliases.joined(separator: ", "), width: width, indent: 8, firstLine: "  Also: ") }
+        text += wrap(spec.example, width: width, indent: 11, firstLine: "  Example: ")
         return text
     }
 
-    private static var overview: String {
-        let width = all.map(\.usage.count).max() ?? 0
-        func line(_ spec: CommandSpec) -> String {
-            let padding = String(repeating: " ", count: width - spec.usage.count + 2)
-            return "  " + spec.usage + padding + firstSentence(spec.summary) + "\n"
+    private static func overview(width: Int) -> String {
+        let column = (groups.map(\.count).max() ?? 0) + 4
+        var text = wrap("Commands by group (names are case-insensitive):", width: width, indent: 0, firstLine: "")
+        for group in groups {
+            let names = all.filter { $0.group == group }.map { spec in
+                spec.aliases.isEmpty ? spec.name : spec.name + " (" + spec.aliases.filter { !$0.contains(" ") }.joined(separator: ", ") + ")"
+            }
+            let lead = "  " + group
+            text += wrap(names.joined(separator: "  "), width: width, indent: column,
+                         firstLine: lead + String(repeating: " ", count: column - lead.count), keeping: "  ")
         }
-        return "Commands (names are case-insensitive):\n" + dataCommands.map(line).joined()
-            + "Meta-commands:\n" + metaCommands.map(line).joined()
-            + "Quoting: \"...\" understands \\n \\r \\t \\a \\b \\\" \\\\ \\xHH; '...' is literal except \\'.\n"
-            + "Type :help COMMAND for details and an example, :help @GROUP for a group (\(groups.map { "@" + $0 }.joined(separator: ", "))).\n"
+        text += wrap("Quoting: \"...\" understands \\n \\r \\t \\a \\b \\\" \\\\ \\xHH; '...' is literal except \\'.",
+                     width: width, indent: 2, firstLine: "")
+        text += wrap("Type :help COMMAND for its usage, what it does and an example, :help @GROUP for a group's commands "
+                     + "with a line each (\(groups.map { "@" + $0 }.joined(separator: ", "))).", width: width, indent: 2, firstLine: "")
+        return text
+    }
+
+    /// `text` after `firstLine`, broken at blanks into lines of at most `width` columns (a word longer than a line
+    /// stands alone, unbroken), lines after the first indented by `indent`; ends with a newline.
+    /// - Parameter separator: the blank run between words (two spaces keep the overview's names apart).
+    static func wrap(_ text: String, width: Int, indent: Int, firstLine: String, keeping separator: String = " ") -> String {
+        let words = separator == " " ? text.split(separator: " ").map(String.init) : text.components(separatedBy: separator)
+        var result = ""
+        var line = firstLine
+        if let lastBreak = firstLine.lastIndex(of: "\n") {  // only the last row of the lead counts towards the width
+            result = String(firstLine[...lastBreak])
+            line = String(firstLine[firstLine.index(after: lastBreak)...])
+        }
+        var lineHasWord = false
+        for word in words {
+            if lineHasWord && line.count + separator.count + word.count > width {
+                result += line + "\n"
+                line = String(repeating: " ", count: indent)
+                lineHasWord = false
+            }
+            line += (lineHasWord ? separator : "") + word
+            lineHasWord = true
+        }
+        return result + line + "\n"
     }
 
     private static func firstSentence(_ summary: String) -> String {

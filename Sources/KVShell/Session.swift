@@ -235,7 +235,7 @@ public final class Session {
     private func runMeta(_ spec: CommandSpec, _ arguments: [String]) throws -> Reply {
         switch spec.id {
         case .help:
-            guard let text = CommandTable.help(for: arguments.first) else {
+            guard let text = CommandTable.help(for: arguments.first, width: terminalWidth(outputFD)) else {
                 let name = arguments[0]
                 if name.hasPrefix("@") {
                     let groups = CommandTable.groups.map { "@" + $0 }.joined(separator: ", ")
@@ -538,4 +538,11 @@ extension Session {
         case .number(let text): return .text(text)
         }
     }
+}
+
+/// The width of the terminal `fd` is, or 80 columns when it is none (a pipe, a file).
+public func terminalWidth(_ fd: Int32) -> Int {
+    var size = winsize()
+    guard isatty(fd) == 1, ioctl(fd, UInt(TIOCGWINSZ), &size) == 0, size.ws_col > 0 else { return 80 }
+    return Int(size.ws_col)
 }

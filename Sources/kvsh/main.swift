@@ -56,7 +56,7 @@ func printHelp(_ arguments: [String]) -> Int32 {
         return ExitStatus.success
     }
     guard let subcommand = KVSHCommand.subcommand(named: name) else {
-        if let text = CommandTable.help(for: name) {
+        if let text = CommandTable.help(for: name, width: terminalWidth(STDOUT_FILENO)) {
             print(text, terminator: "")
             return ExitStatus.success
         }

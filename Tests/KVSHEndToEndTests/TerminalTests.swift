@@ -92,7 +92,7 @@ struct TerminalTests {
         try shell.send(":he\t")
         try shell.expect("lp", "Tab did not complete :he")
         try shell.send("\r")
-        try shell.expect("Meta-commands:", ":help did not run after completion")
+        try shell.expect("Commands by group", ":help did not run after completion")
     }
 
     @Test("Ctrl-C drops a half-typed line and the shell stays")
