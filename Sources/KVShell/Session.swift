@@ -29,7 +29,7 @@ public final class Session {
     }
 
     /// Where commands run: a store opened in this process, or a server.
-    private let backend: any SessionBackend
+    let backend: any SessionBackend
     /// The store commands run against; nil when the session is connected to a server.
     public var store: KVStore? { (backend as? EmbeddedBackend)?.store }
     public var format: OutputFormat

@@ -91,7 +91,7 @@ public final class LineEditor {
     ///   - completions: Given the text before the cursor, returns the candidate words that could replace
     ///     the word being typed (the last blank-separated word; the whole text if it has no blank). On
     ///     Tab the editor inserts their longest common prefix; with one candidate it inserts it plus a
-    ///     space; with several it also lists them; with none it beeps.
+    ///     space (none after a directory's trailing slash); with several it also lists them; with none it beeps.
     /// - Throws: ``LineEditorError`` if libedit cannot be initialized or configured.
     ///   - hints: Given the whole line, returns the text to show in grey after it while the cursor is at its end
     ///     and no key is waiting (`SET k` → ` value [NX|XX] ...`), or nil; cut to the row's width.
@@ -318,7 +318,8 @@ public final class LineEditor {
         let word = before.lastIndex(of: " ").map { String(before[before.index(after: $0)...]) } ?? before
         let common = longestCommonPrefix(candidates)
         let single = Set(candidates).count == 1
-        let replacement = single ? common + " " : common
+        // A directory (a path ending in "/") goes on with the name of what is in it: no blank after it.
+        let replacement = single && !common.hasSuffix("/") ? common + " " : common
 
         if replacement.hasPrefix(word) {
             let rest = String(replacement.dropFirst(word.count))

@@ -20,7 +20,7 @@ func runInteractive(session: Session, banner: String, announcer: LineEditorAnnou
     do {
         editor = try LineEditor(programName: "kvsh", historyFile: historyFilePath(), historyLimit: 1000,
                                 announcer: announcer, hints: CommandTable.hint(forLine:),
-                                completions: CommandTable.completions(forLine:))
+                                completions: { session.completions(forLine: $0) })
     } catch {
         printError("\(error); reading commands without line editing")
         try? ScriptRunner.run(fd: STDIN_FILENO, name: nil, session: session)

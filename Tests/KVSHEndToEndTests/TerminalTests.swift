@@ -222,6 +222,33 @@ struct TerminalTests {
         try shell.expect("GETDEL\u{1B}[90m key\u{1B}[0m", "no hint with --connect")
     }
 
+    @Test("Tab completes keys after data commands and file paths after :source, embedded and with --connect")
+    func tabCompletesKeysAndPaths() throws {
+        let sandbox = try Sandbox()
+        _ = try sandbox.write("fixtures.kv", "SET from:file 1\n")
+        let shell = try startShell(sandbox)
+        try enter(shell, "SET customer:0001 ada", expecting: "OK")
+        try shell.send("GET cust\t")
+        try shell.expect("omer:0001", "Tab did not complete the key")
+        try enter(shell, "", expecting: "\"ada\"")
+        try shell.send(":source fix\t")
+        try shell.expect("tures.kv", "Tab did not complete the file name")
+        try enter(shell, "", expecting: "OK")
+        try shell.send(":quit\r")
+        expectCleanExit(shell, ":quit")
+
+        let server = try ServerProcess(sandbox)
+        defer { _ = try? server.stop() }
+        let client = try TerminalSession(arguments: ["--connect", server.address],
+                                         environment: sandbox.environment(term: "xterm"), directory: sandbox.root)
+        try client.expect("kvsh 1.0: connected to \(server.address)", "no banner")
+        try awaitPrompt(client, "no first prompt")
+        try enter(client, "SET invoice:42 paid", expecting: "OK")
+        try client.send("GET inv\t")
+        try client.expect("oice:42", "Tab did not complete the key with --connect (SCAN MATCH)")
+        try enter(client, "", expecting: "\"paid\"")
+    }
+
     @Test("UTF-8 input is stored and shown as typed")
     func utf8Input() throws {
         let sandbox = try Sandbox()
