@@ -140,6 +140,13 @@ static inline int clibedit_history_load(History *h, const char *path) {
     return history(h, &ev, H_LOAD, path);
 }
 
+/// The newest history entry (first != 0) or the one older than the last returned; NULL past the oldest.
+static inline const char *clibedit_history_step(History *h, int first) {
+    HistEvent ev;
+    if (history(h, &ev, first ? H_FIRST : H_NEXT) != 0) return NULL;
+    return ev.str;
+}
+
 /// Returns the number of entries saved, or -1.
 static inline int clibedit_history_save(History *h, const char *path) {
     HistEvent ev;

@@ -78,6 +78,8 @@ public final class LineEditor {
     public var hintsEnabled = true
     /// Columns of hint drawn after the end of the line, to erase before the next key is handled.
     private var hintShown = 0
+    /// Ctrl-R's search owns the row while it runs: no hints.
+    private var searching = false
 
     /// Creates an editor on the process's standard input, output and error.
     ///
@@ -168,6 +170,12 @@ public final class LineEditor {
                                     { _, _ in kill(getpid(), SIGTSTP) == 0 ? UInt8(CC_NORM) : UInt8(CC_ERROR) }) == 0,
               clibedit_bind(el, "^Z", "line-editor-suspend") == 0 else {
             throw LineEditorError.configurationFailed("Ctrl-C and Ctrl-Z keys")
+        }
+        // Ctrl-R searches the history as bash and redis-cli do, prompting "(reverse-i-search)" (libedit's own says "bck:").
+        guard clibedit_add_function(el, "line-editor-reverse-search", "Search the history backwards (Ctrl-R)",
+                                    { el, _ in lineEditor(for: el)?.reverseSearch() ?? UInt8(CC_ERROR) }) == 0,
+              clibedit_bind(el, "^R", "line-editor-reverse-search") == 0 else {
+            throw LineEditorError.configurationFailed("Ctrl-R")
         }
         // Keys are read here, so that the reader also wakes for resizes and background messages (see readCharacter).
         guard clibedit_set_getcfn(el, { el, character in
@@ -353,6 +361,93 @@ public final class LineEditor {
         return UInt8(CC_REFRESH)
     }
 
+    /// Ctrl-R: an incremental search back through the history, shown as bash shows it,
+    /// `(reverse-i-search)'pattern': matching line`. Typing narrows the search, Backspace widens it, Ctrl-R again
+    /// finds an older match; Enter runs the match, Ctrl-G or Ctrl-C gives the search up (the line as before), and any
+    /// other key leaves the match on the line to edit.
+    fileprivate func reverseSearch() -> UInt8 {
+        searching = true
+        defer { searching = false }
+        let original = currentLine()
+        var pattern = ""
+        var match: String? = original
+        var skip = 0  // matches passed over with Ctrl-R
+        let out = clibedit_stdout()
+        func show() {
+            let failing = match == nil ? "failing " : ""
+            _ = fputs("\r\u{1B}[K(\(failing)reverse-i-search)'\(pattern)': \(match ?? "")", out)
+            _ = fflush(out)
+        }
+        func find() {
+            var seen = 0
+            var entry = clibedit_history_step(history, 1)
+            match = nil
+            while let line = entry.map({ String(cString: $0) }) {
+                if line.contains(pattern) {
+                    if seen == skip { match = line; return }
+                    seen += 1
+                }
+                entry = clibedit_history_step(history, 0)
+            }
+        }
+        show()
+        var accept = false
+        var key: wchar_t = 0
+        while el_wgetc(editLine, &key) == 1 {
+            switch key {
+            case 0x12:  // Ctrl-R: an older match
+                skip += 1
+                find()
+                if match == nil { skip -= 1; find() }
+            case 0x7F, 0x08:  // Backspace
+                if !pattern.isEmpty { pattern.removeLast() }
+                skip = 0
+                find()
+            case 0x07, 0x03:  // Ctrl-G, Ctrl-C: give up, the line as it was
+                replaceLine(with: original)
+                return finishSearch()
+            case 0x0D, 0x0A:  // Enter: run the match
+                accept = true
+            default:
+                if key >= 0x20, let scalar = Unicode.Scalar(UInt32(key)) {
+                    pattern.append(Character(scalar))
+                    find()
+                } else {
+                    accept = true  // any other key ends the search with the match on the line to edit
+                }
+            }
+            if accept { break }
+            show()
+        }
+        replaceLine(with: match ?? original)
+        if key == 0x0D || key == 0x0A { el_push(editLine, "\n") }
+        return finishSearch()
+    }
+
+    /// After the search line: back to the start of the row, cleared, for libedit to redraw the prompt and line.
+    private func finishSearch() -> UInt8 {
+        let out = clibedit_stdout()
+        _ = fputs("\r\u{1B}[K", out)
+        _ = fflush(out)
+        return UInt8(CC_REDISPLAY)
+    }
+
+    /// The whole line being edited.
+    private func currentLine() -> String {
+        guard let line = el_line(editLine), let start = line.pointee.buffer, let end = line.pointee.lastchar else { return "" }
+        return String(decoding: UnsafeRawBufferPointer(start: start, count: max(start.distance(to: end), 0)), as: UTF8.self)
+    }
+
+    /// Replaces the line being edited with `text`, the cursor at its end.
+    private func replaceLine(with text: String) {
+        if let line = el_wline(editLine), let start = line.pointee.buffer, let cursor = line.pointee.cursor,
+           let end = line.pointee.lastchar {
+            _ = el_cursor(editLine, Int32(clamping: cursor.distance(to: end)))
+            el_deletestr(editLine, Int32(clamping: start.distance(to: end)))
+        }
+        _ = el_insertstr(editLine, text)
+    }
+
     /// Reads one character from the terminal for libedit (EL_GETCFN), waiting also on the announcer's pipe: a
     /// background message is shown above the prompt and a resize redraws, at once, without a key being pressed.
     /// - Returns: 1 with the character stored, 0 at end of input, -1 with errno set (EINTR: a SIGINT).
@@ -420,7 +515,7 @@ public final class LineEditor {
     /// end of a line of plain characters that fits one row with the hint, and no key is already waiting (typing
     /// fast or pasting draws nothing in between).
     private func drawHint(unlessKeyWaitingOn input: Int32) {
-        guard hintsEnabled, hintShown == 0, let hints,
+        guard hintsEnabled, !searching, hintShown == 0, let hints,
               let line = el_wline(editLine), let start = line.pointee.buffer, let cursor = line.pointee.cursor,
               let end = line.pointee.lastchar, cursor == end, start != end else { return }
         var waiting = pollfd(fd: input, events: Int16(POLLIN), revents: 0)

@@ -249,6 +249,28 @@ struct TerminalTests {
         try enter(client, "", expecting: "\"paid\"")
     }
 
+    @Test("Ctrl-R searches the history with bash's (reverse-i-search) prompt; Enter runs the match, Ctrl-G gives up")
+    func reverseSearch() throws {
+        let sandbox = try Sandbox()
+        let shell = try startShell(sandbox)
+        try enter(shell, "SET alpha 1", expecting: "OK")
+        try enter(shell, "GET alpha", expecting: "\"1\"")
+        try enter(shell, "SET beta 2", expecting: "OK")
+        try shell.send("\u{12}")
+        try shell.expect("(reverse-i-search)'': ", "Ctrl-R did not prompt as bash does")
+        try shell.send("T al")
+        try shell.expect("(reverse-i-search)'T al': GET alpha", "the search did not find the newest match")
+        try shell.send("\u{12}")
+        try shell.expect("(reverse-i-search)'T al': SET alpha 1", "Ctrl-R again did not find the older match")
+        try shell.send("\r")
+        try shell.expect("\r\nOK\r\n", "Enter did not run the match")
+        try awaitPrompt(shell)
+        try shell.send("\u{12}beta\u{7}")
+        try shell.expect("(reverse-i-search)'beta': SET beta 2")
+        try awaitPrompt(shell, "no prompt after Ctrl-G")
+        try enter(shell, "DBSIZE", expecting: "(integer) 2")
+    }
+
     @Test("UTF-8 input is stored and shown as typed")
     func utf8Input() throws {
         let sandbox = try Sandbox()
