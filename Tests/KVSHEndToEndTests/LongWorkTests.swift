@@ -84,6 +84,22 @@ struct LongWorkTests {
         try enter(shell, "EXISTS first keep", expecting: "\r\n1\r\n")
     }
 
+    @Test("kvsh check on a terminal shows the bar; Ctrl-C stops it, exit status 130")
+    func checkSubcommandIsInterrupted() throws {
+        let sandbox = try Sandbox()
+        var script = ""
+        for number in 0..<300_000 { script += "SET key:\(number) value-\(number)\n" }
+        let load = try sandbox.kvsh([], script: script)
+        #expect(load.termination == .exited(0), "\(load.summary)")
+        let check = try TerminalSession(arguments: ["check", "--data-dir", sandbox.dataDir],
+                                        environment: sandbox.environment(term: "xterm"), directory: sandbox.root)
+        try check.expect("kvsh check  reading ", timeout: .seconds(120), "no progress bar while kvsh check reads")
+        try check.expect("Ctrl-C cancels")
+        try check.send(ctrlC)
+        try check.expect("kvsh: check was interrupted; it changed nothing", timeout: .seconds(60))
+        #expect(check.waitForExit(timeout: .seconds(30)) == .exited(130))
+    }
+
     @Test("in a pipe, long work draws no bar on standard error")
     func noBarInPipes() throws {
         let sandbox = try Sandbox()
