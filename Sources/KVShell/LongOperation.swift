@@ -163,8 +163,8 @@ private final class ProgressWatcher: @unchecked Sendable {
 /// The words of the bar, separate from the drawing so they can be tested.
 enum ProgressText {
     /// `:rebuild  applying big.json  [#######.............]  35%  3.3 MB/9.5 MB  4.1 MB/s  2s left  Ctrl-C cancels`,
-    /// within `width - 1` columns (writing the last column would wrap on some terminals): the bar narrows, then
-    /// goes, before any words do.
+    /// within `width - 3` columns (room for the `^C` the terminal echoes, which must not wrap the row): the bar
+    /// narrows, then goes, before any words do.
     static func line(title: String, progress: OperationControl.Progress, elapsed: Duration, cancelling: Bool,
                      width: Int) -> String {
         var before = [title]
@@ -187,7 +187,7 @@ enum ProgressText {
             if progress.total > 0 { after.append(duration(Double(progress.total - done) / perSecond) + " left") }
         }
         let hint = cancelling ? "cancelling..." : "Ctrl-C cancels"
-        let limit = max(width - 1, 10)
+        let limit = max(width - 3, 10)
         let words = (before + after.prefix(2) + (rate.map { [$0] } ?? []) + after.dropFirst(2) + [hint]).joined(separator: "  ")
         if let fraction {
             // "  [" + cells + "]": as many cells as fit, at most 20, at least 5.

@@ -89,7 +89,7 @@ struct LongWorkTests {
         let sandbox = try Sandbox()
         var script = ""
         for number in 0..<300_000 { script += "SET key:\(number) value-\(number)\n" }
-        let load = try sandbox.kvsh([], script: script)
+        let load = try sandbox.run(["--data-dir", sandbox.dataDir, "--format", "raw"], input: Array(script.utf8), timeout: .seconds(240))
         #expect(load.termination == .exited(0), "\(load.summary)")
         let check = try TerminalSession(arguments: ["check", "--data-dir", sandbox.dataDir],
                                         environment: sandbox.environment(term: "xterm"), directory: sandbox.root)
