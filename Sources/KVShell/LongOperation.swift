@@ -32,27 +32,31 @@ public enum InterruptSignal {
 private let interruptCount = Atomic<Int>(0)
 
 /// The progress line on standard error: drawn by a ``LongOperation``'s watcher, erased by whoever writes anything
-/// else to the terminal first (``writeAll(_:_:)``), so replies and errors never land in the middle of a bar.
+/// else to the terminal first (``writeAll(_:_:)``), so replies and errors do not land in the middle of a bar.
 enum ProgressLine {
-    /// The descriptor the bar is drawn on while it is shown; -1 when nothing is shown.
-    private static let shownOn = Mutex<Int32>(-1)
+    /// The descriptor the bar is drawn on while it is shown; -1 when nothing is shown (read without a lock by every
+    /// write, so that output with no bar never waits on one).
+    private static let shownOn = Atomic<Int32>(-1)
+    /// Serializes drawing and erasing. Never held while other output is written: a write blocked on a full pipe must
+    /// not hold up the other stream.
+    private static let drawing = Mutex(())
 
-    /// Runs `body` (a write) with the bar erased, and no bar drawn until it returns.
+    /// Erases the bar, if one is shown, then runs `body` (a write).
     static func withLineCleared<T>(_ body: () -> T) -> T {
-        shownOn.withLock { fd in
-            if fd >= 0 {
-                rawWrite(fd, "\r\u{1B}[K")
-                fd = -1
+        if shownOn.load(ordering: .acquiring) >= 0 {
+            drawing.withLock { _ in
+                let fd = shownOn.exchange(-1, ordering: .acquiringAndReleasing)
+                if fd >= 0 { rawWrite(fd, "\r\u{1B}[K") }
             }
-            return body()
         }
+        return body()
     }
 
     /// Draws `text` in place of the previous bar on `fd`.
     static func draw(_ text: String, on fd: Int32) {
-        shownOn.withLock { shown in
+        drawing.withLock { _ in
             rawWrite(fd, "\r" + text + "\u{1B}[K")
-            shown = fd
+            shownOn.store(fd, ordering: .releasing)
         }
     }
 
