@@ -98,6 +98,25 @@ static inline int clibedit_get_columns(EditLine *el) {
     return columns;
 }
 
+/// Character reader callback type (EL_GETCFN): stores one character, returns 1, 0 at end of input, -1 on error.
+typedef int (*clibedit_getc_fn)(EditLine *, wchar_t *);
+
+/// Replaces libedit's reader of characters (so the editor can wait for other things than keys too).
+static inline int clibedit_set_getcfn(EditLine *el, clibedit_getc_fn fn) {
+    return el_set(el, EL_GETCFN, fn);
+}
+
+/// Redraws the prompt and the line from the start of the cursor's row, assuming that row is blank.
+static inline int clibedit_refresh(EditLine *el) {
+    return el_set(el, EL_REFRESH);
+}
+
+/// Turns off the terminal's signal keys (isig) while a line is edited, so Ctrl-C arrives as a key the editor binds
+/// instead of a SIGINT that switches the terminal back to cooked mode between two keys.
+static inline int clibedit_edit_without_signal_keys(EditLine *el) {
+    return el_set(el, EL_SETTY, "-d", "-isig", (const char *)NULL);
+}
+
 // MARK: - history()
 
 static inline int clibedit_history_setsize(History *h, int size) {
@@ -119,6 +138,13 @@ static inline int clibedit_history_enter(History *h, const char *line) {
 static inline int clibedit_history_load(History *h, const char *path) {
     HistEvent ev;
     return history(h, &ev, H_LOAD, path);
+}
+
+/// The newest history entry (first != 0) or the one older than the last returned; NULL past the oldest.
+static inline const char *clibedit_history_step(History *h, int first) {
+    HistEvent ev;
+    if (history(h, &ev, first ? H_FIRST : H_NEXT) != 0) return NULL;
+    return ev.str;
 }
 
 /// Returns the number of entries saved, or -1.

@@ -62,7 +62,7 @@ public final class CommandSpec: Sendable {
         case mset, mget, setnx, getdel, incr, decr, incrby, decrby, append, strlen
         case keys, scan, range, count, dbsize
         case ping, echo
-        case help, rebuild, compact, backup, check, stats, source, timing, format, clear, quit
+        case help, rebuild, compact, backup, check, stats, source, timing, hints, format, clear, quit
     }
 
     public let id: ID
@@ -262,6 +262,9 @@ public enum CommandTable {
         CommandSpec(id: .timing, name: ":timing", aliases: [], arguments: "on|off", arity: 1...1, needsStore: false,
                     summary: "Print how long each command took, after its reply.",
                     example: ":timing on"),
+        CommandSpec(id: .hints, name: ":hints", aliases: [], arguments: "on|off", arity: 1...1, needsStore: false,
+                    summary: "Show or hide the grey hint of a command's arguments while typing it (on by default on a terminal).",
+                    example: ":hints off"),
         CommandSpec(id: .format, name: ":format", aliases: [], arguments: "human|raw|json", arity: 1...1, needsStore: false,
                     summary: "Change how replies are printed.",
                     example: ":format json"),
@@ -404,7 +407,7 @@ public enum CommandTable {
         } else if position == 1, let first = words.first, let spec = lookup(first) {
             switch spec.id {
             case .help: choices = all.map(\.name) + groups.map { "@" + $0 }
-            case .timing: choices = ["on", "off"]
+            case .timing, .hints: choices = ["on", "off"]
             case .format: choices = OutputFormat.allCases.map(\.rawValue)
             default: choices = []
             }
@@ -417,38 +420,92 @@ public enum CommandTable {
             .map { typedLowercase ? $0.lowercased() : $0 }
     }
 
+    /// The hint shown in grey after what is typed (`line`), as redis-cli shows it: the arguments of the command named
+    /// by the first word that are not typed yet (`SET k` → ` value [NX|XX] [GET] ...`); optional ones stay once
+    /// reached. A blank leads the hint unless the line ends with one. Nil when the first word names no command, or
+    /// nothing is left to hint.
+    public static func hint(forLine line: String) -> String? {
+        let words = line.split(whereSeparator: { $0 == " " || $0 == "\t" })
+        guard let first = words.first, let spec = lookup(String(first)), !spec.arguments.isEmpty else { return nil }
+        // Drop one word of the usage per argument typed after the name, up to the first optional one.
+        var hint = Substring(spec.arguments)
+        var typed = words.count - 1
+        while typed > 0, let next = hint.first, next != "[" {
+            if next == " " { typed -= 1 }
+            hint = hint.dropFirst()
+        }
+        guard !hint.isEmpty, typed == 0 || hint.first == "[" else { return nil }
+        let endsWithBlank = line.last == " " || line.last == "\t"
+        return endsWithBlank ? String(hint) : " " + hint
+    }
+
     /// The command groups, in the order `help` lists them.
     public static let groups = ["string", "generic", "server", "connection", "shell"]
 
-    /// `:help` text: every command, one command in detail, or the commands of a group (`@string`).
-    public static func help(for name: String? = nil) -> String? {
-        guard let name else { return overview }
+    /// `:help` text: every command, one command in detail, or the commands of a group (`@string`), wrapped at word
+    /// boundaries to `width` columns (a terminal's; 80 elsewhere), continuation lines indented under their column.
+    /// The overview lists names in columns by group, so that it fits a 24-row terminal.
+    public static func help(for name: String? = nil, width: Int = 80) -> String? {
+        guard let name else { return overview(width: width) }
         if name.hasPrefix("@") {
             let group = name.dropFirst().lowercased()
             guard groups.contains(group) else { return nil }
             let specs = all.filter { $0.group == group }
-            let width = specs.map(\.usage.count).max() ?? 0
+            let column = min((specs.map(\.usage.count).max() ?? 0) + 4, max(width / 2, 8))
             return "Commands in @\(group):\n" + specs.map { spec in
-                "  " + spec.usage + String(repeating: " ", count: width - spec.usage.count + 2) + firstSentence(spec.summary) + "\n"
+                // A usage too long for its column gets a row of its own, its summary below it.
+                let lead = "  " + spec.usage
+                let start = lead.count + 2 <= column ? lead + String(repeating: " ", count: column - lead.count) : lead + "\n" + String(repeating: " ", count: column)
+                return wrap(firstSentence(spec.summary), width: width, indent: column, firstLine: start)
             }.joined()
         }
         guard let spec = lookup(name) ?? lookup(":" + name) else { return nil }
-        var text = spec.usage + "\n  " + spec.summary + "\n"
-        if !spec.aliases.isEmpty { text += "  Also: " + spec.aliases.joined(separator: ", ") + "\n" }
-        text += "  Example: " + spec.example + "\n"
+        var text = spec.usage + "\n" + wrap(spec.summary, width: width, indent: 2, firstLine: "  ")
+        if !spec.aliases.isEmpty { text += wrap(spec.aliases.joined(separator: ", "), width: width, indent: 8, firstLine: "  Also: ") }
+        text += wrap(spec.example, width: width, indent: 11, firstLine: "  Example: ")
         return text
     }
 
-    private static var overview: String {
-        let width = all.map(\.usage.count).max() ?? 0
-        func line(_ spec: CommandSpec) -> String {
-            let padding = String(repeating: " ", count: width - spec.usage.count + 2)
-            return "  " + spec.usage + padding + firstSentence(spec.summary) + "\n"
+    private static func overview(width: Int) -> String {
+        let column = (groups.map(\.count).max() ?? 0) + 4
+        var text = wrap("Commands by group (names are case-insensitive):", width: width, indent: 0, firstLine: "")
+        for group in groups {
+            let names = all.filter { $0.group == group }.map { spec in
+                spec.aliases.isEmpty ? spec.name : spec.name + " (" + spec.aliases.filter { !$0.contains(" ") }.joined(separator: ", ") + ")"
+            }
+            let lead = "  " + group
+            text += wrap(names.joined(separator: "  "), width: width, indent: column,
+                         firstLine: lead + String(repeating: " ", count: column - lead.count), keeping: "  ")
         }
-        return "Commands (names are case-insensitive):\n" + dataCommands.map(line).joined()
-            + "Meta-commands:\n" + metaCommands.map(line).joined()
-            + "Quoting: \"...\" understands \\n \\r \\t \\a \\b \\\" \\\\ \\xHH; '...' is literal except \\'.\n"
-            + "Type :help COMMAND for details and an example, :help @GROUP for a group (\(groups.map { "@" + $0 }.joined(separator: ", "))).\n"
+        text += wrap("Quoting: \"...\" understands \\n \\r \\t \\a \\b \\\" \\\\ \\xHH; '...' is literal except \\'.",
+                     width: width, indent: 2, firstLine: "")
+        text += wrap("Type :help COMMAND for its usage, what it does and an example, :help @GROUP for a group's commands "
+                     + "with a line each (\(groups.map { "@" + $0 }.joined(separator: ", "))).", width: width, indent: 2, firstLine: "")
+        return text
+    }
+
+    /// `text` after `firstLine`, broken at blanks into lines of at most `width` columns (a word longer than a line
+    /// stands alone, unbroken), lines after the first indented by `indent`; ends with a newline.
+    /// - Parameter separator: the blank run between words (two spaces keep the overview's names apart).
+    static func wrap(_ text: String, width: Int, indent: Int, firstLine: String, keeping separator: String = " ") -> String {
+        let words = separator == " " ? text.split(separator: " ").map(String.init) : text.components(separatedBy: separator)
+        var result = ""
+        var line = firstLine
+        if let lastBreak = firstLine.lastIndex(of: "\n") {  // only the last row of the lead counts towards the width
+            result = String(firstLine[...lastBreak])
+            line = String(firstLine[firstLine.index(after: lastBreak)...])
+        }
+        var lineHasWord = false
+        for word in words {
+            if lineHasWord && line.count + separator.count + word.count > width {
+                result += line + "\n"
+                line = String(repeating: " ", count: indent)
+                lineHasWord = false
+            }
+            line += (lineHasWord ? separator : "") + word
+            lineHasWord = true
+        }
+        return result + line + "\n"
     }
 
     private static func firstSentence(_ summary: String) -> String {

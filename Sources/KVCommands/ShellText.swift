@@ -36,7 +36,7 @@ public enum ShellText {
         log file:        \(stats.logFile) (\(stats.logBytes) bytes)
         image:           \(stats.imageBytes) bytes (checkpoints by this process: \(stats.checkpoints))
         last sequence:   \(stats.lastSequence) (durable through \(stats.syncedSequence))
-        sync policy:     \(stats.syncPolicy.rawValue) (\(stats.fsyncs) fsyncs)
+        sync policy:     \(stats.syncPolicy.rawValue) (\(counted(stats.fsyncs, "fsync")) by this process)
         crc32c:          \(stats.hardwareCRC ? "hardware" : "software")
 
         """

@@ -68,6 +68,11 @@ final class ReplyWriter: Sendable {
 /// process through SIGPIPE, as for any Unix filter.
 @discardableResult
 func writeAll(_ fd: Int32, _ bytes: [UInt8]) -> Int32? {
+    // A progress bar on the terminal is erased first, so that the text starts at the beginning of its line.
+    ProgressLine.withLineCleared { writeAllNow(fd, bytes) }
+}
+
+private func writeAllNow(_ fd: Int32, _ bytes: [UInt8]) -> Int32? {
     bytes.withUnsafeBytes { raw -> Int32? in
         guard let base = raw.baseAddress else { return nil }
         var done = 0

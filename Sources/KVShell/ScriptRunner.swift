@@ -4,6 +4,7 @@ import Glibc
 import Musl
 #endif
 import KVCommands
+import KVStore
 import RESP
 
 /// Runs a script: lines from a file descriptor, each through a ``Session``.
@@ -27,8 +28,21 @@ public enum ScriptRunner {
         var end = 0
         var lineNumber = 0
 
+        // Run under `LongOperation` (`:source` at the prompt): Ctrl-C stops the script between lines, and the bar
+        // shows how much of the file has run.
+        let control = OperationControl.current
+        if let control, let name {
+            var info = stat()
+            control.begin(stage: "running", item: name, total: fstat(fd, &info) == 0 ? Int(info.st_size) : 0)
+        }
+        var interrupted = false
+
         func shouldStop() -> Bool {
-            session.quitRequested || (session.bail && session.failedCommands > failuresBefore)
+            if control?.isCancelled == true {
+                interrupted = true
+                return true
+            }
+            return session.quitRequested || (session.bail && session.failedCommands > failuresBefore)
         }
 
         while true {
@@ -39,12 +53,19 @@ public enum ScriptRunner {
                     lineNumber += 1
                     session.execute(line: UnsafeRawBufferPointer(rebasing: raw[start..<lineEnd]),
                                     origin: .script(name: name, line: lineNumber))
+                    control?.advance(by: lineEnd + 1 - start)
                     start = lineEnd + 1
                     if shouldStop() { return true }
                 }
                 return false
             }
-            if stopped { break }
+            if stopped {
+                if interrupted {
+                    session.flush()
+                    throw ScriptInterrupted(lines: lineNumber)
+                }
+                break
+            }
             if start > 0 {
                 buffer.withUnsafeMutableBytes { raw in
                     raw.copyMemory(from: UnsafeRawBufferPointer(rebasing: raw[start..<end]))
@@ -90,4 +111,10 @@ public enum ScriptRunner {
 public struct ScriptError: Error, CustomStringConvertible {
     public let message: String
     public var description: String { message }
+}
+
+/// Ctrl-C stopped a script (run under ``LongOperation``) after `lines` lines.
+public struct ScriptInterrupted: Error, CustomStringConvertible {
+    public let lines: Int
+    public var description: String { "interrupted after line \(lines)" }
 }

@@ -29,7 +29,7 @@ public final class Session {
     }
 
     /// Where commands run: a store opened in this process, or a server.
-    private let backend: any SessionBackend
+    let backend: any SessionBackend
     /// The store commands run against; nil when the session is connected to a server.
     public var store: KVStore? { (backend as? EmbeddedBackend)?.store }
     public var format: OutputFormat
@@ -37,6 +37,14 @@ public final class Session {
     public var timing = false
     /// Stop scripts at the first failed command.
     public var bail = false
+    /// Long work (`:rebuild`, `:source`, `:compact`, `:backup`, `:check`) runs under ``LongOperation``: a progress
+    /// bar on a terminal, and Ctrl-C (once ``InterruptSignal`` is installed) stops it, leaving the store as it was.
+    /// The interactive shell sets it.
+    public var interruptible = false
+    /// Whether the interactive shell shows the grey hint of a command's arguments while it is typed (`:hints`).
+    public var hints = true
+    /// Lines `:stats` adds after the store's (the periodic backups' record); nil adds none.
+    public var statisticsAddendum: (() -> String)?
     public private(set) var quitRequested = false
     /// The connection to the server broke (the error has been reported). The session then stops, as after
     /// `:quit`: scripts end and the interactive loop leaves.
@@ -227,7 +235,7 @@ public final class Session {
     private func runMeta(_ spec: CommandSpec, _ arguments: [String]) throws -> Reply {
         switch spec.id {
         case .help:
-            guard let text = CommandTable.help(for: arguments.first) else {
+            guard let text = CommandTable.help(for: arguments.first, width: terminalWidth(outputFD)) else {
                 let name = arguments[0]
                 if name.hasPrefix("@") {
                     let groups = CommandTable.groups.map { "@" + $0 }.joined(separator: ", ")
@@ -240,16 +248,24 @@ public final class Session {
         case .rebuild, .compact, .backup, .check, .stats:
             let command = try Self.maintenanceCommand(spec, arguments)
             if command == .compact || command == .check { flush() }  // what they report includes every write before them
-            let outcome = try backend.run(command)
+            var outcome = try command == .stats ? backend.run(command) : runLong(spec) { try backend.run(command) }
             if !outcome.succeeded { failedToRun += 1 }
+            if command == .stats, let addendum = statisticsAddendum?() { outcome.text += addendum }
             return .text(outcome.text)
         case .source:
-            try source(arguments[0])
+            try sourceInterruptibly(arguments[0])
             return .none
         case .timing:
             switch arguments[0].lowercased() {
             case "on": timing = true
             case "off": timing = false
+            default: throw CommandError.badArgument(spec, arguments[0])
+            }
+            return .none
+        case .hints:
+            switch arguments[0].lowercased() {
+            case "on": hints = true
+            case "off": hints = false
             default: throw CommandError.badArgument(spec, arguments[0])
             }
             return .none
@@ -293,6 +309,38 @@ public final class Session {
         let paths = arguments.filter { $0 != "--force" }
         guard paths.count <= 1, arguments.count - paths.count <= 1 else { throw CommandError.syntax(spec) }
         return (paths.first, replace)
+    }
+
+    /// Runs long work under ``LongOperation`` when ``interruptible`` (and the work runs here, not on a server), and
+    /// words an interruption for the user.
+    private func runLong<T>(_ spec: CommandSpec, _ body: () throws -> T) throws -> T {
+        guard interruptible, !backend.isRemote else { return try body() }
+        do {
+            return try LongOperation.run(spec.name, errorFD: errorFD, body)
+        } catch StoreError.interrupted(_, let undone) {
+            uncommitted = true  // an undone import wrote its undoing
+            throw CommandError.other("\(spec.name) was interrupted; "
+                                     + (undone.map { "\($0); the store is as it was before" } ?? "it changed nothing"))
+        }
+    }
+
+    /// `:source PATH`; when ``interruptible``, Ctrl-C stops the script between two lines and (on a store opened here)
+    /// undoes the writes of the lines that ran, so the store is as it was before the command.
+    private func sourceInterruptibly(_ path: String) throws {
+        guard interruptible, sourceDepth == 0 else { return try source(path) }
+        let before = store?.snapshot()
+        do {
+            try LongOperation.run(":source", errorFD: errorFD) { try source(path) }
+        } catch let stop as ScriptInterrupted {
+            guard let store, let before else {
+                throw CommandError.other(":source was interrupted after line \(stop.lines) of \(path); "
+                                         + "the commands of those lines ran on the server and stay applied")
+            }
+            let reverted = try store.revert(to: before)
+            uncommitted = true
+            throw CommandError.other(":source was interrupted after line \(stop.lines) of \(path); the writes of those lines "
+                                     + "were undone (\(reverted.keys) keys put back); the store is as it was before")
+        }
     }
 
     /// Runs a script file within this session (`:source`).
@@ -490,4 +538,11 @@ extension Session {
         case .number(let text): return .text(text)
         }
     }
+}
+
+/// The width of the terminal `fd` is, or 80 columns when it is none (a pipe, a file).
+public func terminalWidth(_ fd: Int32) -> Int {
+    var size = winsize()
+    guard isatty(fd) == 1, ioctl(fd, UInt(TIOCGWINSZ), &size) == 0, size.ws_col > 0 else { return 80 }
+    return Int(size.ws_col)
 }

@@ -19,6 +19,8 @@ protocol SessionBackend: AnyObject {
     func receive() throws -> RESPValue
     /// Runs a maintenance command (`:stats`, `:rebuild`, `:compact`, `:backup`, `:check`).
     func run(_ command: MaintenanceCommand) throws -> MaintenanceCommand.Outcome
+    /// At most `limit` keys that start with `prefix` (some, not necessarily the first), for Tab completion.
+    func keys(withPrefix prefix: [UInt8], limit: Int) throws -> [[UInt8]]
     func close()
 }
 
@@ -55,6 +57,24 @@ final class EmbeddedBackend: SessionBackend {
         return try command.run(on: store, backups: nil)
     }
 
+    /// A prefix scan of the ordered index: from `prefix` up to the first key past every key that starts with it.
+    func keys(withPrefix prefix: [UInt8], limit: Int) throws -> [[UInt8]] {
+        store.keys(from: prefix.isEmpty ? nil : prefix, to: Self.successor(of: prefix), limit: limit).keys
+    }
+
+    /// The least byte string above every string that starts with `prefix`; nil when there is none (all 0xFF, or empty).
+    static func successor(of prefix: [UInt8]) -> [UInt8]? {
+        var bound = prefix
+        while let last = bound.last {
+            if last < 0xFF {
+                bound[bound.count - 1] = last + 1
+                return bound
+            }
+            bound.removeLast()
+        }
+        return nil
+    }
+
     func close() {}
 }
 
@@ -83,6 +103,26 @@ final class RemoteBackend: SessionBackend {
         try command.outcome(fromReply: try client.call(command.serverArguments))
     }
 
+    /// One `SCAN 0 MATCH prefix* COUNT limit` (the prefix's glob characters escaped): bounded, as a completion must be.
+    func keys(withPrefix prefix: [UInt8], limit: Int) throws -> [[UInt8]] {
+        var pattern: [UInt8] = []
+        for byte in prefix {
+            if byte == UInt8(ascii: "*") || byte == UInt8(ascii: "?") || byte == UInt8(ascii: "[") || byte == UInt8(ascii: "]")
+                || byte == UInt8(ascii: "\\") {
+                pattern.append(UInt8(ascii: "\\"))
+            }
+            pattern.append(byte)
+        }
+        pattern.append(UInt8(ascii: "*"))
+        let reply = try client.call([Array("SCAN".utf8), Array("0".utf8), Array("MATCH".utf8), pattern,
+                                     Array("COUNT".utf8), Array(String(limit).utf8)])
+        guard case .array(let parts) = reply, parts.count == 2, case .array(let items) = parts[1] else { return [] }
+        return items.prefix(limit).compactMap { item in
+            if case .bulkString(let key) = item { return key }
+            return nil
+        }
+    }
+
     func close() {
         client.close()
     }
@@ -108,6 +148,8 @@ final class StorelessBackend: SessionBackend {
     func run(_ command: MaintenanceCommand) throws -> MaintenanceCommand.Outcome {
         throw CommandError.internalError("this session has no store (only commands that need none run in it)")
     }
+
+    func keys(withPrefix prefix: [UInt8], limit: Int) throws -> [[UInt8]] { [] }
 
     func close() {}
 }

@@ -3,6 +3,7 @@ import Glibc
 #elseif canImport(Musl)
 import Musl
 #endif
+import Synchronization
 
 /// A directory of backups named by the time each was taken (`kvsh-backup-20261126T153000Z.kvbak`), of which the
 /// newest `keep` are kept: where periodic backups go, and `KVSH.BACKUP` without a path.
@@ -61,14 +62,34 @@ public struct BackupDirectory: Sendable {
 /// Periodic backups: every `interval`, a backup of the store into a ``BackupDirectory``. A failed backup is
 /// reported and tried again at the next period; it never touches the store's own files.
 public final class BackupScheduler: Sendable {
+    /// One periodic backup, taken or failed.
+    public struct Event: Sendable {
+        /// `backup PATH: N keys through sequence S, B bytes`, or why it failed.
+        public var message: String
+        public var failed: Bool
+    }
+
+    /// What the periodic backups did so far (`:stats` shows it).
+    public struct Status: Sendable, Equatable {
+        public var taken = 0
+        public var failed = 0
+        /// The newest backup taken.
+        public var newest: String?
+        /// Why the latest backup failed, if it did (cleared by the next one taken).
+        public var lastFailure: String?
+    }
+
     private let store: KVStore
     public let directory: BackupDirectory
-    private let report: @Sendable (String) -> Void
+    private let report: @Sendable (Event) -> Void
     private let timer = RepeatingTimer(label: "kvsh.backups")
+    private let counters = Mutex(Status())
+
+    public var status: Status { counters.withLock { $0 } }
 
     /// Starts taking backups; the first one after `interval`.
     /// - Parameter report: told about each backup taken and each failure.
-    public init(store: KVStore, directory: BackupDirectory, interval: Duration, report: @escaping @Sendable (String) -> Void) {
+    public init(store: KVStore, directory: BackupDirectory, interval: Duration, report: @escaping @Sendable (Event) -> Void) {
         self.store = store
         self.directory = directory
         self.report = report
@@ -78,9 +99,20 @@ public final class BackupScheduler: Sendable {
             guard let self else { return }
             do {
                 let (path, summary) = try self.backupNow()
-                self.report("backup \(path): \(summary.entries) keys through sequence \(summary.sequence), \(summary.bytes) bytes")
+                self.counters.withLock {
+                    $0.taken += 1
+                    $0.newest = path
+                    $0.lastFailure = nil
+                }
+                self.report(Event(message: "backup \(path): \(summary.entries) keys through sequence \(summary.sequence), \(summary.bytes) bytes",
+                                  failed: false))
             } catch {
-                self.report("backup into \(self.directory.path) failed (will try again next period): \(error)")
+                let message = "backup into \(self.directory.path) failed (will try again next period): \(error)"
+                self.counters.withLock {
+                    $0.failed += 1
+                    $0.lastFailure = "\(error)"
+                }
+                self.report(Event(message: message, failed: true))
             }
         }
     }

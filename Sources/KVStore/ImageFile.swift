@@ -40,6 +40,10 @@ enum ImageFile {
             (temporary, fd) = try createUniqueTemporary(beside: path, fs: fs)
         }
         var summary = ImageSummary(sequence: sequence, entries: 0, bytes: 0)
+        let control = OperationControl.current
+        // The image's size to within its block headers: 8 bytes of lengths per entry, then key and value.
+        control?.begin(stage: "writing image", item: path.split(separator: "/").last.map(String.init) ?? path,
+                       total: LogFormat.fileHeaderSize + index.payloadBytes + 8 * index.count)
         do {
             defer { fs.close(fd) }
             var output = LogFormat.fileHeader(magic: LogFormat.imageMagic, sequence: sequence)
@@ -49,6 +53,7 @@ enum ImageFile {
 
             func emitBlock() throws {
                 try MaintenanceCancellation.current?.check()  // a shutdown stops a long write; the .tmp is removed below
+                try control?.check()  // so does Ctrl-C
                 blockNumber += 1
                 LogFormat.appendRecord(type: .imageEntries, sequence: blockNumber, payloadLength: 4 + block.count, to: &output) {
                     LogFormat.appendLittleEndian(blockEntries, to: &$0)
@@ -56,6 +61,7 @@ enum ImageFile {
                 }
                 try output.withUnsafeBytes { try fs.write(fd, $0, path: temporary) }
                 summary.bytes += output.count
+                control?.advance(by: output.count)
                 output.removeAll(keepingCapacity: true)
                 block.removeAll(keepingCapacity: true)
                 blockEntries = 0

@@ -240,9 +240,14 @@ extension KVStore {
         let existing = try DataDirectory.storeFiles(in: directory, fileSystem: fs)
         let others = try DataDirectory.otherFiles(in: directory, fileSystem: fs)
         guard force || (existing.isEmpty && others.isEmpty) else { throw StoreError.notEmpty(directory: directory) }
+        try OperationControl.current?.check("the restore")
         for file in existing { fs.unlink(file) }
-        let image = try ImageFile.write(index, sequence: backup.sequence, to: DataDirectory.join(directory, DataDirectory.imageFileName(1)),
-                                        fileSystem: fs)
+        // Once a store's files are gone, Ctrl-C would leave nothing: the write is then not interruptible.
+        let control = existing.isEmpty ? OperationControl.current : nil
+        let image = try OperationControl.$current.withValue(control) {
+            try ImageFile.write(index, sequence: backup.sequence, to: DataDirectory.join(directory, DataDirectory.imageFileName(1)),
+                                fileSystem: fs)
+        }
         try createLogFile(DataDirectory.join(directory, DataDirectory.logFileName(1)), firstSequence: backup.sequence + 1,
                           directory: directory, fileSystem: fs)
         return image

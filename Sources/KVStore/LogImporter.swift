@@ -59,6 +59,8 @@ public enum LogImporter {
         let isKVSHLog = try startsWithKVSHMagic(files[0])
         var summary = Summary(source: path, format: isKVSHLog ? "kvsh log" : "Go StorageEngine JSON lines")
         // Pass 1: check everything, write nothing.
+        let control = OperationControl.current
+        control?.setFileStage("checking")
         var total = 0
         do {
             try store.cancellable {
@@ -70,6 +72,8 @@ public enum LogImporter {
             }
         } catch StoreError.cancelled {
             throw StoreError.cancelled(operation: "the import of '\(path)'")
+        } catch StoreError.interrupted {
+            throw StoreError.interrupted(operation: "the import of '\(path)'", undone: nil)
         } catch StoreError.corruption(let file, let offset, let reason) {
             throw StoreError.badImportRecord(file: file, offset: offset, reason: reason)
         }
@@ -77,7 +81,9 @@ public enum LogImporter {
             throw StoreError.badImport(file: file.path, line: nil,
                                        reason: "the file changed while it was being checked; import it once nothing writes to it")
         }
-        // Pass 2: apply what pass 1 checked.
+        // Pass 2: apply what pass 1 checked. A caller that can interrupt it gets back the store as it was.
+        control?.setFileStage("applying")
+        let before = control.map { _ in store.snapshot() }
         var applied = 0
         do {
             try store.cancellable {
@@ -95,6 +101,11 @@ public enum LogImporter {
                     }
                 }
             }
+        } catch StoreError.interrupted where before != nil {
+            let reverted = try before.map { try store.revert(to: $0) }
+            throw StoreError.interrupted(operation: "the import of '\(path)'",
+                                         undone: "the \(applied) of \(total) operations it had applied were undone"
+                                             + " (\(reverted?.keys ?? 0) keys put back)")
         } catch {
             let cause: String = switch error {
             case StoreError.cancelled: "kvsh is shutting down"
@@ -234,6 +245,7 @@ public enum LogImporter {
                                      store: KVStore) throws {
         _ = try LogReader.scan(fd: file.fd, path: file.path, tornTailAllowed: isLast, fileSystem: file.fileSystem) { offset, _, record in
             try store.maintenanceCancellation.check()
+            try OperationControl.current?.check()
             guard applied < total else { throw ImportChanged(reason: "\(file.path) holds more records than when it was checked") }
             switch record {
             case .set(let key, let value): _ = try store.set(key, value)
@@ -388,6 +400,7 @@ public enum LogImporter {
     private static func applyJSONLines(_ file: SourceFile, digest: inout UInt32, applied: inout Int, total: Int, store: KVStore) throws {
         try forEachJSONLine(file) { _, line, operation in
             try store.maintenanceCancellation.check()
+            try OperationControl.current?.check()
             digest = CRC32C.checksum(line, extending: digest)
             if case .skip = operation { return }
             guard applied < total else { throw ImportChanged(reason: "\(file.path) holds more entries than when it was checked") }

@@ -146,10 +146,16 @@ final class MappedFile {
     private var released = 0
     private static let releaseStride = 8 << 20
     private let cancellation: MaintenanceCancellation?
+    /// The caller's control of the operation reading the file, if any: Ctrl-C and the progress bar.
+    private let control: OperationControl?
+    /// How far progress has been reported.
+    private var reported = 0
 
-    private init(bytes: UnsafeRawBufferPointer) {
+    private init(bytes: UnsafeRawBufferPointer, path: String) {
         self.bytes = bytes
         cancellation = MaintenanceCancellation.current
+        control = OperationControl.current
+        control?.beginFile(path, size: bytes.count)
     }
 
     /// Maps `path` (a regular file only) and passes it to `body`; unmaps it afterwards. An empty file maps to an
@@ -170,7 +176,7 @@ final class MappedFile {
         let mapping = try fileSystem.mapReadOnly(fd, size: size, path: path)
         defer { fileSystem.unmap(mapping) }
         if let base = mapping.baseAddress { _ = madvise(UnsafeMutableRawPointer(mutating: base), size, MADV_SEQUENTIAL) }
-        return try body(MappedFile(bytes: mapping))
+        return try body(MappedFile(bytes: mapping, path: path))
     }
 
     /// Hands the pages before `offset` back to the kernel (they are re-read from the file if touched again),
@@ -178,6 +184,11 @@ final class MappedFile {
     /// - Throws: ``StoreError/cancelled(operation:)`` once the work reading it has been cancelled.
     func releasePages(before offset: Int) throws {
         if let cancellation { try cancellation.check() }
+        if let control {
+            try control.check()
+            control.advance(by: offset - reported)
+            reported = max(reported, offset)
+        }
         let aligned = offset & ~(Self.releaseStride - 1)
         guard aligned - released >= Self.releaseStride, let base = bytes.baseAddress else { return }
         _ = madvise(UnsafeMutableRawPointer(mutating: base + released), aligned - released, MADV_DONTNEED)

@@ -42,6 +42,10 @@ public enum StoreError: Error, Equatable, Sendable, CustomStringConvertible {
     case cancelled(operation: String)
     /// A replication step the store cannot take (`reason` says which and why).
     case replication(reason: String)
+    /// Work run under an ``OperationControl`` (`operation`: an import, a rebuild, a check, ...) was stopped by its
+    /// caller (Ctrl-C). The store's contents are as before it: `undone` says what was put back, nil if it had
+    /// changed nothing.
+    case interrupted(operation: String, undone: String?)
 
     public var description: String {
         switch self {
@@ -89,6 +93,8 @@ public enum StoreError: Error, Equatable, Sendable, CustomStringConvertible {
             return "\(operation) was cancelled because kvsh is shutting down; it changed nothing"
         case .replication(let reason):
             return "replication: \(reason)"
+        case .interrupted(let operation, let undone):
+            return "\(operation) was interrupted; " + (undone.map { "\($0); the store is as it was before" } ?? "it changed nothing")
         }
     }
 }

@@ -11,21 +11,29 @@ import LineEditor
 /// The interactive shell: libedit line editing, persistent history and Tab completion over a session, on a store
 /// or connected to a server. `banner` says which: "3 keys in DIR" or "connected to HOST:PORT".
 /// A lost connection ends it (the session reports it and requests the exit; the exit status is then 1).
-func runInteractive(session: Session, banner: String) {
+/// Messages posted to `announcer` show above the prompt.
+func runInteractive(session: Session, banner: String, announcer: LineEditorAnnouncer) {
     // Ctrl-\ would otherwise reach the Swift runtime's crash handler, which waits on the terminal; like
     // other interactive shells, ignore it (Ctrl-D and :quit leave).
     signal(SIGQUIT, SIG_IGN)
     let editor: LineEditor
     do {
         editor = try LineEditor(programName: "kvsh", historyFile: historyFilePath(), historyLimit: 1000,
-                                completions: CommandTable.completions(forLine:))
+                                announcer: announcer, hints: CommandTable.hint(forLine:),
+                                completions: { session.completions(forLine: $0) })
     } catch {
         printError("\(error); reading commands without line editing")
         try? ScriptRunner.run(fd: STDIN_FILENO, name: nil, session: session)
         return
     }
+    // Ctrl-C stops long work (counted; in place of the editor's own handler, likewise without SA_RESTART).
+    InterruptSignal.install()
+    session.interruptible = true
     print("kvsh 1.0: \(banner). Type :help for help, Ctrl-D or :quit to leave.")
+    // Hints need a terminal that moves the cursor and shows colour.
+    let hintsPossible = getenv("TERM").map { String(cString: $0) }.map { !$0.isEmpty && $0 != "dumb" } ?? false
     while !session.quitRequested {
+        editor.hintsEnabled = hintsPossible && session.hints
         switch editor.readLine(prompt: "kvsh> ") {
         case .line(let line):
             // As redis-cli: a line with a password (AUTH, HELLO ... AUTH, ...) runs but is kept out of the history,

@@ -111,7 +111,9 @@ struct ServeCommand: KVSHSubcommand {
             let backups = storeOptions.backups
             let scheduler = backups.flatMap { backups in
                 storeOptions.backupInterval.map { interval in
-                    BackupScheduler(store: store, directory: backups, interval: interval.duration) { logger.info("\($0)") }
+                    BackupScheduler(store: store, directory: backups, interval: interval.duration) { event in
+                        if event.failed { logger.warning("\(event.message)") } else { logger.info("\(event.message)") }
+                    }
                 }
             }
             defer { scheduler?.stop() }

@@ -20,13 +20,33 @@ extension KVSHSubcommand {
 }
 
 enum Subcommands {
-    /// Runs `body`, turning a thrown error into one line on stderr and exit status 2.
+    /// The exit status of work stopped by Ctrl-C, as a shell reports a command SIGINT ended.
+    static let interrupted: Int32 = 130
+
+    /// Runs `body`, turning a thrown error into one line on stderr and exit status 2 (130 after Ctrl-C).
     static func reportingErrors(_ body: () throws -> Int32) -> Int32 {
         do {
             return try body()
+        } catch let error as StoreError {
+            printError("\(error)")
+            if case .interrupted = error { return interrupted }
+            return ExitStatus.unusable
         } catch {
             printError("\(error)")
             return ExitStatus.unusable
+        }
+    }
+}
+
+extension Subcommands {
+    /// Runs long work with a progress bar on a terminal, Ctrl-C stopping it (the store left as it was).
+    static func watched<T>(_ title: String, _ body: () throws -> T) throws -> T {
+        InterruptSignal.install()
+        do {
+            return try LongOperation.run(title, body)
+        } catch StoreError.interrupted(_, let undone) {
+            // "kvsh: check was interrupted; it changed nothing"
+            throw StoreError.interrupted(operation: title.split(separator: " ").last.map(String.init) ?? title, undone: undone)
         }
     }
 }
@@ -52,7 +72,7 @@ struct BackupCommand: KVSHSubcommand {
             let store = try KVStore(directory: dataDirectory.resolved, options: KVStore.Options(compactionRatio: 0))
             defer { try? store.close() }
             if let reason = store.readOnlyReason { printError("note: opened read-only (\(reason))") }
-            let summary = try store.backup(to: path, replace: force)
+            let summary = try Subcommands.watched("kvsh backup") { try store.backup(to: path, replace: force) }
             print(ShellText.describe(backup: summary, path: path), terminator: "")
             return ExitStatus.success
         }
@@ -78,7 +98,7 @@ struct RestoreCommand: KVSHSubcommand {
     func execute() -> Int32 {
         Subcommands.reportingErrors {
             let directory = dataDirectory.resolved
-            let summary = try KVStore.restore(backup: backup, into: directory, force: force)
+            let summary = try Subcommands.watched("kvsh restore") { try KVStore.restore(backup: backup, into: directory, force: force) }
             print("restored \(summary.entries) keys (through sequence \(summary.sequence)) from \(backup) into \(directory)")
             return ExitStatus.success
         }
@@ -89,7 +109,7 @@ struct CheckCommand: KVSHSubcommand {
     static let configuration = CommandConfiguration(
         commandName: "check",
         abstract: "Verify every file of a store; optionally repair it.",
-        discussion: "Exit status 0 when the store is clean, 1 when it is damaged, 2 when it cannot be checked.",
+        discussion: "Exit status 0 when the store is clean, 1 when it is damaged, 2 when it cannot be checked, 130 when Ctrl-C stopped it.",
         version: KVSHCommand.version,
         helpNames: [.short, .long])
 
@@ -111,8 +131,9 @@ struct CheckCommand: KVSHSubcommand {
             let lock = try DirectoryLock(directory: directory, allowReadOnly: !repair)
             defer { lock.release() }
             if let reason = lock.readOnlyReason { printError("note: checking read-only (\(reason))") }
+            // A repair changes files as it goes: it is not stopped half way.
             let report = repair ? try StoreChecker.repair(directory: directory, salvage: salvage)
-                                : try StoreChecker.check(directory: directory)
+                                : try Subcommands.watched("kvsh check") { try StoreChecker.check(directory: directory) }
             print(ShellText.describe(check: report))
             return report.isClean ? ExitStatus.success : ExitStatus.commandFailed
         }

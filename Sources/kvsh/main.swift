@@ -10,6 +10,7 @@ import KVCommands
 import KVShell
 import RESP
 import KVStore
+import LineEditor
 
 /// Exit statuses: 0 every command succeeded, 1 some command failed (or the connection to the server was lost),
 /// 2 usage error, the store could not open or the server could not be reached.
@@ -55,7 +56,7 @@ func printHelp(_ arguments: [String]) -> Int32 {
         return ExitStatus.success
     }
     guard let subcommand = KVSHCommand.subcommand(named: name) else {
-        if let text = CommandTable.help(for: name) {
+        if let text = CommandTable.help(for: name, width: terminalWidth(STDOUT_FILENO)) {
             print(text, terminator: "")
             return ExitStatus.success
         }
@@ -157,14 +158,25 @@ if let server = options.server {
     banner = "\(opened.count) keys in \(opened.directory)"
 }
 
+/// Messages from background work: above the prompt in the interactive shell, else on stderr at once.
+let announcer = LineEditorAnnouncer()
 let backups = store.flatMap { store in
     options.store.backups.flatMap { directory in
         options.store.backupInterval.map { interval in
-            BackupScheduler(store: store, directory: directory,
-                            interval: interval.duration) { message in
-                printError(message)
+            BackupScheduler(store: store, directory: directory, interval: interval.duration) { event in
+                // A backup taken is no news (`:stats` counts them); a failed one is.
+                if event.failed { announcer.announce("kvsh: \(event.message)") }
             }
         }
+    }
+}
+if let backups {
+    session.statisticsAddendum = {
+        let status = backups.status
+        var text = "periodic backups: \(status.taken) taken, \(status.failed) failed, into \(backups.directory.path)\n"
+        if let newest = status.newest { text += "newest backup:   \(newest)\n" }
+        if let failure = status.lastFailure { text += "last failure:    \(failure)\n" }
+        return text
     }
 }
 
@@ -175,7 +187,7 @@ if !options.commandArguments.isEmpty {
     session.execute(arguments: options.commandArguments.map { Array($0.utf8) }, origin: .oneShot)
     session.flush()
 } else if interactive {
-    runInteractive(session: session, banner: banner)
+    runInteractive(session: session, banner: banner, announcer: announcer)
 } else {
     do {
         if let file = options.file {

@@ -82,7 +82,7 @@ struct CommandTableTests {
 
     @Test("completing the first word follows the user's case")
     func firstWord() {
-        let allNames = ["SET", "GET", "MSET", "MGET", "SETNX", "GETDEL", "INCR", "INCRBY", "DECR", "DECRBY", "APPEND", "STRLEN", "DELETE", "DEL", "EXISTS", "KEYS", "SCAN", "RANGE", "COUNT", "DBSIZE", "PING", "ECHO", ":help", ":rebuild", ":compact", ":backup", ":check", ":stats", ":source", ":timing", ":format", ":clear", ":quit", ":exit"]
+        let allNames = ["SET", "GET", "MSET", "MGET", "SETNX", "GETDEL", "INCR", "INCRBY", "DECR", "DECRBY", "APPEND", "STRLEN", "DELETE", "DEL", "EXISTS", "KEYS", "SCAN", "RANGE", "COUNT", "DBSIZE", "PING", "ECHO", ":help", ":rebuild", ":compact", ":backup", ":check", ":stats", ":source", ":timing", ":hints", ":format", ":clear", ":quit", ":exit"]
         #expect(Set(CommandTable.completions(forLine: "")) == Set(allNames))
         #expect(CommandTable.completions(forLine: "").count == allNames.count)
         #expect(CommandTable.completions(forLine: "se") == ["set", "setnx"])
@@ -134,8 +134,9 @@ struct CommandTableTests {
         for spec in CommandTable.all {
             let text = try #require(CommandTable.help(for: spec.name))
             #expect(text.hasPrefix(spec.usage + "\n"), "\(spec.name)")
-            #expect(text.contains(spec.summary))
-            #expect(text.contains("Example: " + spec.example))
+            let unwrapped = text.replacing(/\n +/, with: " ")
+            #expect(unwrapped.contains(spec.summary))
+            #expect(unwrapped.contains("Example: " + spec.example))
             #expect(text.hasSuffix("\n"))
         }
         let set = try #require(CommandTable.help(for: "set"))
@@ -153,21 +154,38 @@ struct CommandTableTests {
         #expect(CommandTable.help(for: ":nosuch") == nil)
     }
 
-    @Test("the overview lists every command's usage and the quoting rules")
-    func overview() throws {
-        let text = try #require(CommandTable.help(for: nil))
+    @Test("the overview lists every command by group and the quoting rules, and fits a 24-row terminal of its width",
+          arguments: [80, 60, 120])
+    func overview(width: Int) throws {
+        let text = try #require(CommandTable.help(for: nil, width: width))
+        let words = Set(text.split(whereSeparator: { $0 == " " || $0 == "\n" }).map(String.init))
         for spec in CommandTable.all {
-            #expect(text.contains("  " + spec.usage + " "), "\(spec.usage) missing from the overview")
+            #expect(words.contains(spec.name), "\(spec.name) missing from the overview")
         }
+        for group in CommandTable.groups { #expect(text.contains("\n  " + group + " "), "\(group)") }
         #expect(text.contains("Quoting"))
         #expect(text.contains(":help COMMAND"))
-        let lines = text.split(separator: "\n")
-        #expect(lines.count == CommandTable.all.count + 4)
+        let lines = text.split(separator: "\n", omittingEmptySubsequences: false).dropLast()
+        #expect(lines.count <= 24, "\(lines.count) rows")
+        for line in lines { #expect(line.count <= width, "wider than \(width): \(line)") }
+    }
+
+    @Test("help wraps at word boundaries to the width, continuation lines indented; no word is broken")
+    func helpWraps() throws {
+        for name in [nil, "SET", "@string", "@shell", ":backup"] as [String?] {
+            let narrow = try #require(CommandTable.help(for: name, width: 50))
+            let wide = try #require(CommandTable.help(for: name, width: 10_000))
+            for line in narrow.split(separator: "\n") {
+                #expect(line.count <= 50 || line.split(separator: " ").count == 1, "\(name ?? "overview"): \(line)")
+            }
+            func words(_ text: String) -> [Substring] { text.split(whereSeparator: { $0 == " " || $0 == "\n" }) }
+            #expect(words(narrow) == words(wide), "wrapping changed the words of \(name ?? "the overview")")
+        }
     }
 
     @Test("specs: names, arities, usage")
     func specs() throws {
-        #expect(CommandTable.all.count == 32)
+        #expect(CommandTable.all.count == 33)
         #expect(CommandTable.dataCommands.allSatisfy { !$0.isMeta && $0.name == $0.name.uppercased() })
         #expect(CommandTable.metaCommands.allSatisfy { $0.isMeta && $0.name == $0.name.lowercased() })
         #expect(CommandTable.lookup("SET")?.arity == 2...Int.max)

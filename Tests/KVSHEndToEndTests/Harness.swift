@@ -474,6 +474,14 @@ final class TerminalSession {
         return termination == nil
     }
 
+    /// Resizes the terminal, as a window being resized does: the kernel sends SIGWINCH to kvsh.
+    func resize(rows: UInt16, columns: UInt16) throws {
+        var size = winsize(ws_row: rows, ws_col: columns, ws_xpixel: 0, ws_ypixel: 0)
+        guard ioctl(master, UInt(TIOCSWINSZ), &size) == 0 else {
+            throw HarnessError("resizing the terminal failed: \(String(cString: strerror(errno)))")
+        }
+    }
+
     /// Types `text` (bytes as a keyboard would send them: "\r" for Enter, "\u{3}" for Ctrl-C).
     func send(_ text: String) throws {
         let bytes = Array(text.utf8)
@@ -518,7 +526,8 @@ final class TerminalSession {
         while true {
             // Without access to /proc/PID/syscall (a hardened kernel), the terminal mode alone has to do.
             let syscall = try? String(contentsOfFile: "/proc/\(pid)/syscall", encoding: .utf8)
-            let reading = syscall.map { $0.hasPrefix("\(Self.readSyscall) 0x0 ") } ?? true
+            // The editor waits in poll(2) on the terminal and its wake-up pipe, then reads a key.
+            let reading = syscall.map { $0.hasPrefix("\(Self.readSyscall) 0x0 ") || $0.hasPrefix("\(Self.pollSyscall) ") } ?? true
             if reading && !currentSettings.isCanonicalWithEcho { return }
             guard isRunning else {
                 throw HarnessError("kvsh ended (\(termination!)) instead of waiting for input; "
@@ -534,8 +543,10 @@ final class TerminalSession {
 
     #if arch(x86_64)
     private static let readSyscall = 0
+    private static let pollSyscall = 7
     #elseif arch(arm64)
     private static let readSyscall = 63
+    private static let pollSyscall = 73  // ppoll: arm64 has no poll
     #endif
 
     /// Everything shown after the previous match, without consuming it.

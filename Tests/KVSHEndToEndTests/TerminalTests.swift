@@ -92,7 +92,7 @@ struct TerminalTests {
         try shell.send(":he\t")
         try shell.expect("lp", "Tab did not complete :he")
         try shell.send("\r")
-        try shell.expect("Meta-commands:", ":help did not run after completion")
+        try shell.expect("Commands by group", ":help did not run after completion")
     }
 
     @Test("Ctrl-C drops a half-typed line and the shell stays")
@@ -111,6 +111,164 @@ struct TerminalTests {
         try awaitPrompt(shell)
         #expect(shell.isRunning, "Ctrl-C on an empty line ended the shell")
         try enter(shell, "SET kept 1", expecting: "OK")
+    }
+
+    @Test("Ctrl-C followed at once by more keys: ^C ends the dropped line, the keys start the next one")
+    func ctrlCThenKeysDoNotJoinLines() throws {
+        let sandbox = try Sandbox()
+        let shell = try startShell(sandbox)
+        try shell.send("half1")
+        try shell.expect("half1")
+        try shell.waitUntilEditing()
+        try shell.send(ctrlC + "y1")  // one write: the keys arrive together
+        try shell.expect("^C\r\n" + prompt + "y1", "Ctrl-C did not show ^C and a fresh prompt holding the keys typed after it")
+        try shell.waitUntilEditing()
+        try shell.send("\r")
+        try shell.expect("unknown command 'y1'", "the line run was not just the keys after Ctrl-C")
+        try awaitPrompt(shell)
+        #expect(!shell.output.text.contains("half1y1"), "the dropped line and the next were joined: \(escaped(shell.output))")
+    }
+
+    @Test("a terminal resize redraws the prompt and the line at once, without a key")
+    func resizeRedrawsAtOnce() throws {
+        let sandbox = try Sandbox()
+        let shell = try startShell(sandbox)
+        try shell.send("GET abc")
+        try shell.expect("GET abc")
+        try shell.waitUntilEditing()
+        try shell.resize(rows: 40, columns: 90)
+        try shell.expect("\r\u{1B}[K" + prompt + "GET abc", "the line was not redrawn after the resize")
+        try shell.waitUntilEditing()
+        try shell.send("\r")
+        try shell.expect("(nil)", "the line being typed did not survive the resize")
+    }
+
+    @Test("a failed periodic backup shows above the prompt, the line being typed redrawn intact below it")
+    func backgroundMessageAboveThePrompt() throws {
+        let sandbox = try Sandbox()
+        let notADirectory = try sandbox.write("file", "")
+        let shell = try sandbox.terminal(["--backup-dir", notADirectory + "/backups", "--backup-every", "300ms"])
+        try shell.expect("kvsh 1.0", "no banner")
+        try awaitPrompt(shell, "no first prompt")
+        try shell.send("GET key:00001")
+        try shell.expect("GET key:00001")
+        try shell.waitUntilEditing()
+        try shell.expect("\r\u{1B}[Kkvsh: backup into " + notADirectory + "/backups failed (will try again next period)",
+                         "the failure was not shown at the start of a cleared row")
+        try shell.expect("\r\n" + prompt + "GET key:00001", "the line being typed was not redrawn below the message")
+        try shell.waitUntilEditing()
+        try shell.send("\r")
+        try shell.expect("\r\n(nil)\r\n", "the line typed around the message did not run whole")
+    }
+
+    @Test("successful periodic backups are quiet; :stats counts them")
+    func periodicBackupsAreQuiet() throws {
+        let sandbox = try Sandbox()
+        let directory = sandbox.path("backups")
+        let shell = try sandbox.terminal(["--backup-dir", directory, "--backup-every", "100ms"])
+        try shell.expect("kvsh 1.0", "no banner")
+        try awaitPrompt(shell, "no first prompt")
+        let deadline = ContinuousClock.now + .seconds(20)
+        // Two files: the first backup has then been counted too.
+        while ((try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []).filter({ $0.hasSuffix(".kvbak") }).count < 2
+                && ContinuousClock.now < deadline {
+            shell.read(for: .milliseconds(20))
+        }
+        try enter(shell, ":stats", expecting: "periodic backups: ")
+        #expect(!shell.output.text.contains("kvsh: backup"), "a backup taken was reported: \(escaped(shell.output))")
+        let stats = shell.output.text
+        #expect(!stats.contains("periodic backups: 0 taken"), "\(escaped(shell.output))")
+        #expect(stats.contains("newest backup:   " + directory + "/kvsh-backup-"), "\(escaped(shell.output))")
+    }
+
+    @Test("a command's arguments not typed yet show in grey after the cursor; :hints off hides them")
+    func hintsWhileTyping() throws {
+        let sandbox = try Sandbox()
+        let shell = try startShell(sandbox)
+        try shell.send("SET k")
+        try shell.expect("SET k\u{1B}[90m value [NX|XX] [GET]\u{1B}[0m", "no hint after SET k")
+        try shell.waitUntilEditing()
+        try enter(shell, " v", expecting: "\u{1B}[K v\r\nOK\r\n")  // the hint is erased before the key is shown
+        try shell.send(":hints off\r")
+        try awaitPrompt(shell, "no prompt after :hints off")
+        let before = shell.output.count
+        try shell.send("SET k")
+        try shell.expect("SET k")
+        try shell.waitUntilEditing()
+        try shell.send("\r")
+        try shell.expect("(error) ERR wrong number of arguments")
+        let after = String(decoding: shell.output[before...], as: UTF8.self)
+        #expect(!after.contains("\u{1B}[90m"), "a hint after :hints off: \(escaped(shell.output[before...]))")
+    }
+
+    @Test("no hints on a dumb terminal; hints with --connect, from the same table")
+    func hintsNeedATerminalAndWorkConnected() throws {
+        let sandbox = try Sandbox()
+        let dumb = try startShell(sandbox, env: ["TERM": "dumb"])
+        try dumb.send("SET k")
+        try dumb.expect("SET k")
+        try dumb.waitUntilEditing()
+        try dumb.send("\u{3}")
+        try awaitPrompt(dumb)
+        #expect(!dumb.output.text.contains("[NX|XX]"), "a hint on a dumb terminal: \(escaped(dumb.output))")
+
+        let server = try ServerProcess(sandbox)
+        defer { _ = try? server.stop() }
+        let shell = try TerminalSession(arguments: ["--connect", server.address],
+                                        environment: sandbox.environment(term: "xterm"), directory: sandbox.root)
+        try shell.expect("kvsh 1.0: connected to \(server.address)", "no banner")
+        try awaitPrompt(shell, "no first prompt")
+        try shell.send("GETDEL")
+        try shell.expect("GETDEL\u{1B}[90m key\u{1B}[0m", "no hint with --connect")
+    }
+
+    @Test("Tab completes keys after data commands and file paths after :source, embedded and with --connect")
+    func tabCompletesKeysAndPaths() throws {
+        let sandbox = try Sandbox()
+        _ = try sandbox.write("fixtures.kv", "SET from:file 1\n")
+        let shell = try startShell(sandbox)
+        try enter(shell, "SET customer:0001 ada", expecting: "OK")
+        try shell.send("GET cust\t")
+        try shell.expect("omer:0001", "Tab did not complete the key")
+        try enter(shell, "", expecting: "\"ada\"")
+        try shell.send(":source fix\t")
+        try shell.expect("tures.kv", "Tab did not complete the file name")
+        try enter(shell, "", expecting: "OK")
+        try shell.send(":quit\r")
+        expectCleanExit(shell, ":quit")
+
+        let server = try ServerProcess(sandbox)
+        defer { _ = try? server.stop() }
+        let client = try TerminalSession(arguments: ["--connect", server.address],
+                                         environment: sandbox.environment(term: "xterm"), directory: sandbox.root)
+        try client.expect("kvsh 1.0: connected to \(server.address)", "no banner")
+        try awaitPrompt(client, "no first prompt")
+        try enter(client, "SET invoice:42 paid", expecting: "OK")
+        try client.send("GET inv\t")
+        try client.expect("oice:42", "Tab did not complete the key with --connect (SCAN MATCH)")
+        try enter(client, "", expecting: "\"paid\"")
+    }
+
+    @Test("Ctrl-R searches the history with bash's (reverse-i-search) prompt; Enter runs the match, Ctrl-G gives up")
+    func reverseSearch() throws {
+        let sandbox = try Sandbox()
+        let shell = try startShell(sandbox)
+        try enter(shell, "SET alpha 1", expecting: "OK")
+        try enter(shell, "GET alpha", expecting: "\"1\"")
+        try enter(shell, "SET beta 2", expecting: "OK")
+        try shell.send("\u{12}")
+        try shell.expect("(reverse-i-search)'': ", "Ctrl-R did not prompt as bash does")
+        try shell.send("T al")
+        try shell.expect("(reverse-i-search)'T al': GET alpha", "the search did not find the newest match")
+        try shell.send("\u{12}")
+        try shell.expect("(reverse-i-search)'T al': SET alpha 1", "Ctrl-R again did not find the older match")
+        try shell.send("\r")
+        try shell.expect("\r\nOK\r\n", "Enter did not run the match")
+        try awaitPrompt(shell)
+        try shell.send("\u{12}beta\u{7}")
+        try shell.expect("(reverse-i-search)'beta': SET beta 2")
+        try awaitPrompt(shell, "no prompt after Ctrl-G")
+        try enter(shell, "DBSIZE", expecting: "(integer) 2")
     }
 
     @Test("UTF-8 input is stored and shown as typed")
