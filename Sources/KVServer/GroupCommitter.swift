@@ -13,7 +13,7 @@ import NIOCore
 /// Confined to its event loop: every method is called on it (asserted). `@unchecked Sendable` only so that the
 /// server can hand each loop its committer when it sets up a connection.
 final class GroupCommitter: @unchecked Sendable {
-    private let eventLoop: any EventLoop
+    let eventLoop: any EventLoop
     private let store: KVStore
     /// The connections waiting, each with its pipeline context: references rather than closures, so that a
     /// connection's turn in a commit allocates nothing.

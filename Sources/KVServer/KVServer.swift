@@ -45,6 +45,10 @@ public final class KVServer: Sendable {
         public var pathCommands: PathCommandPolicy = .no
         /// Where `KVSH.BACKUP` without a path writes (and periodic backups go); nil refuses it.
         public var backupDirectory: BackupDirectory?
+        /// Where the server counts commands, keeps its slow log and latency samples, and reports readiness; what the
+        /// metrics endpoint (``MetricsEndpoint``) reads. Made before the store when the endpoint should answer while
+        /// the store opens.
+        public var metrics = ServerMetrics()
 
         public init(host: String = "127.0.0.1", port: Int = 7379, maxClients: Int = 10_000,
                     maxBulkLength: Int = 512 << 20, threads: Int = max(1, System.coreCount - 1),

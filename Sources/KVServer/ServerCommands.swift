@@ -48,6 +48,11 @@ enum CommandEffect {
     case wrote
     /// Run this on the thread pool (it may take long), then reply with its result.
     case slow(@Sendable () throws -> RESPValue)
+
+    var isSlow: Bool {
+        if case .slow = self { return true }
+        return false
+    }
 }
 
 /// The commands clients send that are about the connection or the server rather than the data (HELLO,
@@ -112,10 +117,12 @@ enum ServerCommands {
             return (clientCommand(arguments, client: &client, context: context), .none)
         case "COMMAND":
             return (commandCommand(arguments), .none)
+        case "CONFIG" where OperationsCommands.isResetStat(arguments):
+            return OperationsCommands.run(name, arguments, context: context)
         case "CONFIG":
             return (configCommand(arguments, context: context), .none)
-        case "INFO":
-            return (.bulk(info(arguments, context: context)), .none)
+        case "INFO", "SLOWLOG", "LATENCY":
+            return OperationsCommands.run(name, arguments, context: context)
         case _ where MaintenanceCommand.serverNames.contains(name):
             return maintenance(arguments, client: client, context: context)
         default:
@@ -290,7 +297,7 @@ enum ServerCommands {
 
     /// Names clients may ask COMMAND about: the server's own and the shared data commands.
     private static let builtinNames = ["QUIT", "SELECT", "AUTH", "HELLO", "CLIENT", "COMMAND", "CONFIG", "INFO",
-                                       "TYPE", "TTL", "PTTL"] + MaintenanceCommand.serverNames
+                                       "TYPE", "TTL", "PTTL", "SLOWLOG", "LATENCY"] + MaintenanceCommand.serverNames
     private static var allNames: [String] {
         builtinNames + CommandTable.dataCommands.flatMap { [$0.name] + $0.aliases }
     }
@@ -349,11 +356,12 @@ enum ServerCommands {
 
     /// INFO [section ...]: Redis's layout (`# Section` headers, `field:value` lines, CRLF, a blank line between
     /// sections). Named sections only, in any letter case; none, `all`, `everything` or `default` give them all, and
-    /// an unknown name contributes nothing, as in Redis.
-    private static func info(_ arguments: [[UInt8]], context: ServerContext) -> String {
+    /// an unknown name contributes nothing, as in Redis. `more` adds fields to sections (by name) and sections
+    /// after them (``OperationsCommands/info(_:context:)``).
+    static func info(_ arguments: [[UInt8]], context: ServerContext, more: [(name: String, fields: [(String, String)])] = []) -> String {
         let stats = context.store.statistics
         let resident = ProcessMemory.residentBytes()
-        let sections: [(name: String, fields: [(String, String)])] = [
+        var sections: [(name: String, fields: [(String, String)])] = [
             ("Server", [
                 ("kvsh_version", KVServer.version), ("redis_version", "7.0.0"), ("redis_mode", "standalone"),
                 ("tcp_port", String(context.port.load(ordering: .relaxed))),
@@ -385,6 +393,9 @@ enum ServerCommands {
             // As in Redis, an empty database has no line.
             ("Keyspace", stats.keys > 0 ? [("db0", "keys=\(stats.keys),expires=0,avg_ttl=0")] : []),
         ]
+        for extra in more {
+            if let index = sections.firstIndex(where: { $0.name == extra.name }) { sections[index].fields += extra.fields } else { sections.append(extra) }
+        }
         let wanted = Set(arguments.dropFirst().map { String(decoding: $0, as: UTF8.self).lowercased() })
         let everything = wanted.isEmpty || !wanted.isDisjoint(with: ["all", "everything", "default"])
         return sections.filter { everything || wanted.contains($0.name.lowercased()) }

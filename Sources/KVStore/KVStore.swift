@@ -36,6 +36,8 @@ public final class KVStore: Sendable {
         public var warningHandler: (@Sendable (String) -> Void)?
         /// Where every file and directory operation goes: the kernel's, or a test's faulty disk.
         public var fileSystem: any FileSystem
+        /// Told about log writes, fsyncs, checkpoints and backups (for metrics); see ``StoreEvent``.
+        public var eventObserver: (@Sendable (StoreEvent) -> Void)?
 
         public init(syncPolicy: SyncPolicy = .always, compactionMinimumLogBytes: Int = 64 << 20,
                     compactionRatio: Double = 2, warningHandler: (@Sendable (String) -> Void)? = nil,
@@ -374,7 +376,7 @@ public final class KVStore: Sendable {
         guard let duplicate else { return }
         defer { fileSystem.close(duplicate.fd) }
         do {
-            try fileSystem.fdatasync(duplicate.fd, path: duplicate.path)
+            try observed({ .fsync($0, succeeded: $1) }) { try fileSystem.fdatasync(duplicate.fd, path: duplicate.path) }
         } catch {
             state.withLock { $0.failure = "\(error)" }  // as in `write(_:through:fsync:to:)`: writes stop for good
             throw error
@@ -390,17 +392,20 @@ public final class KVStore: Sendable {
             try buffer.withUnsafeBytes { try fileSystem.write(file.fd, $0, path: file.path) }
             file.size += buffer.count
             if fsync {
-                try fileSystem.fdatasync(file.fd, path: file.path)
+                try observed({ .fsync($0, succeeded: $1) }) { try fileSystem.fdatasync(file.fd, path: file.path) }
                 file.fsyncs += 1
             }
         } catch {
             state.withLock { $0.failure = "\(error)" }
             throw error
         }
-        state.withLock { state in
+        let records = state.withLock { state in
+            let records = sequence > state.writtenThrough ? Int(sequence - state.writtenThrough) : 0
             state.writtenThrough = max(state.writtenThrough, sequence)
             if fsync { state.syncedThrough = max(state.syncedThrough, sequence) }
+            return records
         }
+        if records > 0, let observer = options.eventObserver { observer(.logWrite(records: records, bytes: buffer.count)) }
         buffer.removeAll(keepingCapacity: buffer.capacity <= 2 * Self.flushThreshold)
         file.spare = buffer
     }

@@ -49,6 +49,9 @@ struct ServeCommand: KVSHSubcommand {
         valueName: "no|local|yes"))
     var pathCommands: KVServer.PathCommandPolicy = .no
 
+    /// --metrics-port, --slowlog-*, --log-format, ...: see OperationsOptions.swift and Docs/Operations.md.
+    @OptionGroup var operations: OperationsOptions
+
     func validate() throws {
         guard (0...65535).contains(port) else { throw ValidationError("--port must be between 0 and 65535") }
         guard maxclients >= 1 else { throw ValidationError("--maxclients must be at least 1") }
@@ -67,11 +70,17 @@ struct ServeCommand: KVSHSubcommand {
     }
 
     func execute() -> Int32 {
-        LoggingSystem.bootstrap(StreamLogHandler.standardError)
+        operations.bootstrapLogging()
         let logger = Logger(label: "kvsh.server")
         return Subcommands.reportingErrors {
-            let options = storeOptions.storeOptions(warningHandler: { logger.warning("\($0)") })
+            let metrics = operations.makeMetrics(logger: logger)
+            let endpoint = try operations.startEndpoint(metrics, logger: logger)
+            defer { endpoint?.shutdown() }
+            var options = storeOptions.storeOptions(warningHandler: { logger.warning("\($0)") })
+            options.eventObserver = metrics.storeEventObserver
             let store = try KVStore(directory: storeOptions.dataDirectory.resolved, options: options)
+            metrics.storeOpened(store)
+            OperationsOptions.logOpened(store, logger: logger)
             var closed = false
             defer { if !closed { try? store.close() } }
             if let tail = store.openReport.tornTail { logger.warning("\(tail)") }
@@ -109,6 +118,7 @@ struct ServeCommand: KVSHSubcommand {
                 if let threads { configuration.threads = threads }
                 configuration.pathCommands = pathCommands
                 configuration.backupDirectory = backups
+                configuration.metrics = metrics
                 server = try KVServer(store: store, configuration: configuration, logger: logger)
             } catch {
                 throw ServeError(message: "cannot listen on \(bind):\(port): \(error)")
