@@ -74,6 +74,11 @@ final class MetricsHTTPHandler: ChannelInboundHandler {
         }
     }
 
+    /// A request NIO could not parse: its error handler (before this one) has answered 400; the connection ends.
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        context.close(promise: nil)
+    }
+
     static let paths = ["/metrics", "/health", "/ready"]
 
     private func respond(to request: HTTPRequestHead, context: ChannelHandlerContext) {
