@@ -417,8 +417,8 @@ final class ConnectionHandler: ChannelInboundHandler {
             statistics.recordError(errorMessage.utf8, command: nil)
             return
         }
-        let name = CommandTable.lookup(arguments[0])?.name ?? String(decoding: arguments[0], as: UTF8.self).uppercased()
-        let id = statistics.id(for: name)
+        // Named as sent, as Redis names it: DEL and kvsh's DELETE apart.
+        let id = statistics.id(for: String(decoding: arguments[0], as: UTF8.self).uppercased())
         if let errorMessage {
             statistics.recordError(errorMessage.utf8, command: id)
             if LoopStatistics.isRejection(errorMessage.utf8) { return }

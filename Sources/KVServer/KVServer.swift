@@ -184,6 +184,7 @@ public final class KVServer: Sendable {
     /// compaction still running then is cancelled too (it runs again after the next start).
     public func shutdown(grace: TimeAmount = .seconds(5)) {
         guard !stopped.exchange(true, ordering: .acquiringAndReleasing) else { return }
+        context.metrics.serverStopping()  // /ready: 503 from now on
         context.logger.info("shutting down: no new connections; finishing requests in flight")
         let graceEnds = DispatchTime.now() + .nanoseconds(Int(max(0, grace.nanoseconds)))
         try? serverChannel.close().wait()

@@ -45,6 +45,7 @@ public final class ServerMetrics: Sendable {
     private let baseline = Mutex(CommandStatisticsSnapshot())
     private let storeFigures = Mutex(StoreFigures())
     private let loading = Atomic<Bool>(false)
+    private let stopping = Atomic<Bool>(false)
     private let attached = Mutex(Attachments())
     private let readinessChecks = Mutex<[(name: String, check: @Sendable () -> String?)]>([])
     private let collectors = Mutex<[@Sendable () -> [MetricFamily]]>([])
@@ -129,6 +130,11 @@ public final class ServerMetrics: Sendable {
         loading.store(false, ordering: .releasing)
     }
 
+    /// The server is shutting down: `/ready` answers 503 from now on, so traffic goes elsewhere.
+    func serverStopping() {
+        stopping.store(true, ordering: .releasing)
+    }
+
     /// The statistics of `loop`'s connections, made on first use.
     func loopStatistics(for loop: any EventLoop) -> LoopStatistics {
         loops.withLock { loops in
@@ -188,6 +194,7 @@ public final class ServerMetrics: Sendable {
             reasons.append("the store is not open")
         }
         if !loading.load(ordering: .acquiring), context == nil { reasons.append("the server is not accepting connections yet") }
+        if stopping.load(ordering: .acquiring) { reasons.append("shutting down") }
         for (name, check) in readinessChecks.withLock({ $0 }) {
             if let reason = check() { reasons.append("\(name): \(reason)") }
         }

@@ -89,7 +89,11 @@ struct OperationsOptions: ParsableArguments {
         guard let metricsPort else { return nil }
         metrics.storeLoading()
         do {
-            return try MetricsEndpoint(host: metricsBind, port: metricsPort, metrics: metrics, logger: logger)
+            let endpoint = try MetricsEndpoint(host: metricsBind, port: metricsPort, metrics: metrics, logger: logger)
+            if let address = endpoint.localAddress?.ipAddress, !ServeCommand.isLoopback(address) {
+                logger.warning("the metrics endpoint listens on \(address) without authentication: anyone who can reach it can read the server's figures; bind it to 127.0.0.1 or firewall the port")
+            }
+            return endpoint
         } catch {
             throw ServeError(message: "cannot listen on \(metricsBind):\(metricsPort) for metrics: \(error)")
         }

@@ -219,6 +219,18 @@ struct OperationsEndToEndTests {
         }
         let quantile = try prometheusQuery(port: prometheusPort, "histogram_quantile(0.99, sum by (le) (rate(kvsh_command_duration_seconds_bucket[1m])))")
         #expect(quantile.count == 1, "\(quantile)")
+        // Every query of the Grafana dashboard in Docs/ is one Prometheus accepts.
+        let dashboard = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent().appendingPathComponent("Docs/grafana-kvsh.json")
+        let panels = (try JSONSerialization.jsonObject(with: Data(contentsOf: dashboard)) as? [String: Any])?["panels"] as? [[String: Any]] ?? []
+        #expect(panels.count > 10)
+        for panel in panels {
+            for target in panel["targets"] as? [[String: Any]] ?? [] {
+                guard let expression = target["expr"] as? String else { continue }
+                let query = expression.replacingOccurrences(of: "$instance", with: ".*").replacingOccurrences(of: "$__rate_interval", with: "1m")
+                #expect(throws: Never.self, "dashboard query \(expression)") { _ = try prometheusQuery(port: prometheusPort, query) }
+            }
+        }
         #expect(try server.stop() == .exited(0))
     }
 

@@ -330,6 +330,9 @@ struct OperationsTests {
         metrics.addReadinessCheck("replica link") { "down" }
         let down = try httpGet(port: port, "/ready")
         #expect(down.status == 503 && down.body.contains("\"replica link: down\""), "\(down)")
+        server.shutdown()
+        let stopping = try httpGet(port: port, "/ready")
+        #expect(stopping.status == 503 && stopping.body.contains("\"shutting down\""), "\(stopping)")
     }
 
     @Test("collectors add families to /metrics")
