@@ -300,7 +300,7 @@ final class ConnectionHandler: ChannelInboundHandler {
         countCommands()  // before the command: INFO counts every command before it
         let started = timesCommands ? monotonicNanoseconds() : 0
         let (reply, effect) = ServerCommands.run(arguments, client: &client, context: self.context)
-        if timesCommands, !effect.isSlow { record(arguments, reply: reply, started: started) }
+        if timesCommands, effect.isCountedNow { record(arguments, reply: reply, started: started) }
         switch effect {
         case .none:
             reply.write(to: &output, protocolVersion: client.protocolVersion)

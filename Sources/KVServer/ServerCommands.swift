@@ -49,9 +49,13 @@ enum CommandEffect {
     /// Run this on the thread pool (it may take long), then reply with its result.
     case slow(@Sendable () throws -> RESPValue)
 
-    var isSlow: Bool {
-        if case .slow = self { return true }
-        return false
+    /// Whether the command is counted when ``ServerCommands/run`` returns: not a slow one (counted once its work is
+    /// done) nor a dropped HTTP request (no command at all).
+    var isCountedNow: Bool {
+        switch self {
+        case .slow, .drop: return false
+        default: return true
+        }
     }
 }
 

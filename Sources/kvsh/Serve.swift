@@ -80,7 +80,6 @@ struct ServeCommand: KVSHSubcommand {
             options.eventObserver = metrics.storeEventObserver
             let store = try KVStore(directory: storeOptions.dataDirectory.resolved, options: options)
             metrics.storeOpened(store)
-            OperationsOptions.logOpened(store, logger: logger)
             var closed = false
             defer { if !closed { try? store.close() } }
             if let tail = store.openReport.tornTail { logger.warning("\(tail)") }
@@ -123,6 +122,7 @@ struct ServeCommand: KVSHSubcommand {
             } catch {
                 throw ServeError(message: "cannot listen on \(bind):\(port): \(error)")
             }
+            OperationsOptions.logOpened(store, logger: logger)  // once listening: a refusal stays one line
             if let address = server.localAddress?.ipAddress, !Self.isLoopback(address) {
                 // No authentication yet: Redis would refuse remote clients here (protected mode); kvsh was told to
                 // listen, so it does, but says what that means.
