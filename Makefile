@@ -1,14 +1,14 @@
 # The two commands README promises, plus the benchmark and the acceptance suite.
 SWIFT ?= swift
 
-.PHONY: deps test-deps run test release bench accept fuzz fuzz-build corpus tsan
+.PHONY: deps test-deps run test release bench bench-metrics accept fuzz fuzz-build corpus tsan
 
 # What building and running kvsh needs (libedit's headers, pkg-config).
 deps:
 	@./.ci/install-deps build
 
 # What the tests need besides: redis-cli, redis-benchmark and redis-py for the interoperability tests, etcd for the
-# Etcd tests.
+# failover tests, prometheus and prometheus_client for the operations tests.
 test-deps:
 	@./.ci/install-deps test
 
@@ -31,6 +31,10 @@ bench: release
 	@command -v redis-server >/dev/null && command -v sqlite3 >/dev/null || \
 		(apt-get update -qq && apt-get install -y -qq redis-server redis-tools sqlite3)
 	python3 Benchmarks/bench.py --kvsh .build/release/kvsh
+
+# What per-command statistics cost: redis-benchmark SET/GET -P 1 and -P 16, statistics on vs off, in one run.
+bench-metrics: release
+	python3 Benchmarks/metrics_overhead.py --kvsh .build/release/kvsh
 
 # The black-box acceptance suite kept beside the checkout, when it is there.
 accept: release

@@ -19,7 +19,7 @@ let package = Package(
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
         .package(url: "https://github.com/apple/swift-nio", from: "2.80.0"),
-        .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),  // LogHandler.log(event:)
         .package(url: "https://github.com/swift-server/async-http-client", from: "1.37.0"),
         .package(url: "https://github.com/apple/swift-nio-ssl", from: "2.29.0"),
     ],
@@ -48,7 +48,8 @@ let package = Package(
         .target(name: "KVCommands", dependencies: ["KVStore", "RESP"]),
         // The shell's presentation: output formats, the script runner, sessions on an embedded store or a server.
         .target(name: "KVShell", dependencies: ["KVStore", "KVCommands", "RESP"]),
-        // The RESP2/RESP3 server on SwiftNIO: connections, server commands, group commit across connections.
+        // The RESP2/RESP3 server on SwiftNIO: connections, server commands, group commit across connections; its
+        // statistics, slow log and latency monitor, and the HTTP endpoint for Prometheus and health checks.
         .target(
             name: "KVServer",
             dependencies: [
@@ -58,6 +59,7 @@ let package = Package(
                 "KVStore",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),

@@ -97,6 +97,13 @@ final class ConnectionHandler: ChannelInboundHandler {
     @exclusivity(unchecked) private var isReplicaLink = false
     /// Commands run but not yet added to the shared counter: one atomic add per read, not per command.
     @exclusivity(unchecked) private var uncountedCommands = 0
+    /// This event loop's command statistics (no lock: see ``LoopStatistics``), and whether commands are timed.
+    private let statistics: LoopStatistics
+    private let timesCommands: Bool
+    private let slowLog: SlowLog
+    /// When the previous command in place finished (or the read began): a command's time runs from there to its
+    /// end, so timing costs one clock read per command.
+    @exclusivity(unchecked) private var commandClock: UInt64 = 0
 
     /// Redis's `timeout` (nil: off): the connection closes once it has been idle that long (see `checkIdle`).
     private let idleTimeout: TimeAmount?
@@ -120,6 +127,9 @@ final class ConnectionHandler: ChannelInboundHandler {
         self.decoder = decoder
         client = ClientState(id: context.makeClientID())
         output = ByteBuffer()
+        statistics = context.metrics.loopStatistics(for: committer.eventLoop)
+        timesCommands = context.metrics.settings.commandStatistics
+        slowLog = context.metrics.slowLog
         let timeout = context.configuration.idleTimeout
         idleTimeout = timeout > 0 ? .seconds(Int64(timeout)) : nil
     }
@@ -154,6 +164,8 @@ final class ConnectionHandler: ChannelInboundHandler {
         defer { decoding = false }
         if idleTimeout != nil { lastInteraction = context.eventLoop.now }
         var input = unwrapInboundIn(data)
+        statistics.netInputBytes &+= UInt64(input.readableBytes)
+        if timesCommands { commandClock = monotonicNanoseconds() }
         if var partial = partialInput {
             partialInput = nil  // first, so that `partial` is the only reference and grows in place, not copied
             partial.writeBuffer(&input)
@@ -184,6 +196,7 @@ final class ConnectionHandler: ChannelInboundHandler {
             replicaSent(request.copied())
             return
         }
+        let replyStart = output.writerIndex
         if let wrote = ServerCommands.runInPlace(request, protocolVersion: client.protocolVersion, store: store,
                                                  writesGated: self.context.replication.gatesWrites, output: &output) {
             uncountedCommands += 1
@@ -191,7 +204,11 @@ final class ConnectionHandler: ChannelInboundHandler {
                 outputNeedsCommit = true
                 outputAcknowledgesWrites = true
             }
-            if output.readableBytes >= Self.flushThreshold { sendOutput(context: context) }
+            if timesCommands { recordInPlace(request, replyStart: replyStart) }
+            if output.readableBytes >= Self.flushThreshold {
+                sendOutput(context: context)
+                if timesCommands { commandClock = monotonicNanoseconds() }  // the write is no command's time
+            }
         } else {
             run(request.copied(), context: context)
         }
@@ -300,7 +317,9 @@ final class ConnectionHandler: ChannelInboundHandler {
         }
         uncountedCommands += 1
         countCommands()  // before the command: INFO counts every command before it
+        let started = timesCommands ? monotonicNanoseconds() : 0
         let (reply, effect) = ServerCommands.run(arguments, client: &client, context: self.context)
+        if timesCommands, effect.isCountedNow { record(arguments, reply: reply, started: started) }
         switch effect {
         case .none:
             reply.write(to: &output, protocolVersion: client.protocolVersion)
@@ -314,15 +333,18 @@ final class ConnectionHandler: ChannelInboundHandler {
         case .drop:
             stopRunningCommands()
         case .slow(let work):
-            startSlowCommand(self.context.threadPool.runIfActive(eventLoop: context.eventLoop, work), mayHaveWritten: true, context: context)
+            startSlowCommand(self.context.threadPool.runIfActive(eventLoop: context.eventLoop, work), mayHaveWritten: true,
+                             arguments: arguments, started: started, context: context)
             return
         case .slowNoWrites(let work):
-            startSlowCommand(self.context.threadPool.runIfActive(eventLoop: context.eventLoop, work), mayHaveWritten: false, context: context)
+            startSlowCommand(self.context.threadPool.runIfActive(eventLoop: context.eventLoop, work), mayHaveWritten: false,
+                             arguments: arguments, started: started, context: context)
             return
         case .waitForReplicas(let count, let offset, let timeout):
             let acknowledged = self.context.replication.primary.waitForAcknowledgements(count: count, offset: offset, timeout: timeout,
                                                                                        on: context.eventLoop)
-            startSlowCommand(acknowledged.map { RESPValue.integer($0) }, mayHaveWritten: false, context: context)
+            startSlowCommand(acknowledged.map { RESPValue.integer($0) }, mayHaveWritten: false, arguments: arguments, started: started,
+                             context: context)
             return
         case .becomeReplicaLink(let psync, let request):
             becomeReplicaLink(psync: psync, request: request, context: context)
@@ -332,7 +354,8 @@ final class ConnectionHandler: ChannelInboundHandler {
     }
 
     /// Waits for `result` (work on the thread pool, a WAIT); commands after it wait, so replies stay in order.
-    private func startSlowCommand(_ result: EventLoopFuture<RESPValue>, mayHaveWritten: Bool, context: ChannelHandlerContext) {
+    private func startSlowCommand(_ result: EventLoopFuture<RESPValue>, mayHaveWritten: Bool, arguments: [[UInt8]], started: UInt64,
+                                  context: ChannelHandlerContext) {
         slowCommandRunning = true
         updateReading(context: context)
         let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
@@ -344,6 +367,7 @@ final class ConnectionHandler: ChannelInboundHandler {
             case .success(let value): reply = value
             case .failure(let error): reply = .error(CommandError.redisText(for: error))
             }
+            if handler.timesCommands { handler.record(arguments, reply: reply, started: started) }
             reply.write(to: &handler.output, protocolVersion: handler.client.protocolVersion)
             if mayHaveWritten {  // maintenance may have written (an import)
                 handler.outputNeedsCommit = true
@@ -435,6 +459,50 @@ final class ConnectionHandler: ChannelInboundHandler {
         updateReading(context: context)
     }
 
+    // MARK: Statistics
+
+    /// Counts a GET or SET run in place, whose reply starts at `replyStart` in `output`: it took the time since
+    /// `commandClock`.
+    @inline(__always)
+    private func recordInPlace(_ request: BorrowedRequest, replyStart: Int) {
+        let now = monotonicNanoseconds()
+        let elapsed = now &- commandClock
+        commandClock = now
+        let id = request.arguments.count == 2 ? CommandNames.get : CommandNames.set
+        statistics.record(id, nanoseconds: elapsed)
+        if output.getInteger(at: replyStart, as: UInt8.self) == UInt8(ascii: "-"),
+           let line = output.getBytes(at: replyStart + 1, length: min(64, output.writerIndex - replyStart - 1)) {
+            statistics.recordError(line, command: id)
+        }
+        if slowLog.isSlow(microseconds: elapsed / 1000) {
+            slowLog.add(request.copied(), microseconds: elapsed / 1000, client: client)
+        }
+    }
+
+    /// Counts a command of the general path that began at `started` and replied `reply`. An unknown command counts
+    /// only as an error; one refused before it ran (arity, syntax) as rejected, not as a call; as in Redis.
+    private func record(_ arguments: [[UInt8]], reply: RESPValue, started: UInt64) {
+        let now = monotonicNanoseconds()
+        commandClock = now
+        let elapsed = now &- started
+        var errorMessage: String?
+        if case .error(let message) = reply { errorMessage = message }
+        if let errorMessage, errorMessage.hasPrefix("ERR unknown command") {
+            statistics.recordError(errorMessage.utf8, command: nil)
+            return
+        }
+        // Named as sent, as Redis names it: DEL and kvsh's DELETE apart.
+        let id = statistics.id(for: String(decoding: arguments[0], as: UTF8.self).uppercased())
+        if let errorMessage {
+            statistics.recordError(errorMessage.utf8, command: id)
+            if LoopStatistics.isRejection(errorMessage.utf8) { return }
+        }
+        statistics.record(id, nanoseconds: elapsed)
+        if slowLog.isSlow(microseconds: elapsed / 1000) {
+            slowLog.add(arguments, microseconds: elapsed / 1000, client: client)
+        }
+    }
+
     // MARK: Output
 
     /// Hands the collected replies on: straight to the socket, or to the committer when they acknowledge
@@ -471,6 +539,7 @@ final class ConnectionHandler: ChannelInboundHandler {
     /// batch (`spare`) when the socket has let go of it, so that a batch of replies usually allocates nothing.
     private func takeOutput() -> ByteBuffer {
         let replies = output
+        statistics.netOutputBytes &+= UInt64(replies.readableBytes)
         swap(&output, &spare)  // `spare` now shares the storage of `replies`, for a later batch
         output.clear()  // allocates fresh storage only if the socket still holds this one
         // A connection that once sent a huge reply should not keep a buffer that size while idle.

@@ -13,7 +13,7 @@ import NIOCore
 /// Confined to its event loop: every method is called on it (asserted). `@unchecked Sendable` only so that the
 /// server can hand each loop its committer when it sets up a connection.
 final class GroupCommitter: @unchecked Sendable {
-    private let eventLoop: any EventLoop
+    let eventLoop: any EventLoop
     private let store: KVStore
     /// With `--sync-replicas N`, replies also wait until N replicas acknowledged the batch.
     private let replication: ReplicationController

@@ -47,6 +47,10 @@ public final class KVServer: Sendable {
         public var backupDirectory: BackupDirectory?
         /// Replication: `--replicaof`, `--sync-replicas`, `--min-replicas-to-write` and the rest.
         public var replication = ReplicationSettings()
+        /// Where the server counts commands, keeps its slow log and latency samples, and reports readiness; what the
+        /// metrics endpoint (``MetricsEndpoint``) reads. Made before the store when the endpoint should answer while
+        /// the store opens.
+        public var metrics = ServerMetrics()
 
         public init(host: String = "127.0.0.1", port: Int = 7379, maxClients: Int = 10_000,
                     maxBulkLength: Int = 512 << 20, threads: Int = max(1, System.coreCount - 1),
@@ -200,6 +204,7 @@ public final class KVServer: Sendable {
     /// compaction still running then is cancelled too (it runs again after the next start).
     public func shutdown(grace: TimeAmount = .seconds(5)) {
         guard !stopped.exchange(true, ordering: .acquiringAndReleasing) else { return }
+        context.metrics.serverStopping()  // /ready: 503 from now on
         context.logger.info("shutting down: no new connections; finishing requests in flight")
         let graceEnds = DispatchTime.now() + .nanoseconds(Int(max(0, grace.nanoseconds)))
         try? serverChannel.close().wait()

@@ -61,6 +61,15 @@ enum CommandEffect {
     case waitForReplicas(count: Int, offset: Int64, timeout: TimeAmount?)
     /// PSYNC or SYNC: the connection becomes a replica's link; the sync runs on the thread pool.
     case becomeReplicaLink(psync: Bool, request: (replid: [UInt8], offset: Int64)?)
+
+    /// Whether the command is counted when ``ServerCommands/run`` returns: not a slow one (counted once its work is
+    /// done) nor a dropped HTTP request (no command at all).
+    var isCountedNow: Bool {
+        switch self {
+        case .slow, .slowNoWrites, .waitForReplicas, .drop: return false
+        default: return true
+        }
+    }
 }
 
 /// The commands clients send that are about the connection or the server rather than the data (HELLO,
@@ -128,10 +137,12 @@ enum ServerCommands {
             return (clientCommand(arguments, client: &client, context: context), .none)
         case "COMMAND":
             return (commandCommand(arguments), .none)
+        case "CONFIG" where OperationsCommands.isResetStat(arguments):
+            return OperationsCommands.run(name, arguments, context: context)
         case "CONFIG":
             return (configCommand(arguments, context: context), .none)
-        case "INFO":
-            return (.bulk(info(arguments, context: context)), .none)
+        case "INFO", "SLOWLOG", "LATENCY":
+            return OperationsCommands.run(name, arguments, context: context)
         case "REPLCONF", "PSYNC", "SYNC", "REPLICAOF", "SLAVEOF", "ROLE", "WAIT":
             return replicationCommand(name, arguments, client: &client, context: context)
         case "SENTINEL", "FAILOVER":
@@ -320,8 +331,8 @@ enum ServerCommands {
 
     /// Names clients may ask COMMAND about: the server's own and the shared data commands.
     private static let builtinNames = ["QUIT", "SELECT", "AUTH", "HELLO", "CLIENT", "COMMAND", "CONFIG", "INFO",
-                                       "TYPE", "TTL", "PTTL", "REPLCONF", "PSYNC", "SYNC", "REPLICAOF", "SLAVEOF", "ROLE",
-                                       "WAIT", "SENTINEL", "FAILOVER"] + MaintenanceCommand.serverNames
+                                       "TYPE", "TTL", "PTTL", "SLOWLOG", "LATENCY", "REPLCONF", "PSYNC", "SYNC", "REPLICAOF", "SLAVEOF",
+                                       "ROLE", "WAIT", "SENTINEL", "FAILOVER"] + MaintenanceCommand.serverNames
     private static var allNames: [String] {
         builtinNames + CommandTable.dataCommands.flatMap { [$0.name] + $0.aliases }
     }
@@ -380,11 +391,12 @@ enum ServerCommands {
 
     /// INFO [section ...]: Redis's layout (`# Section` headers, `field:value` lines, CRLF, a blank line between
     /// sections). Named sections only, in any letter case; none, `all`, `everything` or `default` give them all, and
-    /// an unknown name contributes nothing, as in Redis.
-    private static func info(_ arguments: [[UInt8]], context: ServerContext) -> String {
+    /// an unknown name contributes nothing, as in Redis. `more` adds fields to sections (by name) and sections
+    /// after them (``OperationsCommands/info(_:context:)``).
+    static func info(_ arguments: [[UInt8]], context: ServerContext, more: [(name: String, fields: [(String, String)])] = []) -> String {
         let stats = context.store.statistics
         let resident = ProcessMemory.residentBytes()
-        let sections: [(name: String, fields: [(String, String)])] = [
+        var sections: [(name: String, fields: [(String, String)])] = [
             ("Server", [
                 ("kvsh_version", KVServer.version), ("redis_version", "7.0.0"), ("redis_mode", "standalone"),
                 ("tcp_port", String(context.port.load(ordering: .relaxed))),
@@ -417,6 +429,9 @@ enum ServerCommands {
             // As in Redis, an empty database has no line.
             ("Keyspace", stats.keys > 0 ? [("db0", "keys=\(stats.keys),expires=0,avg_ttl=0")] : []),
         ]
+        for extra in more {
+            if let index = sections.firstIndex(where: { $0.name == extra.name }) { sections[index].fields += extra.fields } else { sections.append(extra) }
+        }
         let wanted = Set(arguments.dropFirst().map { String(decoding: $0, as: UTF8.self).lowercased() })
         let everything = wanted.isEmpty || !wanted.isDisjoint(with: ["all", "everything", "default"])
         return sections.filter { everything || wanted.contains($0.name.lowercased()) }

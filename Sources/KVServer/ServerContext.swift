@@ -13,6 +13,8 @@ final class ServerContext: Sendable {
     let configuration: KVServer.Configuration
     let logger: Logger
     let threadPool: NIOThreadPool
+    /// Command statistics, the slow log, the latency monitor, readiness (``KVServer/Configuration/metrics``).
+    let metrics: ServerMetrics
     let startedAt = ContinuousClock.now
 
     let connectedClients = Atomic<Int>(0)
@@ -35,6 +37,8 @@ final class ServerContext: Sendable {
         self.configuration = configuration
         self.logger = logger
         self.threadPool = threadPool
+        metrics = configuration.metrics
+        metrics.attach(self)
     }
 
     func makeClientID() -> Int {

@@ -73,7 +73,9 @@ extension KVStore {
     /// Writes an image of the whole store and starts a new log file, then deletes the files the image makes
     /// unnecessary. Reads and writes go on meanwhile; commits wait only while the log file is switched.
     public func checkpoint() throws -> CheckpointReport {
-        try maintenance.withLock { _ in try cancellable { try checkpointLocked() } }
+        try observed({ .checkpoint($0, succeeded: $1) }) {
+            try maintenance.withLock { _ in try cancellable { try checkpointLocked() } }
+        }
     }
 
     private func checkpointLocked() throws -> CheckpointReport {
@@ -217,6 +219,10 @@ extension KVStore {
     /// - Parameter replace: replace a file already at `path`; without it, an existing file is an error
     ///   (``StoreError/fileExists(path:)``) and is left as it was.
     public func backup(to path: String, replace: Bool = false) throws -> ImageSummary {
+        try observed({ .backup($0, succeeded: $1) }) { try backupUnobserved(to: path, replace: replace) }
+    }
+
+    private func backupUnobserved(to path: String, replace: Bool) throws -> ImageSummary {
         let target = try Paths.resolveNewFile(path, fileSystem: fileSystem)
         guard let store = DataDirectory.resolved(directory, fileSystem: fileSystem) else {
             throw StoreError.io(operation: "resolve", path: directory, errno: errno)

@@ -10,12 +10,6 @@ import Synchronization
 // back), a replica's atomic apply-and-record, and a full copy swapped in whole.
 
 extension KVStore {
-    /// Why writes are refused for good (a failed write or fsync), if they are: a replica then stops following, since
-    /// nothing it applied from then on could be made durable, nor acknowledged.
-    public var writeFailure: String? {
-        state.withLock { $0.failure }
-    }
-
     /// Where the replication stream stands; nil if the store has never replicated.
     public var replicationPosition: ReplicationPosition? {
         state.withLock { $0.replication }

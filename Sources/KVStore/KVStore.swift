@@ -40,6 +40,8 @@ public final class KVStore: Sendable {
         /// bytes, so that a replica away for longer than the in-memory backlog covers can still continue from the log.
         /// 0 (the default) deletes them.
         public var replicationBacklogBytes = 0
+        /// Told about log writes, fsyncs, checkpoints and backups (for metrics); see ``StoreEvent``.
+        public var eventObserver: (@Sendable (StoreEvent) -> Void)?
 
         public init(syncPolicy: SyncPolicy = .always, compactionMinimumLogBytes: Int = 64 << 20,
                     compactionRatio: Double = 2, warningHandler: (@Sendable (String) -> Void)? = nil,
@@ -398,7 +400,7 @@ public final class KVStore: Sendable {
         guard let duplicate else { return }
         defer { fileSystem.close(duplicate.fd) }
         do {
-            try fileSystem.fdatasync(duplicate.fd, path: duplicate.path)
+            try observed({ .fsync($0, succeeded: $1) }) { try fileSystem.fdatasync(duplicate.fd, path: duplicate.path) }
         } catch {
             state.withLock { $0.failure = "\(error)" }  // as in `write(_:through:fsync:to:)`: writes stop for good
             throw error
@@ -416,17 +418,20 @@ public final class KVStore: Sendable {
             // Before the fsync: replicas get the records while this disk works, as Redis feeds them before its own.
             if let observer = file.writeObserver { buffer.withUnsafeBytes { observer($0) } }
             if fsync {
-                try fileSystem.fdatasync(file.fd, path: file.path)
+                try observed({ .fsync($0, succeeded: $1) }) { try fileSystem.fdatasync(file.fd, path: file.path) }
                 file.fsyncs += 1
             }
         } catch {
             state.withLock { $0.failure = "\(error)" }
             throw error
         }
-        state.withLock { state in
+        let records = state.withLock { state in
+            let records = sequence > state.writtenThrough ? Int(sequence - state.writtenThrough) : 0
             state.writtenThrough = max(state.writtenThrough, sequence)
             if fsync { state.syncedThrough = max(state.syncedThrough, sequence) }
+            return records
         }
+        if records > 0, let observer = options.eventObserver { observer(.logWrite(records: records, bytes: buffer.count)) }
         buffer.removeAll(keepingCapacity: buffer.capacity <= 2 * Self.flushThreshold)
         file.spare = buffer
     }

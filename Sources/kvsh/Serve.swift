@@ -58,6 +58,9 @@ struct ServeCommand: KVSHSubcommand {
         valueName: "no|local|yes"))
     var pathCommands: KVServer.PathCommandPolicy = .no
 
+    /// --metrics-port, --slowlog-*, --log-format, ...: see OperationsOptions.swift and Docs/Operations.md.
+    @OptionGroup var operations: OperationsOptions
+
     func validate() throws {
         guard (0...65535).contains(port) else { throw ValidationError("--port must be between 0 and 65535") }
         guard maxclients >= 1 else { throw ValidationError("--maxclients must be at least 1") }
@@ -79,12 +82,17 @@ struct ServeCommand: KVSHSubcommand {
     }
 
     func execute() -> Int32 {
-        LoggingSystem.bootstrap(StreamLogHandler.standardError)
+        operations.bootstrapLogging()
         let logger = Logger(label: "kvsh.server")
         return Subcommands.reportingErrors {
+            let metrics = operations.makeMetrics(logger: logger)
+            let endpoint = try operations.startEndpoint(metrics, logger: logger)
+            defer { endpoint?.shutdown() }
             var options = storeOptions.storeOptions(warningHandler: { logger.warning("\($0)") })
+            options.eventObserver = metrics.storeEventObserver
             options.replicationBacklogBytes = replication.backlogLogBytes
             let store = try KVStore(directory: storeOptions.dataDirectory.resolved, options: options)
+            metrics.storeOpened(store)
             var closed = false
             defer { if !closed { try? store.close() } }
             if let tail = store.openReport.tornTail { logger.warning("\(tail)") }
@@ -126,10 +134,12 @@ struct ServeCommand: KVSHSubcommand {
                 configuration.backupDirectory = backups
                 configuration.replication = replication.settings
                 configuration.replication.managedByCluster = cluster.cluster != nil
+                configuration.metrics = metrics
                 server = try KVServer(store: store, configuration: configuration, logger: logger)
             } catch {
                 throw ServeError(message: "cannot listen on \(bind):\(port): \(error)")
             }
+            OperationsOptions.logOpened(store, logger: logger)  // once listening: a refusal stays one line
             if let address = server.localAddress?.ipAddress, !Self.isLoopback(address) {
                 // No authentication yet: Redis would refuse remote clients here (protected mode); kvsh was told to
                 // listen, so it does, but says what that means.
