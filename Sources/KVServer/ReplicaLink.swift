@@ -166,6 +166,8 @@ final class ReplicaLinkHandler: ChannelInboundHandler {
     private var phase = Phase.awaitingPong
     private var input = ByteBuffer()
     private var decoder = RESPRequestDecoder()
+    /// Bytes of a stream command the decoder holds while the rest of it has not arrived.
+    private var partialCommandBytes: Int64 = 0
     /// The stream this replica follows and the offset of the last byte applied.
     private var replid: [UInt8] = ReplicationPosition.noReplid
     private var offset: Int64 = 0
@@ -443,8 +445,13 @@ final class ReplicaLinkHandler: ChannelInboundHandler {
         }
         while input.readableBytes > 0 {
             let before = input.readerIndex
-            guard let request = decoder.next(&input) else { break }
-            let consumed = Int64(input.readerIndex - before)
+            guard let request = decoder.next(&input) else {
+                // A command split across reads: the decoder keeps its first part; its bytes count when it completes.
+                partialCommandBytes += Int64(input.readerIndex - before)
+                break
+            }
+            let consumed = partialCommandBytes + Int64(input.readerIndex - before)
+            partialCommandBytes = 0
             switch request {
             case .protocolError(let message):
                 throw LinkError("protocol error in the replication stream: \(message)")

@@ -132,6 +132,46 @@ final class ReplicationController: Sendable {
                                                        "replid2": "\(position.replid2Text)"])
     }
 
+    /// Replication's figures in `/metrics` (role, offset, per-replica lag in bytes and seconds, the link of a
+    /// replica) and, for `/ready`, a replica's link.
+    func report(to metrics: ServerMetrics) {
+        metrics.addCollector { [self] in
+            let offset = Double(store.replicationPosition?.offset ?? 0)
+            var families: [MetricFamily] = [
+                .gauge("kvsh_replication_role", help: "1 for this server's replication role (primary or replica).",
+                       [([("role", isReplica ? "replica" : "primary")], 1)]),
+                .gauge("kvsh_replication_offset_bytes", help: "The replication stream offset: master_repl_offset, or a replica's applied offset.",
+                       unit: "bytes", value: offset),
+            ]
+            let replicas = primary.view.replicas
+            families.append(.gauge("kvsh_replication_connected_replicas", help: "Replicas connected to this primary.", value: Double(replicas.count)))
+            if !replicas.isEmpty {
+                let named = replicas.map { (name: "\($0.ip):\($0.port)", replica: $0) }
+                families.append(.gauge("kvsh_replica_lag_bytes", help: "Stream bytes a replica has not acknowledged yet.", unit: "bytes",
+                                       named.map { ([("replica", $0.name)], max(0, offset - Double($0.replica.offset))) }))
+                families.append(.gauge("kvsh_replica_lag_seconds", help: "Seconds since a replica's last acknowledgement.", unit: "seconds",
+                                       named.map { ([("replica", $0.name)], Double($0.replica.lagSeconds)) }))
+            }
+            if isReplica {
+                let status = currentLink?.status.withLock { $0 }
+                families.append(.gauge("kvsh_replication_link_up", help: "1 while a replica's link to its primary is up.",
+                                       value: status?.state == .connected ? 1 : 0))
+                if let status {
+                    families.append(.counter("kvsh_replication_full_syncs", help: "Full copies this replica loaded.", value: Double(status.fullSyncs)))
+                    families.append(.counter("kvsh_replication_partial_syncs", help: "Partial resyncs this replica made.",
+                                             value: Double(status.partialSyncs)))
+                }
+            }
+            return families
+        }
+        metrics.addReadinessCheck("replication link") { [self] in
+            guard isReplica else { return nil }
+            guard let link = currentLink else { return "a replica of nobody: not following a primary (yet)" }
+            let state = link.status.withLock { $0.state }
+            return state == .connected ? nil : "the link to the primary \(link.host):\(link.port) is \(state.rawValue), not up"
+        }
+    }
+
     func shutdown() {
         timers.withLock { timers in
             for timer in timers { timer.cancel() }

@@ -285,17 +285,26 @@ final class ReplicationPrimary: Sendable {
             preamble.writeString("\r\n")
             channel.write(preamble, promise: nil)
             var failure: (any Error)?
+            // Two chunks in flight: the next is encoded while the socket (and the replica) take the last, and memory
+            // stays bounded.
+            var inFlight: [EventLoopFuture<Void>] = []
             snapshot.forEach { key, value in
                 writer.append(key: key, value: value)
                 if writer.pendingByteCount >= chunkSize {
                     let bytes = writer.takeBytes()
                     total += bytes.count
-                    do { try channel.writeAndFlush(channel.allocator.buffer(bytes: bytes)).wait() } catch {
-                        failure = error
-                        return false
+                    inFlight.append(channel.writeAndFlush(channel.allocator.buffer(bytes: bytes)))
+                    if inFlight.count > 2 {
+                        do { try inFlight.removeFirst().wait() } catch {
+                            failure = error
+                            return false
+                        }
                     }
                 }
                 return true
+            }
+            for write in inFlight where failure == nil {
+                do { try write.wait() } catch { failure = error }
             }
             if let failure { throw failure }
             writer.finish()

@@ -39,6 +39,7 @@ final class ServerContext: Sendable {
         self.threadPool = threadPool
         metrics = configuration.metrics
         metrics.attach(self)
+        replication.report(to: metrics)
     }
 
     func makeClientID() -> Int {

@@ -14,7 +14,7 @@ import Musl
 
 /// One HTTP/1.0 GET on loopback (so the body comes whole, never chunked, and the connection closes after it): the
 /// status and the body. Every wait has a deadline.
-private func httpGet(port: Int, _ target: String, timeout: Duration = .seconds(10)) throws -> (status: Int, body: String) {
+func httpGet(port: Int, _ target: String, timeout: Duration = .seconds(10)) throws -> (status: Int, body: String) {
     let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
     guard fd >= 0 else { throw HarnessError("socket: \(String(cString: strerror(errno)))") }
     defer { close(fd) }

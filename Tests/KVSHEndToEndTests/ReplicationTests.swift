@@ -120,11 +120,12 @@ final class ScriptedConnection {
         }
     }
 
-    /// Reads until `needle` has arrived (true), the peer closed, or `timeout` passed.
+    /// Reads until `needle` has arrived (after the first `after` bytes received) (true), the peer closed, or `timeout`
+    /// passed.
     @discardableResult
-    func read(until needle: String, timeout: Duration = .seconds(20)) -> Bool {
+    func read(until needle: String, after: Int = 0, timeout: Duration = .seconds(20)) -> Bool {
         let deadline = ContinuousClock.now + timeout
-        while !received.text.contains(needle) {
+        while !Array(received.dropFirst(after)).text.contains(needle) {
             guard ContinuousClock.now < deadline, readSome(timeout: deadline - ContinuousClock.now) else { return false }
         }
         return true
@@ -186,6 +187,10 @@ private func eventually(_ timeout: Duration = .seconds(30), _ condition: () thro
         _ = poll(&nothing, 0, 50)
     }
     return try condition()
+}
+
+private func waitUntil(_ timeout: Duration = .seconds(30), _ condition: () -> Bool) -> Bool {
+    eventually(timeout, condition)
 }
 
 /// The fields of `INFO replication` on `port`.
@@ -540,5 +545,61 @@ struct ReplicationTests {
         for index in 0..<64 { _ = try writer.call("SET", "big\(index)", value) }
         #expect(try eventually { try replicationInfo(port: primary.port)["connected_slaves"] == "0" }, "the replica that does not read was kept")
         #expect(primary.process.wait(timeout: .seconds(10)) { $0.stderr.text.contains("cannot keep up") })
+    }
+
+    @Test("a command split across reads counts its every byte in the replica's offset")
+    func splitCommandOffset() throws {
+        let sandbox = try Sandbox()
+        let peer = try ScriptedPeer()
+        let replica = try ServerProcess(sandbox, dataDir: sandbox.path("replica"), options: ["--replicaof", "127.0.0.1", String(peer.port)])
+        defer { _ = try? replica.stop() }
+        let link = try #require(peer.accept())
+        #expect(link.read(until: "PING"))
+        link.send("+PONG\r\n")
+        #expect(link.read(until: "psync2"))
+        link.send("+OK\r\n+OK\r\n")
+        #expect(link.read(until: "PSYNC"))
+        // An empty RDB with the checksum disabled, with the length framing.
+        let rdb: [UInt8] = Array("REDIS0010".utf8) + [0xFE, 0x00, 0xFF] + [UInt8](repeating: 0, count: 8)
+        link.send(Array("+FULLRESYNC \(String(repeating: "b", count: 40)) 100\r\n$\(rdb.count)\r\n".utf8) + rdb)
+        #expect(link.read(until: "ACK"), "no first ACK after the full sync")
+        let command = "*3\r\n$3\r\nSET\r\n$1\r\na\r\n$1\r\n1\r\n"
+        let cut = command.index(command.startIndex, offsetBy: 17)
+        link.send(String(command[..<cut]))
+        // The next periodic ACK comes after the first part arrived, alone: only then the rest.
+        let seen = link.received.count
+        #expect(link.read(until: "ACK", after: seen), "no periodic ACK")
+        link.send(String(command[cut...]))
+        #expect(link.read(until: "ACK\r\n$3\r\n\(100 + command.utf8.count)\r\n"), "the replica acknowledged another offset: \(link.received.text.suffix(200))")
+        #expect(try RedisConnection(port: replica.port).call("GET", "a") == .bulkString(Array("1".utf8)))
+    }
+
+    @Test("replication in /metrics and /ready: role, offset, each replica's lag; a replica is ready only while its link is up")
+    func replicationMetrics() throws {
+        let sandbox = try Sandbox()
+        let primaryMetrics = try freePort()
+        let primary = try ServerProcess(sandbox, dataDir: sandbox.path("primary"), options: ["--metrics-port", String(primaryMetrics)])
+        let replicaMetrics = try freePort()
+        let replica = try ServerProcess(sandbox, dataDir: sandbox.path("replica"),
+                                        options: ["--replicaof", "127.0.0.1", String(primary.port), "--metrics-port", String(replicaMetrics)])
+        defer { _ = try? replica.stop() }
+        let client = try RedisConnection(port: primary.port)
+        _ = try client.call("SET", "k", "v")
+        #expect(try client.call("WAIT", "1", "10000") == .integer(1))
+        let exposition = try httpGet(port: primaryMetrics, "/metrics").body
+        #expect(exposition.contains("kvsh_replication_role{role=\"primary\"} 1"), "\(exposition)")
+        #expect(exposition.contains("kvsh_replication_connected_replicas 1"))
+        #expect(exposition.contains("kvsh_replica_lag_bytes{replica=\"127.0.0.1:\(replica.port)\"} 0"), "\(exposition)")
+        #expect(exposition.contains("kvsh_replica_lag_seconds{replica=\"127.0.0.1:\(replica.port)\"}"))
+        let replicaExposition = try httpGet(port: replicaMetrics, "/metrics").body
+        #expect(replicaExposition.contains("kvsh_replication_role{role=\"replica\"} 1"))
+        #expect(replicaExposition.contains("kvsh_replication_link_up 1"))
+        #expect(try httpGet(port: replicaMetrics, "/ready").status == 200)
+        // The primary goes away: the replica is live but not ready, and says why.
+        try primary.stop()
+        #expect(waitUntil { (try? httpGet(port: replicaMetrics, "/ready").status) == 503 })
+        let notReady = try httpGet(port: replicaMetrics, "/ready").body
+        #expect(notReady.contains("the link to the primary 127.0.0.1:\(primary.port)"), "\(notReady)")
+        #expect(try httpGet(port: replicaMetrics, "/health").status == 200)
     }
 }
