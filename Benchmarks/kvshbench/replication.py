@@ -336,7 +336,27 @@ class ReplicationPart:
             raise BenchError(f"{system} primary: DBSIZE {dbsize}, expected {self.n}")
         return server
 
-    def full_sync_round(self, system: str, primary: KvshServer | RedisServer, run: int) -> None:
+    def _restart_sync_primary(self, system: str, old: KvshServer | RedisServer) -> KvshServer | RedisServer:
+        """A primary that exited (stopped from outside: the machine is shared) started again on its store."""
+        self.results.note("replication", f"the {system} primary of the full-sync runs exited (code "
+                          f"{old.proc.returncode}, not stopped by this script) and was started again on "
+                          "its store; the run it broke was repeated.")
+        print(f"[replication] the {system} primary exited ({old.proc.returncode}); starting it again",
+              file=sys.stderr)
+        old.__exit__(None, None, None)
+        base = self.work / "replication" / f"{system}-primary"
+        if system == "kvsh":
+            server = KvshServer(self.kvsh, base / "data", base / "kvsh.restarted.log", "everysec")
+            wait_for_ping(server, "kvsh primary (restarted)")
+        else:
+            server = RedisServer(base, appendfsync="everysec", extra_args=REDIS_REPL_ARGS)
+            server.call_when_loaded("PING")
+        dbsize = server.call("DBSIZE")
+        if dbsize != self.n:
+            raise BenchError(f"{system} primary (restarted): DBSIZE {dbsize}, expected {self.n}")
+        return server
+
+    def full_sync_round(self, system: str, primary: KvshServer | RedisServer) -> None:
         """One fresh replica of ``primary``; time REPLICAOF → link up with DBSIZE = N."""
         what = f"{system} replica (full sync)"
         base = self.work / "replication" / f"{system}-replica"
@@ -361,6 +381,9 @@ class ReplicationPart:
                         except RedisError as err:
                             if not str(err).startswith("LOADING"):
                                 raise
+                    if primary.proc.poll() is not None:
+                        raise BenchError(f"{what}: the {system} primary exited with "
+                                         f"{primary.proc.returncode}; log:\n{primary.log_tail()}")
                     if time.monotonic() > deadline or replica.proc.poll() is not None:
                         raise BenchError(f"{what}: not in sync after {REPL_SYNC_TIMEOUT:g} s; "
                                          f"log:\n{replica.log_tail()}")
@@ -508,6 +531,19 @@ class ReplicationPart:
 
     # --- driver ----------------------------------------------------------------
 
+    def _retry_once(self, round_fn, *args) -> None:
+        """Run one invocation; if it fails, run it once more (on fresh servers) and note why.
+
+        The machine is shared: the benchmark's servers have been seen stopped by a signal from outside it.
+        A second failure ends the benchmark."""
+        try:
+            round_fn(*args)
+        except (BenchError, OSError) as err:
+            self.results.note("replication", f"{round_fn.__name__}{args} failed once and was repeated: "
+                              f"{str(err).splitlines()[0][:200]}")
+            print(f"    failed ({str(err).splitlines()[0][:200]}); repeating it", file=sys.stderr)
+            round_fn(*args)
+
     def run_replication(self, systems: list[str]) -> None:
         """Full sync, then SET with a replica, then synchronous writes; ``self.runs`` rounds each,
         the systems taking turns and who goes first alternating by round."""
@@ -520,9 +556,19 @@ class ReplicationPart:
                 for system in (active if round_no % 2 else active[::-1]):
                     print(f"[replication full sync {round_no}/{self.runs}] {system}",
                           file=sys.stderr)
-                    self.full_sync_round(system, primaries[system], round_no)
+                    for attempt in (1, 2):
+                        if primaries[system].proc.poll() is not None:
+                            primaries[system] = self._restart_sync_primary(system, primaries[system])
+                        try:
+                            self.full_sync_round(system, primaries[system])
+                            break
+                        except (BenchError, OSError):  # OSError: its /proc entry or a connection gone
+                            if attempt == 2 or primaries[system].proc.poll() is None:
+                                raise
             for system in active:
-                self._stop(primaries.pop(system))
+                server = primaries.pop(system)
+                if server.proc.poll() is None:
+                    self._stop(server)
         finally:
             for server in primaries.values():
                 server.__exit__(None, None, None)
@@ -532,10 +578,10 @@ class ReplicationPart:
                 for system in order:
                     print(f"[replication SET {round_no}/{self.runs}] {system} -P {pipeline}",
                           file=sys.stderr)
-                    self.replicated_set_round(system, pipeline)
+                    self._retry_once(self.replicated_set_round, system, pipeline)
             configs = [c for c in SYNC_CONFIGS if c[1] in active]
             for name, system, primary_sync, replica_sync in (configs if round_no % 2
                                                              else configs[::-1]):
                 print(f"[replication sync writes {round_no}/{self.runs}] {name} (primary "
                       f"{primary_sync}, replica {replica_sync})", file=sys.stderr)
-                self.sync_writes_round(name, system, primary_sync, replica_sync)
+                self._retry_once(self.sync_writes_round, name, system, primary_sync, replica_sync)
