@@ -7,8 +7,13 @@ says what each part measures and how the modules divide the work).
 Usage:
     python3 Benchmarks/bench.py --kvsh .build/release/kvsh \
         [--lines 1000000] [--runs 5] [--work DIR] [--markdown OUT.md] \
-        [--only kvsh,redis,sqlite] [--parts load,startup,compact,range,memory,server] \
-        [--server-requests 1000000]
+        [--only kvsh,redis,sqlite] \
+        [--parts load,startup,compact,range,memory,server,replication] \
+        [--server-requests 1000000] [--sync-requests 20000]
+
+    # the replication benchmarks alone (issue 11; Docs/Benchmarks.md, Run H):
+    python3 Benchmarks/bench.py --kvsh .build/release/kvsh --parts replication \
+        --only kvsh,redis --runs 3 --server-requests 500000
 """
 
 import sys

@@ -11,11 +11,14 @@ import sys
 from pathlib import Path
 
 from .config import (
-    BenchError, PARTS, PART_SYSTEMS, RANGE_LIMIT, SERVER_REQUESTS, STORE_PARTS, SYSTEMS,
+    BenchError, DATA_PARTS, PARTS, PART_SYSTEMS, RANGE_LIMIT, SERVER_REQUESTS, SYNC_REQUESTS,
+    SYSTEMS,
 )
 from .dataset import prepare_data
 from .processes import kill_leftovers
-from .report import build_server_tables, build_tables, environment, load_average, render
+from .report import (
+    build_replication_tables, build_server_tables, build_tables, environment, load_average, render,
+)
 from .suite import Bench
 
 
@@ -33,7 +36,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         help="comma-separated subset of: " + ",".join(PARTS)
                         + " (without load, the stores of an earlier run are reused)")
     parser.add_argument("--server-requests", type=int, default=SERVER_REQUESTS,
-                        help="redis-benchmark -n for the server part (default: %(default)s)")
+                        help="redis-benchmark -n for the server and replication parts "
+                        "(default: %(default)s)")
+    parser.add_argument("--sync-requests", type=int, default=SYNC_REQUESTS,
+                        help="SETs per run of the replication part's synchronous-write client "
+                        "(default: %(default)s)")
     args = parser.parse_args(argv)
     args.systems = [s for s in SYSTEMS if s in args.only.split(",")]
     unknown = set(args.only.split(",")) - set(SYSTEMS)
@@ -48,6 +55,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
             f"{p} runs for {','.join(PART_SYSTEMS[p])}" for p in args.parts))
     if args.server_requests < 1:
         parser.error("--server-requests must be ≥ 1")
+    if args.sync_requests < 1:
+        parser.error("--sync-requests must be ≥ 1")
     if args.lines < 1 or args.lines > 10_000_000 or args.runs < 1:
         parser.error("--lines must be in 1..10,000,000 (7-digit keys) and --runs ≥ 1")
     if "range" in args.parts and args.lines < RANGE_LIMIT:
@@ -59,7 +68,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
             parser.error(f"{args.kvsh} is not an executable file")
     needed = {"redis": ["redis-server", "redis-cli"], "sqlite": ["sqlite3"]}
     tools = [tool for system in args.systems for tool in needed.get(system, [])]
-    if "server" in args.parts:
+    if "server" in args.parts or "replication" in args.parts:
         tools.append("redis-benchmark")  # drives both servers
     for tool in tools:
         if not shutil.which(tool):
@@ -79,12 +88,15 @@ def main(argv: list[str]) -> int:
         facts = environment(args, command)
         print(f"load average at start: {dict(facts)['load average at start']}", file=sys.stderr)
         data = (prepare_data(args.work, args.lines)
-                if any(p in STORE_PARTS for p in args.parts) else None)
+                if any(p in DATA_PARTS for p in args.parts) else None)
         results = Bench(args, data).run(args.systems, args.parts)
         facts.insert(len(facts) - 1, ("load average at end", load_average()))
         tables = build_tables(results, args.lines, args.runs, args.parts)
         if "server" in args.parts:
             tables += build_server_tables(results, args.runs, args.server_requests)
+        if "replication" in args.parts:
+            tables += build_replication_tables(results, args.runs, args.lines,
+                                               args.server_requests, args.sync_requests)
         print(render(facts, tables, markdown=False))
         if args.markdown:
             args.markdown.write_text(render(facts, tables, markdown=True))

@@ -6,15 +6,19 @@ from __future__ import annotations
 SYSTEMS = ("kvsh", "redis", "sqlite")
 
 
-PARTS = ("load", "startup", "compact", "range", "memory", "server")
+PARTS = ("load", "startup", "compact", "range", "memory", "server", "replication")
 
 
 PART_SYSTEMS = {"load": SYSTEMS, "startup": SYSTEMS, "compact": ("kvsh", "redis"),
                 "range": ("kvsh", "sqlite"), "memory": SYSTEMS,
-                "server": ("kvsh", "redis")}  # who takes part in what
+                "server": ("kvsh", "redis"),
+                "replication": ("kvsh", "redis")}  # who takes part in what
 
 
 STORE_PARTS = ("load", "startup", "compact", "range", "memory")  # need data set + stores
+
+
+DATA_PARTS = (*STORE_PARTS, "replication")  # need the generated data set (replication: not the stores)
 
 
 VALUE_BYTES = 100
@@ -85,6 +89,40 @@ REDIS_AOF_DIR = "appendonlydir"  # redis 7 default `appenddirname`
 
 
 REDIS_START_TIMEOUT = 600.0  # seconds; generous for 1M keys on a noisy box
+
+
+# Replication part (issue 11): kvsh primary -> kvsh replica beside redis -> redis, on loopback.
+GOAL_FULL_SYNC_VS_REDIS = 2.0  # full sync of --lines keys: redis time / kvsh time
+
+
+REPL_SYNC_TIMEOUT = 900.0  # seconds a full sync (or a replica's catching up) may take
+
+
+REPL_POLL_INTERVAL = 0.002  # seconds between INFO polls while timing a full sync
+
+
+REPL_SAMPLE_INTERVAL = 0.010  # seconds between lag samples under redis-benchmark
+
+
+REPL_BENCH_PIPELINES = (1, 16)  # redis-benchmark -t set -P ... with one replica attached
+
+
+# The synchronous-replication client (the same for both systems): SYNC_CLIENTS connections,
+# each running its share of --sync-requests SETs (redis: SET and WAIT 1 0, sent together).
+SYNC_REQUESTS = 20_000
+
+
+SYNC_CLIENTS = 50
+
+
+SYNC_STALL_SECONDS = 20.0  # a write not acknowledged in this time stops its connection (reported)
+
+
+REPL_QUIET_SECONDS = 2.0  # offsets unchanged this long, with the last value there: the replica is done
+
+
+REDIS_REPL_ARGS = ["--repl-diskless-sync", "yes", "--repl-diskless-sync-delay", "0",
+                   "--repl-diskless-load", "disabled"]  # every redis in this part
 
 
 class BenchError(RuntimeError):

@@ -68,6 +68,7 @@ class BenchCore:
         self.data = data  # None when only the server part runs
         self.n = args.lines
         self.server_requests = args.server_requests
+        self.sync_requests = args.sync_requests
         self.results = Results()
         self.kvsh_compacted_ready = False  # set by prepare_kvsh_compacted()
 
@@ -161,11 +162,13 @@ class BenchCore:
 
     def run(self, systems: list[str], parts: list[str]) -> Results:
         """Interleave the systems within each round: load, startup (+ compact), range,
-        then server phases."""
+        then server phases, then replication."""
         if any(p in STORE_PARTS for p in parts):
             self.run_stores(systems, parts)
         if "server" in parts:
             self.run_server(systems)
+        if "replication" in parts:
+            self.run_replication(systems)
         return self.results
 
     def run_stores(self, systems: list[str], parts: list[str]) -> None:

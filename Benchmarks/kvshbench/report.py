@@ -11,7 +11,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .config import (
-    BENCH_KEY, BENCH_VALUE_BYTES, GOAL_COMPACTED_STARTUP_VS_REDIS, GOAL_LOAD_VS_REDIS,
+    BENCH_KEY, BENCH_VALUE_BYTES, GOAL_COMPACTED_STARTUP_VS_REDIS, GOAL_FULL_SYNC_VS_REDIS,
+    GOAL_LOAD_VS_REDIS, REDIS_REPL_ARGS, REPL_BENCH_PIPELINES, REPL_POLL_INTERVAL,
+    REPL_SAMPLE_INTERVAL, SYNC_CLIENTS, SYNC_STALL_SECONDS,
     GOAL_LOAD_VS_SQLITE, GOAL_STARTUP_VS_REDIS, RANGE_CLOSE, RANGE_LIMIT, RANGE_QUERIES,
     RANGE_SEED, SERVER_CLIENTS, SERVER_PIPELINE, SERVER_THREADS, SYSTEMS,
 )
@@ -347,6 +349,164 @@ def build_server_tables(results: Results, runs: int, requests: int) -> list[Tabl
     return tables
 
 
+def build_replication_tables(results: Results, runs: int, n: int, requests: int,
+                             sync_requests: int) -> list[Table]:
+    """The replication part's tables: full sync, SET with a replica (+ lag), synchronous writes."""
+    from .replication import SYNC_CONFIGS  # replication imports report's neighbours; avoid a cycle
+    get = results.get
+    tables, ratios = [], []
+    redis_flags = " ".join(REDIS_REPL_ARGS)
+
+    rows = []
+    for system, label in (("kvsh", "kvsh → kvsh"), ("redis", "redis → redis")):
+        time_s = get(f"{system}.repl.full_sync")
+        if not time_s:
+            continue
+        primary = get(f"{system}.repl.full_sync_primary_cpu")
+        replica = get(f"{system}.repl.full_sync_replica_cpu")
+        rows.append([label, *fmt_seconds(time_s), f"{primary.median:.2f} s",
+                     f"{replica.median:.2f} s",
+                     f"{n / time_s.median:,.0f}"])
+    if rows:
+        tables.append(Table(
+            f"Replication: full sync of {n:,} keys to a fresh replica (median of {runs} runs)",
+            ["primary → replica", "REPLICAOF → link up + all keys", "min – max",
+             "primary CPU", "replica CPU", "keys/s"], rows,
+            [f"The primary holds {n:,} keys (`key:NNNNNNN`, 100-byte values; loaded once, untimed: "
+             "kvsh by its shell (`--sync always`) and `:compact`, then `kvsh serve --sync everysec`; "
+             "redis by `redis-cli --pipe`, appendfsync everysec, its automatic AOF rewrite finished). "
+             "Each run starts a fresh replica process on a fresh data dir (kvsh `--sync everysec`; "
+             "redis appendonly yes, appendfsync everysec), sends `REPLICAOF 127.0.0.1 PORT` and polls "
+             f"`INFO replication` every {REPL_POLL_INTERVAL * 1000:g} ms until `master_link_status:up`, "
+             f"then DBSIZE until it is {n:,}; GET of a middle key is checked after.",
+             f"redis (primary and replica): `{redis_flags}` (Redis 7.0's defaults except "
+             "`repl-diskless-sync-delay`, 5 s by default, set to 0 so that the transfer starts at once, "
+             "as kvsh's does). The redis replica saves the RDB to disk, fsyncs it and loads it; after "
+             "the link is up it rewrites its AOF in a fork, outside the timed window (waited for before "
+             "shutting it down). The kvsh replica loads the RDB into a new index and writes it as a new "
+             "image before it swaps it in, inside the window.",
+             "CPU: user + system time from /proc/PID/stat over the timed window, all threads; the redis "
+             "primary's includes its fork child (the RDB writer), counted once the background save has "
+             "ended and the child is reaped."]))
+        kvsh, redis = get("kvsh.repl.full_sync"), get("redis.repl.full_sync")
+        if kvsh and redis:
+            ratios.append(goal_row("full sync redis/kvsh (time)", redis.median / kvsh.median,
+                                   GOAL_FULL_SYNC_VS_REDIS))
+
+    rows, lag_rows = [], []
+    for pipeline in REPL_BENCH_PIPELINES:
+        row = "SET" + (f" -P {pipeline}" if pipeline > 1 else "")
+        kvsh = (get(f"kvsh.repl.set.P{pipeline}.rps"), get(f"kvsh.repl.set.P{pipeline}.p99"))
+        redis = (get(f"redis.repl.set.P{pipeline}.rps"), get(f"redis.repl.set.P{pipeline}.p99"))
+        if not kvsh[0] and not redis[0]:
+            continue
+        cells = [row, *[f"{s.median:,.0f}" if s else "—" for s in (kvsh[0], redis[0])]]
+        ratio = kvsh[0].median / redis[0].median if kvsh[0] and redis[0] else None
+        cells.append(f"{ratio:.2f}×" if ratio else "—")
+        cells += [fmt_ms(s.median) if s else "—" for s in (kvsh[1], redis[1])]
+        p99_ratio = kvsh[1].median / redis[1].median if kvsh[1] and redis[1] else None
+        cells.append(f"{p99_ratio:.2f}×" if p99_ratio else "—")
+        cells.append(("ops/s met" if ratio >= 1 else "ops/s NOT met") if ratio else "—")
+        rows.append(cells)
+        if ratio:
+            ratios.append(goal_row(f"{row} with one replica, kvsh/redis ops/s", ratio, 1.0))
+        for system, (rps, _) in (("kvsh", kvsh), ("redis", redis)):
+            if not rps:
+                continue
+            def med(metric: str, form: str) -> str:
+                return format(get(f"{system}.repl.set.P{pipeline}.{metric}").median, form)
+            lag_rows.append([row, system, "{:,.0f} – {:,.0f}".format(*rps.spread),
+                             med("acked_bytes_p50", ",.0f"), med("acked_bytes_p99", ",.0f"),
+                             med("acked_ms_p50", ",.1f"), med("acked_ms_p99", ",.1f"),
+                             med("applied_bytes_p50", ",.0f"), med("applied_bytes_p99", ",.0f"),
+                             med("applied_ms_p50", ",.1f"), med("applied_ms_p99", ",.1f"),
+                             med("samples", ",.0f"), med("shortfall", ",.0f"),
+                             med("primary_us", ".2f"), med("replica_us", ".2f"),
+                             med("client_us", ".2f")])
+    if rows:
+        tables.append(Table(
+            f"Replication: redis-benchmark -t set -c 50 -n {requests:,}, primary with one replica "
+            f"attached, everysec (median of {runs} runs)",
+            ["test", "kvsh ops/s", "redis ops/s", "ops/s kvsh/redis", "kvsh p99 ms", "redis p99 ms",
+             "p99 kvsh/redis", "status"], rows,
+            ["A fresh primary and a fresh replica (both on fresh data dirs, kvsh `--sync everysec`, "
+             f"redis appendonly yes, appendfsync everysec, `{redis_flags}`) per invocation; the replica "
+             "attached with REPLICAOF and online before redis-benchmark starts; goal: kvsh ≥ redis in "
+             "ops/s. Checked after: DBSIZE 1 and a 3-byte value on both."]))
+        tables.append(Table(
+            "Replication lag under that load (medians over the runs of each run's p50/p99)",
+            ["test", "system", "ops/s min – max", "acked B p50", "acked B p99", "acked ms p50",
+             "acked ms p99", "applied B p50", "applied B p99", "applied ms p50", "applied ms p99",
+             "samples", "shortfall B", "primary µs/req", "replica µs/req", "client µs/req"], lag_rows,
+            [f"Sampled every {REPL_SAMPLE_INTERVAL * 1000:g} ms while redis-benchmark runs: the "
+             "primary's `master_repl_offset` and slave0's `offset` (acked: what the replica "
+             "acknowledged to the primary), and the replica's own `slave_repl_offset` (applied: what "
+             "it has processed). B: master offset minus the replica's, per sample. ms: for each sample, "
+             "the time until a later sample saw the replica's offset reach that sample's master "
+             "offset (resolution: the sampling interval).",
+             "A redis replica acknowledges once a second (`REPLCONF ACK` from its cron; more often only "
+             "when a WAIT asks), so redis's acked lag measures that period, not how far behind its "
+             "replica is: its applied columns do. A kvsh replica acknowledges after every batch it "
+             "applies.",
+             "shortfall: how far the replica's offset stayed below the primary's once it had applied "
+             "everything (its offsets unchanged for 2 s and the last value there); 0 when the offsets "
+             "meet, as they must. A replica with a shortfall never acknowledges the last writes' offsets: "
+             "ms figures are then taken over the samples that were reached.",
+             "µs/req: user + system CPU time per SET over the load (/proc/PID/stat, all threads, 10 ms "
+             "ticks) of the primary, of the replica and of redis-benchmark."]))
+
+    rows = []
+    labels = {"kvsh": "kvsh --sync-replicas 1 (primary everysec, replica --sync always)",
+              "redis": "redis SET + WAIT 1 0 (primary everysec, replica appendfsync always)",
+              "kvsh_re": "kvsh --sync-replicas 1 (primary everysec, replica --sync everysec)",
+              "redis_re": "redis SET + WAIT 1 0 (primary everysec, replica appendfsync everysec)"}
+    for name, _system, _p, _r in SYNC_CONFIGS:
+        rps = get(f"{name}.repl.syncw.rps")
+        if not rps:
+            continue
+        p50, p99 = get(f"{name}.repl.syncw.p50"), get(f"{name}.repl.syncw.p99")
+        stalled = get(f"{name}.repl.syncw.stalled")
+        rows.append([labels[name], f"{rps.median:,.0f}", "{:,.0f} – {:,.0f}".format(*rps.spread),
+                     fmt_ms(p50.median), fmt_ms(p99.median),
+                     f"{get(f'{name}.repl.syncw.client_cpu').median:.0%}",
+                     ", ".join(f"{v:.0f}" for v in stalled.values)])
+    for kvsh_name, redis_name, label in (("kvsh", "redis", "replica always"),
+                                         ("kvsh_re", "redis_re", "replica everysec")):
+        k, r = get(f"{kvsh_name}.repl.syncw.rps"), get(f"{redis_name}.repl.syncw.rps")
+        if k and r:
+            ratios.append(info_row(f"synchronous writes ({label}), kvsh/redis ops/s",
+                                   k.median / r.median))
+            ratios.append(info_row(f"synchronous writes ({label}), kvsh/redis p99",
+                                   get(f"{kvsh_name}.repl.syncw.p99").median
+                                   / get(f"{redis_name}.repl.syncw.p99").median))
+    if rows:
+        tables.append(Table(
+            f"Replication: synchronous writes, {sync_requests:,} SETs over {SYNC_CLIENTS} "
+            f"connections (median of {runs} runs)",
+            ["configuration", "ops/s", "min – max", "p50 ms", "p99 ms", "client CPU",
+             "stalled connections per run"], rows,
+            [f"One client for both (`sync_client` in replication.py): {SYNC_CLIENTS} Python threads, "
+             "one connection each, each SETting its share of distinct keys (100-byte values) one at a "
+             "time; for redis every SET is followed by `WAIT 1 0` in the same write, and a write "
+             "counts when `+OK` and `:1` are in. Latency: from sending to the last reply.",
+             "kvsh: a write's reply waits until the replica acknowledged it; a kvsh replica with "
+             "`--sync always` acknowledges only what is on its disk. A redis replica acknowledges "
+             "(`REPLCONF ACK`, in reply to the primary's `GETACK`) from its event loop after flushing "
+             "its AOF, so with appendfsync always its acknowledgement also follows the fsync. Checked "
+             "after every run: every reply as expected, and the replica's DBSIZE equals the number of "
+             "SETs at once (every acknowledged write is there).",
+             "client CPU: the client's CPU time over the run's wall time; near 100% it (one Python "
+             "process) sets the pace for either server.",
+             f"stalled: connections whose write got no reply within {SYNC_STALL_SECONDS:g} s; they stop "
+             "there, and ops/s and latencies are then those of the writes acknowledged before (ops/s over "
+             "the time to the last acknowledgement).",
+             *results.notes.get("replication", [])]))
+    if ratios:
+        tables.append(Table("Replication: ratios (of medians) against issue 11's goals",
+                            ["ratio", "value", "goal", "status"], ratios))
+    return tables
+
+
 def load_average() -> str:
     one, five, fifteen = os.getloadavg()
     return f"{one:.2f}, {five:.2f}, {fifteen:.2f} (1, 5, 15 min)"
@@ -373,7 +533,7 @@ def environment(args: argparse.Namespace, command: str) -> list[tuple[str, str]]
         ("redis-server", command_output(["redis-server", "--version"]) or "?"),
         ("sqlite3", command_output(["sqlite3", "--version"]) or "?"),
     ]
-    if "server" in args.parts:
+    if "server" in args.parts or "replication" in args.parts:
         facts.append(("redis-benchmark", command_output(["redis-benchmark", "--version"]) or "?"))
     if args.kvsh:
         version = command_output([args.kvsh, "--version"])

@@ -20,7 +20,8 @@ class RedisServer:
     the block any other way (an error) terminates the process.
     """
 
-    def __init__(self, directory: Path, appendfsync: str = "everysec"):
+    def __init__(self, directory: Path, appendfsync: str = "everysec",
+                 extra_args: list[str] | None = None):
         self.port = free_port()
         self.log = directory / "redis.log"
         self.proc = spawn(
@@ -28,7 +29,7 @@ class RedisServer:
              "--dir", str(directory), "--logfile", str(self.log),
              "--daemonize", "no", "--appendonly", "yes",
              "--appendfsync", appendfsync, "--save", "",
-             "--aof-use-rdb-preamble", "yes"],
+             "--aof-use-rdb-preamble", "yes", *(extra_args or [])],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL)
 
@@ -141,13 +142,14 @@ class KvshServer:
     """
 
     def __init__(self, kvsh: str, data_dir: Path, log: Path, sync: str,
-                 threads: int | None = None):
+                 threads: int | None = None, extra_args: list[str] | None = None):
         self.port = free_port()
         self.log = log
         argv = [kvsh, "serve", "--data-dir", str(data_dir), "--port", str(self.port),
                 "--sync", sync]
         if threads is not None:
             argv += ["--threads", str(threads)]
+        argv += extra_args or []
         with open(log, "wb") as errors:
             self.proc = spawn(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                               stderr=errors)
@@ -157,6 +159,16 @@ class KvshServer:
 
     def __exit__(self, *exc_info) -> None:
         stop_child(self.proc)
+
+    def call(self, *args: str):
+        conn = RespConnection(self.port)
+        try:
+            return conn.call(*args)
+        finally:
+            conn.close()
+
+    def info(self, section: str) -> dict[str, str]:
+        return parse_info(self.call("INFO", section))
 
     def shutdown(self) -> int:
         """SIGTERM; it must exit 0 (after fsyncing) in time. Returns peak RSS."""

@@ -5,9 +5,11 @@ from .load import LoadPart
 from .measure import BenchCore
 from .memory import MemoryPart
 from .ranges import RangePart
+from .replication import ReplicationPart
 from .server import ServerPart
 from .startup import StartupPart
 
 
-class Bench(LoadPart, StartupPart, CompactPart, RangePart, MemoryPart, ServerPart, BenchCore):
+class Bench(LoadPart, StartupPart, CompactPart, RangePart, MemoryPart, ServerPart, ReplicationPart,
+            BenchCore):
     """Runs the measurements for the selected systems in one work directory."""
