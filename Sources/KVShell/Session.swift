@@ -90,8 +90,11 @@ public final class Session {
     /// A session whose commands go to a server (`kvsh serve`) over `client`. Meta-commands that need the store
     /// (`:stats`, `:rebuild`, `:compact`, `:backup`, `:check`) run on the server as `KVSH.*` commands; the others
     /// (`:help`, `:timing`, `:format`, `:source`, `:clear`, `:quit`) run here; `QUIT` goes to the server.
-    public init(client: RESPClient, format: OutputFormat, outputFD: Int32 = STDOUT_FILENO, errorFD: Int32 = STDERR_FILENO) {
-        backend = RemoteBackend(client: client)
+    /// With a `locator`, the session follows the primary: a write refused with `-READONLY` runs again on the primary
+    /// found, and a lost connection is replaced by one to the primary.
+    public init(client: RESPClient, format: OutputFormat, locator: PrimaryLocator? = nil,
+                outputFD: Int32 = STDOUT_FILENO, errorFD: Int32 = STDERR_FILENO) {
+        backend = RemoteBackend(client: client, locator: locator)
         self.format = format
         self.errorFD = errorFD
         self.outputFD = outputFD

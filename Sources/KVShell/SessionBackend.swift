@@ -81,10 +81,18 @@ final class EmbeddedBackend: SessionBackend {
 /// A kvsh server (`kvsh --connect`): data commands go out as they come and their replies are read in order;
 /// maintenance commands go as `KVSH.*` commands.
 final class RemoteBackend: SessionBackend {
-    let client: RESPClient
+    /// Where new commands go.
+    private(set) var client: RESPClient
+    /// How to find the primary again (`--connect` with several addresses, `--sentinel`); nil: one server.
+    private let locator: PrimaryLocator?
+    /// Commands sent and not yet answered, each with the connection it went out on (a switch to a new primary
+    /// leaves the replies to commands sent before it on the old one).
+    private var outstanding: [(arguments: [[UInt8]], client: RESPClient)] = []
+    private var outstandingHead = 0
 
-    init(client: RESPClient) {
+    init(client: RESPClient, locator: PrimaryLocator? = nil) {
         self.client = client
+        self.locator = locator
     }
 
     var storeToCommit: KVStore? { nil }
@@ -92,11 +100,41 @@ final class RemoteBackend: SessionBackend {
 
     func submit(_ arguments: [[UInt8]]) throws -> CommandExecutor.Outcome? {
         try client.send(arguments)
+        if locator != nil { outstanding.append((arguments, client)) }
         return nil
     }
 
     func receive() throws -> RESPValue {
-        try client.readReply()
+        guard locator != nil, outstandingHead < outstanding.count else { return try client.readReply() }
+        let (arguments, sentOn) = outstanding[outstandingHead]
+        outstandingHead += 1
+        if outstandingHead == outstanding.count {
+            outstanding.removeAll(keepingCapacity: true)
+            outstandingHead = 0
+        }
+        let reply: RESPValue
+        do {
+            reply = try sentOn.readReply()
+        } catch let lost as RESPClientError {
+            // The node went away: find the primary for what comes next. This command may or may not have run there.
+            guard follow(from: sentOn) else { throw lost }
+            return .error("ERR \(lost.message); now connected to the primary \(client.endpoint): this command may or may not have run")
+        }
+        if case .error(let text) = reply, text.hasPrefix("READONLY"), follow(from: sentOn) {
+            // Refused, so not run: run it on the primary found.
+            return try client.call(arguments)
+        }
+        return reply
+    }
+
+    /// Connects to the primary if `stale` is still where commands go; true when commands now go to another node.
+    private func follow(from stale: RESPClient) -> Bool {
+        guard let locator else { return false }
+        if stale === client {
+            guard let found = try? locator.connect(), found.endpoint != client.endpoint else { return false }
+            client = found
+        }
+        return true
     }
 
     func run(_ command: MaintenanceCommand) throws -> MaintenanceCommand.Outcome {

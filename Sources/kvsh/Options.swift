@@ -43,9 +43,17 @@ struct KVSHCommand: ParsableCommand {
     }
 
     @Option(name: .customLong("connect"), help: ArgumentHelp(
-        "Connect to a kvsh server (kvsh serve) instead of opening a store: HOST:PORT, [IPv6]:PORT or HOST (port 7379).",
+        "Connect to a kvsh server (kvsh serve) instead of opening a store: HOST:PORT, [IPv6]:PORT or HOST (port 7379). "
+            + "Several, comma-separated: connect to the primary among them and follow it.",
         valueName: "host:port"))
     var connect: String?
+
+    @Option(name: .customLong("sentinel"), help: ArgumentHelp(
+        "Find the primary named --name through these Sentinels (any kvsh cluster node answers), and follow it.", valueName: "host:port,..."))
+    var sentinel: String?
+
+    @Option(name: .customLong("name"), help: ArgumentHelp("The primary's name for --sentinel (the --cluster name).", valueName: "name"))
+    var primaryName: String?
 
     @Option(name: [.customShort("h"), .customLong("host")], help: ArgumentHelp(
         "Connect to the kvsh server on this host (as redis-cli -h); port 7379 unless -p says otherwise.", valueName: "host"))
@@ -102,8 +110,15 @@ struct KVSHCommand: ParsableCommand {
         if connect != nil && (host != nil || port != nil) {
             throw ValidationError("give either --connect HOST:PORT or -h/-p, not both")
         }
-        if let connect, ServerAddress(connect) == nil {
+        if let connect, connect.split(separator: ",", omittingEmptySubsequences: false).contains(where: { ServerAddress(String($0)) == nil }) {
             throw ValidationError("--connect takes HOST:PORT, [IPv6]:PORT or HOST, with a port from 1 to 65535 (got '\(connect)')")
+        }
+        if (sentinel == nil) != (primaryName == nil) { throw ValidationError("--sentinel and --name go together: --sentinel HOST:PORT --name NAME") }
+        if sentinel != nil && (connect != nil || host != nil || port != nil) {
+            throw ValidationError("give either --sentinel or --connect (or -h/-p), not both")
+        }
+        if let sentinel, sentinel.split(separator: ",", omittingEmptySubsequences: false).contains(where: { ServerAddress(String($0)) == nil }) {
+            throw ValidationError("--sentinel takes HOST:PORT, comma-separated (got '\(sentinel)')")
         }
         if let host, host.isEmpty { throw ValidationError("-h needs a host name or address") }
         if let port, !(1...65535).contains(port) { throw ValidationError("-p takes a port from 1 to 65535") }
@@ -122,9 +137,23 @@ struct KVSHCommand: ParsableCommand {
 
     /// The server to connect to (--connect, or -h/-p), or nil to open a store.
     var server: ServerAddress? {
-        if let connect { return ServerAddress(connect) }
+        if let sentinel { return ServerAddress(String(sentinel.split(separator: ",")[0])) }
+        if let connect { return ServerAddress(String(connect.split(separator: ",")[0])) }
         guard host != nil || port != nil else { return nil }
         return ServerAddress(host: host ?? ServerAddress.defaultHost, port: port ?? ServerAddress.defaultPort)
+    }
+}
+
+extension KVSHCommand {
+    /// How to find and follow the primary: several `--connect` addresses, or `--sentinel` with `--name`; nil for one
+    /// server.
+    var locator: PrimaryLocator? {
+        func endpoints(_ list: String) -> [PrimaryLocator.Endpoint] {
+            list.split(separator: ",").compactMap { ServerAddress(String($0)) }.map { PrimaryLocator.Endpoint(host: $0.host, port: $0.port) }
+        }
+        if let sentinel, let primaryName { return PrimaryLocator(.sentinels(endpoints(sentinel), name: primaryName)) }
+        if let connect, connect.contains(",") { return PrimaryLocator(.nodes(endpoints(connect))) }
+        return nil
     }
 }
 

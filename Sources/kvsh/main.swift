@@ -127,13 +127,14 @@ if let server = options.server {
     // Client mode: the same shell, its commands sent to a kvsh server.
     store = nil
     let client: RESPClient
+    let locator = options.locator
     do {
-        client = try RESPClient(host: server.host, port: server.port)
+        client = try locator?.connect() ?? RESPClient(host: server.host, port: server.port)
     } catch {
         printError("\(error)")  // cannot connect to HOST:PORT: reason
         exit(ExitStatus.unusable)
     }
-    session = Session(client: client, format: format)
+    session = Session(client: client, format: format, locator: locator)
     banner = "connected to \(client.endpoint)"
 } else if !needsStore {
     store = nil

@@ -381,4 +381,32 @@ struct FailoverTests {
         #expect(foreign.termination == .exited(1))
         #expect(foreign.stderr.text.contains("belongs to another cluster"), "\(foreign.stderr.text)")
     }
+
+    @Test("kvsh --sentinel follows the primary across a FAILOVER, as does --connect with every node's address")
+    func shellFollowsThePrimary() throws {
+        let sandbox = try Sandbox()
+        let etcd = try EtcdProcess(sandbox)
+        try etcd.waitUntilReady()
+        let nodes = try ClusterNodes(sandbox, etcd: etcd.url)
+        defer { nodes.stopAll() }
+        #expect(waitFor { nodes.primaryPort().map { role($0) == "master" } ?? false })
+        let everyNode = nodes.ports.map { "127.0.0.1:\($0)" }.joined(separator: ",")
+        for arguments in [["--sentinel", everyNode, "--name", "c1"], ["--connect", everyNode]] {
+            let shell = try PipedProcess(arguments: arguments, environment: sandbox.environment(), directory: sandbox.root)
+            defer {
+                shell.closeInput()
+                _ = try? shell.finish()
+            }
+            shell.send("SET first 1\n")
+            #expect(shell.wait(timeout: .seconds(20)) { $0.stdout.text.contains("OK") }, "\(arguments): \(shell.stderr.text)")
+            let before = try #require(nodes.primaryPort())
+            #expect(try RedisConnection(port: before).call("FAILOVER", timeout: .seconds(20)) == .simpleString("OK"))
+            shell.send("SET second 2\nGET first\n")
+            #expect(shell.wait(timeout: .seconds(20)) { $0.stdout.text.components(separatedBy: "OK").count == 3 && $0.stdout.text.contains("1") },
+                    "\(arguments): \(shell.stdout.text) \(shell.stderr.text)")
+            let after = try #require(nodes.primaryPort())
+            #expect(after != before)
+            #expect(try RedisConnection(port: after).call("GET", "second") == .bulkString(Array("2".utf8)))
+        }
+    }
 }

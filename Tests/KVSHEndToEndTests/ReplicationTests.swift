@@ -307,7 +307,8 @@ struct ReplicationTests {
         writer.start()
         replica.process.signal(SIGKILL)
         _ = try? replica.process.finish(timeout: .seconds(10))
-        #expect(eventually { (try? RedisConnection(port: primaryPort).call("GET", "n6")) == .bulkString(Array("42".utf8)) })
+        #expect(eventually { (try? RedisConnection(port: primaryPort).call("GET", "n6")) == .bulkString(Array("42".utf8)) },
+                "primary: \(primary.process.wait(timeout: .milliseconds(100)) { _ in false } ? "" : primary.process.stderr.text.suffix(3000))")
         replica = try ServerProcess(sandbox, dataDir: sandbox.path("replica"), options: options)
         defer { _ = try? replica.stop() }
         #expect(serverLog(replica, contains: "partial resync"), "\(replica.process.stderr.text)")
