@@ -192,12 +192,20 @@ final class ReplicationPrimary: Sendable {
 
     /// Writes stream bytes to a replica's channel, counting them in flight until the socket has them. Called under
     /// the feed's lock, so that bytes go out in stream order.
+    ///
+    /// The write is handed to the channel's event loop as a task, even from that loop: a write that fails there closes
+    /// the channel at once, and its `channelInactive` (which takes the feed's lock) must not run under this lock.
+    /// Tasks run in the order they are queued, so the stream's order holds.
     private func send(_ bytes: [UInt8], to replica: Replica) {
-        let buffer = replica.channel.allocator.buffer(bytes: bytes)
+        let channel = replica.channel
         let count = bytes.count
         let inFlight = replica.inFlight
         inFlight.bytes.wrappingAdd(count, ordering: .relaxed)
-        replica.channel.writeAndFlush(buffer).whenComplete { _ in inFlight.bytes.wrappingSubtract(count, ordering: .relaxed) }
+        channel.eventLoop.execute {
+            channel.writeAndFlush(channel.allocator.buffer(bytes: bytes)).whenComplete { _ in
+                inFlight.bytes.wrappingSubtract(count, ordering: .relaxed)
+            }
+        }
     }
 
     // MARK: Replicas arriving

@@ -308,7 +308,7 @@ struct ReplicationTests {
         replica.process.signal(SIGKILL)
         _ = try? replica.process.finish(timeout: .seconds(10))
         #expect(eventually { (try? RedisConnection(port: primaryPort).call("GET", "n6")) == .bulkString(Array("42".utf8)) },
-                "primary: \(primary.process.wait(timeout: .milliseconds(100)) { _ in false } ? "" : primary.process.stderr.text.suffix(3000))")
+                "primary: \(primary.process.wait(timeout: .milliseconds(100)) { _ in false } ? "" : String(primary.process.stderr.text.drop { _ in false }.split(separator: "\n").filter { $0.contains("Fatal") || $0.contains("crashed") || $0.contains(" in kvsh at /work/main/Sources") }.prefix(30).joined(separator: "\n")))")
         replica = try ServerProcess(sandbox, dataDir: sandbox.path("replica"), options: options)
         defer { _ = try? replica.stop() }
         #expect(serverLog(replica, contains: "partial resync"), "\(replica.process.stderr.text)")
