@@ -30,7 +30,10 @@ release: deps
 bench: release
 	@command -v redis-server >/dev/null && command -v sqlite3 >/dev/null || \
 		(apt-get update -qq && apt-get install -y -qq redis-server redis-tools sqlite3)
-	python3 Benchmarks/bench.py --kvsh .build/release/kvsh
+	@python3 -c 'import matplotlib' 2>/dev/null || python3 -m pip install -q matplotlib || python3 -m pip install -q --break-system-packages matplotlib
+	python3 Benchmarks/bench.py --kvsh .build/release/kvsh --markdown Benchmarks/work/latest.md
+	# The same tables as PNG charts (Docs/charts/latest/), to show in Docs/Benchmarks.md beside the run's tables.
+	python3 Benchmarks/charts.py --markdown Benchmarks/work/latest.md --out Docs/charts/latest
 
 # What per-command statistics cost: redis-benchmark SET/GET -P 1 and -P 16, statistics on vs off, in one run.
 bench-metrics: release

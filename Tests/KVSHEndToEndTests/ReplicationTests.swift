@@ -214,7 +214,7 @@ private let redisAvailable = ExternalTool.path("redis-server") != nil || Externa
 
 @Suite("Replication", .timeLimit(.minutes(3)))
 struct ReplicationTests {
-    @Test("a kvsh primary with a kvsh replica and a real redis-server replica: concurrent writes converge, WAIT counts, replicas refuse writes",
+    @Test("a kvsh primary with two kvsh replicas and a real redis-server replica: concurrent writes converge, WAIT counts, replicas refuse writes",
           .enabled(if: redisAvailable, "redis-server is not installed (apt-get install redis-server)"))
     func primaryWithTwoReplicas() throws {
         let sandbox = try Sandbox()
@@ -225,6 +225,8 @@ struct ReplicationTests {
         for index in 0..<200 { _ = try seed.call("SET", "before:\(index)", String(repeating: "v", count: index)) }
         let replica = try ServerProcess(sandbox, dataDir: sandbox.path("replica"), options: ["--replicaof", "127.0.0.1", String(primary.port)])
         defer { _ = try? replica.stop() }
+        let second = try ServerProcess(sandbox, dataDir: sandbox.path("second"), options: ["--replicaof", "127.0.0.1", String(primary.port)])
+        defer { _ = try? second.stop() }
         let redis = try RedisServerProcess(sandbox, name: "redis", options: ["--replicaof", "127.0.0.1", String(primary.port)])
 
         // Two writers at once while the replicas sync: sets, increments, deletes, multi-key sets.
@@ -245,10 +247,11 @@ struct ReplicationTests {
         #expect(group.wait(timeout: .now() + 90) == .success)
 
         let client = try RedisConnection(port: primary.port)
-        #expect(try client.call("WAIT", "2", "10000") == .integer(2))
+        #expect(try client.call("WAIT", "3", "10000") == .integer(3))
         let expected = try contents(port: primary.port)
         #expect(expected["counter"] == Array("600".utf8))
         #expect(try eventually { try contents(port: replica.port) == expected }, "the kvsh replica differs from its primary")
+        #expect(try eventually { try contents(port: second.port) == expected }, "the second kvsh replica differs from its primary")
         #expect(try eventually { try contents(port: redis.port) == expected }, "redis-server differs from its kvsh primary")
 
         // Replicas are read-only; ROLE and INFO in Redis's shapes.
@@ -257,11 +260,11 @@ struct ReplicationTests {
         #expect(try onReplica.call("WAIT", "1", "0") == .error("ERR WAIT cannot be used with replica instances. Please also note that since Redis 4.0 if a replica is configured to be writable (which is not the default) writes to replicas are just local and are not propagated."))
         guard case .array(let role) = try client.call("ROLE") else { Issue.record("ROLE is not an array"); return }
         #expect(role.first == .bulkString(Array("master".utf8)))
-        if case .array(let replicas) = role[2] { #expect(replicas.count == 2) }
+        if case .array(let replicas) = role[2] { #expect(replicas.count == 3) }
         guard case .array(let replicaRole) = try onReplica.call("ROLE") else { Issue.record("ROLE is not an array"); return }
         #expect(replicaRole.count == 5 && replicaRole[0] == .bulkString(Array("slave".utf8)) && replicaRole[3] == .bulkString(Array("connected".utf8)))
         let info = try replicationInfo(port: primary.port)
-        #expect(info["role"] == "master" && info["connected_slaves"] == "2", "\(info)")
+        #expect(info["role"] == "master" && info["connected_slaves"] == "3", "\(info)")
         #expect(info["slave0"]?.contains("state=online") == true)
         #expect(info["master_replid"]?.count == 40)
         let replicaInfo = try replicationInfo(port: replica.port)
@@ -269,12 +272,12 @@ struct ReplicationTests {
         #expect(replicaInfo["slave_repl_offset"] == info["master_repl_offset"])
         // The shell's :stats with --connect says where replication stands.
         let primaryStats = try sandbox.run(["--connect", primary.address], input: Array(":stats\n".utf8))
-        #expect(primaryStats.stdout.text.contains("replication:     primary, offset \(info["master_repl_offset"] ?? "?"), 2 replicas"),
+        #expect(primaryStats.stdout.text.contains("replication:     primary, offset \(info["master_repl_offset"] ?? "?"), 3 replicas"),
                 "\(primaryStats.stdout.text)")
         let replicaStats = try sandbox.run(["--connect", replica.address], input: Array(":stats\n".utf8))
         #expect(replicaStats.stdout.text.contains("replication:     replica of 127.0.0.1:\(primary.port), link up"), "\(replicaStats.stdout.text)")
         if case .bulkString(let list) = try client.call("CLIENT", "LIST", "TYPE", "replica") {
-            #expect(String(decoding: list, as: UTF8.self).split(separator: "\n").filter { $0.contains("flags=S") }.count == 2)
+            #expect(String(decoding: list, as: UTF8.self).split(separator: "\n").filter { $0.contains("flags=S") }.count == 3)
         }
     }
 
