@@ -71,6 +71,9 @@ final class ConnectionHandler: ChannelInboundHandler {
     /// commit to show no unsynced data: a fenced cluster node withholds only the former.
     @exclusivity(unchecked) private var outputAcknowledgesWrites = false
     @exclusivity(unchecked) private var awaitingAcknowledgesWrites = false
+
+    /// Whether the replies waiting for the committer acknowledge writes (`--sync-replicas` holds only those).
+    var awaitsWriteAcknowledgement: Bool { awaitingAcknowledgesWrites }
     /// Those replies, kept here until the committer calls ``commitFinished(_:context:)``.
     @exclusivity(unchecked) private var awaitingCommit = ByteBuffer()
     /// The buffer of the replies last sent, reused for later ones once written (see `takeOutput`).

@@ -50,10 +50,15 @@ final class GroupCommitter: @unchecked Sendable {
             result = .failure(WritesFenced(message: refusal))
         }
         let required = replication.settings.syncReplicas
-        if case .success = result, required > 0, !replication.isReplica, let offset = store.replicationPosition?.offset {
-            // Synchronous replicas: the batch's replies go once `required` replicas have every write up to here (the
-            // batches that commit meanwhile wait for their own acknowledgements, so this is group commit too).
-            let bound = NIOLoopBound(batch, eventLoop: eventLoop)
+        if case .success = result, required > 0, !replication.isReplica, let offset = store.replicationPosition?.offset,
+           batch.contains(where: { $0.handler.awaitsWriteAcknowledgement }) {
+            // Synchronous replicas: replies that acknowledge writes go once `required` replicas have every write up to
+            // here (the batches that commit meanwhile wait for their own acknowledgements, so this is group commit too).
+            // The others (a read that only waited for the fsync, a replica's own handshake) go now: a replica whose
+            // PING reply waited for its own acknowledgement would wait for ever.
+            let waitForReplicas = batch.filter { $0.handler.awaitsWriteAcknowledgement }
+            for (handler, context) in batch where !handler.awaitsWriteAcknowledgement { handler.commitFinished(result, context: context) }
+            let bound = NIOLoopBound(waitForReplicas, eventLoop: eventLoop)
             let replication = self.replication
             replication.primary.waitForAcknowledgements(count: required, offset: offset, timeout: nil, on: eventLoop).whenComplete { _ in
                 // The wait may have outlasted this node's term: fenced now, it acknowledges nothing.

@@ -16,10 +16,10 @@ enum OperationsCommands {
         switch name {
         case "INFO":
             // The per-command figures live on each event loop and are gathered by hopping onto them: off the loop.
-            return (.null, .slow { .bulk(try info(arguments, context: context)) })
+            return (.null, .slowNoWrites { .bulk(try info(arguments, context: context)) })
         case "CONFIG":
             guard arguments.count == 2 else { return (.error("ERR wrong number of arguments for 'config|resetstat' command"), .none) }
-            return (.null, .slow {
+            return (.null, .slowNoWrites {
                 try metrics.resetStatistics()
                 return .simpleString("OK")
             })

@@ -55,8 +55,9 @@ enum CommandEffect {
     /// Run this on the thread pool (it may take long), then reply with its result (which may acknowledge writes: it
     /// waits for a commit).
     case slow(@Sendable () throws -> RESPValue)
-    /// Run this on the thread pool, then reply with its result, which acknowledges no write (FAILOVER).
-    case slowNoWrites(@Sendable () -> RESPValue)
+    /// Run this on the thread pool, then reply with its result, which acknowledges no write (FAILOVER, INFO): it
+    /// neither waits for a commit nor is withheld by a fenced cluster node.
+    case slowNoWrites(@Sendable () throws -> RESPValue)
     /// WAIT: reply with how many replicas acknowledged `offset`, once `count` have or `timeout` passes.
     case waitForReplicas(count: Int, offset: Int64, timeout: TimeAmount?)
     /// PSYNC or SYNC: the connection becomes a replica's link; the sync runs on the thread pool.
@@ -461,7 +462,7 @@ enum ServerCommands {
         let store = context.store
         if command == .stats {
             // The server's `:stats` also says where replication stands (the shell prints it with --connect).
-            return (.null, .slow {
+            return (.null, .slowNoWrites {
                 var outcome = try command.run(on: store, backups: backups)
                 outcome.text += replicationSummary(context: context)
                 return command.reply(outcome)

@@ -2,6 +2,12 @@ import KVCommands
 import KVStore
 import RESP
 
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+
 /// Where a session's commands run: a store opened in this process (``EmbeddedBackend``) or a kvsh server
 /// (``RemoteBackend``). The session formats, orders and reports; the backend runs.
 protocol SessionBackend: AnyObject {
@@ -120,9 +126,39 @@ final class RemoteBackend: SessionBackend {
             guard follow(from: sentOn) else { throw lost }
             return .error("ERR \(lost.message); now connected to the primary \(client.endpoint): this command may or may not have run")
         }
-        if case .error(let text) = reply, text.hasPrefix("READONLY"), follow(from: sentOn) {
-            // Refused, so not run: run it on the primary found.
-            return try client.call(arguments)
+        if let locator, Self.isReadOnlyRefusal(reply) {
+            return try runOnPrimary(arguments, refusal: reply, locator: locator)
+        }
+        return reply
+    }
+
+    /// How long a write refused with `-READONLY` keeps looking for a primary: past an unplanned failover (the
+    /// cluster's TTL, 5 s by default, and an election), as redis-py's Sentinel clients retry.
+    static let followTimeout: Duration = .seconds(15)
+
+    private static func isReadOnlyRefusal(_ reply: RESPValue) -> Bool {
+        if case .error(let text) = reply { return text.hasPrefix("READONLY") }
+        return false
+    }
+
+    /// Runs a write that a node refused with `-READONLY` (so it did not run) on the primary, looking for it again
+    /// with back-off while no node takes writes (during a failover the old primary refuses them before the new
+    /// one accepts them). Each attempt goes on a new connection: the node refusing may still owe replies to
+    /// commands pipelined after this one on the old one.
+    private func runOnPrimary(_ arguments: [[UInt8]], refusal: RESPValue, locator: PrimaryLocator) throws -> RESPValue {
+        let deadline = ContinuousClock.now + Self.followTimeout
+        var delay = Duration.milliseconds(20)
+        var reply = refusal
+        while Self.isReadOnlyRefusal(reply) {
+            if let found = try? locator.connect() {
+                client = found
+                reply = try found.call(arguments)
+                guard Self.isReadOnlyRefusal(reply) else { return reply }
+            }
+            guard ContinuousClock.now + delay < deadline else { break }
+            var pause = timespec(tv_sec: Int(delay.components.seconds), tv_nsec: Int(delay.components.attoseconds / 1_000_000_000))
+            _ = nanosleep(&pause, nil)
+            delay = min(delay * 2, .milliseconds(500))
         }
         return reply
     }

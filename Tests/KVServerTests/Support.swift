@@ -196,7 +196,8 @@ final class RESPClient {
         }
         guard connected == 0 else {
             let message = String(cString: strerror(errno))
-            close(fd)
+            // No close here: `fd` is set, so Swift runs deinit (which closes it) although init throws; a
+            // second close would close whatever descriptor another thread opened meanwhile.
             throw TestError("connect to port \(port): \(message)")
         }
         var noDelay: Int32 = 1

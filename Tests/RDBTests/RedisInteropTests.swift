@@ -83,7 +83,8 @@ final class RedisConnection {
         }
         guard connected == 0 else {
             let message = String(cString: strerror(errno))
-            close(fd)
+            // No close here: `fd` is set, so Swift runs deinit (which closes it) although init throws; a
+            // second close would close whatever descriptor another thread opened meanwhile.
             throw InteropError("connect to port \(port): \(message)")
         }
     }
