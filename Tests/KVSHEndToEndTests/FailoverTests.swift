@@ -81,9 +81,12 @@ final class ClusterNodes {
     let ports: [Int]
     private(set) var servers: [ServerProcess?]
 
-    init(_ sandbox: Sandbox, etcd: String, count: Int = 3, options: [String] = []) throws {
+    let ttl: String
+
+    init(_ sandbox: Sandbox, etcd: String, count: Int = 3, ttl: String = "2s", options: [String] = []) throws {
         self.sandbox = sandbox
         self.etcd = etcd
+        self.ttl = ttl
         self.options = options
         ports = try (0..<count).map { _ in try freePort() }
         servers = Array(repeating: nil, count: count)
@@ -91,7 +94,7 @@ final class ClusterNodes {
     }
 
     func arguments(_ index: Int) -> [String] {
-        ["--cluster", "c1", "--etcd", etcd, "--announce", "127.0.0.1:\(ports[index])", "--failover-ttl", "2s"] + options
+        ["--cluster", "c1", "--etcd", etcd, "--announce", "127.0.0.1:\(ports[index])", "--failover-ttl", ttl] + options
     }
 
     func start(_ index: Int) throws {
@@ -192,15 +195,15 @@ final class AcknowledgedWriters: @unchecked Sendable {
     }
 }
 
-private let etcdAvailable = ExternalTool.path("etcd") != nil || ExternalTool.required
+let etcdAvailable = ExternalTool.path("etcd") != nil || ExternalTool.required
 
-private func role(_ port: Int) -> String? {
+func role(_ port: Int) -> String? {
     guard case .array(let items)? = try? RedisConnection(port: port).call("ROLE", timeout: .seconds(2)),
           case .bulkString(let name)? = items.first else { return nil }
     return String(decoding: name, as: UTF8.self)
 }
 
-private func waitFor(_ timeout: Duration = .seconds(30), _ condition: () -> Bool) -> Bool {
+func waitFor(_ timeout: Duration = .seconds(30), _ condition: () -> Bool) -> Bool {
     let deadline = ContinuousClock.now + timeout
     while ContinuousClock.now < deadline {
         if condition() { return true }
