@@ -1,7 +1,7 @@
 # The two commands README promises, plus the benchmark and the acceptance suite.
 SWIFT ?= swift
 
-.PHONY: deps test-deps run test release bench bench-metrics accept fuzz fuzz-build corpus tsan
+.PHONY: deps test-deps run test release bench bench-metrics bench-failover accept fuzz fuzz-build corpus tsan
 
 # What building and running kvsh needs (libedit's headers, pkg-config).
 deps:
@@ -38,6 +38,12 @@ bench: release
 # What per-command statistics cost: redis-benchmark SET/GET -P 1 and -P 16, statistics on vs off, in one run.
 bench-metrics: release
 	python3 Benchmarks/metrics_overhead.py --kvsh .build/release/kvsh
+
+# Failover time (kill -9 of the primary -> first acknowledged write on the new one), kvsh on etcd beside Redis
+# Sentinel, 20 rounds each, alternating; installs etcd and redis-server when missing.
+bench-failover: release
+	@command -v etcd >/dev/null && command -v redis-server >/dev/null || ./.ci/install-deps test
+	python3 Benchmarks/failover.py --kvsh .build/release/kvsh --markdown Benchmarks/work/failover.md
 
 # The black-box acceptance suite kept beside the checkout, when it is there.
 accept: release

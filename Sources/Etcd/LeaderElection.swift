@@ -99,25 +99,29 @@ public struct ElectionOptions: Sendable {
     /// How long before the lease could expire the leader reports itself fenced (default max(TTL/5, 0.5 s), at most
     /// TTL/2).
     public var fenceMargin: Duration
-    /// The pause before trying again after etcd could not be reached, and between re-checks of `shouldCampaign`
-    /// while the key is vacant.
+    /// The pause before trying again after etcd could not be reached.
     public var retryInterval: Duration
+    /// How often `shouldCampaign` is asked again while the key is vacant and it said no (a candidate waiting for
+    /// its peers' offsets should not wait a whole `retryInterval` past the moment it may campaign).
+    public var vacancyRecheckInterval: Duration
 
     public init(key: String, value: [UInt8], ttl: Duration = .seconds(5), renewInterval: Duration? = nil,
-                fenceMargin: Duration? = nil, retryInterval: Duration = .milliseconds(500)) {
+                fenceMargin: Duration? = nil, retryInterval: Duration = .milliseconds(500),
+                vacancyRecheckInterval: Duration? = nil) {
         self.key = key
         self.value = value
         self.ttl = ttl
         self.renewInterval = renewInterval ?? ttl / 3
         self.fenceMargin = fenceMargin ?? min(max(ttl / 5, .milliseconds(500)), ttl / 2)
         self.retryInterval = retryInterval
+        self.vacancyRecheckInterval = vacancyRecheckInterval ?? retryInterval
     }
 
     /// - Throws: ``EtcdError/invalidConfiguration(_:)`` unless 0 < margin < TTL and a renewal is due before the
     ///   renew deadline.
     func validate() throws {
         let ordered = fenceMargin > .zero && (fenceMargin < ttl) && renewInterval > .zero
-            && (renewInterval < ttl - fenceMargin) && retryInterval > .zero
+            && (renewInterval < ttl - fenceMargin) && retryInterval > .zero && vacancyRecheckInterval > .zero
         guard ttl >= .seconds(1), ordered else {
             throw EtcdError.invalidConfiguration(
                 "election timings: need TTL ≥ 1 s, 0 < fence margin < TTL, 0 < renew interval < TTL − margin "
@@ -159,7 +163,7 @@ public final class LeaderElection: Sendable {
     private let shared = Mutex(Shared())
 
     /// - Parameter shouldCampaign: asked before each campaign; return false to stay a follower (kvsh: a peer has a
-    ///   higher replication offset, or this node has priority 0). Re-asked every `retryInterval` while nobody leads.
+    ///   higher replication offset, or this node has priority 0). Re-asked every `vacancyRecheckInterval` while nobody leads.
     public init(client: EtcdClient, options: ElectionOptions, logger: Logger = Logger(label: "kvsh.election"),
                 shouldCampaign: @escaping @Sendable () async -> Bool = { true }) {
         self.client = client
@@ -251,7 +255,7 @@ public final class LeaderElection: Sendable {
                 }
                 guard await shouldCampaign() else {
                     set(.follower(leader: nil))
-                    try await follow(from: current.header.revision + 1, deadline: .now + options.retryInterval)
+                    try await follow(from: current.header.revision + 1, deadline: .now + options.vacancyRecheckInterval)
                     continue
                 }
                 set(.campaigning)

@@ -80,7 +80,10 @@ public final class ClusterNode: ClusterMembership, @unchecked Sendable {
     private let tasks = Mutex<[Task<Void, Never>]>([])
 
     /// How often a node publishes its offset; candidates wait two of these after the key falls vacant, so that
-    /// every live node's last offset is known before anyone campaigns.
+    /// every live node's last offset is known before anyone campaigns. Two are enough: a primary stops streaming
+    /// at its fence, at least the fence margin (0.5 s or more) before its lease, and so the key, can expire; the
+    /// replicas' final offsets are published by then, and the wait covers one more publication whose etcd call
+    /// was slow.
     static let publishInterval = Duration.milliseconds(200)
 
     public init(settings: ClusterSettings, control: ReplicationControl, store: KVStore, logger: Logger) throws {
@@ -209,7 +212,8 @@ public final class ClusterNode: ClusterMembership, @unchecked Sendable {
     private func electionLoop() async {
         while !Task.isCancelled {
             let value = (try? record().encoded()) ?? []
-            let election = LeaderElection(client: client, options: ElectionOptions(key: keys.leader, value: value, ttl: settings.ttl),
+            let options = ElectionOptions(key: keys.leader, value: value, ttl: settings.ttl, vacancyRecheckInterval: Self.publishInterval / 2)
+            let election = LeaderElection(client: client, options: options,
                                           logger: logger, shouldCampaign: { [weak self] in await self?.shouldCampaign() ?? false })
             view.withLock { $0.election = election }
             let running = Task { try? await election.run() }
@@ -231,7 +235,7 @@ public final class ClusterNode: ClusterMembership, @unchecked Sendable {
         }
         let waited = view.withLock { view -> Bool in
             if view.vacantSince == nil { view.vacantSince = .now }
-            return ContinuousClock.now - (view.vacantSince ?? .now) >= Self.publishInterval * 3
+            return ContinuousClock.now - (view.vacantSince ?? .now) >= Self.publishInterval * 2
         }
         guard waited else { return false }
         guard let nodes = try? await client.nodes(in: keys).nodes else { return false }

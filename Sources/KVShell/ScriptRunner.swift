@@ -31,9 +31,11 @@ public enum ScriptRunner {
         // Run under `LongOperation` (`:source` at the prompt): Ctrl-C stops the script between lines, and the bar
         // shows how much of the file has run.
         let control = OperationControl.current
-        if let control, let name {
+        if let control {
+            // A regular file's size is the total; a pipe's is unknown (the bar shows bytes read and the rate).
             var info = stat()
-            control.begin(stage: "running", item: name, total: fstat(fd, &info) == 0 ? Int(info.st_size) : 0)
+            let isFile = fstat(fd, &info) == 0 && (info.st_mode & S_IFMT) == S_IFREG
+            control.begin(stage: "running", item: name ?? "standard input", total: isFile ? Int(info.st_size) : 0)
         }
         var interrupted = false
 

@@ -346,6 +346,36 @@ public final class Session {
         }
     }
 
+    /// Runs the script on standard input (a pipe or a redirected file: a bulk load). When ``interruptible`` (kvsh
+    /// sets it when standard error is a terminal), it runs as `:source` does at the prompt: a bar after half a
+    /// second, and Ctrl-C — even one that ends the program feeding the pipe first — undoes what the script wrote.
+    public func runStandardInput() throws {
+        guard interruptible else { return try ScriptRunner.run(fd: STDIN_FILENO, name: nil, session: self) }
+        let before = store?.snapshot()
+        let interruptsBefore = InterruptSignal.count
+        var stoppedAfter: Int?
+        do {
+            try LongOperation.run("loading", errorFD: errorFD) {
+                try ScriptRunner.run(fd: STDIN_FILENO, name: nil, session: self)
+            }
+        } catch let stop as ScriptInterrupted {
+            stoppedAfter = stop.lines
+        }
+        // Ctrl-C reaches every process of the pipeline: the writer may die first, and the end of input it causes
+        // arrive before the interrupt is seen. The load was still cut short.
+        guard stoppedAfter != nil || InterruptSignal.count != interruptsBefore else { return }
+        let which = stoppedAfter.map { "after line \($0) " } ?? ""
+        guard let store, let before else {
+            throw CommandError.other("the script on standard input was interrupted \(which)(Ctrl-C); "
+                                     + "the commands that ran on the server stay applied")
+        }
+        let reverted = try store.revert(to: before)
+        uncommitted = true
+        flush()
+        throw CommandError.other("the script on standard input was interrupted \(which)(Ctrl-C); its writes were undone "
+                                 + "(\(reverted.keys) keys put back); the store is as it was before")
+    }
+
     /// Runs a script file within this session (`:source`).
     public func source(_ path: String) throws {
         guard sourceDepth < Self.maxSourceDepth else {

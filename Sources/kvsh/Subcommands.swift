@@ -20,8 +20,6 @@ extension KVSHSubcommand {
 }
 
 enum Subcommands {
-    /// The exit status of work stopped by Ctrl-C, as a shell reports a command SIGINT ended.
-    static let interrupted: Int32 = 130
 
     /// Runs `body`, turning a thrown error into one line on stderr and exit status 2 (130 after Ctrl-C).
     static func reportingErrors(_ body: () throws -> Int32) -> Int32 {
@@ -29,7 +27,7 @@ enum Subcommands {
             return try body()
         } catch let error as StoreError {
             printError("\(error)")
-            if case .interrupted = error { return interrupted }
+            if case .interrupted = error { return ExitStatus.interrupted }
             return ExitStatus.unusable
         } catch {
             printError("\(error)")

@@ -18,6 +18,8 @@ enum ExitStatus {
     static let success: Int32 = 0
     static let commandFailed: Int32 = 1
     static let unusable: Int32 = 2
+    /// Work stopped by Ctrl-C, as a shell reports a command SIGINT ended.
+    static let interrupted: Int32 = 130
 }
 
 func printError(_ message: String) {
@@ -194,8 +196,14 @@ if !options.commandArguments.isEmpty {
         if let file = options.file {
             try session.source(file)
         } else {
-            try ScriptRunner.run(fd: STDIN_FILENO, name: nil, session: session)
+            // A bulk load watched from a terminal (`kvsh < big.kv`, `gen | kvsh`): a bar on standard error, and
+            // Ctrl-C undoes the load instead of leaving half of it.
+            if isatty(STDERR_FILENO) == 1 && InterruptSignal.install() { session.interruptible = true }
+            try session.runStandardInput()
         }
+    } catch let interrupted as CommandError where session.interruptible {
+        printError("\(interrupted)")
+        status = ExitStatus.interrupted
     } catch {
         printError("\(error)")
         status = ExitStatus.commandFailed

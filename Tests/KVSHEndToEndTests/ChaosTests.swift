@@ -111,7 +111,7 @@ final class StampedWriters: @unchecked Sendable {
     }
 }
 
-@Suite("Failover with a three-member etcd", .timeLimit(.minutes(6)), .enabled(if: etcdAvailable, "etcd is not installed (apt-get install etcd-server)"))
+@Suite("Failover with a three-member etcd", .timeLimit(.minutes(10)), .enabled(if: etcdAvailable, "etcd is not installed (apt-get install etcd-server)"))
 struct EtcdClusterFailoverTests {
     @Test("killing etcd's raft leader fails nothing over: the same primary, the same term, its lease renewed through the new etcd leader")
     func etcdLeaderKilled() throws {

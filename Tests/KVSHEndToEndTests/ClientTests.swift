@@ -156,7 +156,7 @@ private let mixedScript = #"""
     RANGE - +
     """# + "\n"
 
-@Suite("kvsh --connect", .timeLimit(.minutes(2)))
+@Suite("kvsh --connect", .timeLimit(.minutes(10)))
 struct ClientTests {
     @Test("a script prints the same through --connect as on an embedded store", arguments: ["human", "raw", "json"])
     func sameOutputAsEmbedded(format: String) throws {

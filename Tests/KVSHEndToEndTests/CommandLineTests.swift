@@ -5,7 +5,7 @@
 import Foundation
 import Testing
 
-@Suite("kvsh's command line and its subcommands", .timeLimit(.minutes(1)))
+@Suite("kvsh's command line and its subcommands", .timeLimit(.minutes(10)))
 struct CommandLineTests {
     static let subcommands = ["serve", "backup", "restore", "check"]
     /// The store options the shell and kvsh serve share (one option group), with the defaults --help shows.

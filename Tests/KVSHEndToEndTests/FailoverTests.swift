@@ -213,7 +213,7 @@ func waitFor(_ timeout: Duration = .seconds(30), _ condition: () -> Bool) -> Boo
     return condition()
 }
 
-@Suite("Failover on etcd", .timeLimit(.minutes(4)), .enabled(if: etcdAvailable, "etcd is not installed (apt-get install etcd-server)"))
+@Suite("Failover on etcd", .timeLimit(.minutes(10)), .enabled(if: etcdAvailable, "etcd is not installed (apt-get install etcd-server)"))
 struct FailoverTests {
     @Test("three nodes: kill -9 of the primary under load with --sync-replicas 1: a new primary, nothing acknowledged lost, the old one rejoins as a replica")
     func killNineUnderLoad() throws {

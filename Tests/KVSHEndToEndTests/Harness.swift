@@ -416,7 +416,9 @@ final class TerminalSession {
     private var searchStart = 0
     private(set) var termination: Termination?
 
-    init(arguments: [String], environment: [String], directory: String?, rows: UInt16 = 30, columns: UInt16 = 100) throws {
+    /// - Parameter executable: run this program on the terminal instead of kvsh (`/bin/sh -c 'gen | kvsh'`).
+    init(executable: String? = nil, arguments: [String], environment: [String], directory: String?, rows: UInt16 = 30,
+         columns: UInt16 = 100) throws {
         master = open("/dev/ptmx", O_RDWR | O_NOCTTY | O_CLOEXEC)
         guard master >= 0 else { throw HarnessError("open /dev/ptmx: \(String(cString: strerror(errno)))") }
         var name = [CChar](repeating: 0, count: 256)
@@ -438,7 +440,7 @@ final class TerminalSession {
         do {
             // After setsid the child opens the slave by name, which makes it the controlling terminal
             // (so Ctrl-C reaches kvsh as SIGINT), then uses it for stdin, stdout and stderr.
-            pid = try spawn(arguments: arguments, environment: environment, directory: directory, newSession: true) {
+            pid = try spawn(executable: executable, arguments: arguments, environment: environment, directory: directory, newSession: true) {
                 posix_spawn_file_actions_addopen(&$0, 0, slavePath, O_RDWR, 0)
                 posix_spawn_file_actions_adddup2(&$0, 0, 1)
                 posix_spawn_file_actions_adddup2(&$0, 0, 2)

@@ -21,7 +21,7 @@ private func writeBigImport(_ sandbox: Sandbox, lines: Int = 150_000) throws -> 
     return try sandbox.write("big.json", text)
 }
 
-@Suite("Long work: progress and Ctrl-C", .timeLimit(.minutes(5)))
+@Suite("Long work: progress and Ctrl-C", .timeLimit(.minutes(10)))
 struct LongWorkTests {
     private func startShell(_ sandbox: Sandbox) throws -> TerminalSession {
         let shell = try sandbox.terminal()
@@ -98,6 +98,27 @@ struct LongWorkTests {
         try check.send(ctrlC)
         try check.expect("kvsh: check was interrupted; it changed nothing", timeout: .seconds(60))
         #expect(check.waitForExit(timeout: .seconds(30)) == .exited(130))
+    }
+
+    @Test("a bulk load piped in, watched from a terminal: a bar on standard error; Ctrl-C (which ends the writer too) undoes the load, exit 130")
+    func pipedLoadIsInterrupted() throws {
+        let sandbox = try Sandbox()
+        #expect(try sandbox.kvsh(["SET", "kept", "before"]).termination == .exited(0))
+        let kvsh = try KVSHBinary.path()
+        // An endless writer that Ctrl-C ends too; the shell around them ignores it, to report kvsh's exit status.
+        let pipeline = "trap '' INT; (trap - INT; exec awk 'BEGIN { for (i = 0; ; i++) print \"SET load:\" i \" v\" i }') | "
+            + "\"$0\" --data-dir \"$1\" --format raw >/dev/null; echo \"kvsh exited $?\""
+        let load = try TerminalSession(executable: "/bin/sh", arguments: ["-c", pipeline, kvsh, sandbox.dataDir],
+                                       environment: sandbox.environment(term: "xterm"), directory: sandbox.root)
+        try load.expect("loading  running standard input", timeout: .seconds(60), "no progress bar for a piped load")
+        try load.expect("Ctrl-C cancels")
+        try load.send(ctrlC)
+        try load.expect("its writes were undone", timeout: .seconds(120))
+        try load.expect("kvsh exited 130", timeout: .seconds(60))
+        #expect(load.waitForExit(timeout: .seconds(60)) == .exited(0))
+        let after = try sandbox.kvsh(["DBSIZE"])
+        #expect(after.stdout == Array("1\n".utf8), "the load was not undone: \(after.summary)")
+        #expect(try sandbox.kvsh(["GET", "kept"]).stdout == Array("before\n".utf8))
     }
 
     @Test("in a pipe, long work draws no bar on standard error")

@@ -20,7 +20,7 @@ private func writeGoLog(_ path: String, count: Int, valueSize: Int = 100) throws
     try Data(text.utf8).write(to: URL(fileURLWithPath: path))
 }
 
-@Suite("Named files", .timeLimit(.minutes(3)))
+@Suite("Named files", .timeLimit(.minutes(10)))
 struct NamedFileTests {
     @Test("kvsh --file FIFO fails at once with exit status 2 (a usage error, found before the store opens) and a clear error")
     func fileOptionRefusesFIFO() throws {

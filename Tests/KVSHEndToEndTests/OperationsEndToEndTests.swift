@@ -162,7 +162,7 @@ print("\n".join(problems) if problems else "ok")
 sys.exit(1 if problems else 0)
 """#
 
-@Suite("kvsh serve watched by Prometheus and redis-cli", .timeLimit(.minutes(3)))
+@Suite("kvsh serve watched by Prometheus and redis-cli", .timeLimit(.minutes(10)))
 struct OperationsEndToEndTests {
     @Test("a real Prometheus scrapes --metrics-port and finds the series, with values that move under load",
           .enabled(if: runs(with: ExternalTool.path("prometheus")), "prometheus is not installed (apt-get install prometheus)"))

@@ -89,7 +89,7 @@ private func poll(_ timeout: Duration = .seconds(30), _ condition: () -> Bool) -
     return condition()
 }
 
-@Suite("Failover across a network partition", .timeLimit(.minutes(3)),
+@Suite("Failover across a network partition", .timeLimit(.minutes(10)),
        .enabled(if: (ExternalTool.path("etcd") != nil && TestNetwork.available) || ExternalTool.required,
                 "needs root (network namespaces: ip netns add) and etcd"))
 struct PartitionTests {

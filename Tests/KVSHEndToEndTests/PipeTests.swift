@@ -46,7 +46,7 @@ func largestLog(_ sandbox: Sandbox) throws -> String {
     try #require(try sandbox.logFiles().max { fileSize($0) < fileSize($1) }, "no non-empty *.log in \(sandbox.dataDir)")
 }
 
-@Suite("kvsh on pipes", .timeLimit(.minutes(1)))
+@Suite("kvsh on pipes", .timeLimit(.minutes(10)))
 struct PipeTests {
     // MARK: Formats
 

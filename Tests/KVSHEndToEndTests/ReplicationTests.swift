@@ -212,7 +212,7 @@ private func serverLog(_ server: ServerProcess, contains needle: String, timeout
 
 private let redisAvailable = ExternalTool.path("redis-server") != nil || ExternalTool.required
 
-@Suite("Replication", .timeLimit(.minutes(3)))
+@Suite("Replication", .timeLimit(.minutes(10)))
 struct ReplicationTests {
     @Test("a kvsh primary with two kvsh replicas and a real redis-server replica: concurrent writes converge, WAIT counts, replicas refuse writes",
           .enabled(if: redisAvailable, "redis-server is not installed (apt-get install redis-server)"))

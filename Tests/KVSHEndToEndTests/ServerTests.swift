@@ -232,7 +232,7 @@ private final class WriterRecord: @unchecked Sendable {
     var acknowledged: [Int: Int] = [:]
 }
 
-@Suite("kvsh serve", .timeLimit(.minutes(3)))
+@Suite("kvsh serve", .timeLimit(.minutes(10)))
 struct ServerTests {
     /// Several clients pipeline SETs; the server is killed with SIGKILL mid-traffic; every write acknowledged
     /// with +OK must be there after a restart (writes sent but not acknowledged may or may not be).
@@ -443,7 +443,7 @@ struct ServerTests {
 /// install bug and fails the test), elsewhere only when it is installed.
 private func runs(with tool: String?) -> Bool { tool != nil || ExternalTool.required }
 
-@Suite("Real Redis clients against kvsh serve", .timeLimit(.minutes(3)))
+@Suite("Real Redis clients against kvsh serve", .timeLimit(.minutes(10)))
 struct RedisClientInteropTests {
     /// `tool`, or a failure saying what to install (reached only when the tools are required).
     private func require(_ tool: String?, _ name: String, install: String) -> String? {

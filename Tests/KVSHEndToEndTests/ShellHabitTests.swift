@@ -11,7 +11,7 @@ import Glibc
 import Musl
 #endif
 
-@Suite("redis-cli habits", .timeLimit(.minutes(2)))
+@Suite("redis-cli habits", .timeLimit(.minutes(10)))
 struct ShellHabitTests {
     static let script = "help GET\nhelp @connection\nPING\nPING hi\nECHO \"a b\"\nclear\nquit\nGET never\n"
 

@@ -17,7 +17,7 @@ private let upArrow = "\u{1B}[A"
 private let ctrlC = "\u{03}"
 private let ctrlD = "\u{04}"
 
-@Suite("kvsh in a terminal", .timeLimit(.minutes(1)))
+@Suite("kvsh in a terminal", .timeLimit(.minutes(10)))
 struct TerminalTests {
     /// Starts the interactive shell and waits until it is ready for typing.
     private func startShell(_ sandbox: Sandbox, env: [String: String?] = [:]) throws -> TerminalSession {

@@ -105,7 +105,7 @@ private func samples(_ exposition: String) -> [String: Double] {
     return result
 }
 
-@Suite("Operations: INFO statistics, SLOWLOG, LATENCY, the metrics endpoint", .timeLimit(.minutes(2)))
+@Suite("Operations: INFO statistics, SLOWLOG, LATENCY, the metrics endpoint", .timeLimit(.minutes(10)))
 struct OperationsTests {
     @Test("INFO commandstats, errorstats and latencystats in Redis 7.0's shapes; CONFIG RESETSTAT starts them again")
     func infoStatistics() throws {
