@@ -22,6 +22,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),  // LogHandler.log(event:)
         .package(url: "https://github.com/swift-server/async-http-client", from: "1.37.0"),
         .package(url: "https://github.com/apple/swift-nio-ssl", from: "2.29.0"),
+        // AES-256-GCM for encryption at rest (BoringSSL with AES-NI on Linux); already resolved through swift-nio-ssl.
+        .package(url: "https://github.com/apple/swift-crypto.git", "3.12.3"..<"5.0.0"),
     ],
     targets: [
         // libedit, reached through pkg-config; the shim header wraps its variadic C API for Swift.
@@ -36,7 +38,7 @@ let package = Package(
         // CRC32C with the SSE4.2 / ARMv8 CRC instructions and a portable fallback.
         .target(name: "CCRC32C"),
         // The storage engine: write-ahead log, recovery, ordered in-memory index. No terminals here.
-        .target(name: "KVStore", dependencies: ["CCRC32C"]),
+        .target(name: "KVStore", dependencies: ["CCRC32C", .product(name: "Crypto", package: "swift-crypto")]),
         // The Redis protocol, once: the value type and its encoder, the server's request decoders (in place and
         // incremental), the reply parser clients use, the inline tokenizer, with every limit in one place.
         .target(name: "RESP", dependencies: [.product(name: "NIOCore", package: "swift-nio")]),

@@ -24,7 +24,8 @@ enum ImageFile {
     /// - Parameter replace: replace whatever is at `path` (checkpoints, a restore, `--force`). Without it the
     ///   temporary is linked to `path`, which fails if anything is there, so an existing file is never replaced,
     ///   not even one that appears while the image is written.
-    static func write(_ index: OrderedIndex, sequence: UInt64, to path: String, replace: Bool = true,
+    /// - Parameter key: seal the image with a key of its own derived from this one (nil: a plain image).
+    static func write(_ index: OrderedIndex, sequence: UInt64, to path: String, replace: Bool = true, key: EncryptionKey? = nil,
                       fileSystem fs: any FileSystem) throws -> ImageSummary {
         // A fresh file, never one already there: O_EXCL | O_NOFOLLOW refuse whatever is at the name, so no link
         // can aim the write at another file (the store's log, say). A checkpoint's temporary has a fixed name,
@@ -46,7 +47,25 @@ enum ImageFile {
                        total: LogFormat.fileHeaderSize + index.payloadBytes + 8 * index.count)
         do {
             defer { fs.close(fd) }
-            var output = LogFormat.fileHeader(magic: LogFormat.imageMagic, sequence: sequence)
+            // A fresh salt per image, so a fresh file key: block numbers (the nonces) repeat only across files.
+            let cipher = key.map { FileCipher.fresh(master: $0, magic: LogFormat.imageMagic) }
+            var output = LogFormat.fileHeader(magic: LogFormat.imageMagic, sequence: sequence, cipher: cipher)
+            var sealed: [UInt8] = []
+            var scratch: [UInt8] = []
+            /// Writes `output` (plain records after the header, if any), sealing the records first in an encrypted image.
+            func writeOutput(headerBytes: Int) throws {
+                if let cipher {
+                    sealed.removeAll(keepingCapacity: true)
+                    sealed.append(contentsOf: output[..<headerBytes])
+                    try output.withUnsafeBytes { try cipher.sealRecords(UnsafeRawBufferPointer(rebasing: $0[headerBytes...]), to: &sealed, scratch: &scratch) }
+                    try sealed.withUnsafeBytes { try fs.write(fd, $0, path: temporary) }
+                    summary.bytes += sealed.count
+                } else {
+                    try output.withUnsafeBytes { try fs.write(fd, $0, path: temporary) }
+                    summary.bytes += output.count
+                }
+            }
+            var headerBytes = output.count  // written with the first block
             var block: [UInt8] = []
             var blockEntries: UInt32 = 0
             var blockNumber: UInt64 = 0
@@ -59,8 +78,8 @@ enum ImageFile {
                     LogFormat.appendLittleEndian(blockEntries, to: &$0)
                     $0.append(contentsOf: block)
                 }
-                try output.withUnsafeBytes { try fs.write(fd, $0, path: temporary) }
-                summary.bytes += output.count
+                try writeOutput(headerBytes: headerBytes)
+                headerBytes = 0
                 control?.advance(by: output.count)
                 output.removeAll(keepingCapacity: true)
                 block.removeAll(keepingCapacity: true)
@@ -85,8 +104,7 @@ enum ImageFile {
             LogFormat.appendRecord(type: .imageEnd, sequence: blockNumber + 1, payloadLength: 8, to: &output) {
                 LogFormat.appendLittleEndian(UInt64(summary.entries), to: &$0)
             }
-            try output.withUnsafeBytes { try fs.write(fd, $0, path: temporary) }
-            summary.bytes += output.count
+            try writeOutput(headerBytes: headerBytes)
             try fs.fsync(fd, path: temporary)
         } catch {
             fs.unlink(temporary)
@@ -145,53 +163,74 @@ enum ImageFile {
     /// never written in place, so unlike a log it has no torn tail.
     /// - Parameter followSymlinks: follow a link at `path` (a backup the user names); a store's own image is
     ///   opened with `O_NOFOLLOW`.
-    static func read(_ path: String, into index: inout OrderedIndex, followSymlinks: Bool = false,
+    /// - Parameter keyring: the keys an encrypted image may be sealed with.
+    static func read(_ path: String, into index: inout OrderedIndex, followSymlinks: Bool = false, keyring: Keyring = .plain,
                      fileSystem: any FileSystem = POSIXFileSystem()) throws -> ImageSummary {
         try MappedFile.withContents(of: path, followSymlinks: followSymlinks, fileSystem: fileSystem) { mapped in
             let file = mapped.bytes
-            let sequence: UInt64
+            let header: LogFormat.FileHeader
             switch LogReader.decodeHeader(file, magic: LogFormat.imageMagic) {
-            case .success(let value): sequence = value
+            case .success(let value): header = value
             case .failure(.unsupported(let version)): throw StoreError.unsupportedVersion(file: path, version: version)
             case .failure(let problem): throw StoreError.corruption(file: path, offset: 0, reason: problem.description)
             }
-            var summary = ImageSummary(sequence: sequence, entries: 0, bytes: file.count)
-            var offset = LogFormat.fileHeaderSize
+            let cipher = try keyring.cipher(for: header, path: path, magic: LogFormat.imageMagic)
+            var summary = ImageSummary(sequence: header.sequence, entries: 0, bytes: file.count)
+            var offset = header.size
             var expectedBlock: UInt64 = 1
-            var previousKey: UnsafeRawBufferPointer?  // points into the mapping
+            // Points into the mapping, or in an encrypted image into a copy of the last key (blocks are decrypted
+            // into buffers that do not outlive their block).
+            var previousKey: UnsafeRawBufferPointer?
+            var previousKeyCopy: [UInt8] = []
             while true {
                 func corrupt(_ reason: String) -> StoreError { .corruption(file: path, offset: offset, reason: reason) }
                 guard offset < file.count else { throw corrupt("image ends without its end record (incomplete image)") }
-                let type: LogFormat.RecordType, block: UInt64, payload: UnsafeRawBufferPointer, end: Int
-                switch LogReader.record(in: file, at: offset) {
-                case .valid(let recordType, let sequence, let recordPayload, let recordEnd):
-                    (type, block, payload, end) = (recordType, sequence, recordPayload, recordEnd)
-                case .invalid(let damage):
-                    throw corrupt(damage.description)
-                }
-                guard block == expectedBlock else { throw corrupt("block number \(block) where \(expectedBlock) was expected") }
-                var cursor = ByteCursor(payload)
-                switch type {
-                case .imageEntries:
-                    guard let entries = Self.entries(ofBlock: payload) else { throw corrupt("block entry lengths do not add up") }
-                    for (key, value) in entries {
-                        // Keys must be strictly increasing: checked against the previous block's last key too.
-                        if let previousKey, compareBytes(previousKey, key) >= 0 { throw corrupt("keys out of order") }
-                        index.set(key, value)
-                        previousKey = key
-                        summary.entries += 1
+                let done: Bool = try LogReader.withRecord(in: file, at: offset, cipher: cipher) { check in
+                    let type: LogFormat.RecordType, block: UInt64, payload: UnsafeRawBufferPointer, end: Int
+                    switch check {
+                    case .valid(let recordType, let sequence, let recordPayload, let recordEnd):
+                        (type, block, payload, end) = (recordType, sequence, recordPayload, recordEnd)
+                    case .invalid(let damage):
+                        throw corrupt(damage.description)
                     }
-                case .imageEnd:
-                    guard let count = cursor.readUInt64(), cursor.isAtEnd else { throw corrupt("bad end record") }
-                    guard count == UInt64(summary.entries) else {
-                        throw corrupt("end record counts \(count) entries but the image holds \(summary.entries)")
+                    guard block == expectedBlock else { throw corrupt("block number \(block) where \(expectedBlock) was expected") }
+                    var cursor = ByteCursor(payload)
+                    switch type {
+                    case .imageEntries:
+                        guard let entries = Self.entries(ofBlock: payload) else { throw corrupt("block entry lengths do not add up") }
+                        for (key, value) in entries {
+                            // Keys must be strictly increasing: checked against the previous block's last key too.
+                            let outOfOrder: Bool
+                            if let previousKey {
+                                outOfOrder = compareBytes(previousKey, key) >= 0
+                            } else if cipher != nil && summary.entries > 0 {
+                                outOfOrder = previousKeyCopy.withUnsafeBytes { compareBytes($0, key) >= 0 }
+                            } else {
+                                outOfOrder = false
+                            }
+                            if outOfOrder { throw corrupt("keys out of order") }
+                            index.set(key, value)
+                            previousKey = key
+                            summary.entries += 1
+                        }
+                        if cipher != nil, let last = entries.last {
+                            previousKeyCopy = Array(last.key)
+                            previousKey = nil
+                        }
+                    case .imageEnd:
+                        guard let count = cursor.readUInt64(), cursor.isAtEnd else { throw corrupt("bad end record") }
+                        guard count == UInt64(summary.entries) else {
+                            throw corrupt("end record counts \(count) entries but the image holds \(summary.entries)")
+                        }
+                        guard end == file.count else { throw corrupt("\(file.count - end) bytes after the end record") }
+                        return true
+                    case .set, .delete, .multiSet, .replicationPosition, .streamBytes, .sealed:
+                        throw corrupt("log record (type \(type.rawValue)) in an image")
                     }
-                    guard end == file.count else { throw corrupt("\(file.count - end) bytes after the end record") }
-                    return summary
-                case .set, .delete, .multiSet, .replicationPosition, .streamBytes:
-                    throw corrupt("log record (type \(type.rawValue)) in an image")
+                    offset = end
+                    return false
                 }
-                offset = end
+                if done { return summary }
                 expectedBlock += 1
                 try mapped.releasePages(before: offset)
             }

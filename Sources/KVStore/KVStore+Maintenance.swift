@@ -74,11 +74,26 @@ extension KVStore {
     /// unnecessary. Reads and writes go on meanwhile; commits wait only while the log file is switched.
     public func checkpoint() throws -> CheckpointReport {
         try observed({ .checkpoint($0, succeeded: $1) }) {
-            try maintenance.withLock { _ in try cancellable { try checkpointLocked() } }
+            try maintenance.withLock { _ in try cancellable { try checkpointLocked(rekey: nil) } }
         }
     }
 
-    private func checkpointLocked() throws -> CheckpointReport {
+    /// Re-encrypts the store under `newKey` by checkpointing into it: the new log file and image are sealed with
+    /// `newKey`, then every file sealed with the old key is deleted, the replication backlog's too (a replica that was
+    /// away then needs a full copy). Reads and writes go on meanwhile. Once it returns, the old key opens nothing of
+    /// the store; backups made before stay sealed with the old key. nil decrypts the store.
+    /// If it fails part way, the store needs both keys until a rekey succeeds (`Keyring/others`).
+    public func rekey(to newKey: EncryptionKey?) throws -> CheckpointReport {
+        try observed({ .checkpoint($0, succeeded: $1) }) {
+            try maintenance.withLock { _ in try cancellable { try checkpointLocked(rekey: .some(newKey)) } }
+        }
+    }
+
+    /// The key files are sealed with now (nil: the store is plain).
+    public var encryptionKey: EncryptionKey? { log.withLock { $0.keyring.current } }
+
+    /// - Parameter rekey: when set, the key the new files are sealed with (and the store's from then on).
+    private func checkpointLocked(rekey: EncryptionKey??) throws -> CheckpointReport {
         let clock = ContinuousClock()
         let start = clock.now
         var stall = Duration.zero
@@ -102,10 +117,13 @@ extension KVStore {
             try write(&buffer, through: sequence, fsync: true, to: &file)
             let number = file.number + 1
             let path = DataDirectory.join(directory, DataDirectory.logFileName(number))
+            let key: EncryptionKey? = rekey ?? file.keyring.current
             let fd: Int32
+            let created: (cipher: FileCipher?, size: Int)
             do {
                 try checkpointHook.withLock { $0 }?(.oldLogSynced)
-                try Self.createLogFile(path, firstSequence: sequence + 1, position: position, directory: directory, fileSystem: fileSystem)
+                created = try Self.createLogFile(path, firstSequence: sequence + 1, position: position, key: key,
+                                                 directory: directory, fileSystem: fileSystem)
                 fd = try fileSystem.open(path, O_WRONLY | O_APPEND | O_NOFOLLOW)
             } catch {
                 // Writes carry on in the old file: a new file left behind would disagree with it at open. The position
@@ -122,10 +140,15 @@ extension KVStore {
             file.fd = fd
             file.number = number
             file.path = path
-            file.size = LogFormat.fileHeaderSize
+            file.size = created.size
+            file.cipher = created.cipher
+            if let rekey {
+                // Files sealed with the old key stay readable until they are deleted below.
+                file.keyring = Keyring(current: rekey, others: ([file.keyring.current].compactMap { $0 } + file.keyring.others)
+                    .filter { $0.id != rekey?.id })
+            }
             if position != nil {
                 // The position record (sequence + 1) is written and fsynced with the file's header.
-                file.size += LogFormat.recordHeaderSize + ReplicationPosition.encodedSize
                 state.withLock { state in
                     state.writtenThrough = max(state.writtenThrough, sequence + 1)
                     state.syncedThrough = max(state.syncedThrough, sequence + 1)
@@ -136,9 +159,21 @@ extension KVStore {
             return (snapshot, sequence, number, logBytesBefore, file.imageBytes)
         } }
         let imagePath = DataDirectory.join(directory, DataDirectory.imageFileName(number))
-        let image = try ImageFile.write(snapshot, sequence: sequence, to: imagePath, fileSystem: fileSystem)
+        let key = log.withLock { $0.keyring.current }
+        let image = try ImageFile.write(snapshot, sequence: sequence, to: imagePath, key: key, fileSystem: fileSystem)
         try checkpointHook.withLock { $0 }?(.imageWritten)
-        try removeFilesCovered(byImage: number)
+        if rekey != nil {
+            // Nothing sealed with the old key may stay: covered files are deleted, not kept for replicas.
+            try removeFilesCovered(byImage: number, keepLogBytes: 0)
+            let backlog = DataDirectory.join(directory, DataDirectory.backlogDirectoryName)
+            if let kept = try? DataDirectory.logFiles(in: backlog, fileSystem: fileSystem), !kept.isEmpty {
+                for file in kept { fileSystem.unlink(file.path) }
+                try fileSystem.fsyncDirectory(backlog)
+            }
+            log.withLock { $0.keyring.others = [] }
+        } else {
+            try removeFilesCovered(byImage: number)
+        }
         try checkpointHook.withLock { $0 }?(.coveredFilesRemoved)
         log.withLock { file in
             file.imageBytes = image.bytes
@@ -150,12 +185,12 @@ extension KVStore {
     }
 
     /// Deletes log files and images numbered below `number`: the image numbered `number` covers them.
-    func removeFilesCovered(byImage number: Int) throws {
+    func removeFilesCovered(byImage number: Int, keepLogBytes: Int? = nil) throws {
         let stale = try DataDirectory.logFiles(in: directory, fileSystem: fileSystem).filter { $0.number < number }
             + DataDirectory.imageFiles(in: directory, fileSystem: fileSystem).filter { $0.number < number }
         guard !stale.isEmpty else { return }
         try Self.retireCoveredFiles(stale.map(\.path), directory: directory, fileSystem: fileSystem,
-                                    keepLogBytes: options.replicationBacklogBytes)
+                                    keepLogBytes: keepLogBytes ?? options.replicationBacklogBytes)
     }
 
     /// Deletes files an image covers; with `keepLogBytes`, covered log files move to the replication backlog
@@ -228,18 +263,25 @@ extension KVStore {
             throw StoreError.io(operation: "resolve", path: directory, errno: errno)
         }
         if Paths.isWithin(target.directory, store) { throw StoreError.backupInsideStore(path: path, directory: directory) }
+        let key = log.withLock { $0.keyring.current }
         let (snapshot, sequence) = state.withLock { ($0.index, $0.nextSequence - 1) }
-        return try cancellable { try ImageFile.write(snapshot, sequence: sequence, to: target.path, replace: replace, fileSystem: fileSystem) }
+        return try cancellable {
+            try ImageFile.write(snapshot, sequence: sequence, to: target.path, replace: replace, key: key, fileSystem: fileSystem)
+        }
     }
 
     /// Creates the store in `directory` from a backup made by ``backup(to:)``, after checking all of it.
     /// Refuses a directory that holds a store (or anything else) unless `force` is set; with `force`, the
     /// store files there are replaced and other files are left alone.
-    public static func restore(backup path: String, into directory: String, force: Bool,
+    /// - Parameter keyring: the keys the backup may be sealed with; the store is sealed with its current key.
+    public static func restore(backup path: String, into directory: String, force: Bool, keyring: Keyring = .plain,
                                fileSystem fs: any FileSystem = POSIXFileSystem()) throws -> ImageSummary {
         try Paths.validate(path)
         var index = OrderedIndex()
-        let backup = try ImageFile.read(path, into: &index, followSymlinks: true, fileSystem: fs)
+        // A plain backup restores into an encrypted store too, and the other way round: the keyring's current key
+        // only says how the store is written.
+        let reading = Keyring(current: nil, others: [keyring.current].compactMap { $0 } + keyring.others)
+        let backup = try ImageFile.read(path, into: &index, followSymlinks: true, keyring: reading, fileSystem: fs)
         try DataDirectory.prepare(directory, fileSystem: fs)
         let lock = try DirectoryLock(directory: directory, fileSystem: fs)
         defer { lock.release() }
@@ -252,10 +294,10 @@ extension KVStore {
         let control = existing.isEmpty ? OperationControl.current : nil
         let image = try OperationControl.$current.withValue(control) {
             try ImageFile.write(index, sequence: backup.sequence, to: DataDirectory.join(directory, DataDirectory.imageFileName(1)),
-                                fileSystem: fs)
+                                key: keyring.current, fileSystem: fs)
         }
         try createLogFile(DataDirectory.join(directory, DataDirectory.logFileName(1)), firstSequence: backup.sequence + 1,
-                          directory: directory, fileSystem: fs)
+                          key: keyring.current, directory: directory, fileSystem: fs)
         return image
     }
 
@@ -266,7 +308,9 @@ extension KVStore {
     public func check() throws -> StoreChecker.Report {
         try flush(through: lastSequence, fsync: false)
         return try maintenance.withLock { _ in
-            try log.withLock { _ in try cancellable { try StoreChecker.check(directory: directory, fileSystem: fileSystem) } }
+            try log.withLock { file in
+                try cancellable { try StoreChecker.check(directory: directory, keyring: file.keyring, fileSystem: fileSystem) }
+            }
         }
     }
 
@@ -285,15 +329,15 @@ extension KVStore {
                     defer { state.writtenThrough = max(state.writtenThrough, written) }
                     // `write(_:through:fsync:to:)` takes `state` itself, so the pending records are written here.
                     do {
-                        try buffer.withUnsafeBytes { try fileSystem.write(file.fd, $0, path: file.path) }
+                        let written = try buffer.withUnsafeBytes { try file.append($0, fileSystem: fileSystem) }
+                        file.size += written
                     } catch {
                         state.failure = "\(error)"
                         throw error
                     }
-                    file.size += buffer.count
                     var index = OrderedIndex()
                     let replay = try Self.replay(directory: directory, into: &index, readOnly: readOnlyReason != nil,
-                                                 fileSystem: fileSystem)
+                                                 keyring: file.keyring, startNewLogFile: false, fileSystem: fileSystem)
                     guard replay.nextSequence == state.nextSequence else {
                         throw StoreError.corruption(file: replay.activePath, offset: replay.activeSize,
                                                     reason: "log ends at sequence \(replay.nextSequence - 1) but \(state.nextSequence - 1) writes were made")
@@ -329,6 +373,8 @@ extension KVStore {
         var nextSequence: UInt64
         /// Where the replication stream stood at the end of the log; nil if the store never replicated.
         var position: ReplicationPosition?
+        /// The active file's cipher, for a store that appends to it; nil when plain (or opened read-only).
+        var cipher: FileCipher?
     }
 
     /// Loads the newest image of `directory` into `index` and replays the log files from its number on,
@@ -337,8 +383,13 @@ extension KVStore {
     ///
     /// With `readOnly`, changes nothing on disk: a torn tail is skipped rather than cut, covered files stay, and a
     /// store without a log file replays as empty.
-    static func replay(directory: String, into index: inout OrderedIndex, readOnly: Bool = false,
-                       fileSystem fs: any FileSystem) throws -> Replay {
+    ///
+    /// With `startNewLogFile` (an open for writing), an encrypted store never appends to a log file an earlier open
+    /// wrote: writes go to a new file with a fresh salt, so no nonce of the old file's key is ever used again, not
+    /// even for records cut with a torn tail (see `Docs/LogFormat.md`). A last file that holds no record is written
+    /// again instead, with a fresh salt.
+    static func replay(directory: String, into index: inout OrderedIndex, readOnly: Bool = false, keyring: Keyring = .plain,
+                       startNewLogFile: Bool = false, fileSystem fs: any FileSystem) throws -> Replay {
         let clock = ContinuousClock()
         let start = clock.now
         if !readOnly { try DataDirectory.removeTemporaryFiles(in: directory, fileSystem: fs) }
@@ -348,7 +399,7 @@ extension KVStore {
         var firstLogNumber = 1
         let images = try DataDirectory.imageFiles(in: directory, fileSystem: fs)
         if let image = images.last {
-            let summary = try ImageFile.read(image.path, into: &index, fileSystem: fs)
+            let summary = try ImageFile.read(image.path, into: &index, keyring: keyring, fileSystem: fs)
             nextSequence = summary.sequence + 1
             firstLogNumber = image.number
             report.imageFile = image.path
@@ -365,7 +416,7 @@ extension KVStore {
                 return Replay(report: report, activeNumber: firstLogNumber, activePath: path,
                               activeSize: LogFormat.fileHeaderSize, nextSequence: nextSequence, position: nil)
             }
-            try createLogFile(path, firstSequence: nextSequence, directory: directory, fileSystem: fs)
+            try createLogFile(path, firstSequence: nextSequence, key: keyring.current, directory: directory, fileSystem: fs)
             files = [(firstLogNumber, path)]
         }
         report.logFiles = files.count
@@ -374,10 +425,12 @@ extension KVStore {
         // records a replica applied after its last recorded position start in the current file.
         var stream: ReplicationPosition?
         var firstUnconfirmed: Int?
+        var lastSealed = false
+        var lastRecords = 0
         for (position, file) in files.enumerated() {
             let isLast = position == files.count - 1
             firstUnconfirmed = nil
-            var scan = try LogReader.scanWithOffsets(path: file.path, tornTailAllowed: isLast, fileSystem: fs) { offset, _, operation in
+            var scan = try LogReader.scanWithOffsets(path: file.path, tornTailAllowed: isLast, keyring: keyring, fileSystem: fs) { offset, _, operation in
                 if case .replicationPosition(let recorded) = operation {
                     stream = recorded
                     firstUnconfirmed = nil
@@ -388,12 +441,18 @@ extension KVStore {
                 }
                 operation.apply(to: &index)
             }
+            lastSealed = scan.sealed
+            lastRecords = scan.records
             if scan.validLength == 0 {
                 // Only the last file can get here: its header never made it to disk. Write it again.
-                if !readOnly { try createLogFile(file.path, firstSequence: nextSequence, directory: directory, fileSystem: fs) }
+                var size = keyring.current == nil ? LogFormat.fileHeaderSize : LogFormat.encryptedHeaderSize
+                if !readOnly {
+                    size = try createLogFile(file.path, firstSequence: nextSequence, key: keyring.current, directory: directory, fileSystem: fs).size
+                    lastSealed = keyring.current != nil
+                }
                 scan.firstSequence = nextSequence
                 scan.nextSequence = nextSequence
-                scan.validLength = LogFormat.fileHeaderSize
+                scan.validLength = size
             } else if let tail = scan.tornTail, !readOnly {
                 let fd = try fs.open(file.path, O_WRONLY | O_NOFOLLOW)
                 defer { fs.close(fd) }
@@ -421,7 +480,8 @@ extension KVStore {
             try fs.truncate(fd, to: cut, path: last.path)
             try fs.fsync(fd, path: last.path)
             index = OrderedIndex()
-            var again = try replay(directory: directory, into: &index, readOnly: readOnly, fileSystem: fs)
+            var again = try replay(directory: directory, into: &index, readOnly: readOnly, keyring: keyring,
+                                   startNewLogFile: startNewLogFile, fileSystem: fs)
             again.report.tornTail = again.report.tornTail ?? TornTail(
                 file: last.path, offset: cut, droppedBytes: activeSize - cut,
                 reason: "records a replica applied after the last stream offset it recorded (its primary sends them again)")
@@ -431,22 +491,45 @@ extension KVStore {
             try retireCoveredFiles(covered, directory: directory, fileSystem: fs)
         }
         report.keys = index.count
+        var active = files[files.count - 1]
+        var cipher: FileCipher?
+        if startNewLogFile && !readOnly && (lastSealed || keyring.current != nil) {
+            // A file with no record is written again with a fresh salt; otherwise the next number starts.
+            if lastRecords > 0 { active = (active.number + 1, DataDirectory.join(directory, DataDirectory.logFileName(active.number + 1))) }
+            let created = try createLogFile(active.path, firstSequence: nextSequence, position: stream, key: keyring.current,
+                                            directory: directory, fileSystem: fs)
+            if stream != nil { nextSequence += 1 }  // the position record that starts the file
+            activeSize = created.size
+            cipher = created.cipher
+        }
         report.duration = clock.now - start
-        let active = files[files.count - 1]
         return Replay(report: report, activeNumber: active.number, activePath: active.path, activeSize: activeSize,
-                      nextSequence: nextSequence, position: stream)
+                      nextSequence: nextSequence, position: stream, cipher: cipher)
     }
 
     /// Creates (or overwrites) a log file holding just a header, and a replication position record when there is
     /// one (numbered `firstSequence`), durably: file fsync, then directory fsync.
-    static func createLogFile(_ path: String, firstSequence: UInt64, position: ReplicationPosition? = nil,
-                              directory: String, fileSystem fs: any FileSystem) throws {
+    /// With `key`, the file is encrypted, with a fresh salt: returns its cipher, and the bytes written.
+    @discardableResult
+    static func createLogFile(_ path: String, firstSequence: UInt64, position: ReplicationPosition? = nil, key: EncryptionKey? = nil,
+                              directory: String, fileSystem fs: any FileSystem) throws -> (cipher: FileCipher?, size: Int) {
         let fd = try fs.open(path, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW)
         defer { fs.close(fd) }
-        var bytes = LogFormat.fileHeader(firstSequence: firstSequence)
-        if let position { LogFormat.appendPosition(position, sequence: firstSequence, to: &bytes) }
+        let cipher = key.map { FileCipher.fresh(master: $0, magic: LogFormat.magic) }
+        var bytes = LogFormat.fileHeader(firstSequence: firstSequence, cipher: cipher)
+        if let position {
+            var record: [UInt8] = []
+            LogFormat.appendPosition(position, sequence: firstSequence, to: &record)
+            if let cipher {
+                var scratch: [UInt8] = []
+                try record.withUnsafeBytes { try cipher.sealRecords($0, to: &bytes, scratch: &scratch) }
+            } else {
+                bytes.append(contentsOf: record)
+            }
+        }
         try bytes.withUnsafeBytes { try fs.write(fd, $0, path: path) }
         try fs.fsync(fd, path: path)
         try fs.fsyncDirectory(directory)
+        return (cipher, bytes.count)
     }
 }

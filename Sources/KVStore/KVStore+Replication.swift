@@ -171,8 +171,9 @@ extension KVStore {
             var position: ReplicationPosition?
             var started = false
             var done = false
+            let keyring = log.withLock { $0.keyring }
             for (index, path) in files.enumerated() where !done {
-                _ = try LogReader.scan(path: path, tornTailAllowed: index == files.count - 1, fileSystem: fileSystem) { _, record in
+                _ = try LogReader.scan(path: path, tornTailAllowed: index == files.count - 1, keyring: keyring, fileSystem: fileSystem) { _, record in
                     guard !done else { return }
                     if case .replicationPosition(let recorded) = record {
                         position = recorded
@@ -240,12 +241,14 @@ extension KVStore {
                     }
                     try fileSystem.fsyncDirectory(aside)
                 }
-                let (sequence, number) = log.withLock { file in (state.withLock { $0.nextSequence - 1 }, file.number + 1) }
+                let (sequence, number, key) = log.withLock { file in (state.withLock { $0.nextSequence - 1 }, file.number + 1, file.keyring.current) }
                 let imagePath = DataDirectory.join(directory, DataDirectory.imageFileName(number))
-                let image = try ImageFile.write(replacement.index, sequence: sequence, to: imagePath, replace: true, fileSystem: fileSystem)
+                let image = try ImageFile.write(replacement.index, sequence: sequence, to: imagePath, replace: true, key: key,
+                                                fileSystem: fileSystem)
                 try log.withLock { file in
                     let path = DataDirectory.join(directory, DataDirectory.logFileName(number))
-                    try Self.createLogFile(path, firstSequence: sequence + 1, position: position, directory: directory, fileSystem: fileSystem)
+                    let created = try Self.createLogFile(path, firstSequence: sequence + 1, position: position, key: key,
+                                                         directory: directory, fileSystem: fileSystem)
                     let fd = try fileSystem.open(path, O_WRONLY | O_APPEND | O_NOFOLLOW)
                     try state.withLock { state in
                         guard state.nextSequence == sequence + 1 else {
@@ -263,7 +266,8 @@ extension KVStore {
                     file.fd = fd
                     file.number = number
                     file.path = path
-                    file.size = LogFormat.fileHeaderSize + LogFormat.recordHeaderSize + ReplicationPosition.encodedSize
+                    file.size = created.size
+                    file.cipher = created.cipher
                     file.imageBytes = image.bytes
                 }
                 try removeFilesCovered(byImage: number)

@@ -42,6 +42,9 @@ public final class KVStore: Sendable {
         public var replicationBacklogBytes = 0
         /// Told about log writes, fsyncs, checkpoints and backups (for metrics); see ``StoreEvent``.
         public var eventObserver: (@Sendable (StoreEvent) -> Void)?
+        /// Encryption at rest: with a current key, every file the store writes is sealed with it (AES-256-GCM) and every
+        /// file it reads must be; without one, the store is plain (and refuses encrypted files). See `Docs/LogFormat.md`.
+        public var keyring = Keyring()
 
         public init(syncPolicy: SyncPolicy = .always, compactionMinimumLogBytes: Int = 64 << 20,
                     compactionRatio: Double = 2, warningHandler: (@Sendable (String) -> Void)? = nil,
@@ -134,6 +137,28 @@ public final class KVStore: Sendable {
         var lock: DirectoryLock?
         /// Told about every run of records written to the log, in log order (the replication feed).
         var writeObserver: (@Sendable (UnsafeRawBufferPointer) -> Void)?
+        /// The keys files are read with; its current key seals new files (a rekey changes it).
+        var keyring: Keyring
+        /// The active log file's cipher: nil in a plain store. Records are sealed as they are written.
+        var cipher: FileCipher?
+        /// Buffers reused by sealing.
+        var sealed: [UInt8] = []
+        var scratch: [UInt8] = []
+
+        /// Writes `buffer`'s records to the active file, sealed first in an encrypted store; returns the bytes written.
+        mutating func append(_ buffer: UnsafeRawBufferPointer, fileSystem: any FileSystem) throws -> Int {
+            guard let cipher else {
+                try fileSystem.write(fd, buffer, path: path)
+                return buffer.count
+            }
+            var output = sealed
+            var work = scratch
+            defer { (sealed, scratch) = (output, work) }
+            output.removeAll(keepingCapacity: true)
+            try cipher.sealRecords(buffer, to: &output, scratch: &work)
+            try output.withUnsafeBytes { try fileSystem.write(fd, $0, path: path) }
+            return output.count
+        }
     }
 
     /// Pending bytes that make a writer flush on its own, to bound memory when nobody commits.
@@ -162,7 +187,8 @@ public final class KVStore: Sendable {
         readOnlyReason = lock.readOnlyReason
         do {
             var index = OrderedIndex()
-            let replay = try Self.replay(directory: directory, into: &index, readOnly: lock.isReadOnly, fileSystem: fs)
+            let replay = try Self.replay(directory: directory, into: &index, readOnly: lock.isReadOnly, keyring: options.keyring,
+                                         startNewLogFile: true, fileSystem: fs)
             let fd = lock.isReadOnly ? -1 : try fs.open(replay.activePath, O_WRONLY | O_APPEND | O_NOFOLLOW)
             openReport = replay.report
             var initial = State(index: index, nextSequence: replay.nextSequence,
@@ -172,7 +198,7 @@ public final class KVStore: Sendable {
             initial.readOnly = lock.readOnlyReason.map { StoreError.readOnly(directory: directory, reason: $0) }
             state = Mutex(initial)
             log = Mutex(LogFile(fd: fd, number: replay.activeNumber, path: replay.activePath, size: replay.activeSize,
-                                imageBytes: replay.report.imageBytes, lock: lock))
+                                imageBytes: replay.report.imageBytes, lock: lock, keyring: options.keyring, cipher: replay.cipher))
         } catch {
             lock.release()
             throw error
@@ -413,8 +439,8 @@ public final class KVStore: Sendable {
     /// how far the log is durable. Called with `log` held. A failure disables writes for good.
     func write(_ buffer: inout [UInt8], through sequence: UInt64, fsync: Bool, to file: inout LogFile) throws {
         do {
-            try buffer.withUnsafeBytes { try fileSystem.write(file.fd, $0, path: file.path) }
-            file.size += buffer.count
+            let written = try buffer.withUnsafeBytes { try file.append($0, fileSystem: fileSystem) }
+            file.size += written
             // Before the fsync: replicas get the records while this disk works, as Redis feeds them before its own.
             if let observer = file.writeObserver { buffer.withUnsafeBytes { observer($0) } }
             if fsync {

@@ -16,7 +16,37 @@ public enum LogFormat {
     public static let magic: [UInt8] = Array("KVSH-LOG".utf8)
     public static let imageMagic: [UInt8] = Array("KVSH-IMG".utf8)
     public static let version: UInt32 = 1
+    /// The version of encrypted files (flags bit 0 set): a kvsh that predates encryption refuses them as newer.
+    public static let encryptedVersion: UInt32 = 2
+    /// The plain header's size. An encrypted file's header is ``encryptedHeaderSize``: see ``FileHeader/size``.
     public static let fileHeaderSize = 28
+    /// magic | version u32 (2) | flags u32 (1) | sequence u64 | key id [8] | salt [16] | CRC32C of the 48 bytes before
+    public static let encryptedHeaderSize = 52
+    static let flagEncrypted: UInt32 = 1
+
+    /// How an encrypted file is sealed: which key (``EncryptionKey/id``) and the salt its file key is derived from.
+    struct Sealing: Equatable, Sendable {
+        var keyID: [UInt8]
+        var salt: [UInt8]
+    }
+
+    /// A decoded file header.
+    struct FileHeader: Sendable {
+        /// A log's first sequence number, or the last write an image covers.
+        var sequence: UInt64
+        /// nil for a plain file.
+        var sealing: Sealing?
+        /// Where the records start.
+        var size: Int { sealing == nil ? LogFormat.fileHeaderSize : LogFormat.encryptedHeaderSize }
+    }
+
+    /// The header size of a file sealed with `cipher` (nil: plain).
+    static func headerSize(_ cipher: FileCipher?) -> Int { cipher == nil ? fileHeaderSize : encryptedHeaderSize }
+
+    /// The bytes a record with a payload of `payloadLength` takes in a file sealed with `cipher` (nil: plain).
+    static func recordSize(payloadLength: Int, _ cipher: FileCipher?) -> Int {
+        recordHeaderSize + payloadLength + (cipher == nil ? 0 : FileCipher.overhead)
+    }
     public static let recordHeaderSize = 17
     /// The largest payload a record may carry. Bigger lengths in a header are treated as damage.
     public static let maxPayloadSize = 1 << 30
@@ -48,6 +78,9 @@ public enum LogFormat {
         /// Bytes of the replication stream that change no data (`ping`, `REPLCONF GETACK *`, `SELECT 0`), logged so
         /// that the stream's byte offsets can be derived from the log alone. payload: the RESP bytes.
         case streamBytes = 7
+        /// Encrypted files only, in place of every other type: the record's type and payload sealed with AES-256-GCM.
+        /// payload: AES-GCM ciphertext of (inner type u8 | inner payload), then the 16-byte tag.
+        case sealed = 8
 
         var isLogRecord: Bool {
             self == .set || self == .delete || self == .multiSet || self == .replicationPosition || self == .streamBytes
@@ -55,17 +88,22 @@ public enum LogFormat {
     }
 
     /// Encodes a file header for a log whose first record will carry `firstSequence`.
-    static func fileHeader(firstSequence: UInt64) -> [UInt8] {
-        fileHeader(magic: magic, sequence: firstSequence)
+    static func fileHeader(firstSequence: UInt64, cipher: FileCipher? = nil) -> [UInt8] {
+        fileHeader(magic: magic, sequence: firstSequence, cipher: cipher)
     }
 
-    /// Encodes a file header with `magic` (a log's or an image's) and its sequence field.
-    static func fileHeader(magic: [UInt8], sequence: UInt64) -> [UInt8] {
+    /// Encodes a file header with `magic` (a log's or an image's) and its sequence field; an encrypted one (version 2)
+    /// when `cipher` is given.
+    static func fileHeader(magic: [UInt8], sequence: UInt64, cipher: FileCipher? = nil) -> [UInt8] {
         var header = magic
-        header.reserveCapacity(fileHeaderSize)
-        appendLittleEndian(version, to: &header)
-        appendLittleEndian(UInt32(0), to: &header)
+        header.reserveCapacity(encryptedHeaderSize)
+        appendLittleEndian(cipher == nil ? version : encryptedVersion, to: &header)
+        appendLittleEndian(cipher == nil ? 0 : flagEncrypted, to: &header)
         appendLittleEndian(sequence, to: &header)
+        if let cipher {
+            header.append(contentsOf: cipher.keyID)
+            header.append(contentsOf: cipher.salt)
+        }
         appendLittleEndian(CRC32C.checksum(header), to: &header)
         return header
     }
@@ -250,7 +288,7 @@ enum LogRecordView {
             return ReplicationPosition(decoding: payload).map { .replicationPosition($0) }
         case .streamBytes:
             return .streamBytes(payload)
-        case .imageEntries, .imageEnd:
+        case .imageEntries, .imageEnd, .sealed:
             return nil
         }
     }

@@ -16,6 +16,8 @@ struct LogFileScan: Sendable {
     var fileSize: Int
     /// Set when the file ends in a torn or garbage tail with no valid record after it.
     var tornTail: TornTail?
+    /// Whether the file is encrypted.
+    var sealed = false
 }
 
 /// A damaged end of the last log file: a write a crash interrupted, or garbage after it.
@@ -39,68 +41,78 @@ enum LogReader {
     /// Calls `apply` for every good record of `path` in order and returns what the file holds.
     /// - Parameter tornTailAllowed: whether a damaged end may be reported as a torn tail instead of corruption.
     /// - Parameter followSymlinks: follow a link at `path`; only for logs outside a data directory (an import).
-    static func scan(path: String, tornTailAllowed: Bool, followSymlinks: Bool = false, fileSystem: any FileSystem,
-                     apply: (UInt64, LogRecordView) throws -> Void) throws -> LogFileScan {
+    /// - Parameter keyring: the keys an encrypted file may be sealed with; a plain file is refused when it has a current key.
+    static func scan(path: String, tornTailAllowed: Bool, followSymlinks: Bool = false, keyring: Keyring = .plain,
+                     fileSystem: any FileSystem, apply: (UInt64, LogRecordView) throws -> Void) throws -> LogFileScan {
         try MappedFile.withContents(of: path, followSymlinks: followSymlinks, fileSystem: fileSystem) { mapped in
-            try scan(mapped, path: path, tornTailAllowed: tornTailAllowed) { _, sequence, record in try apply(sequence, record) }
+            try scan(mapped, path: path, tornTailAllowed: tornTailAllowed, keyring: keyring) { _, sequence, record in try apply(sequence, record) }
         }
     }
 
     /// ``scan(path:tornTailAllowed:apply:)``, passing `apply` each record's offset too.
-    static func scanWithOffsets(path: String, tornTailAllowed: Bool, fileSystem: any FileSystem,
+    static func scanWithOffsets(path: String, tornTailAllowed: Bool, keyring: Keyring = .plain, fileSystem: any FileSystem,
                                 apply: (_ offset: Int, _ sequence: UInt64, LogRecordView) throws -> Void) throws -> LogFileScan {
         try MappedFile.withContents(of: path, followSymlinks: false, fileSystem: fileSystem) { mapped in
-            try scan(mapped, path: path, tornTailAllowed: tornTailAllowed, apply: apply)
+            try scan(mapped, path: path, tornTailAllowed: tornTailAllowed, keyring: keyring, apply: apply)
         }
     }
 
     /// ``scan(path:tornTailAllowed:apply:)`` on an open file, passing `apply` each record's offset too.
-    static func scan(fd: Int32, path: String, tornTailAllowed: Bool, fileSystem: any FileSystem,
+    static func scan(fd: Int32, path: String, tornTailAllowed: Bool, keyring: Keyring = .plain, fileSystem: any FileSystem,
                      apply: (_ offset: Int, _ sequence: UInt64, LogRecordView) throws -> Void) throws -> LogFileScan {
         try MappedFile.withContents(of: fd, path: path, fileSystem: fileSystem) { mapped in
-            try scan(mapped, path: path, tornTailAllowed: tornTailAllowed, apply: apply)
+            try scan(mapped, path: path, tornTailAllowed: tornTailAllowed, keyring: keyring, apply: apply)
         }
     }
 
-    private static func scan(_ mapped: MappedFile, path: String, tornTailAllowed: Bool,
+    private static func scan(_ mapped: MappedFile, path: String, tornTailAllowed: Bool, keyring: Keyring,
                              apply: (Int, UInt64, LogRecordView) throws -> Void) throws -> LogFileScan {
         let file = mapped.bytes
         let size = file.count
         guard size > 0 else {
             return try emptyOrTornHeader(path: path, size: size, tornTailAllowed: tornTailAllowed, reason: "empty file")
         }
-        let firstSequence: UInt64
+        let header: LogFormat.FileHeader
         switch decodeHeader(file, magic: LogFormat.magic) {
-        case .success(let sequence):
-            firstSequence = sequence
+        case .success(let decoded):
+            header = decoded
         case .failure(let problem):
             if case .unsupported(let version) = problem { throw StoreError.unsupportedVersion(file: path, version: version) }
             // A crash while the header was being created leaves a short file; anything longer is damage.
-            if size <= LogFormat.fileHeaderSize {
+            if isTornHeader(file) {
                 return try emptyOrTornHeader(path: path, size: size, tornTailAllowed: tornTailAllowed, reason: problem.description)
             }
             throw StoreError.corruption(file: path, offset: 0, reason: problem.description)
         }
+        let cipher = try keyring.cipher(for: header, path: path, magic: LogFormat.magic)
 
-        var result = LogFileScan(firstSequence: firstSequence, nextSequence: firstSequence,
-                                 validLength: LogFormat.fileHeaderSize, fileSize: size)
-        var offset = LogFormat.fileHeaderSize
+        var result = LogFileScan(firstSequence: header.sequence, nextSequence: header.sequence,
+                                 validLength: header.size, fileSize: size, sealed: cipher != nil)
+        var offset = header.size
         while offset < size {
-            switch logRecord(in: file, at: offset) {
-            case .record(let sequence, let operation, let end):
-                guard sequence == result.nextSequence else {
-                    throw StoreError.corruption(file: path, offset: offset,
-                                                reason: "record has sequence number \(sequence) where \(result.nextSequence) was expected")
+            let step: (end: Int, damage: (reason: String, framing: Bool)?) = try logRecord(in: file, at: offset, cipher: cipher) { found in
+                switch found {
+                case .record(let sequence, let operation, let end):
+                    guard sequence == result.nextSequence else {
+                        throw StoreError.corruption(file: path, offset: offset,
+                                                    reason: "record has sequence number \(sequence) where \(result.nextSequence) was expected")
+                    }
+                    try apply(offset, sequence, operation)
+                    return (end: end, damage: nil)
+                case .damaged(let reason, let framing):
+                    return (end: offset, damage: (reason: reason, framing: framing))
                 }
-                try apply(offset, sequence, operation)
+            }
+            switch step.damage {
+            case nil:
                 result.records += 1
                 result.nextSequence += 1
-                offset = end
-                result.validLength = end
-            case .damaged(let reason, framing: false):
+                offset = step.end
+                result.validLength = step.end
+            case (let reason, false)?:
                 throw StoreError.corruption(file: path, offset: offset, reason: reason)
-            case .damaged(let reason, framing: true):
-                if let next = firstValidRecord(in: file, after: offset, sequenceAtLeast: result.nextSequence) {
+            case (let reason, true)?:
+                if let next = firstValidRecord(in: file, after: offset, sequenceAtLeast: result.nextSequence, cipher: cipher) {
                     throw StoreError.corruption(file: path, offset: offset,
                                                 reason: "\(reason), yet a valid record follows at offset \(next)")
                 }
@@ -111,6 +123,15 @@ enum LogReader {
             try mapped.releasePages(before: offset)
         }
         return result
+    }
+
+    /// Whether a log whose header does not decode is one a crash interrupted while creating it (its header is written
+    /// again at open) rather than damage: no longer than a plain header, or no longer than an encrypted one and
+    /// starting like one (magic, version 2). Open and the checker both decide by it.
+    static func isTornHeader(_ file: UnsafeRawBufferPointer) -> Bool {
+        if file.count <= LogFormat.fileHeaderSize { return true }
+        return file.count <= LogFormat.encryptedHeaderSize && file.prefix(LogFormat.magic.count).elementsEqual(LogFormat.magic)
+            && UInt32(littleEndian: file.loadUnaligned(fromByteOffset: 8, as: UInt32.self)) == LogFormat.encryptedVersion
     }
 
     /// What the bytes at `offset` of a log file hold: a log record (framing, checksum, type and payload all good),
@@ -124,8 +145,19 @@ enum LogReader {
         case damaged(reason: String, framing: Bool)
     }
 
+    /// ``logRecord(in:at:cipher:_:)`` for a plain buffer, whose records point into `file`.
     static func logRecord(in file: UnsafeRawBufferPointer, at offset: Int) -> LogStep {
-        switch record(in: file, at: offset) {
+        withRecord(in: file, at: offset, cipher: nil) { logStep($0) }
+    }
+
+    /// Calls `body` with what the bytes at `offset` hold; in an encrypted file (`cipher`) the record is opened first,
+    /// and the views `body` gets point into the decrypted bytes, valid only during the call.
+    static func logRecord<T>(in file: UnsafeRawBufferPointer, at offset: Int, cipher: FileCipher?, _ body: (LogStep) throws -> T) rethrows -> T {
+        try withRecord(in: file, at: offset, cipher: cipher) { try body(logStep($0)) }
+    }
+
+    private static func logStep(_ check: RecordCheck) -> LogStep {
+        switch check {
         case .invalid(let damage):
             return .damaged(reason: damage.description, framing: true)
         case .valid(let type, let sequence, let payload, let end):
@@ -136,6 +168,25 @@ enum LogReader {
                 return .damaged(reason: "record payload lengths do not add up", framing: false)
             }
             return .record(sequence: sequence, operation: operation, end: end)
+        }
+    }
+
+    /// Checks the record at `offset` of a file sealed with `cipher` (nil: plain) and calls `body` with it, opened: the
+    /// inner type and payload of a sealed record. In an encrypted file a record that fails authentication, or one that
+    /// is not sealed, is damage like a checksum mismatch; in a plain file a sealed record is an unknown type.
+    static func withRecord<T>(in file: UnsafeRawBufferPointer, at offset: Int, cipher: FileCipher?, _ body: (RecordCheck) throws -> T) rethrows -> T {
+        let check = record(in: file, at: offset)
+        guard case .valid(let type, let sequence, _, let end) = check else { return try body(check) }
+        guard let cipher else {
+            return try body(type == .sealed ? .invalid(.unknownType(type.rawValue)) : check)
+        }
+        guard type == .sealed else { return try body(.invalid(.notSealed(type.rawValue))) }
+        guard let inner = cipher.open(file, at: offset, end: end, sequence: sequence) else { return try body(.invalid(.authenticationFailed)) }
+        return try inner.withUnsafeBytes { (inner: UnsafeRawBufferPointer) in
+            guard let innerType = LogFormat.RecordType(rawValue: inner[0]), innerType != .sealed else {
+                return try body(.invalid(.unknownType(inner[0])))
+            }
+            return try body(.valid(type: innerType, sequence: sequence, payload: UnsafeRawBufferPointer(rebasing: inner[1...]), end: end))
         }
     }
 
@@ -158,15 +209,25 @@ enum LogReader {
         }
     }
 
-    /// Checks a file header (of a log or an image, by `magic`) and returns its sequence field.
-    static func decodeHeader(_ file: UnsafeRawBufferPointer, magic: [UInt8]) -> Result<UInt64, HeaderProblem> {
+    /// Checks a file header (of a log or an image, by `magic`), plain (version 1) or encrypted (version 2).
+    static func decodeHeader(_ file: UnsafeRawBufferPointer, magic: [UInt8]) -> Result<LogFormat.FileHeader, HeaderProblem> {
         guard file.count >= LogFormat.fileHeaderSize else { return .failure(.tooShort) }
         guard file.prefix(magic.count).elementsEqual(magic) else { return .failure(.badMagic) }
+        let version = UInt32(littleEndian: file.loadUnaligned(fromByteOffset: 8, as: UInt32.self))
+        let sequence = UInt64(littleEndian: file.loadUnaligned(fromByteOffset: 16, as: UInt64.self))
+        if version == LogFormat.encryptedVersion {
+            guard file.count >= LogFormat.encryptedHeaderSize else { return .failure(.tooShort) }
+            let stored = UInt32(littleEndian: file.loadUnaligned(fromByteOffset: 48, as: UInt32.self))
+            guard CRC32C.checksum(UnsafeRawBufferPointer(rebasing: file[0..<48])) == stored else { return .failure(.badChecksum) }
+            let flags = UInt32(littleEndian: file.loadUnaligned(fromByteOffset: 12, as: UInt32.self))
+            guard flags == LogFormat.flagEncrypted else { return .failure(.unsupported(version)) }
+            let sealing = LogFormat.Sealing(keyID: Array(file[24..<32]), salt: Array(file[32..<48]))
+            return .success(LogFormat.FileHeader(sequence: sequence, sealing: sealing))
+        }
         let stored = UInt32(littleEndian: file.loadUnaligned(fromByteOffset: 24, as: UInt32.self))
         guard CRC32C.checksum(UnsafeRawBufferPointer(rebasing: file[0..<24])) == stored else { return .failure(.badChecksum) }
-        let version = UInt32(littleEndian: file.loadUnaligned(fromByteOffset: 8, as: UInt32.self))
         guard version <= LogFormat.version else { return .failure(.unsupported(version)) }
-        return .success(UInt64(littleEndian: file.loadUnaligned(fromByteOffset: 16, as: UInt64.self)))
+        return .success(LogFormat.FileHeader(sequence: sequence, sealing: nil))
     }
 
     enum RecordCheck {
@@ -180,6 +241,10 @@ enum LogReader {
         case lengthPastEnd(length: Int)
         case unknownType(UInt8)
         case checksumMismatch
+        /// Encrypted files: the AES-GCM tag does not match (damage, or bytes sealed with another key).
+        case authenticationFailed
+        /// Encrypted files: a record that is not sealed (type given).
+        case notSealed(UInt8)
 
         var description: String {
             switch self {
@@ -187,6 +252,8 @@ enum LogReader {
             case .lengthPastEnd(let length): return "record length \(length) runs past the end of the file"
             case .unknownType(let type): return "unknown record type \(type)"
             case .checksumMismatch: return "record checksum mismatch"
+            case .authenticationFailed: return "record fails authentication (AES-GCM tag mismatch)"
+            case .notSealed(let type): return "unencrypted record (type \(type)) in an encrypted file"
             }
         }
     }
@@ -216,11 +283,16 @@ enum LogReader {
     /// A record that follows the damage must carry a sequence number at least `sequenceAtLeast`: that rules
     /// out most records that only look valid because they sit inside a torn value (a value holding a copy of
     /// a kvsh log, say), though a value holding records with higher sequence numbers could still fool it.
-    static func firstValidRecord(in file: UnsafeRawBufferPointer, after offset: Int, sequenceAtLeast: UInt64) -> Int? {
+    static func firstValidRecord(in file: UnsafeRawBufferPointer, after offset: Int, sequenceAtLeast: UInt64,
+                                 cipher: FileCipher? = nil) -> Int? {
         var candidate = offset + 1
         while candidate + LogFormat.recordHeaderSize <= file.count {
+            // Framing and CRC first (cheap); only a candidate that passes them is decrypted.
             if case .valid(_, let sequence, _, _) = record(in: file, at: candidate), sequence >= sequenceAtLeast {
-                return candidate
+                let valid: Bool = withRecord(in: file, at: candidate, cipher: cipher) { check in
+                    if case .valid = check { return true } else { return false }
+                }
+                if valid { return candidate }
             }
             candidate += 1
         }

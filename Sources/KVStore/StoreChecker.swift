@@ -203,8 +203,9 @@ public enum StoreChecker {
     /// numbered from the newest image on starts right after the writes the image covers, the order of the keys
     /// and the end record of images; notes covered files and `*.tmp` leftovers. Needs no write access.
     /// - Throws: ``StoreError/io(operation:path:errno:)`` when the directory or a file cannot be read.
-    public static func check(directory: String, fileSystem: any FileSystem = POSIXFileSystem()) throws -> Report {
-        try analyze(directory: directory, fileSystem: fileSystem).report
+    /// - Parameter keyring: the keys of an encrypted store; a store sealed with another key is an error, not damage.
+    public static func check(directory: String, keyring: Keyring = .plain, fileSystem: any FileSystem = POSIXFileSystem()) throws -> Report {
+        try analyze(directory: directory, keyring: keyring, fileSystem: fileSystem).report
     }
 
     /// Repairs `directory` and returns a fresh check with ``Report/repair`` saying what was done.
@@ -221,8 +222,9 @@ public enum StoreChecker {
     /// file system has no hard links), then the new image and log file are written and made durable, and only
     /// then are the old names removed. Until the new log file exists the store is as it was; from then on, open
     /// loads the new image and deletes whatever old names are left (the `.broken` names keep the data).
-    public static func repair(directory: String, salvage: Bool, fileSystem fs: any FileSystem = POSIXFileSystem()) throws -> Report {
-        let analysis = try analyze(directory: directory, fileSystem: fs)
+    public static func repair(directory: String, salvage: Bool, keyring: Keyring = .plain,
+                              fileSystem fs: any FileSystem = POSIXFileSystem()) throws -> Report {
+        let analysis = try analyze(directory: directory, keyring: keyring, fileSystem: fs)
         let before = analysis.report
         var summary = RepairSummary(outcome: .nothingToDo, salvage: salvage, problemBefore: before.problem,
                                     message: "the store is clean; nothing was changed")
@@ -243,7 +245,7 @@ public enum StoreChecker {
             }
             try rebuild(analysis, directory: directory, summary: &summary, fs: fs)
         }
-        return try check(directory: directory, fileSystem: fs).with(repair: summary)
+        return try check(directory: directory, keyring: keyring, fileSystem: fs).with(repair: summary)
     }
 
     // MARK: Repairs
@@ -256,7 +258,7 @@ public enum StoreChecker {
         summary.backups.append(backup)
         summary.actions.append("kept a copy of \(name) as \(baseName(backup))")
         if let sequence = cut.rewriteHeader {
-            try KVStore.createLogFile(cut.path, firstSequence: sequence, directory: directory, fileSystem: fs)
+            try KVStore.createLogFile(cut.path, firstSequence: sequence, key: analysis.keyring.current, directory: directory, fileSystem: fs)
             summary.actions.append("wrote the header of \(name) again (first sequence \(sequence)), dropping \(cut.bytes) bytes")
             summary.message = "wrote the torn header of \(name) again"
         } else {
@@ -286,10 +288,10 @@ public enum StoreChecker {
         let number = try highestNumber(in: directory, fs: fs) + 1
         let sequence = analysis.nextSequence.map { $0 - 1 } ?? 0
         let imagePath = DataDirectory.join(directory, DataDirectory.imageFileName(number))
-        let image = try ImageFile.write(analysis.index, sequence: sequence, to: imagePath, fileSystem: fs)
+        let image = try ImageFile.write(analysis.index, sequence: sequence, to: imagePath, key: analysis.keyring.current, fileSystem: fs)
         summary.actions.append("wrote \(baseName(imagePath)): \(plural(image.entries, "key")) through sequence \(sequence) (\(image.bytes) bytes)")
         let logPath = DataDirectory.join(directory, DataDirectory.logFileName(number))
-        try KVStore.createLogFile(logPath, firstSequence: sequence + 1, directory: directory, fileSystem: fs)
+        try KVStore.createLogFile(logPath, firstSequence: sequence + 1, key: analysis.keyring.current, directory: directory, fileSystem: fs)
         summary.actions.append("started \(baseName(logPath)) at sequence \(sequence + 1)")
         // 3. Drop the old names: the `.broken` names keep the data.
         for path in old { fs.unlink(path) }
@@ -378,9 +380,10 @@ public enum StoreChecker {
         var tornCut: TornCut?
         /// The numbered log files and images, as paths.
         var storeFiles: [String]
+        var keyring: Keyring
     }
 
-    static func analyze(directory: String, fileSystem fs: any FileSystem) throws -> Analysis {
+    static func analyze(directory: String, keyring: Keyring, fileSystem fs: any FileSystem) throws -> Analysis {
         let names = try fs.names(in: directory).filter { $0 != "." && $0 != ".." }.sorted()
         let logs = try DataDirectory.logFiles(in: directory, fileSystem: fs)
         let images = try DataDirectory.imageFiles(in: directory, fileSystem: fs)
@@ -395,7 +398,7 @@ public enum StoreChecker {
         var expectation = "no image covers the writes before it"
         var firstLive = 1
         if let newest = images.last {
-            let scan = try scanImage(path: newest.path, loss: &loss, fileSystem: fs) { key, value in index.set(key, value) }
+            let scan = try scanImage(path: newest.path, loss: &loss, keyring: keyring, fileSystem: fs) { key, value in index.set(key, value) }
             loss.imageEntries = scan.lostEntries
             next = scan.sequence.map { $0 + 1 }
             if let sequence = scan.sequence { expectation = "\(baseName(newest.path)) covers the writes through \(sequence)" }
@@ -405,7 +408,7 @@ public enum StoreChecker {
         let newestName = images.last.map { baseName($0.path) } ?? ""
         for image in images.dropLast() {
             var throwaway = Loss()
-            var scan = try scanImage(path: image.path, loss: &throwaway, fileSystem: fs, apply: nil)
+            var scan = try scanImage(path: image.path, loss: &throwaway, keyring: keyring, fileSystem: fs, apply: nil)
             scan.file.isCovered = true
             scan.file.note = "covered, will be deleted at open (\(newestName) holds its writes)"
             reports.append((image.number, 0, scan.file))
@@ -415,7 +418,7 @@ public enum StoreChecker {
         for log in logs where log.number < firstLive {
             var throwaway = Loss()
             var scan = try scanLog(path: log.path, expected: nil, expectation: "", live: false, isLast: false,
-                                   loss: &throwaway, fileSystem: fs, apply: { _ in })
+                                   loss: &throwaway, keyring: keyring, fileSystem: fs, apply: { _ in })
             scan.file.isCovered = true
             scan.file.note = "covered, will be deleted at open (\(newestName) holds its writes)"
             reports.append((log.number, 1, scan.file))
@@ -426,7 +429,7 @@ public enum StoreChecker {
         var records = 0
         for (position, log) in live.enumerated() {
             let scan = try scanLog(path: log.path, expected: next, expectation: expectation, live: true,
-                                   isLast: position == live.count - 1, loss: &loss, fileSystem: fs) { operation in
+                                   isLast: position == live.count - 1, loss: &loss, keyring: keyring, fileSystem: fs) { operation in
                 operation.apply(to: &index)
             }
             records += scan.file.records
@@ -470,7 +473,7 @@ public enum StoreChecker {
         let report = Report(directory: directory, files: reports.map(\.file), notes: notes, records: records,
                             keys: index.count, lastSequence: next.map { $0 - 1 } ?? 0, salvageLoss: loss, repair: nil)
         return Analysis(report: report, index: index, nextSequence: next, tornCut: tornCut,
-                        storeFiles: (logs.map(\.path) + images.map(\.path)))
+                        storeFiles: (logs.map(\.path) + images.map(\.path)), keyring: keyring)
     }
 
     // MARK: Log files
@@ -490,7 +493,8 @@ public enum StoreChecker {
     ///   - expectation: what makes it expected, for the problem's text.
     ///   - live: whether open replays the file; `isLast`: whether it is the last one.
     static func scanLog(path: String, expected: UInt64?, expectation: String, live: Bool, isLast: Bool,
-                        loss: inout Loss, fileSystem: any FileSystem, apply: (LogRecordView) -> Void) throws -> LogScan {
+                        loss: inout Loss, keyring: Keyring = .plain, fileSystem: any FileSystem,
+                        apply: (LogRecordView) -> Void) throws -> LogScan {
         try MappedFile.withContents(of: path, fileSystem: fileSystem) { mapped in
             let file = mapped.bytes
             let size = file.count
@@ -504,8 +508,12 @@ public enum StoreChecker {
             // The header.
             var offset = LogFormat.fileHeaderSize
             var resuming = false  // just skipped damage: a gap in sequence numbers is part of it
+            var cipher: FileCipher?
             switch LogReader.decodeHeader(file, magic: LogFormat.magic) {
-            case .success(let first):
+            case .success(let header):
+                let first = header.sequence
+                cipher = try keyring.cipher(for: header, path: path, magic: LogFormat.magic)
+                offset = header.size
                 report.headerSequence = first
                 if let expected {
                     if first != expected {
@@ -519,12 +527,13 @@ public enum StoreChecker {
                     next = first
                 }
             case .failure(.unsupported(let version)):
-                add(.newerVersion, 0, "log format version \(version) is newer than this kvsh understands (\(LogFormat.version)); upgrade kvsh")
+                add(.newerVersion, 0, "log format version \(version) is newer than this kvsh understands (\(LogFormat.encryptedVersion)); upgrade kvsh")
                 return LogScan(file: report, next: nil, tornCut: nil)
             case .failure(let problem):
                 let reason = size == 0 ? "empty file" : size < LogFormat.fileHeaderSize ? "incomplete file header" : problem.description
-                loss.bytes += size <= LogFormat.fileHeaderSize ? size : 0
-                if size <= LogFormat.fileHeaderSize {
+                let tornHeader = LogReader.isTornHeader(file)
+                loss.bytes += tornHeader ? size : 0
+                if tornHeader {
                     // A crash while the file was being created: open writes the header again, but only in the
                     // last file (which holds no record, so nothing is lost).
                     if live && isLast {
@@ -535,8 +544,9 @@ public enum StoreChecker {
                     }
                     return LogScan(file: report, next: next, tornCut: tornCut)
                 }
-                // Nothing says where the records start or what they are numbered: look for the first one.
-                let resume = findLogRecord(in: file, from: offset, next: next)
+                // Nothing says where the records start or what they are numbered: look for the first one. An
+                // encrypted file whose header is damaged cannot be read further (its salt is unknown).
+                let resume = keyring.current != nil ? nil : findLogRecord(in: file, from: offset, next: next)
                 let skipped = resume ?? size
                 loss.bytes += skipped
                 add(.corruption, 0, reason, bytes: skipped)
@@ -546,13 +556,13 @@ public enum StoreChecker {
 
             // The records.
             while offset < size {
-                let failure: String
-                var framing = false
-                switch LogReader.logRecord(in: file, at: offset) {
-                case .record(let sequence, let operation, let end):
-                    if let expected = next, sequence < expected {
-                        failure = "record has sequence number \(sequence) where \(expected) was expected"
-                    } else {
+                // nil when the record was kept; else why not, and whether its framing or checksum failed.
+                let outcome: (failure: String, framing: Bool)? = LogReader.logRecord(in: file, at: offset, cipher: cipher) { step in
+                    switch step {
+                    case .record(let sequence, let operation, let end):
+                        if let expected = next, sequence < expected {
+                            return (failure: "record has sequence number \(sequence) where \(expected) was expected", framing: false)
+                        }
                         if let expected = next, sequence > expected {
                             if !resuming {
                                 add(.corruption, offset, "record has sequence number \(sequence) where \(expected) was expected")
@@ -566,18 +576,21 @@ public enum StoreChecker {
                         next = sequence + 1
                         resuming = false
                         offset = end
-                        try mapped.releasePages(before: offset)
-                        continue
+                        return nil
+                    case .damaged(let reason, let isFraming):
+                        return (failure: reason, framing: isFraming)
                     }
-                case .damaged(let reason, let isFraming):
-                    failure = reason
-                    framing = isFraming
                 }
-                let resume = findLogRecord(in: file, from: offset + 1, next: next)
+                guard let outcome else {
+                    try mapped.releasePages(before: offset)
+                    continue
+                }
+                let (failure, framing) = outcome
+                let resume = findLogRecord(in: file, from: offset + 1, next: next, cipher: cipher)
                 let skipped = (resume ?? size) - offset
                 loss.bytes += skipped
                 // Open's own rule for telling a torn tail from corruption.
-                let follows = LogReader.firstValidRecord(in: file, after: offset, sequenceAtLeast: next ?? 0)
+                let follows = LogReader.firstValidRecord(in: file, after: offset, sequenceAtLeast: next ?? 0, cipher: cipher)
                 if framing && follows == nil && live && isLast {
                     add(.tornTail, offset, failure, bytes: size - offset)
                     tornCut = TornCut(path: path, offset: offset, bytes: size - offset, reason: failure)
@@ -594,18 +607,21 @@ public enum StoreChecker {
 
     /// The first offset from `start` on holding a record a salvage keeps: good framing and checksum, a log
     /// record whose payload decodes, numbered `next` or above.
-    static func findLogRecord(in file: UnsafeRawBufferPointer, from start: Int, next: UInt64?) -> Int? {
+    static func findLogRecord(in file: UnsafeRawBufferPointer, from start: Int, next: UInt64?, cipher: FileCipher? = nil) -> Int? {
         let minimum = next ?? 0
         var candidate = start
         while candidate + LogFormat.recordHeaderSize <= file.count {
             defer { candidate += 1 }
             // Cheap tests first: most offsets fail on the type byte, the length or the sequence number.
             let type = file[candidate + 8]
-            guard let kind = LogFormat.RecordType(rawValue: type), kind.isLogRecord else { continue }
+            guard let kind = LogFormat.RecordType(rawValue: type), cipher == nil ? kind.isLogRecord : kind == .sealed else { continue }
             let length = Int(UInt32(littleEndian: file.loadUnaligned(fromByteOffset: candidate + 4, as: UInt32.self)))
             guard length <= file.count - candidate - LogFormat.recordHeaderSize,
                   UInt64(littleEndian: file.loadUnaligned(fromByteOffset: candidate + 9, as: UInt64.self)) >= minimum else { continue }
-            if case .record = LogReader.logRecord(in: file, at: candidate) { return candidate }
+            let found: Bool = LogReader.logRecord(in: file, at: candidate, cipher: cipher) { step in
+                if case .record = step { return true } else { return false }
+            }
+            if found { return candidate }
         }
         return nil
     }
@@ -621,7 +637,7 @@ public enum StoreChecker {
     }
 
     /// Reads one image, keeping every block that passes its checks and passing its entries to `apply`.
-    static func scanImage(path: String, loss: inout Loss, fileSystem: any FileSystem,
+    static func scanImage(path: String, loss: inout Loss, keyring: Keyring = .plain, fileSystem: any FileSystem,
                           apply: ((UnsafeRawBufferPointer, UnsafeRawBufferPointer) -> Void)?) throws -> ImageScan {
         try MappedFile.withContents(of: path, fileSystem: fileSystem) { mapped in
             let file = mapped.bytes
@@ -634,12 +650,16 @@ public enum StoreChecker {
             var expectedBlock: UInt64 = 1
             var damaged = false
             var resuming = false
+            var cipher: FileCipher?
             switch LogReader.decodeHeader(file, magic: LogFormat.imageMagic) {
-            case .success(let sequence):
+            case .success(let header):
+                let sequence = header.sequence
+                cipher = try keyring.cipher(for: header, path: path, magic: LogFormat.imageMagic)
+                offset = header.size
                 report.headerSequence = sequence
                 report.lastSequence = sequence
             case .failure(.unsupported(let version)):
-                add(.newerVersion, 0, "image format version \(version) is newer than this kvsh understands (\(LogFormat.version)); upgrade kvsh")
+                add(.newerVersion, 0, "image format version \(version) is newer than this kvsh understands (\(LogFormat.encryptedVersion)); upgrade kvsh")
                 return ImageScan(file: report, sequence: nil, lostEntries: nil)
             case .failure(let problem):
                 let reason: String
@@ -648,7 +668,7 @@ public enum StoreChecker {
                 case .badChecksum: reason = "image header checksum mismatch"
                 default: reason = problem.description
                 }
-                let resume = size > offset ? findImageRecord(in: file, from: offset, block: 1) : nil
+                let resume = size > offset && keyring.current == nil ? findImageRecord(in: file, from: offset, block: 1) : nil
                 let skipped = resume ?? size
                 loss.bytes += skipped
                 add(.corruption, 0, reason, bytes: skipped)
@@ -657,62 +677,71 @@ public enum StoreChecker {
                 resuming = true
             }
 
-            var previousKey: UnsafeRawBufferPointer?  // points into the mapping
+            var previousKey: [UInt8]?  // the last key of the block before (blocks of an encrypted image do not outlive their call)
             var endCount: UInt64?
             var keysOutOfOrder = false
             while offset < size {
-                let failure: String
-                switch LogReader.record(in: file, at: offset) {
-                case .valid(let type, let block, let payload, let end):
-                    if block < expectedBlock {
-                        failure = "block number \(block) where \(expectedBlock) was expected"
-                    } else if type == .imageEntries, let entries = ImageFile.entries(ofBlock: payload) {
-                        if block > expectedBlock && !resuming {
-                            add(.corruption, offset, "block number \(block) where \(expectedBlock) was expected")
-                        }
-                        if block > expectedBlock { damaged = true }
-                        for (key, value) in entries {
-                            if let previousKey, compareBytes(previousKey, key) >= 0, !keysOutOfOrder {
-                                keysOutOfOrder = true
-                                add(.corruption, offset, "keys out of order")
+                // nil when the block was kept.
+                let failure: String? = LogReader.withRecord(in: file, at: offset, cipher: cipher) { check in
+                    switch check {
+                    case .valid(let type, let block, let payload, let end):
+                        if block < expectedBlock {
+                            return "block number \(block) where \(expectedBlock) was expected"
+                        } else if type == .imageEntries, let entries = ImageFile.entries(ofBlock: payload) {
+                            if block > expectedBlock && !resuming {
+                                add(.corruption, offset, "block number \(block) where \(expectedBlock) was expected")
                             }
-                            apply?(key, value)
-                            previousKey = key
+                            if block > expectedBlock { damaged = true }
+                            var previousInBlock: UnsafeRawBufferPointer?
+                            for (key, value) in entries {
+                                let outOfOrder = previousInBlock.map { compareBytes($0, key) >= 0 }
+                                    ?? previousKey.map { $0.withUnsafeBytes { compareBytes($0, key) >= 0 } } ?? false
+                                if outOfOrder, !keysOutOfOrder {
+                                    keysOutOfOrder = true
+                                    add(.corruption, offset, "keys out of order")
+                                }
+                                apply?(key, value)
+                                previousInBlock = key
+                            }
+                            if let last = previousInBlock { previousKey = Array(last) }
+                            report.records += 1
+                            report.entries += entries.count
+                            expectedBlock = block + 1
+                            resuming = false
+                            offset = end
+                            return nil
+                        } else if type == .imageEnd, payload.count == 8 {
+                            if block > expectedBlock && !resuming {
+                                add(.corruption, offset, "block number \(block) where \(expectedBlock) was expected")
+                            }
+                            if block > expectedBlock { damaged = true }
+                            let count = UInt64(littleEndian: payload.loadUnaligned(as: UInt64.self))
+                            endCount = count
+                            if count != UInt64(report.entries) && !damaged {
+                                add(.corruption, offset, "end record counts \(count) entries but the image holds \(report.entries)")
+                            }
+                            if end < size {
+                                loss.bytes += size - end
+                                add(.corruption, end, "\(size - end) bytes after the end record", bytes: size - end)
+                            }
+                            offset = size
+                            return nil
+                        } else if type == .imageEntries {
+                            return "block entry lengths do not add up"
+                        } else if type == .imageEnd {
+                            return "bad end record"
+                        } else {
+                            return "log record (type \(type.rawValue)) in an image"
                         }
-                        report.records += 1
-                        report.entries += entries.count
-                        expectedBlock = block + 1
-                        resuming = false
-                        offset = end
-                        try mapped.releasePages(before: offset)
-                        continue
-                    } else if type == .imageEnd, payload.count == 8 {
-                        if block > expectedBlock && !resuming {
-                            add(.corruption, offset, "block number \(block) where \(expectedBlock) was expected")
-                        }
-                        if block > expectedBlock { damaged = true }
-                        let count = UInt64(littleEndian: payload.loadUnaligned(as: UInt64.self))
-                        endCount = count
-                        if count != UInt64(report.entries) && !damaged {
-                            add(.corruption, offset, "end record counts \(count) entries but the image holds \(report.entries)")
-                        }
-                        if end < size {
-                            loss.bytes += size - end
-                            add(.corruption, end, "\(size - end) bytes after the end record", bytes: size - end)
-                        }
-                        offset = size
-                        continue
-                    } else if type == .imageEntries {
-                        failure = "block entry lengths do not add up"
-                    } else if type == .imageEnd {
-                        failure = "bad end record"
-                    } else {
-                        failure = "log record (type \(type.rawValue)) in an image"
+                    case .invalid(let damage):
+                        return damage.description
                     }
-                case .invalid(let damage):
-                    failure = damage.description
                 }
-                let resume = findImageRecord(in: file, from: offset + 1, block: expectedBlock)
+                guard let failure else {
+                    try mapped.releasePages(before: min(offset, size))
+                    continue
+                }
+                let resume = findImageRecord(in: file, from: offset + 1, block: expectedBlock, cipher: cipher)
                 let skipped = (resume ?? size) - offset
                 loss.bytes += skipped
                 add(.corruption, offset, "block \(expectedBlock): \(failure)" + (resume.map { ", yet a valid block follows at offset \($0)" } ?? ""),
@@ -731,19 +760,21 @@ public enum StoreChecker {
 
     /// The first offset from `start` on holding a block or end record numbered `block` or above that passes
     /// its checks.
-    static func findImageRecord(in file: UnsafeRawBufferPointer, from start: Int, block: UInt64) -> Int? {
+    static func findImageRecord(in file: UnsafeRawBufferPointer, from start: Int, block: UInt64, cipher: FileCipher? = nil) -> Int? {
         var candidate = start
         while candidate + LogFormat.recordHeaderSize <= file.count {
             defer { candidate += 1 }
             let type = file[candidate + 8]
-            guard type == LogFormat.RecordType.imageEntries.rawValue || type == LogFormat.RecordType.imageEnd.rawValue else { continue }
+            guard cipher == nil ? type == LogFormat.RecordType.imageEntries.rawValue || type == LogFormat.RecordType.imageEnd.rawValue
+                : type == LogFormat.RecordType.sealed.rawValue else { continue }
             let length = Int(UInt32(littleEndian: file.loadUnaligned(fromByteOffset: candidate + 4, as: UInt32.self)))
             guard length <= file.count - candidate - LogFormat.recordHeaderSize,
                   UInt64(littleEndian: file.loadUnaligned(fromByteOffset: candidate + 9, as: UInt64.self)) >= block else { continue }
-            if case .valid(let type, _, let payload, _) = LogReader.record(in: file, at: candidate),
-               type == .imageEnd ? payload.count == 8 : ImageFile.entries(ofBlock: payload) != nil {
-                return candidate
+            let found: Bool = LogReader.withRecord(in: file, at: candidate, cipher: cipher) { check in
+                guard case .valid(let type, _, let payload, _) = check else { return false }
+                return type == .imageEnd ? payload.count == 8 : type == .imageEntries && ImageFile.entries(ofBlock: payload) != nil
             }
+            if found { return candidate }
         }
         return nil
     }

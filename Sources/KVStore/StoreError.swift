@@ -46,6 +46,11 @@ public enum StoreError: Error, Equatable, Sendable, CustomStringConvertible {
     /// caller (Ctrl-C). The store's contents are as before it: `undone` says what was put back, nil if it had
     /// changed nothing.
     case interrupted(operation: String, undone: String?)
+    /// A store file's encryption does not match the keys given: encrypted without a key, sealed with another key, or
+    /// plain while a key was given. `reason` says which and what to do.
+    case encryption(file: String, reason: String)
+    /// An encryption key file cannot be used (missing, open to other users, the wrong size).
+    case encryptionKeyFile(path: String, reason: String)
 
     public var description: String {
         switch self {
@@ -57,7 +62,7 @@ public enum StoreError: Error, Equatable, Sendable, CustomStringConvertible {
         case .corruption(let file, let offset, let reason):
             return "\(file): corrupt at offset \(offset): \(reason); the store was not opened (restore a backup or move the file aside)"
         case .unsupportedVersion(let file, let version):
-            return "\(file): log format version \(version) is newer than this kvsh understands (\(LogFormat.version)); upgrade kvsh"
+            return "\(file): log format version \(version) is newer than this kvsh understands (\(LogFormat.encryptedVersion)); upgrade kvsh"
         case .io(let operation, let path, let code):
             return "\(operation) '\(path)' failed: \(systemErrorMessage(code))"
         case .writesDisabled(let cause):
@@ -95,6 +100,10 @@ public enum StoreError: Error, Equatable, Sendable, CustomStringConvertible {
             return "replication: \(reason)"
         case .interrupted(let operation, let undone):
             return "\(operation) was interrupted; " + (undone.map { "\($0); the store is as it was before" } ?? "it changed nothing")
+        case .encryption(let file, let reason):
+            return "\(file) \(reason)"
+        case .encryptionKeyFile(let path, let reason):
+            return "encryption key file '\(Paths.printable(path))' \(reason)"
         }
     }
 }

@@ -28,7 +28,8 @@ struct KVSHCommand: ParsableCommand {
             errors, for a store that cannot be opened and for a server that cannot be reached.
             """,
         version: KVSHCommand.version,
-        subcommands: [ServeCommand.self, BackupCommand.self, RestoreCommand.self, CheckCommand.self],
+        subcommands: [ServeCommand.self, BackupCommand.self, RestoreCommand.self, CheckCommand.self, KeygenCommand.self,
+                      RekeyCommand.self],
         // -h is the host, as in redis-cli.
         helpNames: [.long, .customShort("?")]
     )
@@ -133,7 +134,7 @@ struct KVSHCommand: ParsableCommand {
 
     var resolvedDataDirectory: String { store.dataDirectory.resolved }
 
-    var storeOptions: KVStore.Options { store.storeOptions(warningHandler: { printError("warning: \($0)") }) }
+    func storeOptions() throws -> KVStore.Options { try store.storeOptions(warningHandler: { printError("warning: \($0)") }) }
 
     /// The server to connect to (--connect, or -h/-p), or nil to open a store.
     var server: ServerAddress? {

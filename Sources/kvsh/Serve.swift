@@ -88,7 +88,7 @@ struct ServeCommand: KVSHSubcommand {
             let metrics = operations.makeMetrics(logger: logger)
             let endpoint = try operations.startEndpoint(metrics, logger: logger)
             defer { endpoint?.shutdown() }
-            var options = storeOptions.storeOptions(warningHandler: { logger.warning("\($0)") })
+            var options = try storeOptions.storeOptions(warningHandler: { logger.warning("\($0)") })
             options.eventObserver = metrics.storeEventObserver
             options.replicationBacklogBytes = replication.backlogLogBytes
             let store = try KVStore(directory: storeOptions.dataDirectory.resolved, options: options)

@@ -14,6 +14,26 @@ struct DataDirectoryOption: ParsableArguments {
     var resolved: String { resolveDataDirectory(path) }
 }
 
+/// `--encryption-key-file`, for every command that opens a store's files (the shell, serve, backup, restore, check,
+/// rekey): the key (`kvsh keygen FILE`) that an encrypted store's files are sealed with.
+struct EncryptionKeyOption: ParsableArguments {
+    @Option(name: .customLong("encryption-key-file"), help: ArgumentHelp(
+        "The key file of an encrypted store (32 random bytes, mode 0600, made by kvsh keygen FILE); a new store given one "
+            + "is encrypted. Back the key up: without it the store cannot be read.",
+        valueName: "file"))
+    var path: String?
+
+    /// The key, read from the file (which must be private to its owner); nil without the option.
+    func load() throws -> EncryptionKey? {
+        try path.map { try EncryptionKey.load(from: $0) }
+    }
+
+    /// The keys to open the store with: the one given as the current key (a plain store without it).
+    func keyring() throws -> Keyring {
+        Keyring(current: try load())
+    }
+}
+
 /// The options of a store opened in this process, shared by the shell and `kvsh serve`: where it is, when writes
 /// reach the disk, when it compacts, and periodic backups. Each is optional here (so that the shell can tell one
 /// given with --connect, where it does not apply); an option not given takes the default shown in `--help`.
@@ -24,6 +44,8 @@ struct StoreOptions: ParsableArguments {
     static let defaultBackupKeep = 24
 
     @OptionGroup var dataDirectory: DataDirectoryOption
+
+    @OptionGroup var encryption: EncryptionKeyOption
 
     @Option(help: ArgumentHelp(
         "When writes reach the disk: always (fsync before each reply, shared by writes that arrive together), "
@@ -61,6 +83,7 @@ struct StoreOptions: ParsableArguments {
             ("--data-dir", dataDirectory.path != nil), ("--sync", sync != nil), ("--compact-min-size", compactMinimumSize != nil),
             ("--compact-ratio", compactRatio != nil), ("--backup-dir", backupDirectory != nil),
             ("--backup-every", backupInterval != nil), ("--backup-keep", backupKeep != nil),
+            ("--encryption-key-file", encryption.path != nil),
         ]
     }
 
@@ -69,8 +92,10 @@ struct StoreOptions: ParsableArguments {
     }
 
     /// The store's options: the engine's defaults, with what was given in their place.
-    func storeOptions(warningHandler: @escaping @Sendable (String) -> Void) -> KVStore.Options {
+    /// - Throws: ``StoreError/encryptionKeyFile(path:reason:)`` when the key file cannot be used.
+    func storeOptions(warningHandler: @escaping @Sendable (String) -> Void) throws -> KVStore.Options {
         var options = KVStore.Options(warningHandler: warningHandler)
+        options.keyring = try encryption.keyring()
         if let sync { options.syncPolicy = sync }
         if let compactMinimumSize { options.compactionMinimumLogBytes = compactMinimumSize.bytes }
         if let compactRatio { options.compactionRatio = compactRatio }

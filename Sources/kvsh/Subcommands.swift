@@ -59,6 +59,8 @@ struct BackupCommand: KVSHSubcommand {
 
     @OptionGroup var dataDirectory: DataDirectoryOption
 
+    @OptionGroup var encryption: EncryptionKeyOption
+
     @Argument(help: ArgumentHelp("Where to write the backup file.", valueName: "path"))
     var path: String
 
@@ -67,7 +69,9 @@ struct BackupCommand: KVSHSubcommand {
 
     func execute() -> Int32 {
         Subcommands.reportingErrors {
-            let store = try KVStore(directory: dataDirectory.resolved, options: KVStore.Options(compactionRatio: 0))
+            var options = KVStore.Options(compactionRatio: 0)
+            options.keyring = try encryption.keyring()
+            let store = try KVStore(directory: dataDirectory.resolved, options: options)
             defer { try? store.close() }
             if let reason = store.readOnlyReason { printError("note: opened read-only (\(reason))") }
             let summary = try Subcommands.watched("kvsh backup") { try store.backup(to: path, replace: force) }
@@ -90,13 +94,18 @@ struct RestoreCommand: KVSHSubcommand {
 
     @OptionGroup var dataDirectory: DataDirectoryOption
 
+    @OptionGroup var encryption: EncryptionKeyOption
+
     @Flag(help: "Replace the store files in a data directory that is not empty.")
     var force = false
 
     func execute() -> Int32 {
         Subcommands.reportingErrors {
             let directory = dataDirectory.resolved
-            let summary = try Subcommands.watched("kvsh restore") { try KVStore.restore(backup: backup, into: directory, force: force) }
+            let keyring = try encryption.keyring()
+            let summary = try Subcommands.watched("kvsh restore") {
+                try KVStore.restore(backup: backup, into: directory, force: force, keyring: keyring)
+            }
             print("restored \(summary.entries) keys (through sequence \(summary.sequence)) from \(backup) into \(directory)")
             return ExitStatus.success
         }
@@ -113,6 +122,8 @@ struct CheckCommand: KVSHSubcommand {
 
     @OptionGroup var dataDirectory: DataDirectoryOption
 
+    @OptionGroup var encryption: EncryptionKeyOption
+
     @Flag(help: "Cut a torn log tail, keeping a copy of every changed file as *.broken.")
     var repair = false
 
@@ -126,14 +137,73 @@ struct CheckCommand: KVSHSubcommand {
     func execute() -> Int32 {
         Subcommands.reportingErrors {
             let directory = dataDirectory.resolved
+            let keyring = try encryption.keyring()
             let lock = try DirectoryLock(directory: directory, allowReadOnly: !repair)
             defer { lock.release() }
             if let reason = lock.readOnlyReason { printError("note: checking read-only (\(reason))") }
             // A repair changes files as it goes: it is not stopped half way.
-            let report = repair ? try StoreChecker.repair(directory: directory, salvage: salvage)
-                                : try Subcommands.watched("kvsh check") { try StoreChecker.check(directory: directory) }
+            let report = repair ? try StoreChecker.repair(directory: directory, salvage: salvage, keyring: keyring)
+                                : try Subcommands.watched("kvsh check") { try StoreChecker.check(directory: directory, keyring: keyring) }
             print(ShellText.describe(check: report))
             return report.isClean ? ExitStatus.success : ExitStatus.commandFailed
+        }
+    }
+}
+
+struct KeygenCommand: KVSHSubcommand {
+    static let configuration = CommandConfiguration(
+        commandName: "keygen",
+        abstract: "Make an encryption key file for --encryption-key-file.",
+        discussion: "Writes 32 random bytes to FILE with mode 0600; never replaces an existing file. Keep a copy of the key "
+            + "somewhere safe and apart from the store and its backups: without it an encrypted store cannot be read.",
+        version: KVSHCommand.version,
+        helpNames: [.short, .long])
+
+    @Argument(help: ArgumentHelp("Where to write the key.", valueName: "file"))
+    var file: String
+
+    func execute() -> Int32 {
+        Subcommands.reportingErrors {
+            let key = try EncryptionKey.generate(at: file)
+            print("wrote a new key to \(file) (key id \(key.idHex)); back it up apart from the store")
+            return ExitStatus.success
+        }
+    }
+}
+
+struct RekeyCommand: KVSHSubcommand {
+    static let configuration = CommandConfiguration(
+        commandName: "rekey",
+        abstract: "Re-encrypt a store under a new key (or encrypt a plain store).",
+        discussion: "Checkpoints the store into the new key and deletes every file sealed with the old one, the replication "
+            + "backlog included. The store must not be open in another process (stop a server, rekey, start it with the new "
+            + "key). Backups made before stay sealed with the old key: keep the old key as long "
+            + "as you keep them. If it is interrupted, run it again with the same options.",
+        version: KVSHCommand.version,
+        helpNames: [.short, .long])
+
+    @OptionGroup var dataDirectory: DataDirectoryOption
+
+    @OptionGroup var encryption: EncryptionKeyOption
+
+    @Option(name: .customLong("new-key-file"), help: ArgumentHelp("The key to seal the store with from now on (kvsh keygen FILE).",
+                                                                  valueName: "file"))
+    var newKeyFile: String
+
+    func execute() -> Int32 {
+        Subcommands.reportingErrors {
+            let newKey = try EncryptionKey.load(from: newKeyFile)
+            var options = KVStore.Options(compactionRatio: 0)
+            // The new key opens the files an interrupted rekey already wrote.
+            options.keyring = Keyring(current: try encryption.load(), others: [newKey])
+            let store = try KVStore(directory: dataDirectory.resolved, options: options)
+            defer { try? store.close() }
+            if let reason = store.readOnlyReason { throw StoreError.readOnly(directory: store.directory, reason: reason) }
+            let report = try store.rekey(to: newKey)
+            try store.close()
+            print("re-encrypted \(report.keys) keys in \(store.directory) with \(newKeyFile) (key id \(newKey.idHex)); "
+                + "the old key no longer opens the store, but still opens backups made before")
+            return ExitStatus.success
         }
     }
 }

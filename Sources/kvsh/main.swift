@@ -145,7 +145,7 @@ if let server = options.server {
 } else {
     let opened: KVStore
     do {
-        opened = try KVStore(directory: options.resolvedDataDirectory, options: options.storeOptions)
+        opened = try KVStore(directory: options.resolvedDataDirectory, options: try options.storeOptions())
     } catch {
         printError("\(error)")
         exit(ExitStatus.unusable)

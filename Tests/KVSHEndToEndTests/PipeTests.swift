@@ -350,10 +350,11 @@ struct PipeTests {
         #expect(result.stdoutLines == ["value-0", "value-1999", "0", "changed", "2"])
     }
 
-    @Test("writes acknowledged before kill -9 survive it")
-    func acknowledgedWritesSurviveKill9() throws {
+    @Test("writes acknowledged before kill -9 survive it (plain and encrypted)", arguments: [false, true])
+    func acknowledgedWritesSurviveKill9(encrypted: Bool) throws {
         let sandbox = try Sandbox()
-        let writer = try sandbox.start(["--sync", "always"])
+        let keyOptions = encrypted ? ["--encryption-key-file", try makeKeyFile(sandbox)] : []
+        let writer = try sandbox.start(["--sync", "always"] + keyOptions)
         var next = 0
         var acknowledged = 0
         let deadline = ContinuousClock.now + .seconds(15)
@@ -372,10 +373,12 @@ struct PipeTests {
         let replies = writer.stdout.lines.prefix { $0 == "OK" }  // a torn last line is no acknowledgement
         #expect(replies.count >= 2000, "only \(replies.count) replies within 15 s")
 
-        let check = try sandbox.kvsh(script: (0..<replies.count).map { "GET k\($0)\n" }.joined())
+        let check = try sandbox.kvsh(keyOptions, script: (0..<replies.count).map { "GET k\($0)\n" }.joined())
         #expect(check.termination == .exited(0), "restart after kill -9: \(check.summary)")
         let lost = (0..<replies.count).filter { $0 >= check.stdoutLines.count || check.stdoutLines[$0] != "v\($0)" }
         #expect(lost.count == 0, "\(lost.count) of \(replies.count) acknowledged writes lost (first: k\(lost.first ?? -1)); \(next) were sent")
+        let verify = try sandbox.run(["check", "--data-dir", sandbox.dataDir] + keyOptions)
+        #expect(verify.termination == .exited(0), "kvsh check after the restart: \(verify.summary)")
     }
 
     @Test("replies are flushed while stdin stays open")

@@ -236,10 +236,11 @@ private final class WriterRecord: @unchecked Sendable {
 struct ServerTests {
     /// Several clients pipeline SETs; the server is killed with SIGKILL mid-traffic; every write acknowledged
     /// with +OK must be there after a restart (writes sent but not acknowledged may or may not be).
-    @Test("kill -9 mid-traffic: every acknowledged write survives a restart")
-    func killNineKeepsAcknowledgedWrites() throws {
+    @Test("kill -9 mid-traffic: every acknowledged write survives a restart (plain and encrypted)", arguments: [false, true])
+    func killNineKeepsAcknowledgedWrites(encrypted: Bool) throws {
         let sandbox = try Sandbox()
-        let server = try ServerProcess(sandbox, dataDir: sandbox.dataDir)
+        let keyOptions = encrypted ? ["--encryption-key-file", try makeKeyFile(sandbox)] : []
+        let server = try ServerProcess(sandbox, dataDir: sandbox.dataDir, options: keyOptions)
         let writers = 4, keysPerWriter = 50, batch = 50
         let progress = WriteProgress()
         let records = (0..<writers).map { _ in WriterRecord() }
@@ -300,7 +301,7 @@ struct ServerTests {
         #expect(failures.isEmpty, "\(failures)")
 
         // Restart on the same data directory and read every key back.
-        let restarted = try ServerProcess(sandbox, dataDir: sandbox.dataDir)
+        let restarted = try ServerProcess(sandbox, dataDir: sandbox.dataDir, options: keyOptions)
         let reader = try RedisConnection(port: restarted.port)
         var lost: [String] = []
         var checked = 0

@@ -579,7 +579,7 @@ struct CheckerTests {
             let directory = root + "/s"
             let sample = try SampleStore(in: directory, count: 2)
             var header = LogFormat.magic
-            LogFormat.appendLittleEndian(UInt32(2), to: &header)
+            LogFormat.appendLittleEndian(LogFormat.encryptedVersion + 1, to: &header)  // 2 is an encrypted file's
             LogFormat.appendLittleEndian(UInt32(0), to: &header)
             LogFormat.appendLittleEndian(UInt64(1), to: &header)
             LogFormat.appendLittleEndian(CRC32C.checksum(header), to: &header)

@@ -12,14 +12,20 @@ import Testing
 private func key(_ number: Int) -> [UInt8] { bytes("key-\(number)") }
 private func value(_ number: Int) -> [UInt8] { bytes("value-\(number)-" + String(repeating: "x", count: number % 50)) }
 
-/// Opens a store in `directory` on `fileSystem`.
-private func openStore(_ directory: String, _ syncPolicy: KVStore.SyncPolicy, on fileSystem: any FileSystem) throws -> KVStore {
-    try KVStore(directory: directory, options: KVStore.Options(syncPolicy: syncPolicy, compactionRatio: 0, fileSystem: fileSystem))
+/// The key of the encrypted runs of the power-loss tests.
+private let testKey = EncryptionKey.random()
+
+/// Opens a store in `directory` on `fileSystem`, encrypted with `testKey` when `encrypted`.
+private func openStore(_ directory: String, _ syncPolicy: KVStore.SyncPolicy, on fileSystem: any FileSystem,
+                       encrypted: Bool = false) throws -> KVStore {
+    var options = KVStore.Options(syncPolicy: syncPolicy, compactionRatio: 0, fileSystem: fileSystem)
+    if encrypted { options.keyring = Keyring(current: testKey) }
+    return try KVStore(directory: directory, options: options)
 }
 
 /// The keys of `acknowledged` missing, or holding another value, once `directory` is reopened on the real file system.
-private func lostAfterReopen(_ directory: String, acknowledged: [Int]) throws -> [Int] {
-    let reopened = try KVStore(directory: directory, syncPolicy: .always)
+private func lostAfterReopen(_ directory: String, acknowledged: [Int], encrypted: Bool = false) throws -> [Int] {
+    let reopened = try openStore(directory, .always, on: POSIXFileSystem(), encrypted: encrypted)
     defer { try? reopened.close() }
     return acknowledged.filter { reopened.get(key($0)) != value($0) }
 }
@@ -114,12 +120,12 @@ struct FaultInjectionTests {
     /// Drives writes and commits, crashes, and counts the acknowledged writes lost. `.always` must lose none;
     /// `.none` (replies after `write(2)`, before any fsync) must lose some: the control that shows the test can
     /// catch a commit that acknowledges before fsync.
-    @Test("power loss: every write --sync always acknowledged survives; with --sync none some are lost",
-          arguments: [KVStore.SyncPolicy.always, .none])
-    func powerLoss(policy: KVStore.SyncPolicy) throws {
+    @Test("power loss: every write --sync always acknowledged survives; with --sync none some are lost (plain and encrypted)",
+          arguments: [KVStore.SyncPolicy.always, .none], [false, true])
+    func powerLoss(policy: KVStore.SyncPolicy, encrypted: Bool) throws {
         try withTempDir { root in
             let disk = FaultInjectionFileSystem()
-            let store = try openStore(root + "/data", policy, on: disk)
+            let store = try openStore(root + "/data", policy, on: disk, encrypted: encrypted)
             var acknowledged: [Int] = []
             for number in 0..<300 {
                 try store.set(key(number), value(number))
@@ -131,7 +137,7 @@ struct FaultInjectionTests {
             try store.set(key(1000), value(1000))  // never committed: may be lost either way
             disk.simulateCrash()
             _ = try? store.close()
-            let lost = try lostAfterReopen(root + "/data", acknowledged: acknowledged)
+            let lost = try lostAfterReopen(root + "/data", acknowledged: acknowledged, encrypted: encrypted)
             #expect(acknowledged.count > 250)
             switch policy {
             case .always:
@@ -142,12 +148,12 @@ struct FaultInjectionTests {
         }
     }
 
-    @Test("power loss at each step of a checkpoint, with later writes unsynced: nothing acknowledged is lost",
-          arguments: CheckpointStep.allCases)
-    func powerLossDuringCheckpoint(step: CheckpointStep) throws {
+    @Test("power loss at each step of a checkpoint, with later writes unsynced: nothing acknowledged is lost (plain and encrypted)",
+          arguments: CheckpointStep.allCases, [false, true])
+    func powerLossDuringCheckpoint(step: CheckpointStep, encrypted: Bool) throws {
         try withTempDir { root in
             let disk = FaultInjectionFileSystem()
-            let store = try openStore(root + "/data", .always, on: disk)
+            let store = try openStore(root + "/data", .always, on: disk, encrypted: encrypted)
             for number in 0..<100 { try store.set(key(number), value(number)) }
             try store.commit()
             _ = try store.checkpoint()  // an older image and log, for the next checkpoint to replace
@@ -165,8 +171,8 @@ struct FaultInjectionTests {
             disk.simulateCrash()
             _ = try? store.close()
             let acknowledged = (0..<210).filter { $0 != 5 }
-            #expect(try lostAfterReopen(root + "/data", acknowledged: acknowledged) == [])
-            let reopened = try KVStore(directory: root + "/data", syncPolicy: .always)
+            #expect(try lostAfterReopen(root + "/data", acknowledged: acknowledged, encrypted: encrypted) == [])
+            let reopened = try openStore(root + "/data", .always, on: POSIXFileSystem(), encrypted: encrypted)
             defer { try? reopened.close() }
             #expect(reopened.get(key(5)) == nil, "an acknowledged delete came back")
         }
@@ -175,9 +181,13 @@ struct FaultInjectionTests {
     @Test("power loss after the Nth sync of a checkpoint fails: the store reopens with everything acknowledged",
           arguments: [FaultInjectionFileSystem.Operation.fsync, .fdatasync, .directorySync], [1, 2, 3])
     func failedSyncDuringCheckpoint(operation: FaultInjectionFileSystem.Operation, nth: Int) throws {
+        for encrypted in [false, true] { try failedSyncDuringCheckpoint(operation: operation, nth: nth, encrypted: encrypted) }
+    }
+
+    private func failedSyncDuringCheckpoint(operation: FaultInjectionFileSystem.Operation, nth: Int, encrypted: Bool) throws {
         try withTempDir { root in
             let disk = FaultInjectionFileSystem()
-            let store = try openStore(root + "/data", .always, on: disk)
+            let store = try openStore(root + "/data", .always, on: disk, encrypted: encrypted)
             for number in 0..<50 { try store.set(key(number), value(number)) }
             try store.commit()
             _ = try store.checkpoint()
@@ -187,7 +197,7 @@ struct FaultInjectionTests {
             _ = try? store.checkpoint()
             disk.simulateCrash()
             _ = try? store.close()
-            #expect(try lostAfterReopen(root + "/data", acknowledged: Array(0..<100)) == [])
+            #expect(try lostAfterReopen(root + "/data", acknowledged: Array(0..<100), encrypted: encrypted) == [])
         }
     }
 }
