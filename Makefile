@@ -1,7 +1,7 @@
 # The two commands README promises, plus the benchmark and the acceptance suite.
 SWIFT ?= swift
 
-.PHONY: deps test-deps run test release bench bench-metrics accept fuzz fuzz-build corpus tsan
+.PHONY: deps test-deps run test release bench bench-metrics bench-tls accept fuzz fuzz-build corpus tsan
 
 # What building and running kvsh needs (libedit's headers, pkg-config).
 deps:
@@ -38,6 +38,10 @@ bench: release
 # What per-command statistics cost: redis-benchmark SET/GET -P 1 and -P 16, statistics on vs off, in one run.
 bench-metrics: release
 	python3 Benchmarks/metrics_overhead.py --kvsh .build/release/kvsh
+
+# TLS: redis-benchmark --tls SET/GET -P 1 and -P 16 against kvsh and redis-server, both with TLS, in one run.
+bench-tls: release
+	python3 Benchmarks/tls_bench.py --kvsh .build/release/kvsh
 
 # The black-box acceptance suite kept beside the checkout, when it is there.
 accept: release
