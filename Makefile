@@ -1,7 +1,7 @@
 # The two commands README promises, plus the benchmark and the acceptance suite.
 SWIFT ?= swift
 
-.PHONY: deps test-deps run test release bench bench-metrics bench-failover accept fuzz fuzz-build corpus tsan
+.PHONY: deps test-deps run test release bench bench-metrics bench-failover bench-tls accept fuzz fuzz-build corpus tsan
 
 # What building and running kvsh needs (libedit's headers, pkg-config).
 deps:
@@ -44,6 +44,10 @@ bench-metrics: release
 bench-failover: release
 	@command -v etcd >/dev/null && command -v redis-server >/dev/null || ./.ci/install-deps test
 	python3 Benchmarks/failover.py --kvsh .build/release/kvsh --markdown Benchmarks/work/failover.md
+
+# TLS: redis-benchmark --tls SET/GET -P 1 and -P 16 against kvsh and redis-server, both with TLS, in one run.
+bench-tls: release
+	python3 Benchmarks/tls_bench.py --kvsh .build/release/kvsh
 
 # The black-box acceptance suite kept beside the checkout, when it is there.
 accept: release

@@ -48,10 +48,16 @@ let package = Package(
         // The command layer: the one command table (names, arity, usage, help) and the executor of the data and
         // maintenance commands over a store, with structured errors worded for Redis clients and for people.
         .target(name: "KVCommands", dependencies: ["KVStore", "RESP"]),
-        // The shell's presentation: output formats, the script runner, sessions on an embedded store or a server.
-        .target(name: "KVShell", dependencies: ["KVStore", "KVCommands", "RESP"]),
+        // The shell's presentation: output formats, the script runner, sessions on an embedded store or a server (over TLS too).
+        .target(name: "KVShell", dependencies: [
+            "KVStore", "KVCommands", "RESP",
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOPosix", package: "swift-nio"),
+            .product(name: "NIOSSL", package: "swift-nio-ssl"),
+            .product(name: "NIOTLS", package: "swift-nio"),
+        ]),
         // The RESP2/RESP3 server on SwiftNIO: connections, server commands, group commit across connections; its
-        // statistics, slow log and latency monitor, and the HTTP endpoint for Prometheus and health checks.
+        // statistics, slow log and latency monitor, and the HTTP endpoint for Prometheus and health checks; TLS with swift-nio-ssl.
         .target(
             name: "KVServer",
             dependencies: [
@@ -62,6 +68,7 @@ let package = Package(
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),

@@ -11,6 +11,7 @@ import KVStore
 import Logging
 import NIOCore
 import NIOPosix
+import NIOSSL
 import Synchronization
 import Dispatch
 
@@ -51,6 +52,14 @@ public final class KVServer: Sendable {
         /// metrics endpoint (``MetricsEndpoint``) reads. Made before the store when the endpoint should answer while
         /// the store opens.
         public var metrics = ServerMetrics()
+        /// Whether `port` is listened on. Off only beside a TLS listener (Redis's `port 0` with a `tls-port`).
+        public var listensPlain = true
+        /// Redis's `tls-port`: a second listener that speaks TLS with ``tls``'s certificate (0: any free port).
+        public var tlsPort: Int?
+        /// The certificate, key and CA of the TLS listener and of replication over TLS; reloaded by ``reloadTLS()``.
+        public var tls: TLSContexts?
+        /// Redis's `tls-replication`: the link to a primary speaks TLS (with ``tls``'s client context).
+        public var tlsReplication = false
 
         public init(host: String = "127.0.0.1", port: Int = 7379, maxClients: Int = 10_000,
                     maxBulkLength: Int = 512 << 20, threads: Int = max(1, System.coreCount - 1),
@@ -77,7 +86,10 @@ public final class KVServer: Sendable {
 
     private let context: ServerContext
     private let group: MultiThreadedEventLoopGroup
-    private let serverChannel: any Channel
+    /// The listeners: plain TCP, TLS, or both; never none.
+    private let serverChannels: [any Channel]
+    private let plainChannel: (any Channel)?
+    private let tlsChannel: (any Channel)?
     private let connections = OpenConnections()
     private let stopped = Atomic<Bool>(false)
 
@@ -90,8 +102,18 @@ public final class KVServer: Sendable {
         context.replication.join(membership)
     }
 
-    /// The address the server listens on (with the actual port when 0 was asked for).
-    public var localAddress: SocketAddress? { serverChannel.localAddress }
+    /// The address the server listens on for plain TCP (with the actual port when 0 was asked for), or the TLS
+    /// listener's when there is no plain one.
+    public var localAddress: SocketAddress? { (plainChannel ?? tlsChannel)?.localAddress }
+
+    /// The address of the TLS listener, if there is one.
+    public var tlsLocalAddress: SocketAddress? { tlsChannel?.localAddress }
+
+    /// Reads the TLS certificate, key and CA files again (SIGHUP): connections accepted from now on, and replication
+    /// links made from now on, use them; open connections keep theirs. On an error the files in use stay in use.
+    public func reloadTLS() throws {
+        try context.configuration.tls?.reload()
+    }
 
     /// Binds and starts serving.
     /// - Throws: when the address cannot be bound (in use, not local, no permission).
@@ -100,66 +122,95 @@ public final class KVServer: Sendable {
         threadPool.start()
         let context = ServerContext(store: store, configuration: configuration, logger: logger, threadPool: threadPool)
         self.context = context
-        group = MultiThreadedEventLoopGroup(numberOfThreads: max(1, configuration.threads))
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: max(1, configuration.threads))
+        self.group = group
         var committers: [ObjectIdentifier: GroupCommitter] = [:]
         for loop in group.makeIterator() {
             committers[ObjectIdentifier(loop)] = GroupCommitter(eventLoop: loop, store: store, replication: context.replication)
         }
         let committersByLoop = committers
         let connections = self.connections
-        var bootstrap = ServerBootstrap(group: group)
-            .serverChannelOption(ChannelOptions.backlog, value: 1024)
-            .serverChannelOption(ChannelOptions.socketOption(.so_reuseaddr), value: 1)
-            .childChannelOption(ChannelOptions.socketOption(.tcp_nodelay), value: 1)
-            .childChannelOption(ChannelOptions.writeBufferWaterMark, value: ChannelOptions.Types.WriteBufferWaterMark(low: 64 << 10, high: 256 << 10))
-            .childChannelOption(ChannelOptions.maxMessagesPerRead, value: 1)
-        for (option, value) in Self.keepAliveOptions(seconds: configuration.tcpKeepAlive) {
-            bootstrap = bootstrap.childChannelOption(option, value: value)
+        // One bootstrap per listener: each has its own child initializer.
+        func makeBootstrap() -> ServerBootstrap {
+            var bootstrap = ServerBootstrap(group: group)
+                .serverChannelOption(ChannelOptions.backlog, value: 1024)
+                .serverChannelOption(ChannelOptions.socketOption(.so_reuseaddr), value: 1)
+                .childChannelOption(ChannelOptions.socketOption(.tcp_nodelay), value: 1)
+                .childChannelOption(ChannelOptions.writeBufferWaterMark, value: ChannelOptions.Types.WriteBufferWaterMark(low: 64 << 10, high: 256 << 10))
+                .childChannelOption(ChannelOptions.maxMessagesPerRead, value: 1)
+            for (option, value) in Self.keepAliveOptions(seconds: configuration.tcpKeepAlive) {
+                bootstrap = bootstrap.childChannelOption(option, value: value)
+            }
+            return bootstrap
         }
-        bootstrap = bootstrap
-            .childChannelInitializer { channel in
-                context.totalConnections.wrappingAdd(1, ordering: .relaxed)
-                let clients = context.connectedClients.wrappingAdd(1, ordering: .relaxed).newValue
-                let id = ObjectIdentifier(channel)
-                connections.channels.withLock { $0[id] = channel }
-                channel.closeFuture.whenComplete { _ in
-                    context.connectedClients.wrappingSubtract(1, ordering: .relaxed)
-                    _ = connections.channels.withLock { $0.removeValue(forKey: id) }
-                }
-                if clients > configuration.maxClients {
-                    context.rejectedConnections.wrappingAdd(1, ordering: .relaxed)
-                    return channel.eventLoop.makeCompletedFuture {
-                        try channel.pipeline.syncOperations.addHandler(RejectingHandler())
-                    }
-                }
-                guard let committer = committersByLoop[ObjectIdentifier(channel.eventLoop)] else {
-                    return channel.close()
-                }
-                var decoder = RESPRequestDecoder()
-                decoder.limits.maxBulkLength = configuration.maxBulkLength
-                return channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addHandler(ConnectionHandler(context: context, committer: committer, decoder: decoder))
+        let tlsContexts = configuration.tls
+        /// Sets up an accepted connection; `secure`: behind a TLS handler, which decrypts before the RESP handler.
+        @Sendable func initialize(_ channel: any Channel, secure: Bool) -> EventLoopFuture<Void> {
+            if secure, let tlsContexts {
+                do {
+                    try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: tlsContexts.server))
+                } catch {
+                    return channel.eventLoop.makeFailedFuture(error)
                 }
             }
+            context.totalConnections.wrappingAdd(1, ordering: .relaxed)
+            let clients = context.connectedClients.wrappingAdd(1, ordering: .relaxed).newValue
+            let id = ObjectIdentifier(channel)
+            connections.channels.withLock { $0[id] = channel }
+            channel.closeFuture.whenComplete { _ in
+                context.connectedClients.wrappingSubtract(1, ordering: .relaxed)
+                _ = connections.channels.withLock { $0.removeValue(forKey: id) }
+            }
+            if clients > configuration.maxClients {
+                context.rejectedConnections.wrappingAdd(1, ordering: .relaxed)
+                return channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(RejectingHandler())
+                }
+            }
+            guard let committer = committersByLoop[ObjectIdentifier(channel.eventLoop)] else {
+                return channel.close()
+            }
+            var decoder = RESPRequestDecoder()
+            decoder.limits.maxBulkLength = configuration.maxBulkLength
+            return channel.eventLoop.makeCompletedFuture {
+                try channel.pipeline.syncOperations.addHandler(ConnectionHandler(context: context, committer: committer, decoder: decoder))
+            }
+        }
+        var listeners: [any Channel] = []
         do {
-            serverChannel = try bootstrap.bind(host: configuration.host, port: configuration.port).wait()
+            if configuration.listensPlain {
+                listeners.append(try makeBootstrap().childChannelInitializer { initialize($0, secure: false) }
+                    .bind(host: configuration.host, port: configuration.port).wait())
+            }
+            if let tlsPort = configuration.tlsPort {
+                guard tlsContexts != nil else { throw TLSConfigurationError(message: "a TLS port needs a certificate and a key") }
+                listeners.append(try makeBootstrap().childChannelInitializer { initialize($0, secure: true) }
+                    .bind(host: configuration.host, port: tlsPort).wait())
+            }
         } catch {
+            for listener in listeners { try? listener.close().wait() }
             try? group.syncShutdownGracefully()
             try? threadPool.syncShutdownGracefully()
             throw error
         }
-        context.port.store(serverChannel.localAddress?.port ?? configuration.port, ordering: .relaxed)
+        serverChannels = listeners
+        plainChannel = configuration.listensPlain ? listeners.first : nil
+        tlsChannel = configuration.tlsPort == nil ? nil : listeners.last
+        // The port replicas announce to their primary: the one the link's protocol is spoken on, as Redis.
+        let announced = configuration.tlsReplication ? (tlsChannel ?? plainChannel) : (plainChannel ?? tlsChannel)
+        context.port.store(announced?.localAddress?.port ?? configuration.port, ordering: .relaxed)
         do {
             try context.replication.start(context: context, on: group.next())
         } catch {
-            try? serverChannel.close().wait()
+            for listener in listeners { try? listener.close().wait() }
             context.replication.shutdown()
             try? group.syncShutdownGracefully()
             try? threadPool.syncShutdownGracefully()
             throw error
         }
         logger.info("kvsh server listening", metadata: [
-            "address": "\(serverChannel.localAddress.map { "\($0)" } ?? "?")",
+            "address": "\(plainChannel?.localAddress.map { "\($0)" } ?? "-")",
+            "tls-address": "\(tlsChannel?.localAddress.map { "\($0)" } ?? "-")",
             "data-dir": "\(store.directory)", "sync": "\(store.syncPolicy.rawValue)",
         ])
     }
@@ -192,7 +243,7 @@ public final class KVServer: Sendable {
 
     /// Blocks until ``shutdown()`` has finished.
     public func waitUntilClosed() {
-        try? serverChannel.closeFuture.wait()
+        for listener in serverChannels { try? listener.closeFuture.wait() }
     }
 
     /// Stops accepting connections, lets every connection finish its current request and write its replies
@@ -207,7 +258,7 @@ public final class KVServer: Sendable {
         context.metrics.serverStopping()  // /ready: 503 from now on
         context.logger.info("shutting down: no new connections; finishing requests in flight")
         let graceEnds = DispatchTime.now() + .nanoseconds(Int(max(0, grace.nanoseconds)))
-        try? serverChannel.close().wait()
+        for listener in serverChannels { try? listener.close().wait() }
         // Replicas and the link to a primary first: they are not clients finishing requests.
         context.replication.shutdown()
         let open = connections.channels.withLock { Array($0.values) }

@@ -5,6 +5,7 @@ import KVCommands
 import KVStore
 import Logging
 import NIOCore
+import NIOSSL
 import NIOPosix
 import RDB
 import RESP
@@ -77,12 +78,19 @@ final class ReplicaLink: Sendable {
             $0.state = .connecting
             $0.lastInteraction = .now
         }
-        let handler = ReplicaLinkHandler(link: self)
+        let link = self
+        // --tls-replication: the context current now, so that a link made after a certificate reload presents the new one.
+        let tls = context.configuration.tlsReplication ? context.configuration.tls?.client : nil
+        // SNI carries names only; an address is sent without it.
+        let serverName = (try? SocketAddress(ipAddress: host, port: 0)) == nil ? host : nil
         ClientBootstrap(group: loop)
             .channelOption(ChannelOptions.socketOption(.tcp_nodelay), value: 1)
             .connectTimeout(.seconds(Int64(max(1, context.replication.settings.timeout))))
             .channelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(handler) }
+                channel.eventLoop.makeCompletedFuture {
+                    if let tls { try channel.pipeline.syncOperations.addHandler(NIOSSLClientHandler(context: tls, serverHostname: serverName)) }
+                    try channel.pipeline.syncOperations.addHandler(ReplicaLinkHandler(link: link))
+                }
             }
             .connect(host: host, port: port)
             .whenComplete { [self] result in

@@ -38,7 +38,8 @@ public struct RESPClientError: Error, Sendable, CustomStringConvertible {
     public var description: String { message }
 }
 
-/// A small blocking client for the Redis protocol over TCP (RESP2), on plain POSIX sockets.
+/// A small blocking client for the Redis protocol over TCP (RESP2), on plain POSIX sockets; with ``RESPClientTLS``,
+/// over TLS through a ``TLSTunnel`` (the same code path, on one end of a local socket pair).
 ///
 /// Commands can be pipelined: ``send(_:)`` only queues a command, ``readReply()`` sends whatever is queued and
 /// reads the next reply. While the client writes a long pipeline it also reads whatever replies have arrived, so a
@@ -50,6 +51,8 @@ public final class RESPClient {
     public let endpoint: String
 
     private var fd: Int32
+    /// The TLS connection `fd` leads to, if any; it ends when the client is released.
+    private var tunnel: TLSTunnel?
     /// Encoded commands not yet written.
     private var outgoing: [UInt8] = []
     /// Bytes received; `position` is where the next reply starts.
@@ -71,12 +74,22 @@ public final class RESPClient {
 
     /// Connects, trying every address `host` resolves to.
     /// - Throws: ``RESPClientError`` of kind `cannotConnect`, whose message names `host:port` and the reason.
-    public init(host: String, port: Int, timeout: Duration = .seconds(5)) throws {
+    public init(host: String, port: Int, tls: RESPClientTLS? = nil, timeout: Duration = .seconds(5)) throws {
         self.host = host
         self.port = port
         endpoint = Self.endpoint(host: host, port: port)
         fd = -1
-        fd = try openConnection(timeout: timeout)
+        if let tls {
+            do {
+                let tunnel = try TLSTunnel(host: host, port: port, tls: tls, timeout: timeout)
+                self.tunnel = tunnel
+                fd = tunnel.descriptor
+            } catch {
+                throw failure(.cannotConnect, TLSTunnel.describe(error))
+            }
+        } else {
+            fd = try openConnection(timeout: timeout)
+        }
     }
 
     deinit {

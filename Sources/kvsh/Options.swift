@@ -64,6 +64,24 @@ struct KVSHCommand: ParsableCommand {
         "Connect to the kvsh server on this port (as redis-cli -p); host 127.0.0.1 unless -h says otherwise.", valueName: "port"))
     var port: Int?
 
+    @Flag(name: .customLong("tls"), help: "Connect with TLS (as redis-cli --tls); the server's certificate must chain to --cacert.")
+    var tls = false
+
+    @Option(name: .customLong("cacert"), help: ArgumentHelp("With --tls: the CA certificate (PEM) to verify the server with; default: the system's CAs.", valueName: "file"))
+    var caCertificate: String?
+
+    @Option(name: .customLong("cert"), help: ArgumentHelp("With --tls: the client certificate (PEM) to present.", valueName: "file"))
+    var clientCertificate: String?
+
+    @Option(name: .customLong("key"), help: ArgumentHelp("With --tls: the private key (PEM) of --cert.", valueName: "file"))
+    var clientKey: String?
+
+    @Flag(name: .customLong("insecure"), help: "With --tls: do not verify the server's certificate (as redis-cli --insecure).")
+    var insecure = false
+
+    @Option(name: .customLong("sni"), help: ArgumentHelp("With --tls: the server name to send (SNI); default: the host, if it is a name.", valueName: "name"))
+    var serverName: String?
+
     /// --data-dir, --sync, --compact-*, --backup-*: as for kvsh serve.
     @OptionGroup var store: StoreOptions
 
@@ -108,6 +126,11 @@ struct KVSHCommand: ParsableCommand {
         }
         try store.validateBackupKeep()
         if let compactRatio = store.compactRatio, compactRatio < 0 { throw ValidationError("--compact-ratio must be 0 (off) or more") }
+        if !tls && (caCertificate != nil || clientCertificate != nil || clientKey != nil || insecure || serverName != nil) {
+            throw ValidationError("--cacert, --cert, --key, --insecure and --sni need --tls")
+        }
+        if (clientCertificate == nil) != (clientKey == nil) { throw ValidationError("--cert and --key go together") }
+        if tls && server == nil { throw ValidationError("--tls needs a server: --connect HOST:PORT (or -h/-p, --sentinel)") }
         if connect != nil && (host != nil || port != nil) {
             throw ValidationError("give either --connect HOST:PORT or -h/-p, not both")
         }
@@ -155,6 +178,14 @@ extension KVSHCommand {
         if let sentinel, let primaryName { return PrimaryLocator(.sentinels(endpoints(sentinel), name: primaryName)) }
         if let connect, connect.contains(",") { return PrimaryLocator(.nodes(endpoints(connect))) }
         return nil
+    }
+
+    /// --tls and its files, read.
+    /// - Throws: ``RESPClientTLSError`` naming the flag and file that cannot be used.
+    func clientTLS() throws -> RESPClientTLS? {
+        guard tls else { return nil }
+        return try RESPClientTLS(caCertificateFile: caCertificate, certificateFile: clientCertificate, keyFile: clientKey,
+                                 insecure: insecure, serverName: serverName)
     }
 }
 

@@ -29,13 +29,16 @@ struct ServeCommand: KVSHSubcommand {
     /// --replicaof, --sync-replicas, --min-replicas-*, --repl-*.
     @OptionGroup(title: "Replication") var replication: ReplicationOptions
 
+    /// --tls-port, --tls-cert-file, --tls-key-file, --tls-ca-cert-file, --tls-auth-clients, --tls-replication.
+    @OptionGroup(title: "TLS") var tls: TLSOptions
+
     /// --cluster, --etcd, --announce, --failover-ttl, --priority.
     @OptionGroup(title: "Failover cluster (etcd)") var cluster: ClusterOptions
 
     @Option(help: ArgumentHelp("Address to listen on; 0.0.0.0 for every interface.", valueName: "addr"))
     var bind = "127.0.0.1"
 
-    @Option(help: ArgumentHelp("TCP port.", valueName: "n"))
+    @Option(help: ArgumentHelp("TCP port; 0 turns plain TCP off when --tls-port is given (else: any free port).", valueName: "n"))
     var port = 7379
 
     @Option(help: ArgumentHelp("Most clients connected at once; more are refused with an error.", valueName: "n"))
@@ -85,6 +88,8 @@ struct ServeCommand: KVSHSubcommand {
         operations.bootstrapLogging()
         let logger = Logger(label: "kvsh.server")
         return Subcommands.reportingErrors {
+            // The TLS files first: a wrong one is refused before the store is opened (which may take long).
+            let tlsContexts = try tls.contexts()
             let metrics = operations.makeMetrics(logger: logger)
             let endpoint = try operations.startEndpoint(metrics, logger: logger)
             defer { endpoint?.shutdown() }
@@ -116,6 +121,24 @@ struct ServeCommand: KVSHSubcommand {
             }
             defer { signals.forEach { $0.cancel() } }
             signals.forEach { _ in registered.wait() }
+            // SIGHUP reloads the TLS files (rotated certificates) for connections accepted from then on. Only with TLS:
+            // otherwise SIGHUP keeps its usual meaning (the process ends) for whoever relies on it.
+            let reload = tlsContexts.map { contexts in
+                let source = DispatchSource.makeSignalSource(signal: SIGHUP, queue: .global())
+                source.setEventHandler {
+                    do {
+                        try contexts.reload()
+                        logger.info("TLS certificate reloaded", metadata: ["cert-file": "\(contexts.settings.certificateFile)"])
+                    } catch {
+                        logger.error("TLS certificate reload failed; the certificate in use stays in use: \(error)")
+                    }
+                }
+                source.setRegistrationHandler { registered.signal() }
+                source.resume()
+                registered.wait()
+                return source
+            }
+            defer { reload?.cancel() }
             let backups = storeOptions.backups
             let scheduler = backups.flatMap { backups in
                 storeOptions.backupInterval.map { interval in
@@ -135,9 +158,17 @@ struct ServeCommand: KVSHSubcommand {
                 configuration.replication = replication.settings
                 configuration.replication.managedByCluster = cluster.cluster != nil
                 configuration.metrics = metrics
+                configuration.tls = tlsContexts
+                if tls.tlsPort != 0 {
+                    configuration.tlsPort = tls.tlsPort
+                    configuration.listensPlain = port != 0  // Redis's `port 0`
+                }
+                configuration.tlsReplication = tls.replication == .yes
                 server = try KVServer(store: store, configuration: configuration, logger: logger)
             } catch {
-                throw ServeError(message: "cannot listen on \(bind):\(port): \(error)")
+                let tlsAddress = "\(bind):\(tls.tlsPort) (TLS)"
+                let addresses = tls.tlsPort == 0 ? "\(bind):\(port)" : port == 0 ? tlsAddress : "\(bind):\(port) or \(tlsAddress)"
+                throw ServeError(message: "cannot listen on \(addresses): \(error)")
             }
             OperationsOptions.logOpened(store, logger: logger)  // once listening: a refusal stays one line
             if let address = server.localAddress?.ipAddress, !Self.isLoopback(address) {

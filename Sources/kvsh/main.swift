@@ -129,9 +129,11 @@ if let server = options.server {
     // Client mode: the same shell, its commands sent to a kvsh server.
     store = nil
     let client: RESPClient
-    let locator = options.locator
+    let locator: PrimaryLocator?
     do {
-        client = try locator?.connect() ?? RESPClient(host: server.host, port: server.port)
+        let tls = try options.clientTLS()  // read once, for every connection the session makes
+        locator = options.locator.map { PrimaryLocator($0.source, tls: tls) }
+        client = try locator?.connect() ?? RESPClient(host: server.host, port: server.port, tls: tls)
     } catch {
         printError("\(error)")  // cannot connect to HOST:PORT: reason
         exit(ExitStatus.unusable)
