@@ -13,6 +13,7 @@ let package = Package(
         .library(name: "RDB", targets: ["RDB"]),
         .library(name: "Etcd", targets: ["Etcd"]),
         .library(name: "KVCluster", targets: ["KVCluster"]),
+        .library(name: "KVAccess", targets: ["KVAccess"]),
         // The fuzz entry points, for the libFuzzer executables of the package in Fuzz/ (see CONTRIBUTING.md).
         .library(name: "KVFuzzTargets", targets: ["KVFuzzTargets"]),
     ],
@@ -22,6 +23,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),  // LogHandler.log(event:)
         .package(url: "https://github.com/swift-server/async-http-client", from: "1.37.0"),
         .package(url: "https://github.com/apple/swift-nio-ssl", from: "2.29.0"),
+        // PBKDF2-HMAC-SHA256 for stored passwords (_CryptoExtras) and SHA-256 for Redis's `#hex` form.
+        .package(url: "https://github.com/apple/swift-crypto.git", "3.12.3"..<"5.0.0"),
     ],
     targets: [
         // libedit, reached through pkg-config; the shim header wraps its variadic C API for Swift.
@@ -43,9 +46,18 @@ let package = Package(
         // Redis's RDB snapshot format (version 10), string keys only: a streaming writer and an incremental reader,
         // with LZF and CRC-64/REDIS. Knows nothing of the store; replication glues the two.
         .target(name: "RDB", dependencies: []),
+        // Access control: users, Redis's ACL SETUSER rules, command categories, key patterns, password hashes, the
+        // ACL file. Knows nothing of the network; the server asks it whether a connection's user may run a command.
+        .target(
+            name: "KVAccess",
+            dependencies: [
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "_CryptoExtras", package: "swift-crypto"),
+            ]
+        ),
         // The command layer: the one command table (names, arity, usage, help) and the executor of the data and
         // maintenance commands over a store, with structured errors worded for Redis clients and for people.
-        .target(name: "KVCommands", dependencies: ["KVStore", "RESP"]),
+        .target(name: "KVCommands", dependencies: ["KVStore", "RESP", "KVAccess"]),
         // The shell's presentation: output formats, the script runner, sessions on an embedded store or a server.
         .target(name: "KVShell", dependencies: ["KVStore", "KVCommands", "RESP"]),
         // The RESP2/RESP3 server on SwiftNIO: connections, server commands, group commit across connections; its
@@ -57,6 +69,7 @@ let package = Package(
                 "RDB",
                 "KVCommands",
                 "KVStore",
+                "KVAccess",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -87,6 +100,7 @@ let package = Package(
             dependencies: [
                 "KVShell",
                 "KVCommands",
+                "KVAccess",
                 "KVServer",
                 "KVCluster",
                 "LineEditor",
@@ -104,7 +118,8 @@ let package = Package(
         .testTarget(name: "KVStoreTests", dependencies: ["KVStore", "KVTestSupport"]),
         .testTarget(name: "RESPTests", dependencies: ["RESP", "KVTestSupport", .product(name: "NIOCore", package: "swift-nio")]),
         .testTarget(name: "KVCommandsTests", dependencies: ["KVCommands", "KVTestSupport"]),
-        .testTarget(name: "KVShellTests", dependencies: ["KVShell", "KVCommands", "RESP", "KVTestSupport"]),
+        .testTarget(name: "KVAccessTests", dependencies: ["KVAccess", "KVCommands", "KVTestSupport"]),
+        .testTarget(name: "KVShellTests", dependencies: ["KVShell", "KVCommands", "KVAccess", "RESP", "KVTestSupport"]),
         .testTarget(name: "KVServerTests", dependencies: [
             "KVServer",
             "RESP",

@@ -1,3 +1,4 @@
+import KVAccess
 import KVCommands
 import RESP
 import KVStore
@@ -128,7 +129,8 @@ final class ConnectionHandler: ChannelInboundHandler {
         syncAlways = context.store.syncPolicy == .always
         self.committer = committer
         self.decoder = decoder
-        client = ClientState(id: context.makeClientID())
+        client = ClientState(id: context.makeClientID(), user: context.access.user(named: "default")
+                                ?? ACLUser(name: "default", catalog: context.access.catalog))
         output = ByteBuffer()
         statistics = context.metrics.loopStatistics(for: committer.eventLoop)
         timesCommands = context.metrics.settings.commandStatistics
@@ -200,7 +202,10 @@ final class ConnectionHandler: ChannelInboundHandler {
             return
         }
         let replyStart = output.writerIndex
-        if let wrote = ServerCommands.runInPlace(request, protocolVersion: client.protocolVersion, store: store,
+        // In place only for a connection that needs no ACL check (the default user without a password, say): one
+        // flag and one relaxed load; any other goes the general way, through the check.
+        if client.unrestricted, client.aclGeneration == self.context.access.generation.load(ordering: .relaxed),
+           let wrote = ServerCommands.runInPlace(request, protocolVersion: client.protocolVersion, store: store,
                                                  writesGated: self.context.replication.gatesWrites, output: &output) {
             uncountedCommands += 1
             if wrote {
@@ -335,6 +340,10 @@ final class ConnectionHandler: ChannelInboundHandler {
             stopRunningCommands()
         case .drop:
             stopRunningCommands()
+        case .delayed(let delay):
+            let delayed = context.eventLoop.scheduleTask(in: delay) { reply }.futureResult
+            startSlowCommand(delayed, mayHaveWritten: false, arguments: arguments, started: started, context: context)
+            return
         case .slow(let work):
             startSlowCommand(self.context.threadPool.runIfActive(eventLoop: context.eventLoop, work), mayHaveWritten: true,
                              arguments: arguments, started: started, context: context)

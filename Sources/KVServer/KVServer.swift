@@ -5,6 +5,7 @@ import Musl
 #elseif canImport(Darwin)
 import Darwin
 #endif
+import KVAccess
 import KVCommands
 import RESP
 import KVStore
@@ -51,6 +52,12 @@ public final class KVServer: Sendable {
         /// metrics endpoint (``MetricsEndpoint``) reads. Made before the store when the endpoint should answer while
         /// the store opens.
         public var metrics = ServerMetrics()
+        /// The users (`--requirepass`, `--aclfile`): made by ``KVServer/makeAccessControl(aclFile:requirePass:)``; nil
+        /// is Redis's default, one `default` user without a password and with every permission.
+        public var access: AccessControl?
+        /// Redis's protected mode: while the default user has no password, only loopback clients are served; others
+        /// get `-DENIED` with what to do.
+        public var protectedMode = true
 
         public init(host: String = "127.0.0.1", port: Int = 7379, maxClients: Int = 10_000,
                     maxBulkLength: Int = 512 << 20, threads: Int = max(1, System.coreCount - 1),
@@ -63,6 +70,13 @@ public final class KVServer: Sendable {
             self.idleTimeout = idleTimeout
             self.tcpKeepAlive = tcpKeepAlive
         }
+    }
+
+    /// The users of the ACL file `aclFile` (Redis's format), or the default user with `requirePass` as its password.
+    /// - Throws: ``ACLFileError`` naming the file and line of the first bad rule.
+    public static func makeAccessControl(aclFile: String? = nil, requirePass: String? = nil) throws(ACLFileError) -> AccessControl {
+        if let aclFile { return try AccessControl.loading(catalog: AccessCommands.catalog, aclFile: aclFile) }
+        return AccessControl(catalog: AccessCommands.catalog, requirePass: requirePass)
     }
 
     /// Redis's `enable-debug-command` values, for the commands that read or write a file a client names.

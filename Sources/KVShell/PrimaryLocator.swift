@@ -22,9 +22,12 @@ public struct PrimaryLocator: Sendable {
     }
 
     public let source: Source
+    /// What every connection authenticates with (the primary's and the sentinels' alike).
+    public let credentials: RESPCredentials?
 
-    public init(_ source: Source) {
+    public init(_ source: Source, credentials: RESPCredentials? = nil) {
         self.source = source
+        self.credentials = credentials
     }
 
     /// A connection to the primary.
@@ -35,7 +38,7 @@ public struct PrimaryLocator: Sendable {
         case .nodes(let nodes):
             var fallback: RESPClient?
             for node in nodes {
-                guard let client = try? RESPClient(host: node.host, port: node.port) else {
+                guard let client = try? RESPClient(host: node.host, port: node.port, credentials: credentials) else {
                     tried.append("\(RESPClient.endpoint(host: node.host, port: node.port)) (unreachable)")
                     continue
                 }
@@ -50,7 +53,7 @@ public struct PrimaryLocator: Sendable {
             if let fallback { return fallback }
         case .sentinels(let sentinels, let name):
             for sentinel in sentinels {
-                guard let client = try? RESPClient(host: sentinel.host, port: sentinel.port),
+                guard let client = try? RESPClient(host: sentinel.host, port: sentinel.port, credentials: credentials),
                       let reply = try? client.call(["SENTINEL", "GET-MASTER-ADDR-BY-NAME", name].map { Array($0.utf8) }) else {
                     tried.append("\(RESPClient.endpoint(host: sentinel.host, port: sentinel.port)) (unreachable)")
                     continue
@@ -61,7 +64,7 @@ public struct PrimaryLocator: Sendable {
                     continue
                 }
                 client.close()
-                return try RESPClient(host: String(decoding: host, as: UTF8.self), port: port)
+                return try RESPClient(host: String(decoding: host, as: UTF8.self), port: port, credentials: credentials)
             }
         }
         throw RESPClientError(kind: .cannotConnect, endpoint: "the primary", reason: "none found (tried " + tried.joined(separator: ", ") + ")")

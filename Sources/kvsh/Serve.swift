@@ -29,6 +29,9 @@ struct ServeCommand: KVSHSubcommand {
     /// --replicaof, --sync-replicas, --min-replicas-*, --repl-*.
     @OptionGroup(title: "Replication") var replication: ReplicationOptions
 
+    /// --requirepass, --aclfile, --protected-mode.
+    @OptionGroup(title: "Access control") var accessOptions: AccessOptions
+
     /// --cluster, --etcd, --announce, --failover-ttl, --priority.
     @OptionGroup(title: "Failover cluster (etcd)") var cluster: ClusterOptions
 
@@ -85,6 +88,8 @@ struct ServeCommand: KVSHSubcommand {
         operations.bootstrapLogging()
         let logger = Logger(label: "kvsh.server")
         return Subcommands.reportingErrors {
+            // Before anything else: a bad ACL file refuses to start, naming the file and line.
+            let access = try accessOptions.makeAccessControl()
             let metrics = operations.makeMetrics(logger: logger)
             let endpoint = try operations.startEndpoint(metrics, logger: logger)
             defer { endpoint?.shutdown() }
@@ -135,15 +140,21 @@ struct ServeCommand: KVSHSubcommand {
                 configuration.replication = replication.settings
                 configuration.replication.managedByCluster = cluster.cluster != nil
                 configuration.metrics = metrics
+                configuration.access = access
+                configuration.protectedMode = accessOptions.protectedMode == .yes
                 server = try KVServer(store: store, configuration: configuration, logger: logger)
             } catch {
                 throw ServeError(message: "cannot listen on \(bind):\(port): \(error)")
             }
             OperationsOptions.logOpened(store, logger: logger)  // once listening: a refusal stays one line
-            if let address = server.localAddress?.ipAddress, !Self.isLoopback(address) {
-                // No authentication yet: Redis would refuse remote clients here (protected mode); kvsh was told to
-                // listen, so it does, but says what that means.
-                logger.warning("listening on \(address) without authentication: anyone who can reach port \(server.localAddress?.port ?? port) can read and change this store; bind to 127.0.0.1 or firewall the port")
+            if let address = server.localAddress?.ipAddress, !Self.isLoopback(address), !access.authenticationRequired {
+                let listened = server.localAddress?.port ?? port
+                if accessOptions.protectedMode == .yes {
+                    logger.warning("listening on \(address) without a password: protected mode refuses clients from other machines; set one with --requirepass or --aclfile (or turn protected mode off with --protected-mode no)")
+                } else {
+                    // As Redis with protected mode off: it listens as told, but says what that means.
+                    logger.warning("listening on \(address) without authentication: anyone who can reach port \(listened) can read and change this store; set a password with --requirepass or --aclfile, bind to 127.0.0.1 or firewall the port")
+                }
             }
             // A failover cluster: join it in the background (etcd may not answer yet); a refusal stops the server.
             var node: ClusterNode?

@@ -127,9 +127,10 @@ if let server = options.server {
     // Client mode: the same shell, its commands sent to a kvsh server.
     store = nil
     let client: RESPClient
-    let locator = options.locator
+    let credentials = options.credentials()
+    let locator = options.locator.map { PrimaryLocator($0.source, credentials: credentials) }
     do {
-        client = try locator?.connect() ?? RESPClient(host: server.host, port: server.port)
+        client = try locator?.connect() ?? RESPClient(host: server.host, port: server.port, credentials: credentials)
     } catch {
         printError("\(error)")  // cannot connect to HOST:PORT: reason
         exit(ExitStatus.unusable)
