@@ -105,6 +105,8 @@ final class ConnectionHandler: ChannelInboundHandler {
     private let statistics: LoopStatistics
     private let timesCommands: Bool
     private let slowLog: SlowLog
+    /// `--audit-log`: while set, GET and SET take the general path, where commands are recorded.
+    private let audit: AuditLog?
     /// When the previous command in place finished (or the read began): a command's time runs from there to its
     /// end, so timing costs one clock read per command.
     @exclusivity(unchecked) private var commandClock: UInt64 = 0
@@ -135,6 +137,7 @@ final class ConnectionHandler: ChannelInboundHandler {
         statistics = context.metrics.loopStatistics(for: committer.eventLoop)
         timesCommands = context.metrics.settings.commandStatistics
         slowLog = context.metrics.slowLog
+        audit = context.configuration.auditLog
         let timeout = context.configuration.idleTimeout
         idleTimeout = timeout > 0 ? .seconds(Int64(timeout)) : nil
     }
@@ -204,7 +207,7 @@ final class ConnectionHandler: ChannelInboundHandler {
         let replyStart = output.writerIndex
         // In place only for a connection that needs no ACL check (the default user without a password, say): one
         // flag and one relaxed load; any other goes the general way, through the check.
-        if client.unrestricted, client.aclGeneration == self.context.access.generation.load(ordering: .relaxed),
+        if client.unrestricted, audit == nil, client.aclGeneration == self.context.access.generation.load(ordering: .relaxed),
            let wrote = ServerCommands.runInPlace(request, protocolVersion: client.protocolVersion, store: store,
                                                  writesGated: self.context.replication.gatesWrites, output: &output) {
             uncountedCommands += 1
@@ -328,6 +331,7 @@ final class ConnectionHandler: ChannelInboundHandler {
         let started = timesCommands ? monotonicNanoseconds() : 0
         let (reply, effect) = ServerCommands.run(arguments, client: &client, context: self.context)
         if timesCommands, effect.isCountedNow { record(arguments, reply: reply, started: started) }
+        if let audit, effect.isCountedNow { audit.record(arguments, reply: reply, client: client) }
         switch effect {
         case .none:
             reply.write(to: &output, protocolVersion: client.protocolVersion)
@@ -380,6 +384,7 @@ final class ConnectionHandler: ChannelInboundHandler {
             case .failure(let error): reply = .error(CommandError.redisText(for: error))
             }
             if handler.timesCommands { handler.record(arguments, reply: reply, started: started) }
+            handler.audit?.record(arguments, reply: reply, client: handler.client)
             reply.write(to: &handler.output, protocolVersion: handler.client.protocolVersion)
             if mayHaveWritten {  // maintenance may have written (an import)
                 handler.outputNeedsCommit = true

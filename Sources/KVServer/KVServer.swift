@@ -58,6 +58,8 @@ public final class KVServer: Sendable {
         /// Redis's protected mode: while the default user has no password, only loopback clients are served; others
         /// get `-DENIED` with what to do.
         public var protectedMode = true
+        /// `--audit-log FILE`: every command, its keys and result (never values), as JSON lines.
+        public var auditLog: AuditLog?
 
         public init(host: String = "127.0.0.1", port: Int = 7379, maxClients: Int = 10_000,
                     maxBulkLength: Int = 512 << 20, threads: Int = max(1, System.coreCount - 1),

@@ -19,6 +19,11 @@ struct AccessOptions: ParsableArguments {
         valueName: "yes|no"))
     var protectedMode: YesNo = .yes
 
+    @Option(name: .customLong("audit-log"), help: ArgumentHelp(
+        "Append every command to this file as a JSON line: time, connection, client address, user, command, key names and "
+            + "result (never values or passwords).", valueName: "file"))
+    var auditLog: String?
+
     enum YesNo: String, ExpressibleByArgument, CaseIterable {
         case yes, no
     }
@@ -29,6 +34,15 @@ struct AccessOptions: ParsableArguments {
                                   + "(user default on >PASSWORD ~* &* +@all)")
         }
         if let requirePass, requirePass.isEmpty { throw ValidationError("--requirepass cannot be empty") }
+    }
+
+    func makeAuditLog() throws -> AuditLog? {
+        guard let auditLog else { return nil }
+        do {
+            return try AuditLog(path: auditLog)
+        } catch {
+            throw ServeError(message: "\(error)")
+        }
     }
 
     /// The users, or an error naming the ACL file and its bad line.

@@ -90,6 +90,7 @@ struct ServeCommand: KVSHSubcommand {
         return Subcommands.reportingErrors {
             // Before anything else: a bad ACL file refuses to start, naming the file and line.
             let access = try accessOptions.makeAccessControl()
+            let audit = try accessOptions.makeAuditLog()
             let metrics = operations.makeMetrics(logger: logger)
             let endpoint = try operations.startEndpoint(metrics, logger: logger)
             defer { endpoint?.shutdown() }
@@ -141,6 +142,7 @@ struct ServeCommand: KVSHSubcommand {
                 configuration.replication.managedByCluster = cluster.cluster != nil
                 configuration.metrics = metrics
                 configuration.access = access
+                configuration.auditLog = audit
                 configuration.protectedMode = accessOptions.protectedMode == .yes
                 server = try KVServer(store: store, configuration: configuration, logger: logger)
             } catch {
@@ -183,6 +185,7 @@ struct ServeCommand: KVSHSubcommand {
                 _ = left.wait(timeout: .now() + 5)
             }
             server.shutdown()
+            audit?.drain()
             scheduler?.stop()
             closed = true
             do {

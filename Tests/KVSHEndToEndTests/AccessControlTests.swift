@@ -291,6 +291,29 @@ struct AccessControlEndToEndTests {
         #expect(try server.stop() == .exited(0))
     }
 
+    @Test("--audit-log: a JSON line per command with its user, keys and result, never values or passwords")
+    func auditLog() throws {
+        let sandbox = try Sandbox()
+        let path = sandbox.path("audit.jsonl")
+        let server = try ServerProcess(sandbox, options: ["--audit-log", path, "--requirepass", "audit-pw"])
+        let client = try RedisConnection(port: server.port)
+        #expect(try client.call("AUTH", "wrong-guess") == .error("WRONGPASS invalid username-password pair or user is disabled."))
+        #expect(try client.call("AUTH", "audit-pw") == .simple("OK"))
+        #expect(try client.call("SET", "user:1", "top-secret-value") == .simple("OK"))
+        #expect(try client.call("GET", "user:1") == .text("top-secret-value"))
+        #expect(try client.call("MGET", "user:1", "user:2") == .array([.text("top-secret-value"), .null]))
+        #expect(try server.stop() == .exited(0))
+        let lines = try String(contentsOfFile: path, encoding: .utf8).split(separator: "\n").map(String.init)
+        #expect(lines.count == 5, "\(lines)")
+        #expect(lines.allSatisfy { $0.hasPrefix("{\"time\":\"") && $0.contains("\"addr\":\"127.0.0.1:") }, "\(lines)")
+        #expect(lines.first?.contains("\"user\":\"default\",\"cmd\":\"auth\",\"keys\":[],\"result\":\"WRONGPASS\"") == true, "\(lines)")
+        #expect(lines.dropFirst(2).first?.contains("\"cmd\":\"set\",\"keys\":[\"user:1\"],\"result\":\"ok\"") == true, "\(lines)")
+        #expect(lines.last?.contains("\"cmd\":\"mget\",\"keys\":[\"user:1\",\"user:2\"],\"result\":\"ok\"") == true, "\(lines)")
+        let text = lines.joined()
+        #expect(!text.contains("top-secret-value") && !text.contains("audit-pw") && !text.contains("wrong-guess"))
+        #expect(permissions(path) == 0o600)
+    }
+
     @Test("redis-py connects with username= and password=",
           .enabled(if: runs(with: ExternalTool.python), "python3 with redis-py 5 or newer is not installed (python3 -m pip install redis)"))
     func redisPy() throws {
