@@ -13,6 +13,7 @@ let package = Package(
         .library(name: "RDB", targets: ["RDB"]),
         .library(name: "Etcd", targets: ["Etcd"]),
         .library(name: "KVCluster", targets: ["KVCluster"]),
+        .library(name: "KVAccess", targets: ["KVAccess"]),
         // The fuzz entry points, for the libFuzzer executables of the package in Fuzz/ (see CONTRIBUTING.md).
         .library(name: "KVFuzzTargets", targets: ["KVFuzzTargets"]),
     ],
@@ -22,7 +23,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),  // LogHandler.log(event:)
         .package(url: "https://github.com/swift-server/async-http-client", from: "1.37.0"),
         .package(url: "https://github.com/apple/swift-nio-ssl", from: "2.29.0"),
-        // AES-256-GCM for encryption at rest (BoringSSL with AES-NI on Linux); already resolved through swift-nio-ssl.
+        // AES-256-GCM for encryption at rest (BoringSSL with AES-NI on Linux), PBKDF2-HMAC-SHA256 for stored
+        // passwords (_CryptoExtras) and SHA-256 for Redis's `#hex` form; already resolved through swift-nio-ssl.
         .package(url: "https://github.com/apple/swift-crypto.git", "3.12.3"..<"5.0.0"),
     ],
     targets: [
@@ -45,9 +47,18 @@ let package = Package(
         // Redis's RDB snapshot format (version 10), string keys only: a streaming writer and an incremental reader,
         // with LZF and CRC-64/REDIS. Knows nothing of the store; replication glues the two.
         .target(name: "RDB", dependencies: []),
+        // Access control: users, Redis's ACL SETUSER rules, command categories, key patterns, password hashes, the
+        // ACL file. Knows nothing of the network; the server asks it whether a connection's user may run a command.
+        .target(
+            name: "KVAccess",
+            dependencies: [
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "_CryptoExtras", package: "swift-crypto"),
+            ]
+        ),
         // The command layer: the one command table (names, arity, usage, help) and the executor of the data and
         // maintenance commands over a store, with structured errors worded for Redis clients and for people.
-        .target(name: "KVCommands", dependencies: ["KVStore", "RESP"]),
+        .target(name: "KVCommands", dependencies: ["KVStore", "RESP", "KVAccess"]),
         // The shell's presentation: output formats, the script runner, sessions on an embedded store or a server (over TLS too).
         .target(name: "KVShell", dependencies: [
             "KVStore", "KVCommands", "RESP",
@@ -65,6 +76,7 @@ let package = Package(
                 "RDB",
                 "KVCommands",
                 "KVStore",
+                "KVAccess",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -96,6 +108,7 @@ let package = Package(
             dependencies: [
                 "KVShell",
                 "KVCommands",
+                "KVAccess",
                 "KVServer",
                 "KVCluster",
                 "LineEditor",
@@ -113,7 +126,8 @@ let package = Package(
         .testTarget(name: "KVStoreTests", dependencies: ["KVStore", "KVTestSupport"]),
         .testTarget(name: "RESPTests", dependencies: ["RESP", "KVTestSupport", .product(name: "NIOCore", package: "swift-nio")]),
         .testTarget(name: "KVCommandsTests", dependencies: ["KVCommands", "KVTestSupport"]),
-        .testTarget(name: "KVShellTests", dependencies: ["KVShell", "KVCommands", "RESP", "KVTestSupport"]),
+        .testTarget(name: "KVAccessTests", dependencies: ["KVAccess", "KVCommands", "KVTestSupport"]),
+        .testTarget(name: "KVShellTests", dependencies: ["KVShell", "KVCommands", "KVAccess", "RESP", "KVTestSupport"]),
         .testTarget(name: "KVServerTests", dependencies: [
             "KVServer",
             "RESP",

@@ -1,3 +1,4 @@
+import KVAccess
 import RESP
 
 /// One argument of a data command, as Redis 7.0's `COMMAND DOCS` describes arguments (`name`, `type`, `token`,
@@ -87,6 +88,9 @@ public final class CommandSpec: Sendable {
     /// Whether running it needs a store (or a server): false for `PING`, `ECHO` and the meta-commands that only
     /// change or describe the shell, which then run without opening (and creating) a data directory.
     public let needsStore: Bool
+    /// Its ACL categories (Redis's, for the Redis commands), where its keys are and how it uses them: see
+    /// ``CommandTable/access(_:)``, the table that assigns them.
+    public let access: CommandAccess
 
     /// A data command.
     init(id: ID, name: String, aliases: [String] = [], syntax: [CommandArgument], arity: ClosedRange<Int>, group: String,
@@ -103,6 +107,7 @@ public final class CommandSpec: Sendable {
         self.since = "1.0.0"
         self.complexity = complexity
         self.needsStore = needsStore
+        access = CommandTable.access(id)
     }
 
     /// A meta-command.
@@ -120,6 +125,7 @@ public final class CommandSpec: Sendable {
         self.since = "1.0.0"
         self.complexity = ""
         self.needsStore = needsStore
+        access = CommandTable.access(id)
     }
 
     public var isMeta: Bool { name.hasPrefix(":") }
@@ -135,7 +141,80 @@ public final class CommandSpec: Sendable {
     var allNames: [String] { [name] + aliases }
 }
 
+/// What the ACL needs to know of a command: its categories, which arguments are keys, and whether it reads their
+/// values, writes them, both, or neither (Redis 7.0's key-spec flags: EXISTS and STRLEN use no value).
+public struct CommandAccess: Sendable {
+    public enum Keys: Sendable {
+        /// No key (PING, DBSIZE, KEYS, SCAN: as in Redis, listing names is not checked against key patterns).
+        case none
+        /// The first argument.
+        case first
+        /// Every argument.
+        case all
+        /// Every other argument from the first (MSET's keys).
+        case alternate
+        /// Every key, named or not: RANGE returns values of keys it does not name, so it needs read access to all.
+        case everything
+    }
+
+    public let categories: ACLCategories
+    public let keys: Keys
+    public let keyAccess: ACLKeyAccess
+
+    /// The key arguments of `arguments` (the command name first).
+    public func keyIndices(_ count: Int) -> StrideTo<Int> {
+        switch keys {
+        case .none, .everything: return stride(from: 1, to: 1, by: 1)
+        case .first: return stride(from: 1, to: min(2, count), by: 1)
+        case .all: return stride(from: 1, to: count, by: 1)
+        case .alternate: return stride(from: 1, to: count, by: 2)
+        }
+    }
+}
+
 public enum CommandTable {
+    /// The ACL table of the commands of this file: Redis 7.0's categories and key-spec flags for its commands (SET
+    /// with GET also reads: see ``keyAccess(_:_:)``), kvsh's for its own. Meta-commands reach a server as `KVSH.*`
+    /// maintenance commands, which are `@admin @dangerous @slow`.
+    static func access(_ id: CommandSpec.ID) -> CommandAccess {
+        switch id {
+        case .set: return CommandAccess(categories: [.write, .string, .slow], keys: .first, keyAccess: .write)
+        case .get: return CommandAccess(categories: [.read, .string, .fast], keys: .first, keyAccess: .read)
+        case .mset: return CommandAccess(categories: [.write, .string, .slow], keys: .alternate, keyAccess: .write)
+        case .mget: return CommandAccess(categories: [.read, .string, .fast], keys: .all, keyAccess: .read)
+        case .setnx: return CommandAccess(categories: [.write, .string, .fast], keys: .first, keyAccess: .write)
+        case .getdel: return CommandAccess(categories: [.write, .string, .fast], keys: .first, keyAccess: .readWrite)
+        case .delete: return CommandAccess(categories: [.keyspace, .write, .slow], keys: .all, keyAccess: .write)
+        case .exists: return CommandAccess(categories: [.keyspace, .read, .fast], keys: .all, keyAccess: [])
+        case .incr, .decr, .incrby, .decrby:
+            return CommandAccess(categories: [.write, .string, .fast], keys: .first, keyAccess: .readWrite)
+        case .append: return CommandAccess(categories: [.write, .string, .fast], keys: .first, keyAccess: .write)
+        case .strlen: return CommandAccess(categories: [.read, .string, .fast], keys: .first, keyAccess: [])
+        case .keys: return CommandAccess(categories: [.keyspace, .read, .slow, .dangerous], keys: .none, keyAccess: [])
+        case .scan: return CommandAccess(categories: [.keyspace, .read, .slow], keys: .none, keyAccess: [])
+        case .range: return CommandAccess(categories: [.keyspace, .read, .slow], keys: .everything, keyAccess: .read)
+        case .count: return CommandAccess(categories: [.keyspace, .read, .slow], keys: .none, keyAccess: [])
+        case .dbsize: return CommandAccess(categories: [.keyspace, .read, .fast], keys: .none, keyAccess: [])
+        case .ping, .echo: return CommandAccess(categories: [.fast, .connection], keys: .none, keyAccess: [])
+        case .help, .rebuild, .compact, .backup, .check, .stats, .source, .timing, .hints, .format, .clear, .quit:
+            return CommandAccess(categories: [.admin, .dangerous, .slow], keys: .none, keyAccess: [])
+        }
+    }
+
+    /// How `arguments` (a request for `spec`) use their keys: SET with its GET option also reads the old value.
+    public static func keyAccess(_ spec: CommandSpec, _ arguments: [[UInt8]]) -> ACLKeyAccess {
+        if spec.id == .set, arguments.count > 3,
+           arguments.dropFirst(3).contains(where: { word in word.count == 3 && word.map { $0 & 0xDF } == Array("GET".utf8) }) {
+            return .readWrite
+        }
+        return spec.access.keyAccess
+    }
+
+    /// The data commands as the ACL catalog describes them (aliases included).
+    public static var aclDescriptors: [ACLCommandDescriptor] {
+        dataCommands.map { ACLCommandDescriptor(name: $0.name, aliases: $0.aliases, categories: $0.access.categories) }
+    }
+
     public static let dataCommands: [CommandSpec] = [
         CommandSpec(id: .set, name: "SET", aliases: [], syntax: [.key(), .string("value"), CommandArgument("condition", .oneOf, optional: true, arguments: [.token("NX"), .token("XX")]),
                               .token("GET", optional: true)],

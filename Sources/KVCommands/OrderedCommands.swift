@@ -1,3 +1,4 @@
+import KVAccess
 import KVStore
 import RESP
 

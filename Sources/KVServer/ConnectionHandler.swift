@@ -1,3 +1,4 @@
+import KVAccess
 import KVCommands
 import RESP
 import KVStore
@@ -104,6 +105,8 @@ final class ConnectionHandler: ChannelInboundHandler {
     private let statistics: LoopStatistics
     private let timesCommands: Bool
     private let slowLog: SlowLog
+    /// `--audit-log`: while set, GET and SET take the general path, where commands are recorded.
+    private let audit: AuditLog?
     /// When the previous command in place finished (or the read began): a command's time runs from there to its
     /// end, so timing costs one clock read per command.
     @exclusivity(unchecked) private var commandClock: UInt64 = 0
@@ -128,11 +131,13 @@ final class ConnectionHandler: ChannelInboundHandler {
         syncAlways = context.store.syncPolicy == .always
         self.committer = committer
         self.decoder = decoder
-        client = ClientState(id: context.makeClientID())
+        client = ClientState(id: context.makeClientID(), user: context.access.user(named: "default")
+                                ?? ACLUser(name: "default", catalog: context.access.catalog))
         output = ByteBuffer()
         statistics = context.metrics.loopStatistics(for: committer.eventLoop)
         timesCommands = context.metrics.settings.commandStatistics
         slowLog = context.metrics.slowLog
+        audit = context.configuration.auditLog
         let timeout = context.configuration.idleTimeout
         idleTimeout = timeout > 0 ? .seconds(Int64(timeout)) : nil
     }
@@ -200,7 +205,10 @@ final class ConnectionHandler: ChannelInboundHandler {
             return
         }
         let replyStart = output.writerIndex
-        if let wrote = ServerCommands.runInPlace(request, protocolVersion: client.protocolVersion, store: store,
+        // In place only for a connection that needs no ACL check (the default user without a password, say): one
+        // flag and one relaxed load; any other goes the general way, through the check.
+        if client.unrestricted, audit == nil, client.aclGeneration == self.context.access.generation.load(ordering: .relaxed),
+           let wrote = ServerCommands.runInPlace(request, protocolVersion: client.protocolVersion, store: store,
                                                  writesGated: self.context.replication.gatesWrites, output: &output) {
             uncountedCommands += 1
             if wrote {
@@ -323,6 +331,7 @@ final class ConnectionHandler: ChannelInboundHandler {
         let started = timesCommands ? monotonicNanoseconds() : 0
         let (reply, effect) = ServerCommands.run(arguments, client: &client, context: self.context)
         if timesCommands, effect.isCountedNow { record(arguments, reply: reply, started: started) }
+        if let audit, effect.isCountedNow { audit.record(arguments, reply: reply, client: client) }
         switch effect {
         case .none:
             reply.write(to: &output, protocolVersion: client.protocolVersion)
@@ -335,6 +344,10 @@ final class ConnectionHandler: ChannelInboundHandler {
             stopRunningCommands()
         case .drop:
             stopRunningCommands()
+        case .delayed(let delay):
+            let delayed = context.eventLoop.scheduleTask(in: delay) { reply }.futureResult
+            startSlowCommand(delayed, mayHaveWritten: false, arguments: arguments, started: started, context: context)
+            return
         case .slow(let work):
             startSlowCommand(self.context.threadPool.runIfActive(eventLoop: context.eventLoop, work), mayHaveWritten: true,
                              arguments: arguments, started: started, context: context)
@@ -371,6 +384,7 @@ final class ConnectionHandler: ChannelInboundHandler {
             case .failure(let error): reply = .error(CommandError.redisText(for: error))
             }
             if handler.timesCommands { handler.record(arguments, reply: reply, started: started) }
+            handler.audit?.record(arguments, reply: reply, client: handler.client)
             reply.write(to: &handler.output, protocolVersion: handler.client.protocolVersion)
             if mayHaveWritten {  // maintenance may have written (an import)
                 handler.outputNeedsCommit = true

@@ -5,6 +5,7 @@ import Musl
 #elseif canImport(Darwin)
 import Darwin
 #endif
+import KVAccess
 import KVCommands
 import RESP
 import KVStore
@@ -60,6 +61,14 @@ public final class KVServer: Sendable {
         public var tls: TLSContexts?
         /// Redis's `tls-replication`: the link to a primary speaks TLS (with ``tls``'s client context).
         public var tlsReplication = false
+        /// The users (`--requirepass`, `--aclfile`): made by ``KVServer/makeAccessControl(aclFile:requirePass:)``; nil
+        /// is Redis's default, one `default` user without a password and with every permission.
+        public var access: AccessControl?
+        /// Redis's protected mode: while the default user has no password, only loopback clients are served; others
+        /// get `-DENIED` with what to do.
+        public var protectedMode = true
+        /// `--audit-log FILE`: every command, its keys and result (never values), as JSON lines.
+        public var auditLog: AuditLog?
 
         public init(host: String = "127.0.0.1", port: Int = 7379, maxClients: Int = 10_000,
                     maxBulkLength: Int = 512 << 20, threads: Int = max(1, System.coreCount - 1),
@@ -72,6 +81,13 @@ public final class KVServer: Sendable {
             self.idleTimeout = idleTimeout
             self.tcpKeepAlive = tcpKeepAlive
         }
+    }
+
+    /// The users of the ACL file `aclFile` (Redis's format), or the default user with `requirePass` as its password.
+    /// - Throws: ``ACLFileError`` naming the file and line of the first bad rule.
+    public static func makeAccessControl(aclFile: String? = nil, requirePass: String? = nil) throws(ACLFileError) -> AccessControl {
+        if let aclFile { return try AccessControl.loading(catalog: AccessCommands.catalog, aclFile: aclFile) }
+        return AccessControl(catalog: AccessCommands.catalog, requirePass: requirePass)
     }
 
     /// Redis's `enable-debug-command` values, for the commands that read or write a file a client names.

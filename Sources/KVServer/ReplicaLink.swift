@@ -147,6 +147,7 @@ final class ReplicaLinkHandler: ChannelInboundHandler {
 
     enum Phase {
         case awaitingPong
+        case awaitingAuth
         case awaitingReplconf(remaining: Int)
         case awaitingPsyncReply
         case awaitingBulkPreamble(replid: [UInt8], offset: Int64)
@@ -261,6 +262,21 @@ final class ReplicaLinkHandler: ChannelInboundHandler {
         return line.hasSuffix("\r") ? String(line.dropLast()) : line
     }
 
+    /// The handshake after PING (and AUTH): REPLCONF listening-port, ip-address, capa.
+    private func sendReplconf(context: ChannelHandlerContext) {
+        let settings = link.context.replication.settings
+        let port = settings.announcePort ?? link.context.port.load(ordering: .relaxed)
+        send(["REPLCONF", "listening-port", String(port)], context: context)
+        var replies = 2
+        if let ip = settings.announceIP {
+            send(["REPLCONF", "ip-address", ip], context: context)
+            replies += 1
+        }
+        // `capa kvsh`: this replica acknowledges after every batch it applies; a Redis primary ignores it.
+        send(["REPLCONF", "capa", "eof", "capa", "psync2", "capa", "kvsh"], context: context)
+        phase = .awaitingReplconf(remaining: replies)
+    }
+
     private func process(context: ChannelHandlerContext) throws {
         while true {
             switch phase {
@@ -271,16 +287,20 @@ final class ReplicaLinkHandler: ChannelInboundHandler {
                     throw LinkError("the primary answered PING with \(line)")
                 }
                 let settings = link.context.replication.settings
-                let port = settings.announcePort ?? link.context.port.load(ordering: .relaxed)
-                send(["REPLCONF", "listening-port", String(port)], context: context)
-                var replies = 2
-                if let ip = settings.announceIP {
-                    send(["REPLCONF", "ip-address", ip], context: context)
-                    replies += 1
+                // As a Redis replica: AUTH [masteruser] masterauth between PING and REPLCONF.
+                if let password = settings.masterAuth {
+                    send(["AUTH"] + (settings.masterUser.map { [$0] } ?? []) + [password], context: context)
+                    phase = .awaitingAuth
+                    continue
                 }
-                // `capa kvsh`: this replica acknowledges after every batch it applies; a Redis primary ignores it.
-                send(["REPLCONF", "capa", "eof", "capa", "psync2", "capa", "kvsh"], context: context)
-                phase = .awaitingReplconf(remaining: replies)
+                sendReplconf(context: context)
+            case .awaitingAuth:
+                guard input.readableBytes < 64 << 10 else { throw LinkError("reply line too long") }
+                guard let line = readLine() else { return }
+                guard line.hasPrefix("+") else {
+                    throw LinkError("the primary refused AUTH (check --masteruser and --masterauth): \(line)")
+                }
+                sendReplconf(context: context)
             case .awaitingReplconf(let remaining):
                 guard let line = readLine() else { return }
                 if line.hasPrefix("-") { logger.notice("the primary refused a REPLCONF (ignored, as Redis does)", metadata: ["reply": "\(line)"]) }

@@ -38,6 +38,9 @@ public struct ReplicationSettings: Sendable {
     /// A failover cluster decides the role (`kvsh serve --cluster`): the server starts read-only and never promotes
     /// itself.
     public var managedByCluster = false
+    /// `--masteruser` / `--masterauth`: the credentials this replica sends its primary (AUTH before REPLCONF).
+    public var masterUser: String?
+    public var masterAuth: String?
 
     public init() {}
 }

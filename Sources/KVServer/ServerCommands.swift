@@ -1,3 +1,4 @@
+import KVAccess
 import KVCommands
 import RESP
 import KVStore
@@ -22,12 +23,31 @@ struct ClientState: Sendable {
     var replicaCapabilities: Set<String> = []
     /// Set once the connection is a replica's link (after PSYNC or SYNC): CLIENT LIST shows `flags=S`.
     var isReplica = false
+    /// The connection's user (a snapshot, refreshed when ``aclGeneration`` falls behind the server's), and whether
+    /// it has authenticated; see ``AccessCommands/check(_:client:context:)``.
+    var user: ACLUser
+    var authenticated = false
+    /// The ACL generation `user`, `unrestricted` and `denied` were computed at; `.max` forces a recomputation.
+    var aclGeneration = UInt64.max
+    /// Whether every command may run without a check (an authenticated user with every permission): the hot path.
+    var unrestricted = false
+    /// Whether protected mode refuses this connection (a remote client while the default user has no password).
+    var denied = false
+
+    /// Until the first command loads the real one (see ``AccessCommands/refresh(_:access:protectedMode:)``).
+    static let placeholderUser = ACLUser(name: "default", catalog: ACLCatalog([]))
+
+    init(id: Int, user: ACLUser = placeholderUser) {
+        self.id = id
+        self.user = user
+    }
 
     /// This connection's line of CLIENT LIST and CLIENT INFO, in Redis's `field=value` layout.
     var listLine: String {
         func text(_ bytes: [UInt8]?) -> String { bytes.map { String(decoding: $0, as: UTF8.self) } ?? "" }
         let age = (ContinuousClock.now - connectedAt).components.seconds
-        return "id=\(id) addr=\(address) laddr=\(localAddress) name=\(text(name)) age=\(age) flags=\(isReplica ? "S" : "N") db=0 resp=\(protocolVersion) "
+        return "id=\(id) addr=\(address) laddr=\(localAddress) name=\(text(name)) age=\(age) flags=\(isReplica ? "S" : "N") db=0 "
+            + "user=\(user.name) resp=\(protocolVersion) "
             + "lib-name=\(text(libraryName)) lib-ver=\(text(libraryVersion))\n"
     }
 
@@ -50,6 +70,8 @@ enum CommandEffect {
     case close
     /// Close the connection at once, replying nothing (an HTTP request sent to the server).
     case drop
+    /// Hold the reply back this long (a failed AUTH from an address that keeps failing); later commands wait.
+    case delayed(TimeAmount)
     /// The reply acknowledges a write: it waits for a commit.
     case wrote
     /// Run this on the thread pool (it may take long), then reply with its result (which may acknowledge writes: it
@@ -67,7 +89,7 @@ enum CommandEffect {
     /// done) nor a dropped HTTP request (no command at all).
     var isCountedNow: Bool {
         switch self {
-        case .slow, .slowNoWrites, .waitForReplicas, .drop: return false
+        case .slow, .slowNoWrites, .waitForReplicas, .drop, .delayed: return false
         default: return true
         }
     }
@@ -78,6 +100,10 @@ enum CommandEffect {
 /// data commands of the shared command table.
 enum ServerCommands {
     static func run(_ arguments: [[UInt8]], client: inout ClientState, context: ServerContext) -> (RESPValue, CommandEffect) {
+        if !client.unrestricted || client.aclGeneration != context.access.generation.load(ordering: .relaxed),
+           let refusal = AccessCommands.check(arguments, client: &client, context: context) {
+            return refusal
+        }
         // Data commands first, looked up on the bytes: the common case allocates no name.
         if let spec = CommandTable.lookup(arguments[0]), !spec.isMeta {
             if spec.writesData, context.replication.gatesWrites, let refusal = context.replication.refusalOfWrite() {
@@ -110,21 +136,12 @@ enum ServerCommands {
             }
             return (index == 0 ? .simpleString("OK") : .error("ERR DB index is out of range"), .none)
         case "AUTH":
-            // As Redis answers while the default user has no password: the one-argument form is refused with a
-            // hint, the two-argument form succeeds for `default` (any password) and fails for anyone else.
-            if let error = arity(1...) { return (error, .none) }
-            switch count {
-            case 1:
-                return (.error("ERR AUTH <password> called without any password configured for the default user. "
-                               + "Are you sure your configuration is correct?"), .none)
-            case 2:
-                return (authenticate(user: arguments[1]) ?? .simpleString("OK"), .none)
-            default:
-                return (.error("ERR syntax error"), .none)
-            }
+            return AccessCommands.auth(arguments, client: &client, context: context)
+        case "ACL":
+            return AccessCommands.acl(arguments, client: client, context: context)
         case "HELLO":
             defer { context.clients.update(client) }
-            return (hello(arguments, client: &client, role: context.replication.isReplica ? "replica" : "master"), .none)
+            return hello(arguments, client: &client, context: context)
         case "TYPE":
             // For tools that walk the keyspace (redis-cli --bigkeys, GUIs): every value is a string.
             if let error = arity(1...1) { return (error, .none) }
@@ -213,38 +230,40 @@ enum ServerCommands {
 
     /// HELLO [protover [AUTH username password] [SETNAME name]]: checks everything first and changes the
     /// connection only if all of it is valid, as Redis does.
-    private static func hello(_ arguments: [[UInt8]], client: inout ClientState, role: String) -> RESPValue {
+    private static func hello(_ arguments: [[UInt8]], client: inout ClientState, context: ServerContext) -> (RESPValue, CommandEffect) {
+        let role = context.replication.isReplica ? "replica" : "master"
         var index = 1
         var version: Int?
         if arguments.count > 1 {
             guard let requested = RedisInteger.parse(arguments[1]) else {
-                return .error("ERR Protocol version is not an integer or out of range")
+                return (.error("ERR Protocol version is not an integer or out of range"), .none)
             }
-            guard requested == 2 || requested == 3 else { return .error("NOPROTO unsupported protocol version") }
+            guard requested == 2 || requested == 3 else { return (.error("NOPROTO unsupported protocol version"), .none) }
             version = requested
             index = 2
         }
-        var user: [UInt8]?
+        var credentials: (user: [UInt8], password: [UInt8])?
         var name: [UInt8]?
         while index < arguments.count {
             let option = String(decoding: arguments[index], as: UTF8.self).uppercased()
             if option == "AUTH", index + 2 < arguments.count {
-                user = arguments[index + 1]
+                credentials = (arguments[index + 1], arguments[index + 2])
                 index += 3
             } else if option == "SETNAME", index + 1 < arguments.count {
                 name = arguments[index + 1]
                 index += 2
             } else {
-                return .error("ERR Syntax error in HELLO option '\(String(decoding: arguments[index], as: UTF8.self))'")
+                return (.error("ERR Syntax error in HELLO option '\(String(decoding: arguments[index], as: UTF8.self))'"), .none)
             }
         }
-        if let user, let refusal = authenticate(user: user) { return refusal }
-        if let name {
-            if let refusal = validateClientName(name) { return refusal }
-            client.name = name.isEmpty ? nil : name
+        if let name, let refusal = validateClientName(name) { return (refusal, .none) }
+        if let credentials, let refusal = AccessCommands.authenticate(user: credentials.user, password: credentials.password,
+                                                                      client: &client, context: context) {
+            return refusal
         }
+        if let name { client.name = name.isEmpty ? nil : name }
         if let version { client.protocolVersion = version }
-        return .map([
+        return (.map([
             (.bulk("server"), .bulk("kvsh")),
             (.bulk("version"), .bulk(KVServer.version)),
             (.bulk("proto"), .integer(client.protocolVersion)),
@@ -252,7 +271,7 @@ enum ServerCommands {
             (.bulk("mode"), .bulk("standalone")),
             (.bulk("role"), .bulk(role)),
             (.bulk("modules"), .array([])),
-        ])
+        ]), .none)
     }
 
     private static func clientCommand(_ arguments: [[UInt8]], client: inout ClientState, context: ServerContext) -> RESPValue {
@@ -324,14 +343,8 @@ enum ServerCommands {
         value.allSatisfy { $0 >= UInt8(ascii: "!") && $0 <= UInt8(ascii: "~") }
     }
 
-    /// Until authentication lands, the only user is Redis's passwordless `default`, which any password opens;
-    /// any other user name gets Redis's refusal (which, as there, does not say whether the user exists).
-    private static func authenticate(user: [UInt8]) -> RESPValue? {
-        user == Array("default".utf8) ? nil : .error("WRONGPASS invalid username-password pair or user is disabled.")
-    }
-
     /// Names clients may ask COMMAND about: the server's own and the shared data commands.
-    private static let builtinNames = ["QUIT", "SELECT", "AUTH", "HELLO", "CLIENT", "COMMAND", "CONFIG", "INFO",
+    private static let builtinNames = ["QUIT", "SELECT", "AUTH", "ACL", "HELLO", "CLIENT", "COMMAND", "CONFIG", "INFO",
                                        "TYPE", "TTL", "PTTL", "SLOWLOG", "LATENCY", "REPLCONF", "PSYNC", "SYNC", "REPLICAOF", "SLAVEOF",
                                        "ROLE", "WAIT", "SENTINEL", "FAILOVER"] + MaintenanceCommand.serverNames
     private static var allNames: [String] {

@@ -1,3 +1,4 @@
+import KVAccess
 import KVCommands
 import RESP
 import KVStore
@@ -29,12 +30,16 @@ final class ServerContext: Sendable {
 
     /// The replication role: primary side, and the link to a primary when this server is a replica.
     let replication: ReplicationController
+    /// The users and their permissions (``KVServer/Configuration/access``), and the brake on password guessing.
+    let access: AccessControl
+    let authThrottle = AuthThrottle()
 
     init(store: KVStore, configuration: KVServer.Configuration, logger: Logger, threadPool: NIOThreadPool) {
         self.store = store
         executor = CommandExecutor(store: store)
         replication = ReplicationController(store: store, settings: configuration.replication, logger: logger)
         self.configuration = configuration
+        access = configuration.access ?? AccessControl(catalog: AccessCommands.catalog)
         self.logger = logger
         self.threadPool = threadPool
         metrics = configuration.metrics

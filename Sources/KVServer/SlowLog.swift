@@ -5,6 +5,7 @@ import Musl
 #elseif canImport(Darwin)
 import Darwin
 #endif
+import KVCommands
 import RESP
 import Synchronization
 
@@ -45,7 +46,7 @@ final class SlowLog: Sendable {
     }
 
     func add(_ arguments: [[UInt8]], microseconds: UInt64, client: ClientState) {
-        let kept = Self.truncated(arguments)
+        let kept = Self.truncated(CommandTable.isSensitive(arguments) ? Self.redacted(arguments) : arguments)
         let now = Int(time(nil))
         state.withLock { state in
             let entry = Entry(id: state.nextID, time: now, microseconds: Int(microseconds), arguments: kept,
@@ -54,6 +55,14 @@ final class SlowLog: Sendable {
             state.entries.insert(entry, at: 0)
             if state.entries.count > maxLength { state.entries.removeLast(state.entries.count - maxLength) }
         }
+    }
+
+    /// A command that carries a secret (AUTH, HELLO ... AUTH, ACL SETUSER), as Redis keeps it out of the slow log:
+    /// its name (and subcommand) kept, every other argument `(redacted)`.
+    static func redacted(_ arguments: [[UInt8]]) -> [[UInt8]] {
+        let name = String(decoding: arguments.first ?? [], as: UTF8.self).uppercased()
+        let kept = ["ACL", "CONFIG", "SENTINEL"].contains(name) ? 2 : 1
+        return arguments.enumerated().map { $0.offset < kept ? $0.element : Array("(redacted)".utf8) }
     }
 
     /// As Redis's `slowlogCreateEntry`: past 31 arguments the 32nd says how many more there were; an argument longer

@@ -24,10 +24,13 @@ public struct PrimaryLocator: Sendable {
     public let source: Source
     /// TLS for every connection it makes (`--tls`), or nil.
     public let tls: RESPClientTLS?
+    /// What every connection authenticates with (the primary's and the sentinels' alike).
+    public let credentials: RESPCredentials?
 
-    public init(_ source: Source, tls: RESPClientTLS? = nil) {
+    public init(_ source: Source, tls: RESPClientTLS? = nil, credentials: RESPCredentials? = nil) {
         self.source = source
         self.tls = tls
+        self.credentials = credentials
     }
 
     /// A connection to the primary.
@@ -38,7 +41,7 @@ public struct PrimaryLocator: Sendable {
         case .nodes(let nodes):
             var fallback: RESPClient?
             for node in nodes {
-                guard let client = try? RESPClient(host: node.host, port: node.port, tls: tls) else {
+                guard let client = try? RESPClient(host: node.host, port: node.port, tls: tls, credentials: credentials) else {
                     tried.append("\(RESPClient.endpoint(host: node.host, port: node.port)) (unreachable)")
                     continue
                 }
@@ -53,7 +56,7 @@ public struct PrimaryLocator: Sendable {
             if let fallback { return fallback }
         case .sentinels(let sentinels, let name):
             for sentinel in sentinels {
-                guard let client = try? RESPClient(host: sentinel.host, port: sentinel.port, tls: tls),
+                guard let client = try? RESPClient(host: sentinel.host, port: sentinel.port, tls: tls, credentials: credentials),
                       let reply = try? client.call(["SENTINEL", "GET-MASTER-ADDR-BY-NAME", name].map { Array($0.utf8) }) else {
                     tried.append("\(RESPClient.endpoint(host: sentinel.host, port: sentinel.port)) (unreachable)")
                     continue
@@ -64,7 +67,7 @@ public struct PrimaryLocator: Sendable {
                     continue
                 }
                 client.close()
-                return try RESPClient(host: String(decoding: host, as: UTF8.self), port: port, tls: tls)
+                return try RESPClient(host: String(decoding: host, as: UTF8.self), port: port, tls: tls, credentials: credentials)
             }
         }
         throw RESPClientError(kind: .cannotConnect, endpoint: "the primary", reason: "none found (tried " + tried.joined(separator: ", ") + ")")

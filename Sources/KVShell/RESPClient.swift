@@ -19,6 +19,8 @@ public struct RESPClientError: Error, Sendable, CustomStringConvertible {
         case connectionLost
         /// The server sent bytes that are not RESP; the connection is no longer usable.
         case protocolError
+        /// The server refused the credentials (AUTH).
+        case authenticationFailed
     }
 
     public let kind: Kind
@@ -32,10 +34,26 @@ public struct RESPClientError: Error, Sendable, CustomStringConvertible {
         case .cannotConnect: return "cannot connect to \(endpoint): \(reason)"
         case .connectionLost: return "connection to \(endpoint) lost: \(reason)"
         case .protocolError: return "protocol error from \(endpoint): \(reason)"
+        case .authenticationFailed: return "AUTH failed on \(endpoint): \(reason)"
         }
     }
 
     public var description: String { message }
+}
+
+/// What `kvsh --connect` authenticates with: `AUTH [user] password`, as redis-cli's `--user` and `-a`.
+public struct RESPCredentials: Sendable {
+    public var user: String?
+    public var password: String
+
+    public init(user: String?, password: String) {
+        self.user = user
+        self.password = password
+    }
+
+    var authCommand: [[UInt8]] {
+        (["AUTH"] + (user.map { [$0] } ?? []) + [password]).map { Array($0.utf8) }
+    }
 }
 
 /// A small blocking client for the Redis protocol over TCP (RESP2), on plain POSIX sockets; with ``RESPClientTLS``,
@@ -72,9 +90,12 @@ public final class RESPClient {
     // bulk lengths); beyond each the reply is a `protocolError` and the connection closes.
     private let parser = RESPReplyParser()
 
-    /// Connects, trying every address `host` resolves to.
-    /// - Throws: ``RESPClientError`` of kind `cannotConnect`, whose message names `host:port` and the reason.
-    public init(host: String, port: Int, tls: RESPClientTLS? = nil, timeout: Duration = .seconds(5)) throws {
+    /// Connects, trying every address `host` resolves to (over TLS with `tls`), then authenticates with
+    /// `credentials` if given.
+    /// - Throws: ``RESPClientError`` of kind `cannotConnect`, whose message names `host:port` and the reason, or
+    ///   `authenticationFailed` with the server's refusal.
+    public init(host: String, port: Int, tls: RESPClientTLS? = nil, timeout: Duration = .seconds(5),
+                credentials: RESPCredentials? = nil) throws {
         self.host = host
         self.port = port
         endpoint = Self.endpoint(host: host, port: port)
@@ -89,6 +110,12 @@ public final class RESPClient {
             }
         } else {
             fd = try openConnection(timeout: timeout)
+        }
+        if let credentials {
+            let reply = try call(credentials.authCommand)
+            if case .error(let message) = reply {
+                throw RESPClientError(kind: .authenticationFailed, endpoint: endpoint, reason: message)
+            }
         }
     }
 

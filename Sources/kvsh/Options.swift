@@ -82,6 +82,21 @@ struct KVSHCommand: ParsableCommand {
     @Option(name: .customLong("sni"), help: ArgumentHelp("With --tls: the server name to send (SNI); default: the host, if it is a name.", valueName: "name"))
     var serverName: String?
 
+    @Option(name: .customLong("user"), help: ArgumentHelp("Authenticate to the server as this user (as redis-cli --user); needs a password.",
+                                                         valueName: "user"))
+    var user: String?
+
+    @Option(name: [.customShort("a"), .customLong("pass")], help: ArgumentHelp(
+        "Authenticate to the server with this password (as redis-cli -a). Other users of this machine can see it in ps: "
+            + "prefer --askpass or the KVSH_AUTH environment variable.", valueName: "password"))
+    var password: String?
+
+    @Flag(name: .customLong("askpass"), help: "Read the password from the terminal, without echo (as redis-cli --askpass).")
+    var askPassword = false
+
+    @Flag(name: .customLong("no-auth-warning"), help: "Do not warn about a password given on the command line.")
+    var noAuthWarning = false
+
     /// --data-dir, --sync, --compact-*, --backup-*: as for kvsh serve.
     @OptionGroup var store: StoreOptions
 
@@ -131,6 +146,10 @@ struct KVSHCommand: ParsableCommand {
         }
         if (clientCertificate == nil) != (clientKey == nil) { throw ValidationError("--cert and --key go together") }
         if tls && server == nil { throw ValidationError("--tls needs a server: --connect HOST:PORT (or -h/-p, --sentinel)") }
+        if password != nil && askPassword { throw ValidationError("give either --pass or --askpass, not both") }
+        if (user != nil || password != nil || askPassword) && server == nil {
+            throw ValidationError("--user, --pass and --askpass are for a server: add --connect HOST:PORT (or -h/-p)")
+        }
         if connect != nil && (host != nil || port != nil) {
             throw ValidationError("give either --connect HOST:PORT or -h/-p, not both")
         }
@@ -186,6 +205,25 @@ extension KVSHCommand {
         guard tls else { return nil }
         return try RESPClientTLS(caCertificateFile: caCertificate, certificateFile: clientCertificate, keyFile: clientKey,
                                  insecure: insecure, serverName: serverName)
+    }
+}
+
+extension KVSHCommand {
+    /// The password from `--pass`, `--askpass` or `KVSH_AUTH` (in that order, as redis-cli's `-a`, `--askpass` and
+    /// `REDISCLI_AUTH`), with the user from `--user`; nil without a password. Warns, as redis-cli does, when the
+    /// password is on the command line.
+    func credentials() -> RESPCredentials? {
+        var secret = password
+        if secret != nil && !noAuthWarning {
+            let warning = Array("Warning: Using a password with '-a' or '--pass' option on the command line interface may not be safe.\n".utf8)
+            warning.withUnsafeBytes { _ = write(STDERR_FILENO, $0.baseAddress, $0.count) }
+        }
+        if askPassword {
+            // getpass reads /dev/tty with echo off, as redis-cli's --askpass does.
+            secret = getpass("Please input password: ").map { String(cString: $0) }
+        }
+        if secret == nil, let fromEnvironment = getenv("KVSH_AUTH") { secret = String(cString: fromEnvironment) }
+        return secret.map { RESPCredentials(user: user, password: $0) }
     }
 }
 

@@ -1,4 +1,5 @@
 import ArgumentParser
+import Foundation
 import KVServer
 
 /// `kvsh serve`'s replication flags, named as Redis's configuration directives.
@@ -6,6 +7,14 @@ struct ReplicationOptions: ParsableArguments {
     @Option(name: .customLong("replicaof"), parsing: .upToNextOption,
             help: ArgumentHelp("Start as a replica of the primary at HOST PORT (REPLICAOF at run time).", valueName: "host port"))
     var replicaOf: [String] = []
+
+    @Option(name: .customLong("masteruser"), help: ArgumentHelp("The user this replica authenticates as to its primary.", valueName: "user"))
+    var masterUser: String?
+
+    @Option(name: .customLong("masterauth"), help: ArgumentHelp(
+        "The password this replica sends its primary (AUTH before the handshake, as Redis). Visible in ps: prefer KVSH_MASTERAUTH.",
+        valueName: "password"))
+    var masterAuth: String?
 
     @Option(name: .customLong("replica-announce-ip"), help: ArgumentHelp("The address this replica asks its primary to list.", valueName: "ip"))
     var announceIP: String?
@@ -49,6 +58,9 @@ struct ReplicationOptions: ParsableArguments {
                 throw ValidationError("--replicaof takes a host and a port: --replicaof 127.0.0.1 6379")
             }
         }
+        if masterUser != nil && masterAuth == nil && ProcessInfo.processInfo.environment["KVSH_MASTERAUTH"] == nil {
+            throw ValidationError("--masteruser needs a password: --masterauth PASSWORD or the KVSH_MASTERAUTH environment variable")
+        }
         if let announcePort, !(0...65535).contains(announcePort) { throw ValidationError("--replica-announce-port must be between 0 and 65535") }
         guard minReplicasToWrite >= 0, syncReplicas >= 0 else { throw ValidationError("--min-replicas-to-write and --sync-replicas cannot be negative") }
         guard minReplicasMaxLag >= 1 else { throw ValidationError("--min-replicas-max-lag must be at least 1 second") }
@@ -63,6 +75,8 @@ struct ReplicationOptions: ParsableArguments {
         var settings = ReplicationSettings()
         if replicaOf.count == 2, let port = Int(replicaOf[1]) { settings.replicaOf = (replicaOf[0], port) }
         settings.announceIP = announceIP
+        settings.masterUser = masterUser
+        settings.masterAuth = masterAuth ?? ProcessInfo.processInfo.environment["KVSH_MASTERAUTH"]
         settings.announcePort = announcePort
         settings.minReplicasToWrite = minReplicasToWrite
         settings.minReplicasMaxLag = minReplicasMaxLag

@@ -31,6 +31,8 @@ struct ServeCommand: KVSHSubcommand {
 
     /// --tls-port, --tls-cert-file, --tls-key-file, --tls-ca-cert-file, --tls-auth-clients, --tls-replication.
     @OptionGroup(title: "TLS") var tls: TLSOptions
+    /// --requirepass, --aclfile, --protected-mode.
+    @OptionGroup(title: "Access control") var accessOptions: AccessOptions
 
     /// --cluster, --etcd, --announce, --failover-ttl, --priority.
     @OptionGroup(title: "Failover cluster (etcd)") var cluster: ClusterOptions
@@ -90,6 +92,9 @@ struct ServeCommand: KVSHSubcommand {
         return Subcommands.reportingErrors {
             // The TLS files first: a wrong one is refused before the store is opened (which may take long).
             let tlsContexts = try tls.contexts()
+            // Before anything else: a bad ACL file refuses to start, naming the file and line.
+            let access = try accessOptions.makeAccessControl()
+            let audit = try accessOptions.makeAuditLog()
             let metrics = operations.makeMetrics(logger: logger)
             let endpoint = try operations.startEndpoint(metrics, logger: logger)
             defer { endpoint?.shutdown() }
@@ -164,6 +169,9 @@ struct ServeCommand: KVSHSubcommand {
                     configuration.listensPlain = port != 0  // Redis's `port 0`
                 }
                 configuration.tlsReplication = tls.replication == .yes
+                configuration.access = access
+                configuration.auditLog = audit
+                configuration.protectedMode = accessOptions.protectedMode == .yes
                 server = try KVServer(store: store, configuration: configuration, logger: logger)
             } catch {
                 let tlsAddress = "\(bind):\(tls.tlsPort) (TLS)"
@@ -171,10 +179,14 @@ struct ServeCommand: KVSHSubcommand {
                 throw ServeError(message: "cannot listen on \(addresses): \(error)")
             }
             OperationsOptions.logOpened(store, logger: logger)  // once listening: a refusal stays one line
-            if let address = server.localAddress?.ipAddress, !Self.isLoopback(address) {
-                // No authentication yet: Redis would refuse remote clients here (protected mode); kvsh was told to
-                // listen, so it does, but says what that means.
-                logger.warning("listening on \(address) without authentication: anyone who can reach port \(server.localAddress?.port ?? port) can read and change this store; bind to 127.0.0.1 or firewall the port")
+            if let address = server.localAddress?.ipAddress, !Self.isLoopback(address), !access.authenticationRequired {
+                let listened = server.localAddress?.port ?? port
+                if accessOptions.protectedMode == .yes {
+                    logger.warning("listening on \(address) without a password: protected mode refuses clients from other machines; set one with --requirepass or --aclfile (or turn protected mode off with --protected-mode no)")
+                } else {
+                    // As Redis with protected mode off: it listens as told, but says what that means.
+                    logger.warning("listening on \(address) without authentication: anyone who can reach port \(listened) can read and change this store; set a password with --requirepass or --aclfile, bind to 127.0.0.1 or firewall the port")
+                }
             }
             // A failover cluster: join it in the background (etcd may not answer yet); a refusal stops the server.
             var node: ClusterNode?
@@ -203,6 +215,7 @@ struct ServeCommand: KVSHSubcommand {
                 _ = left.wait(timeout: .now() + 5)
             }
             server.shutdown()
+            audit?.drain()
             scheduler?.stop()
             closed = true
             do {

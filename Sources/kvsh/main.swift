@@ -129,11 +129,12 @@ if let server = options.server {
     // Client mode: the same shell, its commands sent to a kvsh server.
     store = nil
     let client: RESPClient
+    let credentials = options.credentials()
     let locator: PrimaryLocator?
     do {
         let tls = try options.clientTLS()  // read once, for every connection the session makes
-        locator = options.locator.map { PrimaryLocator($0.source, tls: tls) }
-        client = try locator?.connect() ?? RESPClient(host: server.host, port: server.port, tls: tls)
+        locator = options.locator.map { PrimaryLocator($0.source, tls: tls, credentials: credentials) }
+        client = try locator?.connect() ?? RESPClient(host: server.host, port: server.port, tls: tls, credentials: credentials)
     } catch {
         printError("\(error)")  // cannot connect to HOST:PORT: reason
         exit(ExitStatus.unusable)

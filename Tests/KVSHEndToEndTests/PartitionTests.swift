@@ -117,7 +117,7 @@ struct PartitionTests {
                 "netns", "exec", network.namespaces[host - 1], kvsh, "serve", "--data-dir", sandbox.path("node\(host)"),
                 "--bind", network.address(host), "--port", String(port), "--cluster", "c1",
                 "--etcd", "http://\(network.bridgeAddress):\(etcd.clientPort)", "--announce", "\(network.address(host)):\(port)",
-                "--failover-ttl", "2s", "--sync-replicas", "1",
+                "--failover-ttl", "2s", "--sync-replicas", "1", "--protected-mode", "no",
             ], environment: sandbox.environment(), directory: sandbox.root))
         }
         func primary(askingHosts hosts: [Int]) -> Int? {

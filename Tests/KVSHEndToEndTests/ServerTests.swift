@@ -413,7 +413,7 @@ struct ServerTests {
         }
     }
 
-    @Test("listening beyond loopback, with no authentication yet, is warned about; loopback is not")
+    @Test("listening beyond loopback without a password is warned about (protected mode on or off); loopback is not")
     func warnsWhenExposed() throws {
         let sandbox = try Sandbox()
         // Port 0: the kernel picks a free port, so no other test's server can race for it.
@@ -425,7 +425,10 @@ struct ServerTests {
             let ended = try process.finish(timeout: .seconds(20))
             return (found, process.stderr.text, ended)
         }
-        let exposed = try serve(["--data-dir", sandbox.path("exposed-data"), "--bind", "0.0.0.0"], until: "without authentication")
+        let guarded = try serve(["--data-dir", sandbox.path("guarded-data"), "--bind", "0.0.0.0"], until: "protected mode refuses")
+        #expect(guarded.found && guarded.ended == .exited(0), "\(guarded.ended); stderr: \(guarded.stderr)")
+        let exposed = try serve(["--data-dir", sandbox.path("exposed-data"), "--bind", "0.0.0.0", "--protected-mode", "no"],
+                                until: "without authentication")
         #expect(exposed.found && exposed.ended == .exited(0), "\(exposed.ended); stderr: \(exposed.stderr)")
         // The warning names the port actually listened on, not the 0 asked for.
         let port = exposed.stderr.split(separator: "listening on 0.0.0.0 without authentication: anyone who can reach port ").dropFirst().first?
@@ -434,7 +437,10 @@ struct ServerTests {
 
         let local = try serve(["--data-dir", sandbox.path("local-data")], until: "kvsh server listening")
         #expect(local.found && local.ended == .exited(0), "\(local.ended); stderr: \(local.stderr)")
-        #expect(!local.stderr.contains("without authentication"), "stderr: \(local.stderr)")
+        #expect(!local.stderr.contains("without authentication") && !local.stderr.contains("protected mode"), "stderr: \(local.stderr)")
+        let withPassword = try serve(["--data-dir", sandbox.path("password-data"), "--bind", "0.0.0.0", "--requirepass", "pw"],
+                                     until: "kvsh server listening")
+        #expect(withPassword.found && !withPassword.stderr.contains("without"), "stderr: \(withPassword.stderr)")
     }
 }
 

@@ -1,3 +1,4 @@
+import KVAccess
 import KVTestSupport
 import Testing
 @testable import KVCommands

@@ -1,3 +1,4 @@
+import KVAccess
 import Dispatch
 import Synchronization
 import KVTestSupport

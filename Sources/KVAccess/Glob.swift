@@ -48,7 +48,7 @@ public struct GlobPattern: Sendable {
     // MARK: The pieces
 
     /// The literal bytes the pattern starts with, and the index of the first byte after them.
-    static func literalPrefix(of pattern: [UInt8]) -> (prefix: [UInt8], end: Int) {
+    public static func literalPrefix(of pattern: [UInt8]) -> (prefix: [UInt8], end: Int) {
         var prefix: [UInt8] = []
         var index = 0
         while index < pattern.count {
