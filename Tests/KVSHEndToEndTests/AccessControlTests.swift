@@ -377,17 +377,6 @@ private func flattened(_ reply: RESPValue) -> String {
     }
 }
 
-/// Waits (bounded) until `condition` holds, polling every 50 ms.
-private func waitFor(_ timeout: Duration = .seconds(30), _ condition: () -> Bool) -> Bool {
-    let deadline = ContinuousClock.now + timeout
-    while ContinuousClock.now < deadline {
-        if condition() { return true }
-        var nothing = pollfd(fd: -1, events: 0, revents: 0)
-        _ = poll(&nothing, 0, 50)
-    }
-    return condition()
-}
-
 /// An IPv4 address of this machine other than loopback, if it has one.
 private func nonLoopbackAddress() -> String? {
     var list: UnsafeMutablePointer<ifaddrs>?
