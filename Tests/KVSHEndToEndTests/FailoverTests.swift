@@ -203,6 +203,13 @@ func role(_ port: Int) -> String? {
     return String(decoding: name, as: UTF8.self)
 }
 
+/// `connected_slaves` from the node's INFO replication.
+func connectedReplicas(_ port: Int) -> Int? {
+    guard case .bulkString(let text)? = try? RedisConnection(port: port).call("INFO", "replication", timeout: .seconds(2)) else { return nil }
+    let line = String(decoding: text, as: UTF8.self).split(whereSeparator: \.isNewline).first { $0.hasPrefix("connected_slaves:") }
+    return line.flatMap { Int($0.dropFirst("connected_slaves:".count)) }
+}
+
 func waitFor(_ timeout: Duration = .seconds(30), _ condition: () -> Bool) -> Bool {
     let deadline = ContinuousClock.now + timeout
     while ContinuousClock.now < deadline {
@@ -430,7 +437,10 @@ struct FailoverTests {
             shell.send("SET first 1\n")
             #expect(shell.wait(timeout: .seconds(20)) { $0.stdout.text.contains("OK") }, "\(arguments): \(shell.stderr.text)")
             let before = try #require(nodes.primaryPort())
-            #expect(try RedisConnection(port: before).call("FAILOVER", timeout: .seconds(20)) == .simpleString("OK"))
+            // FAILOVER needs a replica to hand over to: both attached (the old primary of the previous pass rejoins).
+            #expect(waitFor { connectedReplicas(before) == 2 }, "the primary's replicas did not attach")
+            let handover = try RedisConnection(port: before).call("FAILOVER", timeout: .seconds(20))
+            #expect(handover == .simpleString("OK"), "FAILOVER: \(handover)\n\(nodes.logs())")
             shell.send("SET second 2\nGET first\n")
             #expect(shell.wait(timeout: .seconds(20)) { $0.stdout.text.components(separatedBy: "OK").count == 3 && $0.stdout.text.contains("1") },
                     "\(arguments): \(shell.stdout.text) \(shell.stderr.text)")
