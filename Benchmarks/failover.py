@@ -20,6 +20,7 @@ Standard library only; needs etcd and redis-server on PATH (.ci/install-deps ins
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shutil
 import signal
@@ -33,57 +34,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-class ReplyError(Exception):
-    pass
-
-
-class Connection:
-    """A blocking RESP2 client: enough for SET, WAIT, MGET, INFO and SENTINEL."""
-
-    def __init__(self, port: int, timeout: float = 2.0):
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
-        self.reader = self.sock.makefile("rb")
-
-    def close(self) -> None:
-        try:
-            self.reader.close()
-            self.sock.close()
-        except OSError:
-            pass
-
-    def call(self, *args: str):
-        parts = [b"*%d\r\n" % len(args)]
-        for arg in args:
-            data = arg.encode()
-            parts.append(b"$%d\r\n%s\r\n" % (len(data), data))
-        self.sock.sendall(b"".join(parts))
-        return self._reply()
-
-    def _reply(self):
-        line = self.reader.readline()
-        if not line:
-            raise ConnectionError("connection closed")
-        kind, body = line[:1], line[1:-2]
-        if kind == b"+":
-            return body.decode()
-        if kind == b"-":
-            raise ReplyError(body.decode())
-        if kind == b":":
-            return int(body)
-        if kind == b"$":
-            size = int(body)
-            return None if size < 0 else self.reader.read(size + 2)[:-2].decode()
-        if kind == b"*":
-            size = int(body)
-            return None if size < 0 else [self._reply() for _ in range(size)]
-        raise ConnectionError(f"unexpected reply {line!r}")
+from kvshbench.config import BenchError
+from kvshbench.resp import RedisError as ReplyError, RespConnection as Connection, free_port
 
 
 def call(port: int, *args: str, timeout: float = 2.0):
@@ -105,7 +57,7 @@ def wait_until(condition, timeout: float, what: str) -> None:
         try:
             if condition():
                 return
-        except (OSError, ConnectionError, ReplyError):
+        except (OSError, ConnectionError, ReplyError, BenchError):
             pass
         time.sleep(0.02)
     raise RuntimeError(f"timed out after {timeout} s waiting for {what}")
@@ -115,7 +67,7 @@ def primary_from_sentinels(ports: list[int], name: str) -> int | None:
     for port in ports:
         try:
             address = call(port, "SENTINEL", "GET-MASTER-ADDR-BY-NAME", name, timeout=1.0)
-        except (OSError, ConnectionError, ReplyError):
+        except (OSError, ConnectionError, ReplyError, BenchError):
             continue
         if address:
             return int(address[1])
@@ -160,8 +112,9 @@ class Writer:
                 if self.wait_for_replica and connection.call("WAIT", "1", "0") < 1:
                     continue
                 self.acknowledged.append((key, port, time.monotonic()))
-            except (OSError, ConnectionError, ReplyError):
-                connection.close()
+            except (OSError, ConnectionError, ReplyError, BenchError):
+                with contextlib.suppress(OSError):
+                    connection.close()
                 connection = None  # READONLY, NOREPLICAS, a dead node: ask the sentinels again
 
 
