@@ -79,16 +79,6 @@ private func reply(_ host: String, _ port: Int, _ arguments: String...) -> RESPV
     return try? connection.reply(timeout: .seconds(3))
 }
 
-private func poll(_ timeout: Duration = .seconds(30), _ condition: () -> Bool) -> Bool {
-    let deadline = ContinuousClock.now + timeout
-    while ContinuousClock.now < deadline {
-        if condition() { return true }
-        var nothing = pollfd(fd: -1, events: 0, revents: 0)
-        _ = Glibc.poll(&nothing, 0, 50)
-    }
-    return condition()
-}
-
 @Suite("Failover across a network partition", .timeLimit(.minutes(10)),
        .enabled(if: (ExternalTool.path("etcd") != nil && TestNetwork.available) || ExternalTool.required,
                 "needs root (network namespaces: ip netns add) and etcd"))
@@ -129,7 +119,7 @@ struct PartitionTests {
             }
             return nil
         }
-        #expect(poll { primary(askingHosts: [1, 2, 3]).map { reply(network.address($0), port, "SET", "ready", "1") == .simpleString("OK") } ?? false },
+        #expect(waitFor { primary(askingHosts: [1, 2, 3]).map { reply(network.address($0), port, "SET", "ready", "1") == .simpleString("OK") } ?? false },
                 "no primary took writes: \(nodes.map { String($0.stderr.text.suffix(500)) })")
         let cut = try #require(primary(askingHosts: [1, 2, 3]))
         var acknowledged: [String] = []
@@ -141,7 +131,7 @@ struct PartitionTests {
         try network.setLink(cut, up: false)
         // A client beside the primary (in its namespace) still reaches it: its writes are refused within the TTL.
         let beside = ExternalTool.redisCLI.map { cli in
-            poll(.seconds(15)) {
+            waitFor(.seconds(15)) {
                 let result = try? ExternalTool.run("/usr/sbin/ip", ["netns", "exec", network.namespaces[cut - 1], cli, "-h",
                                                                      network.address(cut), "-p", String(port), "SET", "during", "x"],
                                                    sandbox: sandbox, timeout: .seconds(10))
@@ -150,7 +140,7 @@ struct PartitionTests {
         } ?? false
         #expect(beside, "the cut-off primary kept accepting writes from a client beside it")
         let others = (1...3).filter { $0 != cut }
-        #expect(poll { primary(askingHosts: others).map { $0 != cut } ?? false }, "no new primary on the other side")
+        #expect(waitFor { primary(askingHosts: others).map { $0 != cut } ?? false }, "no new primary on the other side")
         let second = try #require(primary(askingHosts: others))
         func logs() -> String {
             nodes.enumerated().map { index, node in
@@ -159,7 +149,7 @@ struct PartitionTests {
                     .suffix(25).joined(separator: "\n")
             }.joined(separator: "\n")
         }
-        if poll(.seconds(30), { reply(network.address(second), port, "SET", "after", "partition") == .simpleString("OK") }) {
+        if waitFor(.seconds(30), { reply(network.address(second), port, "SET", "after", "partition") == .simpleString("OK") }) {
             acknowledged.append("after")
         } else {
             let infos = (1...3).map { "INFO \($0): \(String(describing: reply(network.address($0), port, "INFO", "replication")))" }
@@ -168,7 +158,7 @@ struct PartitionTests {
         }
 
         try network.setLink(cut, up: true)
-        #expect(poll {
+        #expect(waitFor {
             guard case .array(let role)? = reply(network.address(cut), port, "ROLE") else { return false }
             return role.first == .bulkString(Array("slave".utf8))
         }, "the old primary did not rejoin as a replica")
@@ -176,6 +166,6 @@ struct PartitionTests {
             #expect(reply(network.address(second), port, "GET", key) != .null, "\(key) was acknowledged and is lost")
         }
         #expect(reply(network.address(second), port, "GET", "during") == .null)
-        #expect(poll { reply(network.address(cut), port, "GET", "after") == .bulkString(Array("partition".utf8)) })
+        #expect(waitFor { reply(network.address(cut), port, "GET", "after") == .bulkString(Array("partition".utf8)) })
     }
 }
