@@ -46,13 +46,28 @@ public struct NodeRecord: Codable, Sendable, Equatable {
     public var priority: Int
     /// "primary" or "replica".
     public var role: String
+    /// The leader term (the leader key's revision) whose stream this node's data follows: the term it led, or the
+    /// term of the primary it last finished a sync with; nil until it knows (a node just started). Offsets are only
+    /// comparable within one history: a former primary's unacknowledged writes raise its offset past the new
+    /// primary's replicas without making it more up to date.
+    public var term: Int64?
 
-    public init(name: String, address: String, offset: Int64, priority: Int, role: String) {
+    public init(name: String, address: String, offset: Int64, priority: Int, role: String, term: Int64? = nil) {
         self.name = name
         self.address = address
         self.offset = offset
         self.priority = priority
         self.role = role
+        self.term = term
+    }
+
+    /// Whether `self` is a better primary than `other`: the newer history (term), then the higher offset, then the
+    /// higher priority, then the smaller name (so that every node ranks the same records the same way).
+    public func isMoreUpToDate(than other: NodeRecord) -> Bool {
+        if (term ?? 0) != (other.term ?? 0) { return (term ?? 0) > (other.term ?? 0) }
+        if offset != other.offset { return offset > other.offset }
+        if priority != other.priority { return priority > other.priority }
+        return name < other.name
     }
 
     public func encoded() throws -> [UInt8] {

@@ -147,12 +147,18 @@ public final class EtcdClient: Sendable {
     // MARK: KV
 
     /// Writes `value` at `key`, attached to `lease` (0: none). Returns the revision of the write.
+    /// - Throws: ``EtcdError/leaseLost(_:)`` when `lease` has expired or was revoked, as ``keepAlive(_:)`` does: a
+    ///   caller that publishes under its lease must grant a new one, or it never publishes again.
     @discardableResult
     public func put(_ key: String, _ value: [UInt8], lease: Int64 = 0) async throws -> Int64 {
-        let reply = try await call("/v3/kv/put",
-                                   WirePutRequest(key: WireBytes(key), value: WireBytes(value), lease: lease == 0 ? nil : WireInt64(lease)),
-                                   as: WirePutResponse.self)
-        return EtcdResponseHeader(reply.header).revision
+        do {
+            let reply = try await call("/v3/kv/put",
+                                       WirePutRequest(key: WireBytes(key), value: WireBytes(value), lease: lease == 0 ? nil : WireInt64(lease)),
+                                       as: WirePutResponse.self)
+            return EtcdResponseHeader(reply.header).revision
+        } catch let error as EtcdError where lease != 0 && error.isLeaseNotFound {
+            throw EtcdError.leaseLost(lease)
+        }
     }
 
     @discardableResult

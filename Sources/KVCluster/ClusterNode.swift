@@ -43,9 +43,10 @@ public struct ClusterRefusal: Error, CustomStringConvertible {
 
 /// One node of a failover cluster on etcd (see Docs/Failover.md).
 ///
-/// Every node publishes a record (name, address, replication offset, priority, role) under its own lease, and
-/// campaigns for the leader key only when no live node with a non-zero priority is more up to date (offset, then
-/// priority, then name), so the node elected has every write `--sync-replicas`/`WAIT` acknowledged. The leader is the
+/// Every node publishes a record (name, address, replication offset, the term whose stream its data follows,
+/// priority, role) under its own lease, and campaigns for the leader key only when no live node with a non-zero
+/// priority is more up to date (the newest term, then offset, then priority, then name:
+/// ``NodeRecord/isMoreUpToDate(than:)``), so the node elected has every write `--sync-replicas`/`WAIT` acknowledged. The leader is the
 /// primary; the others replicate from it and follow changes of the key. A leader that cannot prove its lease is
 /// still valid (``LeaderElection/leadershipDeadline()``, before the lease could expire) acknowledges no write: writes
 /// get `-READONLY`, which makes Redis clients look for the primary again.
@@ -75,6 +76,9 @@ public final class ClusterNode: ClusterMembership, @unchecked Sendable {
         var handingOver = false
         var lastFailover: (at: Date, from: String, to: String, reason: String)?
         var joined = false
+        /// The term whose stream this node's data follows (``NodeRecord/term``): the term it led, or that of the
+        /// primary it last finished a sync with. Kept while the link is down; unknown after a restart.
+        var syncedTerm: Int64?
     }
     let view = Mutex(View())
     private let tasks = Mutex<[Task<Void, Never>]>([])
@@ -167,8 +171,17 @@ public final class ClusterNode: ClusterMembership, @unchecked Sendable {
     // MARK: Publishing
 
     private func record() -> NodeRecord {
-        let role = view.withLock { $0.state.isLeader } ? "primary" : "replica"
-        return NodeRecord(name: settings.nodeName, address: settings.address, offset: control.offset, priority: settings.priority, role: role)
+        // Read before the view's lock, which is never held while another is taken.
+        let offset = control.offset
+        let synced = control.linkIsUp ? control.following.map { "\($0.host):\($0.port)" } : nil
+        let (isLeader, term) = view.withLock { view -> (Bool, Int64?) in
+            if !view.state.isLeader, let synced, let leader = view.leader, leader.address == synced {
+                view.syncedTerm = view.leaderTerm  // the link finished its sync with this term's primary
+            }
+            return (view.state.isLeader, view.syncedTerm)
+        }
+        return NodeRecord(name: settings.nodeName, address: settings.address, offset: offset, priority: settings.priority,
+                          role: isLeader ? "primary" : "replica", term: term)
     }
 
     /// Keeps this node's record (its offset above all) fresh under a lease of its own, and refreshes the view of the
@@ -241,12 +254,7 @@ public final class ClusterNode: ClusterMembership, @unchecked Sendable {
         guard let nodes = try? await client.nodes(in: keys).nodes else { return false }
         var candidates = nodes.filter { $0.priority > 0 && $0.name != settings.nodeName }
         candidates.append(record())
-        let best = candidates.max { a, b in
-            if a.offset != b.offset { return a.offset < b.offset }
-            if a.priority != b.priority { return a.priority < b.priority }
-            return a.name > b.name
-        }
-        return best?.name == settings.nodeName
+        return candidates.max { $1.isMoreUpToDate(than: $0) }?.name == settings.nodeName
     }
 
     var handoverKey: String { keys.root + "/handover" }
@@ -263,6 +271,7 @@ public final class ClusterNode: ClusterMembership, @unchecked Sendable {
             } catch {
                 logger.error("could not become primary", metadata: ["error": "\(error)"])
             }
+            view.withLock { $0.syncedTerm = term.revision }
             let me = record()
             view.withLock { view in
                 view.vacantSince = nil

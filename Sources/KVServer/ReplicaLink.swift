@@ -423,10 +423,14 @@ final class ReplicaLinkHandler: ChannelInboundHandler {
         }
         let position = ReplicationPosition(role: .replica, replid: load.replid, offset: load.offset)
         var keepAside: String?
-        if link.formerPrimary && store.count > 0 {
+        let ownOffset = store.replicationPosition?.offset ?? 0
+        if store.count > 0 && (link.formerPrimary || ownOffset > load.offset) {
+            // A former primary may hold writes nobody acknowledged; a replica further along than the copy holds stream
+            // the new primary never had. Neither is dropped unseen.
             keepAside = "diverged-" + Self.timestamp()
-            logger.warning("this former primary's data differs from the new primary's: its files are kept aside before the full copy",
-                           metadata: ["kept-in": "\(keepAside ?? "")", "keys": "\(store.count)"])
+            logger.warning("this node's data differs from the new primary's: its files are kept aside before the full copy",
+                           metadata: ["kept-in": "\(keepAside ?? "")", "keys": "\(store.count)", "offset": "\(ownOffset)",
+                                      "primary-offset": "\(load.offset)", "former-primary": "\(link.formerPrimary)"])
         }
         try store.replaceContents(with: load.replacement, position: position, keepAside: keepAside)
         replid = load.replid

@@ -123,6 +123,11 @@ final class EtcdClientTests: XCTestCase {
             await XCTAssertThrowsErrorAsync(try await client.keepAlive(lease.id)) { error in
                 XCTAssertEqual(error as? EtcdError, .leaseLost(lease.id))
             }
+            // A put under the expired lease says the same (a node whose record's lease expired while it was frozen
+            // must grant a new one: it took this for etcd being unreachable and never published again).
+            await XCTAssertThrowsErrorAsync(try await client.put("/t/leased", "again", lease: lease.id)) { error in
+                XCTAssertEqual(error as? EtcdError, .leaseLost(lease.id))
+            }
             let gone = try await client.leaseTimeToLive(lease.id)
             XCTAssertNil(gone)
             // Revoking a lease that is already gone is not an error.
@@ -237,6 +242,30 @@ final class EtcdClientTests: XCTestCase {
             throw error
         }
         try await client.shutdown()
+    }
+
+    /// The chaos run's lost writes: a former primary, fenced with writes nobody acknowledged, restarted and published
+    /// its offset, higher than that of the new primary's replica, which had every acknowledged write, and won.
+    func testElectionRanksTheNewestHistoryBeforeOffsets() throws {
+        let diverged = NodeRecord(name: "a", address: "127.0.0.1:7001", offset: 9_000, priority: 100, role: "replica", term: nil)
+        let replica = NodeRecord(name: "b", address: "127.0.0.1:7002", offset: 5_000, priority: 100, role: "replica", term: 117)
+        let formerLeader = NodeRecord(name: "c", address: "127.0.0.1:7003", offset: 8_000, priority: 100, role: "replica", term: 115)
+        XCTAssertTrue(replica.isMoreUpToDate(than: diverged))
+        XCTAssertTrue(replica.isMoreUpToDate(than: formerLeader))
+        XCTAssertFalse(diverged.isMoreUpToDate(than: replica))
+        // Within one term, the offset, then priority, then the smaller name.
+        var ahead = replica
+        ahead.name = "z"
+        ahead.offset += 1
+        XCTAssertTrue(ahead.isMoreUpToDate(than: replica))
+        ahead.offset = replica.offset
+        XCTAssertTrue(replica.isMoreUpToDate(than: ahead))
+        ahead.priority = 101
+        XCTAssertTrue(ahead.isMoreUpToDate(than: replica))
+        // A record from a node without terms (an older kvsh) decodes, with no term.
+        let old = try NodeRecord.decode(Array(#"{"address":"h:1","name":"n","offset":3,"priority":1,"role":"replica"}"#.utf8))
+        XCTAssertNil(old.term)
+        XCTAssertEqual(try NodeRecord.decode(try replica.encoded()), replica)
     }
 
     func testNodeRecordsAndKeyLayout() async throws {

@@ -49,13 +49,14 @@ final class ServerProcess {
     let process: PipedProcess
     var address: String { "127.0.0.1:\(port)" }
 
-    /// Starts it on `port`, or on a free port (then tried up to three times: another test may take it first).
-    init(_ sandbox: Sandbox, dataDir: String? = nil, port fixedPort: Int? = nil, options: [String] = []) throws {
+    /// Starts it on `port`, or on a free port (then tried up to three times: another test may take it first); its
+    /// output goes to `outputFile` when given (see ``PipedProcess``).
+    init(_ sandbox: Sandbox, dataDir: String? = nil, port fixedPort: Int? = nil, options: [String] = [], outputFile: String? = nil) throws {
         var lastFailure = ""
         for _ in 0..<(fixedPort == nil ? 3 : 1) {
             let port = try fixedPort ?? freePort()
             let process = try PipedProcess(arguments: ["serve", "--data-dir", dataDir ?? sandbox.path("server-data"), "--port", String(port)] + options,
-                                           environment: sandbox.environment(), directory: sandbox.root)
+                                           environment: sandbox.environment(), directory: sandbox.root, outputFile: outputFile)
             let deadline = ContinuousClock.now + .seconds(20)
             while ContinuousClock.now < deadline && process.isRunning && !accepting(port) {
                 process.wait(timeout: .milliseconds(20)) { _ in false }
@@ -68,7 +69,7 @@ final class ServerProcess {
             process.signal(SIGKILL)
             _ = try? process.finish(timeout: .seconds(5))
             lastFailure = "kvsh serve --port \(port) did not start listening: \(process.termination.map { "\($0)" } ?? "still running"); "
-                + "stderr: \"\(escaped(process.stderr))\""
+                + "stderr: \"\(escaped(process.errorOutput))\""
         }
         throw HarnessError(lastFailure)
     }

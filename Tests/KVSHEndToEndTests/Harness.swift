@@ -207,27 +207,48 @@ final class PipedProcess {
     private var pendingOffset = 0
     private var closeInputWhenWritten = false
 
+    /// Where stdout and stderr go instead of pipes, when the process was started with `outputFile`.
+    let outputFile: String?
+
     /// - Parameter mergeStderr: send stderr into the stdout pipe (as `2>&1` does), to check how the two interleave.
     /// - Parameter executable: run this program instead of kvsh (`setpriv` to run kvsh as another user, `/bin/sh`
     ///   to set a limit first).
-    init(executable: String? = nil, arguments: [String], environment: [String], directory: String?, mergeStderr: Bool = false) throws {
-        let input = try makePipe(), output = try makePipe(), errors = try makePipe()
+    /// - Parameter outputFile: append stdout and stderr to this file instead of pipes. For a long-lived process that
+    ///   logs a lot (a cluster node, an etcd member): a pipe is only read while the test waits on this process, and
+    ///   once its 64 KiB fill, the child blocks in its next log call, a hang the test would take for a bug.
+    init(executable: String? = nil, arguments: [String], environment: [String], directory: String?, mergeStderr: Bool = false,
+         outputFile: String? = nil) throws {
+        let input = try makePipe()
+        let output = try outputFile == nil ? makePipe() : (read: -1, write: -1)
+        let errors = try outputFile == nil ? makePipe() : (read: -1, write: -1)
         self.arguments = arguments
+        self.outputFile = outputFile
         do {
             pid = try spawn(executable: executable, arguments: arguments, environment: environment, directory: directory, newSession: false) {
                 posix_spawn_file_actions_adddup2(&$0, input.read, 0)
-                posix_spawn_file_actions_adddup2(&$0, output.write, 1)
-                posix_spawn_file_actions_adddup2(&$0, mergeStderr ? output.write : errors.write, 2)
+                if let outputFile {
+                    posix_spawn_file_actions_addopen(&$0, 1, outputFile, O_WRONLY | O_CREAT | O_APPEND, 0o600)
+                    posix_spawn_file_actions_adddup2(&$0, 1, 2)
+                } else {
+                    posix_spawn_file_actions_adddup2(&$0, output.write, 1)
+                    posix_spawn_file_actions_adddup2(&$0, mergeStderr ? output.write : errors.write, 2)
+                }
             }
         } catch {
-            [input.read, input.write, output.read, output.write, errors.read, errors.write].forEach { _ = close($0) }
+            [input.read, input.write, output.read, output.write, errors.read, errors.write].filter { $0 >= 0 }.forEach { _ = close($0) }
             throw error
         }
-        [input.read, output.write, errors.write].forEach { _ = close($0) }
+        [input.read, output.write, errors.write].filter { $0 >= 0 }.forEach { _ = close($0) }
         stdinFD = input.write
         stdoutFD = output.read
         stderrFD = errors.read
-        [stdinFD, stdoutFD, stderrFD].forEach(setNonBlocking)
+        [stdinFD, stdoutFD, stderrFD].filter { $0 >= 0 }.forEach(setNonBlocking)
+    }
+
+    /// What it wrote to stderr so far: the output file's contents when it has one.
+    var errorOutput: [UInt8] {
+        guard let outputFile else { return stderr }
+        return (try? Data(contentsOf: URL(fileURLWithPath: outputFile))).map { [UInt8]($0) } ?? []
     }
 
     deinit {

@@ -108,7 +108,7 @@ struct PartitionTests {
                 "--bind", network.address(host), "--port", String(port), "--cluster", "c1",
                 "--etcd", "http://\(network.bridgeAddress):\(etcd.clientPort)", "--announce", "\(network.address(host)):\(port)",
                 "--failover-ttl", "2s", "--sync-replicas", "1", "--protected-mode", "no",
-            ], environment: sandbox.environment(), directory: sandbox.root))
+            ], environment: sandbox.environment(), directory: sandbox.root, outputFile: sandbox.path("node\(host).out")))
         }
         func primary(askingHosts hosts: [Int]) -> Int? {
             for host in hosts {
@@ -120,7 +120,7 @@ struct PartitionTests {
             return nil
         }
         #expect(waitFor { primary(askingHosts: [1, 2, 3]).map { reply(network.address($0), port, "SET", "ready", "1") == .simpleString("OK") } ?? false },
-                "no primary took writes: \(nodes.map { String($0.stderr.text.suffix(500)) })")
+                "no primary took writes: \(nodes.map { String($0.errorOutput.text.suffix(500)) })")
         let cut = try #require(primary(askingHosts: [1, 2, 3]))
         var acknowledged: [String] = []
         for index in 0..<50 where reply(network.address(cut), port, "SET", "before\(index)", "v") == .simpleString("OK") {
@@ -145,7 +145,7 @@ struct PartitionTests {
         func logs() -> String {
             nodes.enumerated().map { index, node in
                 _ = node.wait(timeout: .milliseconds(50)) { _ in false }
-                return "node \(index + 1):\n" + node.stderr.text.split(separator: "\n").filter { !$0.contains("etcd call failed") }
+                return "node \(index + 1):\n" + node.errorOutput.text.split(separator: "\n").filter { !$0.contains("etcd call failed") }
                     .suffix(25).joined(separator: "\n")
             }.joined(separator: "\n")
         }
