@@ -180,7 +180,12 @@ public struct ACLUser: Sendable {
                 if let bar = name.firstIndex(of: "|"), catalog.index(named: String(name[..<bar])) != nil {
                     throw ACLRuleError(rule: rule, reason: allow ? ACLRuleError.firstArgument : ACLRuleError.unknownCommand)
                 }
-                throw ACLRuleError(rule: rule, reason: ACLRuleError.unknownCommand)
+                guard RedisCommandNames.contains(name) else { throw ACLRuleError(rule: rule, reason: ACLRuleError.unknownCommand) }
+                // A Redis command kvsh does not have: nothing to allow or deny, the rule is kept as given.
+                let key = name.lowercased()
+                commandRules.removeAll { $0.dropFirst().lowercased() == key }
+                commandRules.append((allow ? "+" : "-") + name)
+                return
             }
             let entry = catalog.entries[index]
             targets = [index] + entry.children
@@ -217,7 +222,8 @@ public struct ACLUser: Sendable {
         var rules = flags
         rules += passwords.map { "#" + $0.text }
         rules += keyPatterns.map(\.rule)
-        if channels.isEmpty { rules.append("resetchannels") } else { rules += channels.map { "&" + $0 } }
+        // As Redis: `&*` alone for every channel, otherwise `resetchannels` and then the patterns.
+        if channels == ["*"] { rules.append("&*") } else { rules += ["resetchannels"] + channels.map { "&" + $0 } }
         rules += commandRules
         return rules
     }

@@ -30,6 +30,9 @@ public final class AccessControl: Sendable {
     /// password costs a SHA-256 rather than a PBKDF2. The key is random per process: the digests mean nothing
     /// outside it, and nothing here reaches a file.
     private let verified = Mutex<Set<[UInt8]>>([])
+    /// Password checks that failed, the same way, keyed by the user's password hashes too (a change of passwords
+    /// makes them miss): a client repeating a wrong password costs no PBKDF2 either.
+    private let refused = Mutex<Set<[UInt8]>>([])
     private let verificationKey = SymmetricKey(size: .bits256)
     private let iterations: Int
 
@@ -124,28 +127,58 @@ public final class AccessControl: Sendable {
 
     /// The user `name` if it exists, is on, and `password` is one of its passwords (any password for a `nopass`
     /// user); nil otherwise, without saying which (as Redis's WRONGPASS does not).
+    /// May take tens of milliseconds (a PBKDF2 per password hash): a server asks ``quickAuthentication(user:password:)``
+    /// on its event loop and calls this elsewhere only when that says `needsHashing`.
     public func authenticate(user name: String, password: [UInt8]) -> ACLUser? {
-        guard let user = user(named: name), user.enabled else { return nil }
-        if user.noPassword { return user }
+        if case .decided(let user) = quickAuthentication(user: name, password: password) { return user }
+        guard let user = user(named: name) else { return nil }
         let remembered = rememberedDigest(user: name, password: password)
-        for hash in user.passwords {
-            let key = remembered + Array(hash.text.utf8)
-            let digest = Array(HMAC<SHA256>.authenticationCode(for: key, using: verificationKey))
-            if verified.withLock({ $0.contains(digest) }) { return user }
-            if hash.verify(password) {
-                verified.withLock { set in
-                    if set.count >= Self.maxVerifiedEntries { set.removeAll() }
-                    set.insert(digest)
-                }
-                if hash.isUnsalted { upgrade(user: name, from: hash, password: password) }
-                return self.user(named: name) ?? user
-            }
+        for hash in user.passwords where hash.verify(password) {
+            remember(outcomeDigest(remembered, [hash]), accepted: true)
+            if hash.isUnsalted { upgrade(user: name, from: hash, password: password) }
+            return self.user(named: name) ?? user
         }
+        remember(outcomeDigest(remembered, user.passwords), accepted: false)
         return nil
+    }
+
+    /// What checking a password costs now: an answer at once, or a PBKDF2 first.
+    public enum QuickAuthentication: Sendable {
+        /// The user it authenticates, or nil (no such user, a disabled one, a password checked before).
+        case decided(ACLUser?)
+        /// Not checked before: ``authenticate(user:password:)`` must hash it.
+        case needsHashing
+    }
+
+    /// Answers without hashing when it can: a `nopass` or unknown or disabled user, or a password this process
+    /// has checked before against the user's current hashes.
+    public func quickAuthentication(user name: String, password: [UInt8]) -> QuickAuthentication {
+        guard let user = user(named: name), user.enabled else { return .decided(nil) }
+        if user.noPassword { return .decided(user) }
+        if user.passwords.isEmpty { return .decided(nil) }
+        let remembered = rememberedDigest(user: name, password: password)
+        let accepted = user.passwords.contains { hash in verified.withLock { $0.contains(outcomeDigest(remembered, [hash])) } }
+        if accepted { return .decided(user) }
+        if refused.withLock({ $0.contains(outcomeDigest(remembered, user.passwords)) }) { return .decided(nil) }
+        return .needsHashing
     }
 
     private func rememberedDigest(user: String, password: [UInt8]) -> [UInt8] {
         Array(user.utf8) + [0] + Array(SHA256.hash(data: password)) + [0]
+    }
+
+    /// A keyed digest of a check's inputs: the user and password (``rememberedDigest``) and the hashes tried.
+    private func outcomeDigest(_ remembered: [UInt8], _ hashes: [PasswordHash]) -> [UInt8] {
+        let key = remembered + hashes.flatMap { Array($0.text.utf8) + [0] }
+        return Array(HMAC<SHA256>.authenticationCode(for: key, using: verificationKey))
+    }
+
+    private func remember(_ digest: [UInt8], accepted: Bool) {
+        func insert(_ set: inout Set<[UInt8]>) {
+            if set.count >= Self.maxVerifiedEntries { set.removeAll() }
+            set.insert(digest)
+        }
+        if accepted { verified.withLock { insert(&$0) } } else { refused.withLock { insert(&$0) } }
     }
 
     /// Replaces Redis's unsalted SHA-256 of a password by kvsh's salted hash, now that the password is known.

@@ -148,12 +148,19 @@ enum AccessCommands {
 
     // MARK: AUTH and HELLO
 
-    /// Authenticates the connection as `user`, or says why not (logged, and slowed after a few failures).
+    /// Authenticates the connection as `user`, or says why not (logged, and slowed after a few failures). A password
+    /// not checked before is hashed on the thread pool, and the command runs again once it is (``CommandEffect/rerunAfter(_:)``):
+    /// a PBKDF2 takes tens of milliseconds, which a stream of wrong passwords would otherwise take from every client
+    /// of the event loop.
     static func authenticate(user name: [UInt8], password: [UInt8], client: inout ClientState,
                              context: ServerContext) -> (RESPValue, CommandEffect)? {
         let userName = String(decoding: name, as: UTF8.self)
         let host = AuthThrottle.host(of: client.address)
-        guard let user = context.access.authenticate(user: userName, password: password) else {
+        let access = context.access
+        guard case .decided(let authenticated) = access.quickAuthentication(user: userName, password: password) else {
+            return (.null, .rerunAfter { _ = access.authenticate(user: userName, password: password) })
+        }
+        guard let user = authenticated else {
             context.access.logDenial(.auth, object: "auth", username: userName, clientInfo: clientInfo(client))
             let delay = context.authThrottle.failed(address: host)
             if delay > .zero {

@@ -321,13 +321,16 @@ final class ConnectionHandler: ChannelInboundHandler {
 
     // MARK: Running commands
 
-    private func run(_ arguments: [[UInt8]], context: ChannelHandlerContext) {
+    /// - Parameter again: the second run of a command that asked for it (``CommandEffect/rerunAfter(_:)``): counted once.
+    private func run(_ arguments: [[UInt8]], again: Bool = false, context: ChannelHandlerContext) {
         if isReplicaLink {
             replicaSent(arguments)
             return
         }
-        uncountedCommands += 1
-        countCommands()  // before the command: INFO counts every command before it
+        if !again {
+            uncountedCommands += 1
+            countCommands()  // before the command: INFO counts every command before it
+        }
         let started = timesCommands ? monotonicNanoseconds() : 0
         let (reply, effect) = ServerCommands.run(arguments, client: &client, context: self.context)
         if timesCommands, effect.isCountedNow { record(arguments, reply: reply, started: started) }
@@ -364,6 +367,22 @@ final class ConnectionHandler: ChannelInboundHandler {
             return
         case .becomeReplicaLink(let psync, let request):
             becomeReplicaLink(psync: psync, request: request, context: context)
+            return
+        case .rerunAfter(let work):
+            slowCommandRunning = true
+            updateReading(context: context)
+            let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+            self.context.threadPool.runIfActive(eventLoop: context.eventLoop, work).whenComplete { result in
+                let (handler, context) = bound.value
+                handler.slowCommandRunning = false
+                guard handler.lifecycle.runsCommands else { return }
+                if case .failure(let error) = result {  // the server is stopping: no second run
+                    RESPValue.error(CommandError.redisText(for: error)).write(to: &handler.output, protocolVersion: handler.client.protocolVersion)
+                } else {
+                    handler.run(arguments, again: true, context: context)
+                }
+                handler.runQueued(context: context)
+            }
             return
         }
         if output.readableBytes >= Self.flushThreshold { sendOutput(context: context) }

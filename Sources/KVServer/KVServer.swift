@@ -215,6 +215,7 @@ public final class KVServer: Sendable {
         // The port replicas announce to their primary: the one the link's protocol is spoken on, as Redis.
         let announced = configuration.tlsReplication ? (tlsChannel ?? plainChannel) : (plainChannel ?? tlsChannel)
         context.port.store(announced?.localAddress?.port ?? configuration.port, ordering: .relaxed)
+        context.plainPort.store(plainChannel?.localAddress?.port ?? 0, ordering: .relaxed)
         do {
             try context.replication.start(context: context, on: group.next())
         } catch {

@@ -84,12 +84,16 @@ enum CommandEffect {
     case waitForReplicas(count: Int, offset: Int64, timeout: TimeAmount?)
     /// PSYNC or SYNC: the connection becomes a replica's link; the sync runs on the thread pool.
     case becomeReplicaLink(psync: Bool, request: (replid: [UInt8], offset: Int64)?)
+    /// Run `work` on the thread pool, then run the same command again, which then finds what the work prepared
+    /// (AUTH and HELLO … AUTH with a password not checked before: its PBKDF2 runs off the event loop). The reply
+    /// given with this effect is not sent.
+    case rerunAfter(@Sendable () -> Void)
 
     /// Whether the command is counted when ``ServerCommands/run`` returns: not a slow one (counted once its work is
     /// done) nor a dropped HTTP request (no command at all).
     var isCountedNow: Bool {
         switch self {
-        case .slow, .slowNoWrites, .waitForReplicas, .drop, .delayed: return false
+        case .slow, .slowNoWrites, .waitForReplicas, .drop, .delayed, .rerunAfter: return false
         default: return true
         }
     }
@@ -393,7 +397,7 @@ enum ServerCommands {
         }
         let settings: [(String, String)] = [
             ("appendonly", "yes"), ("appendfsync", appendfsync), ("save", ""), ("databases", "1"),
-            ("maxclients", String(configuration.maxClients)), ("port", String(context.port.load(ordering: .relaxed))),
+            ("maxclients", String(configuration.maxClients)), ("port", String(context.plainPort.load(ordering: .relaxed))),
             ("bind", configuration.host), ("proto-max-bulk-len", String(configuration.maxBulkLength)),
             ("dir", context.store.directory), ("timeout", String(configuration.idleTimeout)),
             ("tcp-keepalive", String(configuration.tcpKeepAlive)), ("enable-path-commands", configuration.pathCommands.rawValue),
@@ -413,7 +417,7 @@ enum ServerCommands {
         var sections: [(name: String, fields: [(String, String)])] = [
             ("Server", [
                 ("kvsh_version", KVServer.version), ("redis_version", "7.0.0"), ("redis_mode", "standalone"),
-                ("tcp_port", String(context.port.load(ordering: .relaxed))),
+                ("tcp_port", String(context.plainPort.load(ordering: .relaxed))),
                 ("uptime_in_seconds", String((ContinuousClock.now - context.startedAt).components.seconds)),
             ]),
             ("Clients", [

@@ -22,8 +22,11 @@ final class ServerContext: Sendable {
     let totalConnections = Atomic<Int>(0)
     let totalCommands = Atomic<Int>(0)
     let rejectedConnections = Atomic<Int>(0)
-    /// The port actually listened on (differs from the configuration's when that asked for 0).
+    /// The port a replica announces to its primary: the one actually listened on (differs from the configuration's
+    /// when that asked for 0) for the link's protocol (the TLS port with `--tls-replication`).
     let port = Atomic<Int>(0)
+    /// The plain TCP port actually listened on, 0 when TLS only (INFO's `tcp_port`, CONFIG GET port).
+    let plainPort = Atomic<Int>(0)
     private let nextClientID = Atomic<Int>(1)
     /// Every open connection, for CLIENT LIST.
     let clients = ClientRegistry()

@@ -219,7 +219,9 @@ public final class RESPClient {
         do {
             reply = try parser.parse(from: &source)
         } catch RESPParseError.invalid(let reason) {
-            throw fail(.protocolError, reason)
+            // 0x15 starts a TLS alert, 0x16 a handshake: what a TLS port answers to a client speaking RESP in clear.
+            let speaksTLS = reason.hasPrefix("unexpected byte 0x15 ") || reason.hasPrefix("unexpected byte 0x16 ")
+            throw fail(.protocolError, speaksTLS ? reason + " (the server speaks TLS on this port: connect with --tls)" : reason)
         }
         if position == incoming.count {
             incoming.removeAll(keepingCapacity: true)

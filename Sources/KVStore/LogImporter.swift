@@ -56,6 +56,9 @@ public enum LogImporter {
         let fs = store.fileSystem
         var files = try openSources(path, fileSystem: fs)
         defer { for file in files { fs.close(file.fd) } }
+        // A log sealed with one of the store's keys reads; a plain one too, into an encrypted store.
+        let keys = store.log.withLock { $0.keyring }
+        for index in files.indices { files[index].keyring = Keyring(current: nil, others: [keys.current].compactMap { $0 } + keys.others) }
         let isKVSHLog = try startsWithKVSHMagic(files[0])
         var summary = Summary(source: path, format: isKVSHLog ? "kvsh log" : "Go StorageEngine JSON lines")
         // Pass 1: check everything, write nothing.
@@ -76,6 +79,11 @@ public enum LogImporter {
             throw StoreError.interrupted(operation: "the import of '\(path)'", undone: nil)
         } catch StoreError.corruption(let file, let offset, let reason) {
             throw StoreError.badImportRecord(file: file, offset: offset, reason: reason)
+        } catch StoreError.encryption(let file, let reason) where reason.hasPrefix("is encrypted (key id") {
+            // Said for opening a store: here the store is open, and the key must be the one it is opened with.
+            let keyID = reason.split(separator: ";").first.map(String.init) ?? reason
+            throw StoreError.encryption(file: file, reason: "\(keyID), with a key this store is not opened with; import it into a store "
+                + "opened with --encryption-key-file and that key (kvsh rekey --new-key-file FILE seals a store with it)")
         }
         for file in files where try identity(file) != file.identity {
             throw StoreError.badImport(file: file.path, line: nil,
@@ -125,6 +133,8 @@ public enum LogImporter {
         let fd: Int32
         let fileSystem: any FileSystem
         var identity: FileIdentity
+        /// The keys an encrypted kvsh log may be sealed with: the store's.
+        var keyring = Keyring.plain
         /// A CRC32C over what the first pass read (the keys and values of the records, or the lines).
         var digest: UInt32 = 0
         /// Store operations the first pass found: records, or SET and DELETE lines.
@@ -213,7 +223,8 @@ public enum LogImporter {
     private static func checkKVSHLog(_ file: inout SourceFile, isLast: Bool, summary: inout Summary) throws -> Int {
         var digest: UInt32 = 0
         let path = file.path
-        let scan = try LogReader.scan(fd: file.fd, path: path, tornTailAllowed: isLast, fileSystem: file.fileSystem) { offset, _, record in
+        let scan = try LogReader.scan(fd: file.fd, path: path, tornTailAllowed: isLast, keyring: file.keyring,
+                                      fileSystem: file.fileSystem) { offset, _, record in
             switch record {
             case .set(let key, let value):
                 if let reason = refusal(key: key.count, value: value.count) {
@@ -243,7 +254,8 @@ public enum LogImporter {
     /// Pass 2 over a kvsh log: each record, checked again by `LogReader`, applied as a new write.
     private static func applyKVSHLog(_ file: SourceFile, isLast: Bool, digest: inout UInt32, applied: inout Int, total: Int,
                                      store: KVStore) throws {
-        _ = try LogReader.scan(fd: file.fd, path: file.path, tornTailAllowed: isLast, fileSystem: file.fileSystem) { offset, _, record in
+        _ = try LogReader.scan(fd: file.fd, path: file.path, tornTailAllowed: isLast, keyring: file.keyring,
+                               fileSystem: file.fileSystem) { offset, _, record in
             try store.maintenanceCancellation.check()
             try OperationControl.current?.check()
             guard applied < total else { throw ImportChanged(reason: "\(file.path) holds more records than when it was checked") }

@@ -183,6 +183,9 @@ struct ServeCommand: KVSHSubcommand {
                 let listened = server.localAddress?.port ?? port
                 if accessOptions.protectedMode == .yes {
                     logger.warning("listening on \(address) without a password: protected mode refuses clients from other machines; set one with --requirepass or --aclfile (or turn protected mode off with --protected-mode no)")
+                } else if port == 0 && tls.tlsPort != 0 && tls.authClients == .yes {
+                    // TLS only, client certificates required: not anyone, but anyone holding one.
+                    logger.warning("listening on \(address) without a password: only clients with a certificate signed by --tls-ca-cert-file can connect, and each of them can read and change this store; give them users with --aclfile or a password with --requirepass")
                 } else {
                     // As Redis with protected mode off: it listens as told, but says what that means.
                     logger.warning("listening on \(address) without authentication: anyone who can reach port \(listened) can read and change this store; set a password with --requirepass or --aclfile, bind to 127.0.0.1 or firewall the port")

@@ -188,6 +188,34 @@ struct ACLFileTests {
         #expect(access.authenticate(user: "carol", password: Array("pw".utf8)) != nil)
     }
 
+    @Test("a password is hashed once: the outcome, right or wrong, is known at once the next time, until the user's passwords change")
+    func quickAuthenticationRemembersOutcomes() throws {
+        let access = AccessControl(catalog: catalog, iterations: 1_000)
+        try access.setUser("dave", rules: ["on", ">right", "+@all", "allkeys"])
+        func quick(_ password: String) -> String {
+            switch access.quickAuthentication(user: "dave", password: Array(password.utf8)) {
+            case .needsHashing: return "hash"
+            case .decided(let user?): return "accepted \(user.name)"
+            case .decided(nil): return "refused"
+            }
+        }
+        #expect(quick("right") == "hash")
+        #expect(quick("wrong") == "hash")
+        #expect(access.authenticate(user: "dave", password: Array("right".utf8)) != nil)
+        #expect(access.authenticate(user: "dave", password: Array("wrong".utf8)) == nil)
+        #expect(quick("right") == "accepted dave")
+        #expect(quick("wrong") == "refused")
+        #expect(quick("other") == "hash")
+        // Unknown and disabled users need no hashing.
+        #expect(access.quickAuthentication(user: "nobody", password: Array("x".utf8)).isRefused)
+        // A new password set: the remembered outcomes no longer apply.
+        try access.setUser("dave", rules: [">wrong"])
+        #expect(quick("wrong") == "hash")
+        #expect(access.authenticate(user: "dave", password: Array("wrong".utf8)) != nil)
+        try access.setUser("dave", rules: ["off"])
+        #expect(quick("wrong") == "refused")
+    }
+
     @Test("requirepass gives the default user a password; without it no authentication is required")
     func defaultUser() {
         #expect(!AccessControl(catalog: catalog).authenticationRequired)
@@ -223,5 +251,12 @@ struct ACLFileTests {
         throttle.succeeded(address: "10.0.0.1")
         #expect(throttle.failed(address: "10.0.0.1") == .zero)
         #expect(AuthThrottle.host(of: "[::1]:5000") == "[::1]" && AuthThrottle.host(of: "1.2.3.4:5") == "1.2.3.4")
+    }
+}
+
+extension AccessControl.QuickAuthentication {
+    var isRefused: Bool {
+        if case .decided(nil) = self { return true }
+        return false
     }
 }

@@ -285,8 +285,26 @@ struct TLSTests {
         #expect(listening.contains("address=-") && listening.contains("tls-address=[IPv4]127.0.0.1/127.0.0.1:\(tlsPort)"), "\(listening)")
         let ping = try ExternalTool.run(cli, ["-p", String(tlsPort), "--tls", "--cacert", certificates.caCertificate, "PING"], sandbox: sandbox)
         #expect(ping.stdout.text == "PONG\n", "\(ping.summary)")
+        // INFO and CONFIG GET say port 0, as Redis does with TLS only (the TLS port was once reported as tcp_port).
+        let info = try ExternalTool.run(cli, ["-p", String(tlsPort), "--tls", "--cacert", certificates.caCertificate, "INFO", "server"], sandbox: sandbox)
+        #expect(info.stdout.text.contains("tcp_port:0\r\n"), "\(info.summary)")
+        let config = try ExternalTool.run(cli, ["-p", String(tlsPort), "--tls", "--cacert", certificates.caCertificate, "CONFIG", "GET", "port"],
+                                          sandbox: sandbox)
+        #expect(config.stdout.text == "port\n0\n", "\(config.summary)")
         process.signal(SIGTERM)
         #expect(try process.finish(timeout: .seconds(20)) == .exited(0))
+
+        // Beyond loopback without a password but with client certificates required: the warning says who can connect.
+        let exposed = try PipedProcess(arguments: [
+            "serve", "--data-dir", sandbox.path("exposed"), "--bind", "0.0.0.0", "--protected-mode", "no", "--port", "0",
+            "--tls-port", String(try freePort()), "--tls-cert-file", certificates.serverCertificate, "--tls-key-file", certificates.serverKey,
+            "--tls-ca-cert-file", certificates.caCertificate, "--tls-auth-clients", "yes",
+        ], environment: sandbox.environment(), directory: sandbox.root)
+        #expect(exposed.wait(timeout: .seconds(20)) { $0.stderr.text.contains("only clients with a certificate signed by --tls-ca-cert-file") },
+                "\(exposed.stderr.text)")
+        #expect(!exposed.stderr.text.contains("anyone who can reach"), "\(exposed.stderr.text)")
+        exposed.signal(SIGTERM)
+        #expect(try exposed.finish(timeout: .seconds(20)) == .exited(0))
     }
 
     @Test("bad TLS settings refuse to start (exit 2), naming the flag and the file")
@@ -392,6 +410,7 @@ struct TLSTests {
         #expect(tlsToPlain.termination == .exited(2) && tlsToPlain.stderr.text.contains("SSL_connect failed"), "\(tlsToPlain.summary)")
         let plainToTLS = try sandbox.run(["--connect", address, "PING"])
         #expect(plainToTLS.termination != .exited(0) && !plainToTLS.stdout.text.contains("PONG"), "\(plainToTLS.summary)")
+        #expect(plainToTLS.stderr.text.contains("the server speaks TLS on this port: connect with --tls"), "\(plainToTLS.summary)")
         // Files that cannot be used, and flags without --tls.
         let missing = try sandbox.run(["--connect", address, "--tls", "--cacert", sandbox.path("nope.crt"), "PING"])
         #expect(missing.termination == .exited(2) && missing.stderr.text.contains("--cacert \(sandbox.path("nope.crt")): No such file or directory"),

@@ -272,6 +272,36 @@ struct EncryptionTests {
         }
     }
 
+    @Test("importing an encrypted log: into a store with its key it reads, a plain log into an encrypted store too; otherwise the error says which store can")
+    func importsSealedLogs() throws {
+        try withTempDir { root in
+            let key = EncryptionKey.random()
+            let source = try open(root + "/source", key)
+            try source.set(bytes("sealed"), bytes("1"))
+            try source.close()
+            let sealedLog = try #require(try logs(root + "/source").last)
+            let plainSource = try KVStore(directory: root + "/plain-source")
+            try plainSource.set(bytes("clear"), bytes("2"))
+            try plainSource.close()
+            let plainLog = try #require(try logs(root + "/plain-source").last)
+
+            let sameKey = try open(root + "/same-key", key)
+            _ = try LogImporter.importLog(at: sealedLog, into: sameKey)
+            _ = try LogImporter.importLog(at: plainLog, into: sameKey)
+            #expect(sameKey.get(bytes("sealed")) == bytes("1") && sameKey.get(bytes("clear")) == bytes("2"))
+            try sameKey.close()
+
+            let plain = try KVStore(directory: root + "/plain")
+            defer { try? plain.close() }
+            #expect { _ = try LogImporter.importLog(at: sealedLog, into: plain) } throws: { error in
+                guard case StoreError.encryption(let file, let reason) = error else { return false }
+                return file == sealedLog && reason.contains(key.idHex) && reason.contains("import it into a store opened with --encryption-key-file")
+                    && !reason.contains("pass --encryption-key-file")
+            }
+            #expect(plain.count == 0)
+        }
+    }
+
     @Test("rekey: afterwards the old key opens nothing, the new one everything; nothing is lost", arguments: [false, true])
     func rekey(fromPlain: Bool) throws {
         try withTempDir { root in
