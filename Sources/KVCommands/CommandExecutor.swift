@@ -68,7 +68,7 @@ public struct CommandExecutor: Sendable {
                 throw CommandError.internalError("\(spec.name) needs no store")
             }
             return reply
-        case .help, .rebuild, .compact, .backup, .check, .stats, .source, .timing, .hints, .format, .clear, .quit:
+        case .help, .rebuild, .compact, .backup, .rekey, .check, .stats, .source, .timing, .hints, .format, .clear, .quit:
             throw CommandError.other("\(spec.name) is a meta-command of the shell")
         }
     }

@@ -63,7 +63,7 @@ public final class CommandSpec: Sendable {
         case mset, mget, setnx, getdel, incr, decr, incrby, decrby, append, strlen
         case keys, scan, range, count, dbsize
         case ping, echo
-        case help, rebuild, compact, backup, check, stats, source, timing, hints, format, clear, quit
+        case help, rebuild, compact, backup, rekey, check, stats, source, timing, hints, format, clear, quit
     }
 
     public let id: ID
@@ -196,7 +196,7 @@ public enum CommandTable {
         case .count: return CommandAccess(categories: [.keyspace, .read, .slow], keys: .none, keyAccess: [])
         case .dbsize: return CommandAccess(categories: [.keyspace, .read, .fast], keys: .none, keyAccess: [])
         case .ping, .echo: return CommandAccess(categories: [.fast, .connection], keys: .none, keyAccess: [])
-        case .help, .rebuild, .compact, .backup, .check, .stats, .source, .timing, .hints, .format, .clear, .quit:
+        case .help, .rebuild, .compact, .backup, .rekey, .check, .stats, .source, .timing, .hints, .format, .clear, .quit:
             return CommandAccess(categories: [.admin, .dangerous, .slow], keys: .none, keyAccess: [])
         }
     }
@@ -329,6 +329,11 @@ public enum CommandTable {
                         + "(restore it with: kvsh restore PATH --data-dir DIR). An existing file is replaced only with --force. "
                         + "Connected to a server, without a path: into the server's --backup-dir.",
                     example: ":backup /backups/kvsh-today.kvbak"),
+        CommandSpec(id: .rekey, name: ":rekey", aliases: [], arguments: "key-file", arity: 1...1,
+                    summary: "Re-encrypt the store under the key in key-file (kvsh keygen FILE) while it keeps serving: a checkpoint "
+                        + "into the new key, then every file sealed with the old one deleted. Restart with --encryption-key-file "
+                        + "key-file; backups made before stay sealed with the old key. Connected to a server: the file is on its machine.",
+                    example: ":rekey /etc/kvsh/new.key"),
         CommandSpec(id: .check, name: ":check", aliases: [], arguments: "", arity: 0...0,
                     summary: "Verify every file of the store (headers, checksums, sequence numbers, image and log coverage) and print a report.",
                     example: ":check"),

@@ -12,6 +12,8 @@ public enum MaintenanceCommand: Equatable, Sendable {
     case compact
     /// Without a path: into the backup directory (a server's `--backup-dir`).
     case backup(path: String?, replace: Bool)
+    /// Re-encrypt the store under the key in this file (on the machine that runs the store).
+    case rekey(keyFile: String)
     case check
 
     /// What running one produced: the text the shell prints, and whether it found the store sound (a damaged store
@@ -30,6 +32,7 @@ public enum MaintenanceCommand: Equatable, Sendable {
     public var path: String? {
         switch self {
         case .rebuild(let path), .backup(let path, _): return path
+        case .rekey(let keyFile): return keyFile
         case .stats, .compact, .check: return nil
         }
     }
@@ -41,18 +44,20 @@ public enum MaintenanceCommand: Equatable, Sendable {
         case .rebuild: return "KVSH.REBUILD"
         case .compact: return "KVSH.COMPACT"
         case .backup: return "KVSH.BACKUP"
+        case .rekey: return "KVSH.REKEY"
         case .check: return "KVSH.CHECK"
         }
     }
 
     /// Every server command's name: what `COMMAND` lists and the server dispatches here.
-    public static let serverNames = ["KVSH.STATS", "KVSH.REBUILD", "KVSH.COMPACT", "KVSH.BACKUP", "KVSH.CHECK"]
+    public static let serverNames = ["KVSH.STATS", "KVSH.REBUILD", "KVSH.COMPACT", "KVSH.BACKUP", "KVSH.REKEY", "KVSH.CHECK"]
 
     /// The command as a client sends it to the server.
     public var serverArguments: [[UInt8]] {
         var words = [serverName]
         switch self {
         case .rebuild(let path?): words.append(path)
+        case .rekey(let keyFile): words.append(keyFile)
         case .backup(let path, let replace):
             if let path { words.append(path) }
             if replace { words.append("FORCE") }
@@ -77,6 +82,7 @@ public enum MaintenanceCommand: Equatable, Sendable {
         case "KVSH.COMPACT": try arity(0...0); self = .compact
         case "KVSH.CHECK": try arity(0...0); self = .check
         case "KVSH.REBUILD": try arity(0...1); self = .rebuild(path: path)
+        case "KVSH.REKEY": try arity(1...1); self = .rekey(keyFile: path ?? "")
         case "KVSH.BACKUP":
             try arity(0...2)
             let replace = count == 2
@@ -108,6 +114,10 @@ public enum MaintenanceCommand: Equatable, Sendable {
             guard let backups else { throw CommandError.noBackupDirectory }
             let taken = try backups.takeBackup(of: store)
             return Outcome(text: ShellText.describe(backup: taken.summary, path: taken.path))
+        case .rekey(let keyFile):
+            let key = try EncryptionKey.load(from: keyFile)
+            let report = try store.rekey(to: key)
+            return Outcome(text: ShellText.describe(rekey: report, keyFile: keyFile, keyID: key.idHex))
         case .check:
             let report = try store.check()
             return Outcome(text: ShellText.describe(check: report), succeeded: report.isClean)

@@ -42,6 +42,12 @@ public enum ShellText {
         """
     }
 
+    /// `:rekey`, `KVSH.REKEY` and `kvsh rekey`: what was sealed with which key, and what the operator does next.
+    public static func describe(rekey report: KVStore.CheckpointReport, keyFile: String, keyID: String) -> String {
+        "re-encrypted \(counted(report.keys, "key")) with \(keyFile) (key id \(keyID)); start kvsh with --encryption-key-file \(keyFile) "
+            + "from now on: the old key no longer opens the store, but still opens backups made before\n"
+    }
+
     public static func describe(backup summary: ImageSummary, path: String) -> String {
         "backup written to \(path): \(counted(summary.entries, "key")) through sequence \(summary.sequence), \(summary.bytes) bytes\n"
     }

@@ -21,7 +21,7 @@ extension Session {
         let position = endsWithBlank ? words.count : words.count - 1
         guard position >= 1, let first = words.first, let spec = CommandTable.lookup(first) else { return [] }
         switch spec.id {
-        case .backup, .source, .rebuild:
+        case .backup, .source, .rebuild, .rekey:
             return position == 1 ? Self.paths(startingWith: current) : []
         default:
             guard !spec.isMeta, Self.takesKey(spec, at: position), !current.contains("\"") && !current.contains("'") else { return [] }

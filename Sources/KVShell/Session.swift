@@ -248,7 +248,7 @@ public final class Session {
                 throw CommandError.other("no command named '\(name)' (\(hint)type :help for the list)")
             }
             return .text(text)
-        case .rebuild, .compact, .backup, .check, .stats:
+        case .rebuild, .compact, .backup, .rekey, .check, .stats:
             let command = try Self.maintenanceCommand(spec, arguments)
             if command == .compact || command == .check { flush() }  // what they report includes every write before them
             var outcome = try command == .stats ? backend.run(command) : runLong(spec) { try backend.run(command) }
@@ -299,6 +299,7 @@ public final class Session {
         case .rebuild: return .rebuild(path: arguments.first)
         case .compact: return .compact
         case .check: return .check
+        case .rekey: return .rekey(keyFile: arguments[0])
         case .backup:
             let (path, replace) = try backupArguments(spec, arguments)
             return .backup(path: path, replace: replace)

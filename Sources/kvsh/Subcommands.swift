@@ -176,8 +176,9 @@ struct RekeyCommand: KVSHSubcommand {
         commandName: "rekey",
         abstract: "Re-encrypt a store under a new key (or encrypt a plain store).",
         discussion: "Checkpoints the store into the new key and deletes every file sealed with the old one, the replication "
-            + "backlog included. The store must not be open in another process (stop a server, rekey, start it with the new "
-            + "key). Backups made before stay sealed with the old key: keep the old key as long "
+            + "backlog included. The store must not be open in another process: a running server rekeys itself online with "
+            + "kvsh --connect HOST:PORT KVSH.REKEY NEW-KEY-FILE (a path on its machine), the shell with :rekey NEW-KEY-FILE. "
+            + "Backups made before stay sealed with the old key: keep the old key as long "
             + "as you keep them. If it is interrupted, run it again with the same options.",
         version: KVSHCommand.version,
         helpNames: [.short, .long])
@@ -201,8 +202,7 @@ struct RekeyCommand: KVSHSubcommand {
             if let reason = store.readOnlyReason { throw StoreError.readOnly(directory: store.directory, reason: reason) }
             let report = try store.rekey(to: newKey)
             try store.close()
-            print("re-encrypted \(report.keys) keys in \(store.directory) with \(newKeyFile) (key id \(newKey.idHex)); "
-                + "the old key no longer opens the store, but still opens backups made before")
+            print(ShellText.describe(rekey: report, keyFile: newKeyFile, keyID: newKey.idHex), terminator: "")
             return ExitStatus.success
         }
     }

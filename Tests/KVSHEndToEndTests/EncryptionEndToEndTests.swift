@@ -2,6 +2,7 @@
 // rekey, and the refusals (exit 2, one line naming the file and what to do).
 
 import Foundation
+import RESP
 import Testing
 
 #if canImport(Glibc)
@@ -99,5 +100,27 @@ struct EncryptionEndToEndTests {
         expectRefusal(try sandbox.kvsh(["--encryption-key-file", old], script: "GET k0\n"), mentioning: ["another key"])
         let read = try sandbox.kvsh(["--encryption-key-file", new], script: (0..<300).map { "GET k\($0)\n" }.joined())
         #expect(read.stdoutLines == (0..<300).map { "v\($0)" }, "\(read.summary)")
+    }
+
+    @Test("online rekey: KVSH.REKEY on a serving server, then :rekey in the shell; writes go on, nothing is lost, the old key opens nothing")
+    func onlineRekey() throws {
+        let sandbox = try Sandbox()
+        let old = try makeKeyFile(sandbox, "old.key"), new = try makeKeyFile(sandbox, "new.key"), newer = try makeKeyFile(sandbox, "newer.key")
+        let server = try ServerProcess(sandbox, dataDir: sandbox.dataDir, options: ["--encryption-key-file", old, "--enable-path-commands", "local"])
+        let client = try RedisConnection(port: server.port)
+        for index in 0..<200 { #expect(try client.call("SET", "k\(index)", "v\(index)") == .simpleString("OK")) }
+        let reply = try client.call("KVSH.REKEY", new, timeout: .seconds(30))
+        guard case .bulkString(let text) = reply else { Issue.record("KVSH.REKEY replied \(reply)"); return }
+        #expect(String(decoding: text, as: UTF8.self).hasPrefix("re-encrypted 200 keys with \(new) "), "\(String(decoding: text, as: UTF8.self))")
+        for index in 200..<300 { #expect(try client.call("SET", "k\(index)", "v\(index)") == .simpleString("OK")) }
+        #expect(try client.call("KVSH.REKEY", sandbox.path("missing.key")) != .simpleString("OK"))
+        #expect(try server.stop() == .exited(0))
+        expectRefusal(try sandbox.kvsh(["--encryption-key-file", old], script: "GET k0\n"), mentioning: ["another key"])
+
+        let shell = try sandbox.kvsh(["--encryption-key-file", new], script: ":rekey \(newer)\nSET after yes\n")
+        #expect(shell.termination == .exited(0) && shell.stdout.text.contains("re-encrypted 300 keys with \(newer) "), "\(shell.summary)")
+        expectRefusal(try sandbox.kvsh(["--encryption-key-file", new], script: "GET k0\n"), mentioning: ["another key"])
+        let read = try sandbox.kvsh(["--encryption-key-file", newer], script: (0..<300).map { "GET k\($0)\n" }.joined() + "GET after\n")
+        #expect(read.stdoutLines == (0..<300).map { "v\($0)" } + ["yes"], "\(read.summary)")
     }
 }
