@@ -1,7 +1,7 @@
 # The two commands README promises, plus the benchmark and the acceptance suite.
 SWIFT ?= swift
 
-.PHONY: deps test-deps run test release bench bench-metrics bench-failover bench-tls accept fuzz fuzz-build corpus tsan
+.PHONY: deps test-deps run test release bench bench-metrics bench-failover bench-acl bench-tls bench-encryption accept fuzz fuzz-build corpus tsan
 
 # What building and running kvsh needs (libedit's headers, pkg-config).
 deps:
@@ -44,6 +44,14 @@ bench-metrics: release
 bench-failover: release
 	@command -v etcd >/dev/null && command -v redis-server >/dev/null || ./.ci/install-deps test
 	python3 Benchmarks/failover.py --kvsh .build/release/kvsh --markdown Benchmarks/work/failover.md
+
+# ACL checks on the hot path: redis-benchmark SET/GET of app: keys, -P 1 and -P 16, a ~app:* user vs the default user.
+bench-acl: release
+	cd Benchmarks && python3 acl_overhead.py --kvsh ../.build/release/kvsh
+
+# Encryption at rest: bulk load of 1M keys and startup, encrypted vs plain kvsh, in one run.
+bench-encryption: release
+	python3 Benchmarks/encryption_overhead.py --kvsh .build/release/kvsh --lines 1000000 --rounds 5
 
 # TLS: redis-benchmark --tls SET/GET -P 1 and -P 16 against kvsh and redis-server, both with TLS, in one run.
 bench-tls: release

@@ -66,6 +66,11 @@ public struct ACLUser: Sendable {
 
     /// Whether one of the key patterns matches `key` and allows `access`.
     public func mayAccess(_ key: [UInt8], _ access: ACLKeyAccess) -> Bool {
+        key.withUnsafeBytes { mayAccess($0, access) }
+    }
+
+    /// The same, on key bytes in place (a server's request buffer).
+    public func mayAccess(_ key: UnsafeRawBufferPointer, _ access: ACLKeyAccess) -> Bool {
         keyPatterns.contains { $0.access.isSuperset(of: access) && $0.pattern.matches(key) }
     }
 

@@ -90,6 +90,15 @@ enum AccessCommands {
         // An unknown address (a test's embedded channel) is not a remote client.
         client.denied = protectedMode && client.address != "?" && !client.isLocal && client.user.name == "default" && !access.authenticationRequired
         client.unrestricted = client.authenticated && !client.denied && client.user.isUnrestricted
+        if client.unrestricted {
+            client.inPlace = .unrestricted
+        } else if client.authenticated && !client.denied {
+            let user = client.user
+            let may = { (name: String) in access.catalog.index(named: name).map(user.mayRun) ?? false }
+            client.inPlace = InPlaceAccess(keysOf: user, get: may("get"), set: may("set"))
+        } else {
+            client.inPlace = nil
+        }
         return true
     }
 

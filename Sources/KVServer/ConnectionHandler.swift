@@ -205,11 +205,12 @@ final class ConnectionHandler: ChannelInboundHandler {
             return
         }
         let replyStart = output.writerIndex
-        // In place only for a connection that needs no ACL check (the default user without a password, say): one
-        // flag and one relaxed load; any other goes the general way, through the check.
-        if client.unrestricted, audit == nil, client.aclGeneration == self.context.access.generation.load(ordering: .relaxed),
+        // In place once the connection's user is known and current (one relaxed load): for a user with every
+        // permission, no check at all; for another, its GET and SET permissions and its key patterns, on the
+        // request's bytes. Anything else goes the general way, through the whole check.
+        if let inPlace = client.inPlace, audit == nil, client.aclGeneration == self.context.access.generation.load(ordering: .relaxed),
            let wrote = ServerCommands.runInPlace(request, protocolVersion: client.protocolVersion, store: store,
-                                                 writesGated: self.context.replication.gatesWrites, output: &output) {
+                                                 writesGated: self.context.replication.gatesWrites, access: inPlace, output: &output) {
             uncountedCommands += 1
             if wrote {
                 outputNeedsCommit = true

@@ -33,6 +33,8 @@ struct ClientState: Sendable {
     var unrestricted = false
     /// Whether protected mode refuses this connection (a remote client while the default user has no password).
     var denied = false
+    /// What the in-place GET and SET may do for this connection (nil: every request takes the general path).
+    var inPlace: InPlaceAccess?
 
     /// Until the first command loads the real one (see ``AccessCommands/refresh(_:access:protectedMode:)``).
     static let placeholderUser = ACLUser(name: "default", catalog: ACLCatalog([]))
@@ -191,8 +193,10 @@ enum ServerCommands {
     /// write, or nil for any other request, which then takes the general path. A SET the store refuses gets its
     /// error here, worded as the general path words it: running it again there would run it twice, and a `set`
     /// that failed while flushing has already changed the index.
+    /// A request the connection's user may not make (`access`) takes the general path too, which refuses it with
+    /// Redis's words and logs it.
     static func runInPlace(_ request: BorrowedRequest, protocolVersion: Int, store: KVStore, writesGated: Bool,
-                           output: inout ByteBuffer) -> Bool? {
+                           access: InPlaceAccess, output: inout ByteBuffer) -> Bool? {
         guard request.arguments.count == 2 || request.arguments.count == 3 else { return nil }
         let name = request[0]
         guard name.count == 3 else { return nil }
@@ -201,6 +205,7 @@ enum ServerCommands {
         let key = request[1]
         switch name[0] | 0x20 {
         case UInt8(ascii: "g") where request.arguments.count == 2:
+            if let user = access.keysOf, !(access.get && user.mayAccess(key, .read)) { return nil }
             store.withValue(for: key) { value in
                 if let value {
                     RESPValue.writeBulkString(value, to: &output)
@@ -210,6 +215,7 @@ enum ServerCommands {
             }
             return false
         case UInt8(ascii: "s") where request.arguments.count == 3 && !writesGated:
+            if let user = access.keysOf, !(access.set && user.mayAccess(key, .write)) { return nil }
             do {
                 try store.set(key, request[2])
             } catch {
@@ -503,4 +509,17 @@ enum ServerCommands {
                           + "--enable-path-commands local (or yes).\(hint)")
         }
     }
+}
+
+/// What the in-place GET and SET (``ServerCommands/runInPlace``) may do for a connection, worked out when its user
+/// is (``AccessCommands/refresh(_:access:protectedMode:)``): everything, for a user with every permission; for
+/// another, each only if the user may run it, and then on keys its patterns allow, checked in the request buffer. A
+/// user restricted to `~app:*` keeps the hot path.
+struct InPlaceAccess {
+    /// The user whose key patterns each key is checked against; nil for a user allowed every key.
+    let keysOf: ACLUser?
+    let get: Bool
+    let set: Bool
+
+    static let unrestricted = InPlaceAccess(keysOf: nil, get: true, set: true)
 }
