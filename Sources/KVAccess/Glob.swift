@@ -32,7 +32,10 @@ public struct GlobPattern: Sendable {
 
     /// Matches key bytes in place (the engine lends them without copying).
     public func matches(_ key: UnsafeRawBufferPointer) -> Bool {
-        if pattern.count == 1 && pattern[0] == UInt8(ascii: "*") { return true }
+        if matchesEveryKeyWithPrefix {  // `*`, or `app:*`: a prefix comparison (an ACL's usual pattern, on the hot path)
+            return key.count >= literalPrefix.count
+                && literalPrefix.withUnsafeBytes { prefix in prefix.elementsEqual(UnsafeRawBufferPointer(rebasing: key[..<prefix.count])) }
+        }
         return pattern.withUnsafeBufferPointer { pattern in
             var skipLongerMatches = false
             return Self.match(pattern, 0, key.assumingMemoryBound(to: UInt8.self), 0, &skipLongerMatches, nesting: 0)

@@ -95,7 +95,7 @@ enum AccessCommands {
         } else if client.authenticated && !client.denied {
             let user = client.user
             let may = { (name: String) in access.catalog.index(named: name).map(user.mayRun) ?? false }
-            client.inPlace = InPlaceAccess(keysOf: user, get: may("get"), set: may("set"))
+            client.inPlace = InPlaceAccess(user: user, get: may("get"), set: may("set"))
         } else {
             client.inPlace = nil
         }

@@ -1,3 +1,8 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
 import KVAccess
 import KVCommands
 import RESP
@@ -205,7 +210,7 @@ enum ServerCommands {
         let key = request[1]
         switch name[0] | 0x20 {
         case UInt8(ascii: "g") where request.arguments.count == 2:
-            if let user = access.keysOf, !(access.get && user.mayAccess(key, .read)) { return nil }
+            guard access.read.admit(key) else { return nil }
             store.withValue(for: key) { value in
                 if let value {
                     RESPValue.writeBulkString(value, to: &output)
@@ -215,7 +220,7 @@ enum ServerCommands {
             }
             return false
         case UInt8(ascii: "s") where request.arguments.count == 3 && !writesGated:
-            if let user = access.keysOf, !(access.set && user.mayAccess(key, .write)) { return nil }
+            guard access.write.admit(key) else { return nil }
             do {
                 try store.set(key, request[2])
             } catch {
@@ -514,12 +519,58 @@ enum ServerCommands {
 /// What the in-place GET and SET (``ServerCommands/runInPlace``) may do for a connection, worked out when its user
 /// is (``AccessCommands/refresh(_:access:protectedMode:)``): everything, for a user with every permission; for
 /// another, each only if the user may run it, and then on keys its patterns allow, checked in the request buffer. A
-/// user restricted to `~app:*` keeps the hot path.
-struct InPlaceAccess {
-    /// The user whose key patterns each key is checked against; nil for a user allowed every key.
-    let keysOf: ACLUser?
-    let get: Bool
-    let set: Bool
+/// user restricted to `~app:*` keeps the hot path. A class: a request takes one reference, not one per array of a
+/// user.
+final class InPlaceAccess: Sendable {
+    /// The keys one command may touch: prepared so that the usual ACL pattern, a literal prefix and `*` (`app:*`),
+    /// costs one `memcmp`.
+    struct Keys: Sendable {
+        /// Whether the command may run in place at all (the user may run it).
+        let allowed: Bool
+        /// A `*` pattern: every key.
+        let every: Bool
+        let prefixes: [[UInt8]]
+        /// Any other pattern, for the general matcher.
+        let others: [GlobPattern]
 
-    static let unrestricted = InPlaceAccess(keysOf: nil, get: true, set: true)
+        init(allowed: Bool, patterns: [GlobPattern]) {
+            self.allowed = allowed
+            every = patterns.contains { $0.pattern == [UInt8(ascii: "*")] }
+            prefixes = patterns.filter { $0.matchesEveryKeyWithPrefix && !$0.literalPrefix.isEmpty }.map(\.literalPrefix)
+            others = patterns.filter { !$0.matchesEveryKeyWithPrefix }
+        }
+
+        @inline(__always)
+        func admit(_ key: UnsafeRawBufferPointer) -> Bool {
+            guard allowed else { return false }
+            if every { return true }
+            for index in prefixes.indices {
+                let matched = prefixes[index].withUnsafeBytes { prefix in
+                    guard key.count >= prefix.count, let start = key.baseAddress, let wanted = prefix.baseAddress else { return false }
+                    return memcmp(wanted, start, prefix.count) == 0
+                }
+                if matched { return true }
+            }
+            return others.contains { $0.matches(key) }
+        }
+    }
+
+    let read: Keys
+    let write: Keys
+
+    private init(read: Keys, write: Keys) {
+        self.read = read
+        self.write = write
+    }
+
+    static let unrestricted = InPlaceAccess(read: Keys(allowed: true, patterns: [GlobPattern([UInt8(ascii: "*")])]),
+                                            write: Keys(allowed: true, patterns: [GlobPattern([UInt8(ascii: "*")])]))
+
+    /// For `user`, which may run GET if `get` and SET if `set`.
+    convenience init(user: ACLUser, get: Bool, set: Bool) {
+        func patterns(_ access: ACLKeyAccess) -> [GlobPattern] {
+            user.keyPatterns.filter { $0.access.isSuperset(of: access) }.map(\.pattern)
+        }
+        self.init(read: Keys(allowed: get, patterns: patterns(.read)), write: Keys(allowed: set, patterns: patterns(.write)))
+    }
 }

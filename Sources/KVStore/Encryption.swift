@@ -206,8 +206,9 @@ struct FileCipher: Sendable {
             try AES.GCM.seal(inner, using: key, nonce: AES.GCM.Nonce(data: Self.nonceBytes(sequence)),
                              authenticating: UnsafeRawBufferPointer(rebasing: bytes[(start + 4)..<(start + LogFormat.recordHeaderSize)]))
         }
-        output.append(contentsOf: box.ciphertext)
-        output.append(contentsOf: box.tag)
+        // Copied as bytes: appending a `Data` to an array goes element by element through its iterator.
+        box.ciphertext.withUnsafeBytes { output.append(contentsOf: $0) }
+        box.tag.withUnsafeBytes { output.append(contentsOf: $0) }
         output.withUnsafeMutableBytes { bytes in
             let crc = CRC32C.checksum(UnsafeRawBufferPointer(rebasing: bytes[(start + 4)...]))
             bytes.storeBytes(of: crc.littleEndian, toByteOffset: start, as: UInt32.self)
@@ -220,9 +221,11 @@ struct FileCipher: Sendable {
         let body = UnsafeRawBufferPointer(rebasing: file[(offset + LogFormat.recordHeaderSize)..<end])
         guard body.count >= Self.overhead else { return nil }
         let aad = UnsafeRawBufferPointer(rebasing: file[(offset + 4)..<(offset + LogFormat.recordHeaderSize)])
-        var combined = Self.nonceBytes(sequence)
-        combined.append(contentsOf: body)
-        guard let box = try? AES.GCM.SealedBox(combined: combined) else { return nil }
+        // The box refers to the mapped file's bytes: no copy of the record before it is opened.
+        let split = body.count - Self.tagSize
+        guard let nonce = try? AES.GCM.Nonce(data: Self.nonceBytes(sequence)),
+              let box = try? AES.GCM.SealedBox(nonce: nonce, ciphertext: UnsafeRawBufferPointer(rebasing: body[..<split]),
+                                               tag: UnsafeRawBufferPointer(rebasing: body[split...])) else { return nil }
         return try? AES.GCM.open(box, using: key, authenticating: aad)
     }
 }
