@@ -46,6 +46,7 @@ enum AccessCommands {
             ACLCommandDescriptor(name: "wait", categories: slowConnection),
             ACLCommandDescriptor(name: "sentinel", categories: adminSlow),
             ACLCommandDescriptor(name: "failover", categories: adminSlow),
+            ACLCommandDescriptor(name: "shutdown", categories: adminSlow),
             ACLCommandDescriptor(name: "acl", categories: [.slow], subcommands: [
                 ("cat", [.slow]), ("whoami", [.slow]), ("genpass", [.slow]), ("deluser", adminSlow), ("getuser", adminSlow),
                 ("list", adminSlow), ("load", adminSlow), ("log", adminSlow), ("save", adminSlow), ("setuser", adminSlow),

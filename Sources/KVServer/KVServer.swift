@@ -69,6 +69,9 @@ public final class KVServer: Sendable {
         public var protectedMode = true
         /// `--audit-log FILE`: every command, its keys and result (never values), as JSON lines.
         public var auditLog: AuditLog?
+        /// What `SHUTDOWN` asks of the process that runs the server: the clean stop SIGTERM makes. nil: the command
+        /// is refused (a server embedded in a test).
+        public var shutdownRequested: (@Sendable () -> Void)?
 
         public init(host: String = "127.0.0.1", port: Int = 7379, maxClients: Int = 10_000,
                     maxBulkLength: Int = 512 << 20, threads: Int = max(1, System.coreCount - 1),

@@ -153,6 +153,8 @@ enum ServerCommands {
         case "HELLO":
             defer { context.clients.update(client) }
             return hello(arguments, client: &client, context: context)
+        case "SHUTDOWN":
+            return shutdown(arguments, client: client, context: context)
         case "TYPE":
             // For tools that walk the keyspace (redis-cli --bigkeys, GUIs): every value is a string.
             if let error = arity(1...1) { return (error, .none) }
@@ -358,10 +360,33 @@ enum ServerCommands {
         value.allSatisfy { $0 >= UInt8(ascii: "!") && $0 <= UInt8(ascii: "~") }
     }
 
+    /// `SHUTDOWN [NOSAVE|SAVE] [NOW] [FORCE] [ABORT]` (Redis 7.0's grammar): the clean stop SIGTERM makes (every
+    /// acknowledged write is already durable, so SAVE and NOSAVE change nothing; a cluster primary hands over). As in
+    /// Redis, a client that asked gets no reply: its connection closes with the server.
+    private static func shutdown(_ arguments: [[UInt8]], client: ClientState, context: ServerContext) -> (RESPValue, CommandEffect) {
+        var seen = Set<String>()
+        for argument in arguments.dropFirst() {
+            let option = String(decoding: argument, as: UTF8.self).uppercased()
+            guard ["NOSAVE", "SAVE", "NOW", "FORCE", "ABORT"].contains(option), seen.insert(option).inserted else {
+                return (.error("ERR syntax error"), .none)
+            }
+        }
+        if seen.contains("SAVE") && seen.contains("NOSAVE") { return (.error("ERR syntax error"), .none) }
+        if seen.contains("ABORT") {
+            return (.error(seen.count == 1 ? "ERR No shutdown in progress." : "ERR syntax error"), .none)
+        }
+        guard let request = context.configuration.shutdownRequested else {
+            return (.error("ERR SHUTDOWN is not available in this server: stop the process that embeds it"), .none)
+        }
+        context.logger.notice("shutdown requested by a client", metadata: ["client": "\(client.id)", "address": "\(client.address)"])
+        request()
+        return (.null, .drop)
+    }
+
     /// Names clients may ask COMMAND about: the server's own and the shared data commands.
     private static let builtinNames = ["QUIT", "SELECT", "AUTH", "ACL", "HELLO", "CLIENT", "COMMAND", "CONFIG", "INFO",
                                        "TYPE", "TTL", "PTTL", "SLOWLOG", "LATENCY", "REPLCONF", "PSYNC", "SYNC", "REPLICAOF", "SLAVEOF",
-                                       "ROLE", "WAIT", "SENTINEL", "FAILOVER"] + MaintenanceCommand.serverNames
+                                       "ROLE", "WAIT", "SENTINEL", "FAILOVER", "SHUTDOWN"] + MaintenanceCommand.serverNames
     private static var allNames: [String] {
         builtinNames + CommandTable.dataCommands.flatMap { [$0.name] + $0.aliases }
     }

@@ -172,6 +172,7 @@ struct ServeCommand: KVSHSubcommand {
                 configuration.access = access
                 configuration.auditLog = audit
                 configuration.protectedMode = accessOptions.protectedMode == .yes
+                configuration.shutdownRequested = { stopRequested.signal() }
                 server = try KVServer(store: store, configuration: configuration, logger: logger)
             } catch {
                 let tlsAddress = "\(bind):\(tls.tlsPort) (TLS)"

@@ -413,6 +413,25 @@ struct ServerTests {
         }
     }
 
+    @Test("SHUTDOWN stops the server as SIGTERM does: no reply, exit 0, every write kept; its options are Redis's")
+    func shutdownCommand() throws {
+        let sandbox = try Sandbox()
+        let server = try ServerProcess(sandbox)
+        let client = try RedisConnection(port: server.port)
+        #expect(try client.call("SET", "k", "v") == .simpleString("OK"))
+        #expect(try client.call("SHUTDOWN", "ABORT") == .error("ERR No shutdown in progress."))
+        #expect(try client.call("SHUTDOWN", "BOGUS") == .error("ERR syntax error"))
+        #expect(try client.call("SHUTDOWN", "SAVE", "NOSAVE") == .error("ERR syntax error"))
+        try client.send(RedisConnection.encode(["SHUTDOWN", "NOSAVE", "NOW"]))
+        let reply = try? client.reply(timeout: .seconds(20))
+        #expect(reply == nil, "SHUTDOWN replied \(String(describing: reply))")
+        #expect(try server.process.finish(timeout: .seconds(20)) == .exited(0))
+        #expect(server.process.errorOutput.text.contains("shutdown requested by a client"), "\(server.process.errorOutput.text)")
+        let again = try ServerProcess(sandbox)
+        #expect(try RedisConnection(port: again.port).call("GET", "k") == .text("v"))
+        #expect(try again.stop() == .exited(0))
+    }
+
     @Test("listening beyond loopback without a password is warned about (protected mode on or off); loopback is not")
     func warnsWhenExposed() throws {
         let sandbox = try Sandbox()
