@@ -25,14 +25,10 @@ import sys
 import tempfile
 import time
 
+from kvshbench.replication import proc_cpu
 from kvshbench.resp import RespConnection, free_port
 
 USER, PASSWORD = "app", "app-secret"
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def wait_until_serving(port: int, deadline: float) -> None:
@@ -71,9 +67,9 @@ def run_round(kvsh: str, pipeline: int, requests: int, order: tuple[bool, bool])
             RespConnection(port, timeout=30).call("AUTH", USER, PASSWORD)
             for restricted in order:
                 for test, command in (("SET", ["SET", "app:__rand_int__", "v"]), ("GET", ["GET", "app:__rand_int__"])):
-                    before = cpu_seconds(server.pid)
+                    before = proc_cpu(server.pid)
                     rate = benchmark(port, restricted, pipeline, requests, command)
-                    figures[(restricted, test)] = (rate, (cpu_seconds(server.pid) - before) * 1e6 / requests)
+                    figures[(restricted, test)] = (rate, (proc_cpu(server.pid) - before) * 1e6 / requests)
         finally:
             server.terminate()
             server.wait(timeout=30)

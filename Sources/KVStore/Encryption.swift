@@ -111,6 +111,9 @@ public struct EncryptionKey: Sendable {
 public struct Keyring: Sendable {
     public var current: EncryptionKey?
     public var others: [EncryptionKey]
+    /// What to do about an encrypted file when no key of these opens it and none is current: said for opening a
+    /// store; an import, whose store is already open, says something else.
+    var missingKeyAdvice = "pass --encryption-key-file with the key it was sealed with"
 
     public init(current: EncryptionKey? = nil, others: [EncryptionKey] = []) {
         self.current = current
@@ -132,7 +135,7 @@ public struct Keyring: Sendable {
             return FileCipher(master: key, salt: sealing.salt, magic: magic)
         }
         guard let current else {
-            throw StoreError.encryption(file: path, reason: "is encrypted (key id \(hexString(sealing.keyID))); pass --encryption-key-file with the key it was sealed with")
+            throw StoreError.encryption(file: path, reason: "is encrypted (key id \(hexString(sealing.keyID))); \(missingKeyAdvice)")
         }
         throw StoreError.encryption(file: path, reason: "is encrypted with another key (key id \(hexString(sealing.keyID))) than \(current.path) "
             + "(key id \(current.idHex)); pass the key file the store was sealed with")

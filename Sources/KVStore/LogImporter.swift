@@ -58,7 +58,10 @@ public enum LogImporter {
         defer { for file in files { fs.close(file.fd) } }
         // A log sealed with one of the store's keys reads; a plain one too, into an encrypted store.
         let keys = store.log.withLock { $0.keyring }
-        for index in files.indices { files[index].keyring = Keyring(current: nil, others: [keys.current].compactMap { $0 } + keys.others) }
+        var importKeys = Keyring(current: nil, others: [keys.current].compactMap { $0 } + keys.others)
+        importKeys.missingKeyAdvice = "this store is not opened with that key: import it into a store opened with "
+            + "--encryption-key-file and that key (kvsh rekey --new-key-file FILE seals a store with it)"
+        for index in files.indices { files[index].keyring = importKeys }
         let isKVSHLog = try startsWithKVSHMagic(files[0])
         var summary = Summary(source: path, format: isKVSHLog ? "kvsh log" : "Go StorageEngine JSON lines")
         // Pass 1: check everything, write nothing.
@@ -79,11 +82,6 @@ public enum LogImporter {
             throw StoreError.interrupted(operation: "the import of '\(path)'", undone: nil)
         } catch StoreError.corruption(let file, let offset, let reason) {
             throw StoreError.badImportRecord(file: file, offset: offset, reason: reason)
-        } catch StoreError.encryption(let file, let reason) where reason.hasPrefix("is encrypted (key id") {
-            // Said for opening a store: here the store is open, and the key must be the one it is opened with.
-            let keyID = reason.split(separator: ";").first.map(String.init) ?? reason
-            throw StoreError.encryption(file: file, reason: "\(keyID), with a key this store is not opened with; import it into a store "
-                + "opened with --encryption-key-file and that key (kvsh rekey --new-key-file FILE seals a store with it)")
         }
         for file in files where try identity(file) != file.identity {
             throw StoreError.badImport(file: file.path, line: nil,
